@@ -1,0 +1,187 @@
+import { randomBytes } from 'node:crypto';
+import { type KeyType, generateApiKey } from './api-key.js';
+import { type KeyHasher, defaultKeyHasher } from './hashing.js';
+import { limitPeriod, usageInPeriod } from './spend.js';
+import type { AccountRecord, KeyRecord, KeyStore, LimitReset, NewKeyRecord, RateLimitSetting } from './types.js';
+
+/** What {@link createAccount} takes; all optional. */
+export interface NewAccountInput {
+  /** Your own account id (e.g. your user id). Default: a random `acct_…` id. */
+  id?: string;
+  /** Starting balance in USD. Default 0. */
+  balance?: number;
+  /** Shown as `is_free_tier` by `GET /v1/auth/key`. Default false. */
+  isFreeTier?: boolean;
+  /** Creation time. Default now. */
+  now?: number;
+}
+
+/**
+ * Creates an account, the owner of keys and of a USD balance.
+ *
+ * @example
+ * ```ts
+ * const account = await createAccount(store, { balance: 10 });
+ * const { key } = await issueKey(store, { accountId: account.id, type: 'billing', name: 'admin' });
+ * ```
+ */
+export async function createAccount(store: KeyStore, input: NewAccountInput = {}): Promise<AccountRecord> {
+  const balance = input.balance ?? 0;
+  if (!Number.isFinite(balance)) throw new TypeError('createAccount: balance must be a finite number');
+  if (input.id !== undefined && (typeof input.id !== 'string' || !/^[\w.:@-]{1,128}$/.test(input.id))) {
+    throw new TypeError('createAccount: id must be 1–128 characters of letters, digits, _ . : @ -');
+  }
+  return store.createAccount({
+    id: input.id ?? `acct_${randomBytes(12).toString('base64url')}`,
+    balance,
+    reserved: 0,
+    isFreeTier: input.isFreeTier ?? false,
+    createdAt: input.now ?? Date.now(),
+  });
+}
+
+/**
+ * Adds USD to an account's balance (negative to debit), atomically. Returns the account, or `null`
+ * for an unknown id.
+ *
+ * @example
+ * ```ts
+ * await creditBalance(store, account.id, 25); // after a payment clears
+ * ```
+ */
+export async function creditBalance(store: KeyStore, accountId: string, amountUsd: number): Promise<AccountRecord | null> {
+  if (!Number.isFinite(amountUsd)) throw new TypeError('creditBalance: amountUsd must be a finite number');
+  return store.adjustBalance(accountId, amountUsd);
+}
+
+/** What {@link issueKey} takes. */
+export interface IssueKeyInput {
+  accountId: string;
+  /** `proxy` (`ms-`, for `/v1`) or `billing` (`mk-`, for `/api`). */
+  type: KeyType;
+  /** 1–100 characters. */
+  name: string;
+  /** Epoch ms, or `null`/omitted for never. */
+  expiresAt?: number | null;
+  /** USD spend cap per period, or `null`/omitted for none. */
+  limit?: number | null;
+  limitReset?: LimitReset | null;
+  /** `null`/omitted uses the host's default. */
+  rateLimit?: RateLimitSetting | null;
+}
+
+/** A key just issued: the record and the full key value, which exists nowhere else. */
+export interface IssuedKey {
+  record: KeyRecord;
+  /** The full key. Show it once and forget it: only its scrypt hash is stored. */
+  key: string;
+}
+
+/**
+ * Issues a key: generates it, hashes it with scrypt and stores the record. The full key is in the
+ * answer only. Use it to make an account's first billing key, since `/api/keys` needs one.
+ *
+ * @example
+ * ```ts
+ * const { key } = await issueKey(store, { accountId, type: 'billing', name: 'ops' });
+ * console.log(`MODELSWITCH_BILLING_KEY=${key}`); // shown once
+ * ```
+ */
+export async function issueKey(
+  store: KeyStore,
+  input: IssueKeyInput,
+  options: { hasher?: KeyHasher; now?: number } = {},
+): Promise<IssuedKey> {
+  const prepared = await prepareKey(input, options);
+  return { record: await store.insertKey(prepared.record), key: prepared.key };
+}
+
+/** A key generated and hashed but not stored yet (the first half of {@link issueKey}). */
+export interface PreparedKey {
+  record: NewKeyRecord;
+  key: string;
+}
+
+/**
+ * Generates and hashes a key without storing it, for callers that store it themselves.
+ *
+ * @example
+ * ```ts
+ * const { record, key } = await prepareKey({ accountId, type: 'proxy', name: 'ci' });
+ * await store.insertKey(record);
+ * ```
+ */
+export async function prepareKey(input: IssueKeyInput, options: { hasher?: KeyHasher; now?: number } = {}): Promise<PreparedKey> {
+  if (typeof input.name !== 'string' || input.name.length < 1 || input.name.length > 100) {
+    throw new TypeError('issueKey: name must be 1–100 characters');
+  }
+  if (input.type !== 'proxy' && input.type !== 'billing') throw new TypeError("issueKey: type must be 'proxy' or 'billing'");
+  const generated = generateApiKey(input.type);
+  const hash = await (options.hasher ?? defaultKeyHasher()).hash(generated.value);
+  const limitReset = input.limitReset ?? null;
+  const now = options.now ?? Date.now();
+  const record: NewKeyRecord = {
+    handle: generated.handle,
+    type: input.type,
+    accountId: input.accountId,
+    name: input.name,
+    prefix: generated.prefix,
+    hash,
+    active: true,
+    createdAt: now,
+    expiresAt: input.expiresAt ?? null,
+    lastUsedAt: null,
+    usage: 0,
+    usagePeriod: limitPeriod(limitReset, now),
+    reserved: 0,
+    limit: input.limit ?? null,
+    limitReset,
+    rateLimit: input.rateLimit ?? null,
+  };
+  return { record, key: generated.value };
+}
+
+/** A key as the management API shows it: never the hash, the handle or the key value. */
+export interface PublicKey {
+  id: number;
+  name: string;
+  prefix: string;
+  active: boolean;
+  createdAt: string;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+  /** USD spent in the current limit period. */
+  usage: number;
+  limit: number | null;
+  limitReset: LimitReset | null;
+  rateLimit: RateLimitSetting | null;
+}
+
+/** ISO 8601 in UTC, without milliseconds when they are zero (`2024-01-15T10:00:00Z`, as the docs show). */
+export function isoTime(epochMs: number): string {
+  return new Date(epochMs).toISOString().replace('.000Z', 'Z');
+}
+
+/**
+ * The public view of a key record at time `now` (usage of the current period).
+ *
+ * @example
+ * ```ts
+ * publicKey(record, Date.now()); // { id: 1, name: 'Production', prefix: 'ms-abc1', active: true, … }
+ * ```
+ */
+export function publicKey(record: KeyRecord, now: number): PublicKey {
+  return {
+    id: record.id,
+    name: record.name,
+    prefix: record.prefix,
+    active: record.active,
+    createdAt: isoTime(record.createdAt),
+    expiresAt: record.expiresAt === null ? null : isoTime(record.expiresAt),
+    lastUsedAt: record.lastUsedAt === null ? null : isoTime(record.lastUsedAt),
+    usage: usageInPeriod(record, limitPeriod(record.limitReset, now)),
+    limit: record.limit,
+    limitReset: record.limitReset,
+    rateLimit: record.rateLimit,
+  };
+}

@@ -1,0 +1,134 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type KeyType, parseApiKey } from './api-key.js';
+import { readBearerToken } from './bearer.js';
+import { MISSING_OR_INVALID_HEADER, ModelSwitchError, authenticationError } from './errors.js';
+import { type KeyHasher, defaultKeyHasher } from './hashing.js';
+import { DEFAULT_RATE_LIMIT, intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
+import { limitPeriod, usageInPeriod } from './spend.js';
+import { type Logger, StoreGuard, type StoreGuardOptions } from './store-guard.js';
+import type { AccountRecord, KeyRecord, KeyStore, RateLimitSetting } from './types.js';
+
+/** A verified key as the middleware hands it on: the record without its hash. */
+export type AuthenticatedKey = Omit<KeyRecord, 'hash'>;
+
+/** What `req.modelSwitch` holds after authentication; read fresh from the store for this request. */
+export interface ModelSwitchContext {
+  key: AuthenticatedKey;
+  account: AccountRecord;
+  /** The key's USD usage in its current limit period. */
+  usage: number;
+  /** The key's current limit period (see `KeyRecord.usagePeriod`). */
+  period: string | null;
+  /** The rate limit in force for this key (its own, or the host default), or `null` for none. */
+  rateLimit: RateLimitSetting | null;
+}
+
+/** A request after `modelSwitchAuth` (or `keysRouter`) let it through. */
+export type AuthenticatedRequest = IncomingMessage & { modelSwitch: ModelSwitchContext };
+
+/** Options of the authenticating factories. Every field is optional. */
+export interface AuthOptions extends StoreGuardOptions {
+  /** Which key type this route takes. `modelSwitchAuth` defaults to `proxy` (`ms-`). */
+  keyType?: KeyType;
+  /** Hashing, verified-key cache and scrypt concurrency. Default: one process-wide `KeyHasher`. */
+  hasher?: KeyHasher;
+  /** Rate limit for keys without their own `rateLimit`; `null` for none. Default 1000 per `10s` (the docs'). */
+  defaultRateLimit?: RateLimitSetting | null;
+  /** Clock in epoch ms, injectable for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+const TYPE_MISMATCH: Record<KeyType, string> = {
+  proxy: 'This endpoint needs a proxy key (ms-). Billing keys (mk-) only work with the management API (/api).',
+  billing: 'This endpoint needs a billing key (mk-). Proxy keys (ms-) only work with the inference API (/v1).',
+};
+/** Write `lastUsedAt` at most this often per key, so the hot path stays read-only. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+/** Checks a request's key and rate limit: the hot path of DESIGN.md. One per factory call. */
+export class Authenticator {
+  readonly keyType: KeyType;
+  readonly guard: StoreGuard;
+  readonly now: () => number;
+  private readonly hasher: KeyHasher;
+  private readonly defaultRateLimit: RateLimitSetting | null;
+  private readonly logger: Logger;
+
+  constructor(
+    readonly store: KeyStore,
+    options: AuthOptions,
+  ) {
+    this.keyType = options.keyType ?? 'proxy';
+    if (this.keyType !== 'proxy' && this.keyType !== 'billing') {
+      throw new TypeError("keyType must be 'proxy' or 'billing'");
+    }
+    this.guard = new StoreGuard(store, options);
+    this.hasher = options.hasher ?? defaultKeyHasher();
+    this.now = options.now ?? Date.now;
+    this.logger = options.logger ?? console;
+    const fallback = options.defaultRateLimit === undefined ? DEFAULT_RATE_LIMIT : options.defaultRateLimit;
+    if (fallback !== null && (!Number.isInteger(fallback.requests) || fallback.requests < 1 || intervalToMs(fallback.interval) === null)) {
+      throw new TypeError('defaultRateLimit needs an integer requests ≥ 1 and an interval like "10s", "1m", "1h" or "1d"');
+    }
+    this.defaultRateLimit = fallback === null ? null : { ...fallback };
+  }
+
+  /** Verifies the request's key; throws a `ModelSwitchError` (401/403/503) when it does not pass. */
+  async authenticate(req: IncomingMessage): Promise<ModelSwitchContext> {
+    const credentials = readBearerToken(req);
+    if (credentials.kind === 'invalid') {
+      throw authenticationError('invalid_api_key', MISSING_OR_INVALID_HEADER, credentials.presented);
+    }
+    const parsed = parseApiKey(credentials.token);
+    if (!parsed) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
+
+    const record = await this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle));
+    if (!record || record.type !== parsed.type || !(await this.hasher.verify(parsed.value, record.hash))) {
+      throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    }
+    const now = this.now();
+    if (record.expiresAt !== null && now >= record.expiresAt) {
+      throw authenticationError('expired_api_key', 'API key has expired', true);
+    }
+    if (!record.active) throw new ModelSwitchError('key_deactivated', 'API key has been deactivated');
+
+    const account = await this.guard.run('getAccount', () => this.store.getAccount(record.accountId));
+    // A key whose account is gone cannot be used: treat it like an unknown key.
+    if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+
+    if (record.lastUsedAt === null || now - record.lastUsedAt >= TOUCH_INTERVAL_MS) {
+      this.guard
+        .run('touchKey', () => this.store.touchKey(record.id, now))
+        .catch(() => {
+          // Already logged by the guard; a missed lastUsedAt update must not fail the request.
+        });
+    }
+    const { hash: _hash, ...key } = record;
+    const period = limitPeriod(record.limitReset, now);
+    return { key, account, usage: usageInPeriod(record, period), period, rateLimit: record.rateLimit ?? this.defaultRateLimit };
+  }
+
+  /** Counts the request against the key's rate limit, sets `RateLimit-*` headers, throws 429 when over. */
+  async countRequest(context: ModelSwitchContext, res: ServerResponse): Promise<void> {
+    const limit = context.rateLimit;
+    if (limit === null) return;
+    const windowMs = intervalToMs(limit.interval);
+    if (windowMs === null) {
+      this.logger.warn(`modelswitch-keys: key ${context.key.id} has an unreadable rate limit interval; not rate limiting it`);
+      return;
+    }
+    const now = this.now();
+    const counter = await this.guard.run('hitCounter', () =>
+      this.store.hitCounter(`requests:${context.key.id}:${windowMs}`, windowMs, now),
+    );
+    setRateLimitHeaders(res, limit, windowMs, counter.count, counter.resetAt, now);
+    if (counter.count > limit.requests) {
+      throw rateLimitExceeded(
+        `Rate limit exceeded: ${limit.requests} requests per ${limit.interval} for this key. Retry after the window resets.`,
+        counter.resetAt,
+        now,
+      );
+    }
+  }
+}

@@ -1,0 +1,174 @@
+import type { ServerResponse } from 'node:http';
+
+/** Every `error.code` this package answers with, so `switch (err.code)` narrows. */
+export type ModelSwitchErrorCode =
+  | 'invalid_api_key'
+  | 'expired_api_key'
+  | 'wrong_key_type'
+  | 'key_deactivated'
+  | 'spend_limit_reached'
+  | 'insufficient_balance'
+  | 'rate_limit_exceeded'
+  | 'invalid_request'
+  | 'method_not_allowed'
+  | 'key_not_found'
+  | 'model_not_found'
+  | 'request_too_large'
+  | 'upstream_error'
+  | 'store_unavailable'
+  | 'upstream_timeout';
+
+/** The `error.type` values of the error JSON (OpenAI's families). */
+export type ModelSwitchErrorType =
+  | 'authentication_error'
+  | 'permission_error'
+  | 'billing_error'
+  | 'rate_limit_error'
+  | 'invalid_request_error'
+  | 'not_found_error'
+  | 'api_error';
+
+/** The JSON body of every error answer: `{"error":{"message","type","code","param"?}}`. */
+export interface ErrorBody {
+  error: {
+    message: string;
+    type: ModelSwitchErrorType;
+    code: ModelSwitchErrorCode;
+    param?: string;
+  };
+}
+
+const statusAndType: Record<ModelSwitchErrorCode, [number, ModelSwitchErrorType]> = {
+  invalid_api_key: [401, 'authentication_error'],
+  expired_api_key: [401, 'authentication_error'],
+  wrong_key_type: [401, 'authentication_error'],
+  key_deactivated: [403, 'permission_error'],
+  spend_limit_reached: [403, 'permission_error'],
+  insufficient_balance: [402, 'billing_error'],
+  rate_limit_exceeded: [429, 'rate_limit_error'],
+  invalid_request: [400, 'invalid_request_error'],
+  method_not_allowed: [405, 'invalid_request_error'],
+  key_not_found: [404, 'not_found_error'],
+  model_not_found: [404, 'not_found_error'],
+  request_too_large: [413, 'invalid_request_error'],
+  upstream_error: [502, 'api_error'],
+  store_unavailable: [503, 'api_error'],
+  upstream_timeout: [504, 'api_error'],
+};
+
+/** The realm of every `WWW-Authenticate` challenge. */
+export const AUTH_REALM = 'modelswitch';
+
+/**
+ * An error that maps to one HTTP answer of the contract. Every error this package sends is one of
+ * these; anything else thrown inside a handler is turned into a 503 (store) or 502 (upstream),
+ * never a 500 or a stack trace.
+ *
+ * @example
+ * ```ts
+ * import { ModelSwitchError } from 'modelswitch-keys';
+ * throw new ModelSwitchError('invalid_request', 'name must be a string', { param: 'name' });
+ * // answers 400 {"error":{"message":"name must be a string","type":"invalid_request_error","code":"invalid_request","param":"name"}}
+ * ```
+ */
+export class ModelSwitchError extends Error {
+  /** The HTTP status this error answers with. */
+  readonly status: number;
+  /** The `error.type` of the JSON body. */
+  readonly type: ModelSwitchErrorType;
+  /** The `error.code` of the JSON body. */
+  readonly code: ModelSwitchErrorCode;
+  /** The request field the error is about, if any. */
+  readonly param: string | undefined;
+  /** Extra response headers (`Retry-After`, `WWW-Authenticate`, ...). */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(
+    code: ModelSwitchErrorCode,
+    message: string,
+    options: { param?: string; headers?: Record<string, string>; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    const [status, type] = statusAndType[code];
+    this.status = status;
+    this.type = type;
+    this.code = code;
+    this.param = options.param;
+    this.headers = { ...options.headers };
+  }
+
+  /** The JSON body of this error. */
+  toJSON(): ErrorBody {
+    const error: ErrorBody['error'] = { message: this.message, type: this.type, code: this.code };
+    if (this.param !== undefined) error.param = this.param;
+    return { error };
+  }
+}
+
+/** The message of every malformed or missing `Authorization` header (the docs' exact text). */
+export const MISSING_OR_INVALID_HEADER = 'Missing or invalid Authorization header';
+
+/**
+ * A 401 with its RFC 6750 challenge. `tokenPresented` adds `error="invalid_token"`.
+ */
+export function authenticationError(
+  code: 'invalid_api_key' | 'expired_api_key' | 'wrong_key_type',
+  message: string,
+  tokenPresented: boolean,
+): ModelSwitchError {
+  const challenge = tokenPresented ? `Bearer realm="${AUTH_REALM}", error="invalid_token"` : `Bearer realm="${AUTH_REALM}"`;
+  return new ModelSwitchError(code, message, { headers: { 'WWW-Authenticate': challenge } });
+}
+
+/** A 400 about one request field. */
+export function invalidRequest(message: string, param?: string): ModelSwitchError {
+  return new ModelSwitchError('invalid_request', message, param === undefined ? {} : { param });
+}
+
+/**
+ * Writes an error answer with the plain Node response API, so it works under Express 4, Express 5
+ * and Connect alike. Does nothing if the headers were already sent (the socket is closed instead).
+ */
+export function sendError(res: ServerResponse, error: ModelSwitchError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify(error.toJSON());
+  res.statusCode = error.status;
+  for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
+  res.setHeader('Content-Type', 'application/json');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(body);
+}
+
+/** Writes a JSON success answer with the plain Node response API. */
+export function sendJson(res: ServerResponse, status: number, payload: unknown): void {
+  const body = JSON.stringify(payload);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(body);
+}
+
+/**
+ * A programmer mistake in the options given to a factory, caught when the middleware is created.
+ * Its `code` starts with `ERR_MS_` and its message says how to fix it.
+ *
+ * @example
+ * ```ts
+ * try { modelSwitchAuth(undefined as never); } catch (e) { (e as ConfigurationError).code; } // 'ERR_MS_STORE'
+ * ```
+ */
+export class ConfigurationError extends TypeError {
+  /** A stable code such as `ERR_MS_STORE` or `ERR_MS_OPTION`. */
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}

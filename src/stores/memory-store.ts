@@ -1,0 +1,183 @@
+import { applyReservation, applySettlement, roundUsd } from '../spend.js';
+import type {
+  AccountRecord,
+  CounterState,
+  KeyChanges,
+  KeyPage,
+  KeyPageRequest,
+  KeyRecord,
+  KeyStore,
+  NewKeyRecord,
+  ReservationResult,
+  SpendReservation,
+  SpendSettlement,
+} from '../types.js';
+
+let warnedInProduction = false;
+
+/** Options of {@link MemoryKeyStore}. */
+export interface MemoryKeyStoreOptions {
+  /** Where the production warning goes. Default `console.warn`. */
+  warn?: (message: string) => void;
+}
+
+/**
+ * The embedded default store: everything in this process's memory, lost on restart, not shared
+ * between processes. Every operation is atomic because it runs synchronously on one thread.
+ * Warns once under `NODE_ENV=production`; use `KeyvKeyStore` with Redis there.
+ *
+ * @example
+ * ```ts
+ * import { MemoryKeyStore, keysRouter } from 'modelswitch-keys';
+ * const store = new MemoryKeyStore();
+ * app.use('/api', keysRouter(store));
+ * ```
+ */
+export class MemoryKeyStore implements KeyStore {
+  private nextId = 1;
+  private nextSweepAt = 10_000;
+  private readonly keys = new Map<number, KeyRecord>();
+  private readonly idsByHandle = new Map<string, number>();
+  /** Each account's key ids per key type, ascending (ids only grow, so appending keeps the order). */
+  private readonly idsByAccount = new Map<string, number[]>();
+  private readonly accounts = new Map<string, AccountRecord>();
+  private readonly counters = new Map<string, { windowStart: number; resetAt: number; count: number }>();
+
+  constructor(options: MemoryKeyStoreOptions = {}) {
+    if (process.env.NODE_ENV === 'production' && !warnedInProduction) {
+      warnedInProduction = true;
+      (options.warn ?? console.warn)(
+        'modelswitch-keys: MemoryKeyStore keeps keys in this process only; they are lost on restart and not shared between instances. Use KeyvKeyStore with Redis in production.',
+      );
+    }
+  }
+
+  async createAccount(account: AccountRecord): Promise<AccountRecord> {
+    if (this.accounts.has(account.id)) throw new Error(`account ${account.id} already exists`);
+    this.accounts.set(account.id, { ...account });
+    return { ...account };
+  }
+
+  async getAccount(id: string): Promise<AccountRecord | null> {
+    const account = this.accounts.get(id);
+    return account ? { ...account } : null;
+  }
+
+  async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
+    const account = this.accounts.get(accountId);
+    if (!account) return null;
+    account.balance = roundUsd(account.balance + delta);
+    return { ...account };
+  }
+
+  async insertKey(key: NewKeyRecord): Promise<KeyRecord> {
+    if (this.idsByHandle.has(key.handle)) throw new Error('key handle already exists');
+    const record: KeyRecord = { ...copy(key), id: this.nextId++ };
+    this.keys.set(record.id, record);
+    this.idsByHandle.set(record.handle, record.id);
+    const list = listName(record.accountId, record.type);
+    const ids = this.idsByAccount.get(list);
+    if (ids) ids.push(record.id);
+    else this.idsByAccount.set(list, [record.id]);
+    return copy(record);
+  }
+
+  async getKey(id: number): Promise<KeyRecord | null> {
+    const key = this.keys.get(id);
+    return key ? copy(key) : null;
+  }
+
+  async getKeyByHandle(handle: string): Promise<KeyRecord | null> {
+    const id = this.idsByHandle.get(handle);
+    return id === undefined ? null : this.getKey(id);
+  }
+
+  async listKeys(accountId: string, page: KeyPageRequest): Promise<KeyPage> {
+    const ids = this.idsByAccount.get(listName(accountId, page.type)) ?? [];
+    const start = page.after === undefined ? 0 : firstGreater(ids, page.after);
+    const slice = ids.slice(start, start + page.limit);
+    return {
+      keys: slice.map((id) => copy(this.keys.get(id) as KeyRecord)),
+      hasMore: start + page.limit < ids.length,
+    };
+  }
+
+  async updateKey(id: number, changes: KeyChanges): Promise<KeyRecord | null> {
+    const key = this.keys.get(id);
+    if (!key) return null;
+    Object.assign(key, copy(changes));
+    return copy(key);
+  }
+
+  async deleteKey(id: number): Promise<boolean> {
+    const key = this.keys.get(id);
+    if (!key) return false;
+    this.keys.delete(id);
+    this.idsByHandle.delete(key.handle);
+    const ids = this.idsByAccount.get(listName(key.accountId, key.type));
+    if (ids) {
+      const index = firstGreater(ids, id - 1);
+      if (ids[index] === id) ids.splice(index, 1);
+    }
+    return true;
+  }
+
+  async touchKey(id: number, at: number): Promise<void> {
+    const key = this.keys.get(id);
+    if (key && (key.lastUsedAt === null || key.lastUsedAt < at)) key.lastUsedAt = at;
+  }
+
+  async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
+    const key = this.keys.get(reservation.keyId);
+    if (!key) return { ok: false, reason: 'key_not_found' };
+    const account = this.accounts.get(reservation.accountId);
+    if (!account) return { ok: false, reason: 'account_not_found' };
+    return applyReservation(key, account, reservation);
+  }
+
+  async settleSpend(settlement: SpendSettlement): Promise<void> {
+    applySettlement(this.keys.get(settlement.keyId) ?? null, this.accounts.get(settlement.accountId) ?? null, settlement);
+  }
+
+  async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
+    const windowStart = now - (now % windowMs);
+    let counter = this.counters.get(name);
+    if (!counter || counter.windowStart !== windowStart) {
+      // Sweep expired windows now and then so idle counters do not pile up.
+      if (this.counters.size >= this.nextSweepAt) {
+        this.sweep(now);
+        this.nextSweepAt = Math.max(10_000, this.counters.size * 2);
+      }
+      counter = { windowStart, resetAt: windowStart + windowMs, count: 0 };
+      this.counters.set(name, counter);
+    }
+    counter.count += amount;
+    return { count: counter.count, resetAt: counter.resetAt };
+  }
+
+  private sweep(now: number): void {
+    for (const [name, counter] of this.counters) {
+      if (counter.resetAt <= now) this.counters.delete(name);
+    }
+  }
+}
+
+function listName(accountId: string, type: KeyRecord['type']): string {
+  return `${type}\u0000${accountId}`;
+}
+
+function copy<T>(value: T): T {
+  return structuredClone(value);
+}
+
+/** Index of the first id greater than `after` in an ascending array. */
+function firstGreater(ids: number[], after: number): number {
+  let low = 0;
+  let high = ids.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if ((ids[mid] as number) <= after) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}

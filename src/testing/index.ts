@@ -1,0 +1,1 @@
+export { keyStoreSuite, type KeyStoreSuiteOptions, type TestFunction } from './key-store-suite.js';
