@@ -1,0 +1,59 @@
+import { type AccountRecord, KeyHasher, type KeyStore, type Logger, createAccount, issueKey } from '../src/index.js';
+
+/** scrypt at logN 10 (about 1 ms): tests check behaviour, the benchmark checks the real cost. */
+export function fastHasher(): KeyHasher {
+  return new KeyHasher({ scrypt: { logN: 10 } });
+}
+
+/** A clock tests move by hand instead of sleeping. */
+export interface TestClock {
+  now: () => number;
+  advance: (ms: number) => void;
+  set: (epochMs: number) => void;
+}
+
+export function testClock(start = Date.parse('2026-11-22T12:00:00Z')): TestClock {
+  let current = start;
+  return {
+    now: () => current,
+    advance: (ms) => {
+      current += ms;
+    },
+    set: (epochMs) => {
+      current = epochMs;
+    },
+  };
+}
+
+/** A logger that keeps every line, so tests can assert what was (and was not) logged. */
+export function recordingLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return {
+    lines,
+    warn: (message) => lines.push(`warn: ${message}`),
+    error: (message) => lines.push(`error: ${message}`),
+  };
+}
+
+/** An account with a billing key and a proxy key. */
+export interface SeededAccount {
+  account: AccountRecord;
+  billingKey: string;
+  proxyKey: string;
+  proxyKeyId: number;
+}
+
+export async function seedAccount(
+  store: KeyStore,
+  options: { hasher: KeyHasher; balance?: number; now?: number; isFreeTier?: boolean },
+): Promise<SeededAccount> {
+  const account = await createAccount(store, {
+    balance: options.balance ?? 10,
+    isFreeTier: options.isFreeTier ?? false,
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  const at = options.now === undefined ? {} : { now: options.now };
+  const billing = await issueKey(store, { accountId: account.id, type: 'billing', name: 'billing' }, { hasher: options.hasher, ...at });
+  const proxy = await issueKey(store, { accountId: account.id, type: 'proxy', name: 'My Production Key' }, { hasher: options.hasher, ...at });
+  return { account, billingKey: billing.key, proxyKey: proxy.key, proxyKeyId: proxy.record.id };
+}
