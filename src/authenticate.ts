@@ -84,7 +84,7 @@ export class Authenticator {
     if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
 
     const record = await this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle));
-    if (!record || record.type !== parsed.type || !(await this.hasher.verify(parsed.value, record.hash))) {
+    if (!record || record.type !== parsed.type || !(await this.hasher.verify(parsed.value, record.hash, parsed.handle))) {
       throw authenticationError('invalid_api_key', 'Invalid API key', true);
     }
     const now = this.now();

@@ -21,6 +21,14 @@ export interface KeyHasherOptions {
   maxConcurrentHashes?: number;
   /** How long a failed verification is remembered, so repeating it costs no scrypt. Default 60,000 ms. */
   failureTtlMs?: number;
+  /**
+   * How many scrypt runs per handle may end in a wrong secret within `handleFailureWindowMs`; past
+   * that, an uncached key with that handle is refused without running scrypt until the window ends.
+   * Keys already in the verified cache are never affected. `null` turns the throttle off. Default 10.
+   */
+  handleFailureLimit?: number | null;
+  /** The fixed window of `handleFailureLimit`. Default 60,000 ms. */
+  handleFailureWindowMs?: number;
   /** Clock, injectable for tests. Default `Date.now`. */
   now?: () => number;
 }
@@ -30,6 +38,12 @@ export const DEFAULT_SCRYPT: Readonly<ScryptParameters> = { logN: 15, r: 8, p: 1
 
 function fingerprint(key: string): string {
   return createHash('sha256').update(key).digest('base64');
+}
+
+/** Failed (or still running) scrypt verifications of one handle in the current window. */
+interface HandleFailures {
+  windowStart: number;
+  count: number;
 }
 
 /** A least-recently-used map with a fixed bound. */
@@ -70,12 +84,23 @@ class BoundedCache<V> {
  * - At most `maxConcurrentHashes` scrypt runs are in flight; the rest queue.
  * - A failed verification is remembered for `failureTtlMs` (never as valid), so a flood of one
  *   wrong key costs one scrypt run.
+ * - Wrong secrets are throttled per handle: at most `handleFailureLimit` scrypt runs per handle and
+ *   `handleFailureWindowMs` may fail (runs still in flight count as failures until they succeed), so a
+ *   flood of a real handle with ever-new wrong secrets costs a bounded amount of scrypt. Past the
+ *   limit, an uncached key with that handle is refused without scrypt until the window ends.
+ *
+ * Trade-off of the throttle: scrypt cannot tell a legitimate key from a guess without running, so
+ * while one handle is being flooded, the legitimate key of that handle is refused too if it is not
+ * in the verified cache yet (first use since this process started, or evicted from the cache).
+ * Keys that verified once stay cached and keep working; the lock-out lasts at most one window and
+ * only hits a handle whose value the attacker knows (handles are not shown anywhere but inside the
+ * key itself). Set `handleFailureLimit: null` to trade the bound on scrypt work for no lock-out.
  *
  * @example
  * ```ts
  * const hasher = new KeyHasher({ scrypt: { logN: 15 }, cacheSize: 50_000 });
  * const hash = await hasher.hash(key);
- * await hasher.verify(key, hash); // true, and cached
+ * await hasher.verify(key, hash, handle); // true, and cached
  * ```
  */
 export class KeyHasher {
@@ -85,11 +110,16 @@ export class KeyHasher {
   private readonly inFlight = new Map<string, Promise<boolean>>();
   private readonly maxConcurrent: number;
   private readonly failureTtlMs: number;
+  private readonly handleFailures: BoundedCache<HandleFailures>;
+  private readonly handleFailureLimit: number | null;
+  private readonly handleFailureWindowMs: number;
   private readonly now: () => number;
   private running = 0;
   private readonly waiting: Array<() => void> = [];
   /** How many scrypt runs this hasher has started (hashes and verifications); for tests and benchmarks. */
   scryptRuns = 0;
+  /** How many verifications the per-handle throttle refused without running scrypt. */
+  throttledVerifications = 0;
 
   constructor(options: KeyHasherOptions = {}) {
     this.scrypt = { ...DEFAULT_SCRYPT, ...definedOnly(options.scrypt ?? {}) };
@@ -97,7 +127,15 @@ export class KeyHasher {
     this.maxConcurrent = options.maxConcurrentHashes ?? 2;
     this.failureTtlMs = options.failureTtlMs ?? 60_000;
     this.now = options.now ?? Date.now;
-    for (const [name, value] of Object.entries({ cacheSize, maxConcurrentHashes: this.maxConcurrent })) {
+    this.handleFailureLimit = options.handleFailureLimit === undefined ? 10 : options.handleFailureLimit;
+    this.handleFailureWindowMs = options.handleFailureWindowMs ?? 60_000;
+    const counts: Record<string, number> = {
+      cacheSize,
+      maxConcurrentHashes: this.maxConcurrent,
+      handleFailureWindowMs: this.handleFailureWindowMs,
+    };
+    if (this.handleFailureLimit !== null) counts.handleFailureLimit = this.handleFailureLimit;
+    for (const [name, value] of Object.entries(counts)) {
       if (!Number.isInteger(value) || value < 1) {
         throw new TypeError(`KeyHasher: ${name} must be a positive integer, got ${String(value)}`);
       }
@@ -108,6 +146,7 @@ export class KeyHasher {
     }
     this.verified = new BoundedCache(cacheSize);
     this.failed = new BoundedCache(cacheSize);
+    this.handleFailures = new BoundedCache(cacheSize);
   }
 
   /** How many verified keys the cache holds now (never more than `cacheSize`). */
@@ -121,8 +160,11 @@ export class KeyHasher {
     return Buffer.from(derived).toString('base64');
   }
 
-  /** Whether `key` matches the stored `hash`. Cached, coalesced and bounded as described above. */
-  async verify(key: string, hash: string): Promise<boolean> {
+  /**
+   * Whether `key` matches the stored `hash`. Cached, coalesced and bounded as described above; pass
+   * the key's `handle` to throttle wrong secrets per handle (without it there is no per-handle bound).
+   */
+  async verify(key: string, hash: string, handle?: string): Promise<boolean> {
     const id = fingerprint(key);
     if (this.verified.get(id) === hash) return true;
     const failure = this.failed.get(id);
@@ -130,12 +172,19 @@ export class KeyHasher {
     const flightId = `${id}\n${hash}`;
     const pending = this.inFlight.get(flightId);
     if (pending) return pending;
+    const slot = handle === undefined ? null : this.takeFailureSlot(handle);
+    if (slot === false) {
+      // Not remembered as failed: without scrypt we do not know that it is wrong.
+      this.throttledVerifications++;
+      return false;
+    }
     const run = this.limited(() => scryptVerify(Buffer.from(hash, 'base64'), key))
       .catch(() => false)
       .then((ok) => {
         if (ok) {
           this.verified.set(id, hash);
           this.failed.delete(id);
+          if (slot) this.releaseFailureSlot(slot);
         } else {
           this.failed.set(id, { hash, until: this.now() + this.failureTtlMs });
         }
@@ -144,6 +193,31 @@ export class KeyHasher {
       .finally(() => this.inFlight.delete(flightId));
     this.inFlight.set(flightId, run);
     return run;
+  }
+
+  /**
+   * Counts a scrypt run against its handle's failure budget before it starts (so a burst of
+   * concurrent guesses cannot all slip in before the first one fails). `false` when the budget of
+   * this window is spent; `null` when the throttle is off.
+   */
+  private takeFailureSlot(handle: string): { handle: string; windowStart: number } | false | null {
+    if (this.handleFailureLimit === null) return null;
+    const now = this.now();
+    const windowStart = now - (now % this.handleFailureWindowMs);
+    let entry = this.handleFailures.get(handle);
+    if (entry === undefined || entry.windowStart !== windowStart) {
+      entry = { windowStart, count: 0 };
+      this.handleFailures.set(handle, entry);
+    }
+    if (entry.count >= this.handleFailureLimit) return false;
+    entry.count++;
+    return { handle, windowStart };
+  }
+
+  /** A run that succeeded was not a failure: give its slot back (if its window is still current). */
+  private releaseFailureSlot(slot: { handle: string; windowStart: number }): void {
+    const entry = this.handleFailures.get(slot.handle);
+    if (entry !== undefined && entry.windowStart === slot.windowStart && entry.count > 0) entry.count--;
   }
 
   private async limited<T>(work: () => Promise<T>): Promise<T> {
