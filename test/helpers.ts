@@ -54,6 +54,44 @@ export async function seedAccount(
   });
   const at = options.now === undefined ? {} : { now: options.now };
   const billing = await issueKey(store, { accountId: account.id, type: 'billing', name: 'billing' }, { hasher: options.hasher, ...at });
-  const proxy = await issueKey(store, { accountId: account.id, type: 'proxy', name: 'My Production Key' }, { hasher: options.hasher, ...at });
+  const proxy = await issueKey(
+    store,
+    { accountId: account.id, type: 'proxy', name: 'My Production Key' },
+    { hasher: options.hasher, ...at },
+  );
   return { account, billingKey: billing.key, proxyKey: proxy.key, proxyKeyId: proxy.record.id };
+}
+
+/** A parsed raw HTTP answer. */
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+/**
+ * Sends exact request bytes (duplicate headers, tabs, raw non-ASCII) to a listening server and
+ * parses the answer; supertest would normalise or refuse such requests.
+ */
+export async function rawRequest(port: number, head: string | Buffer): Promise<RawResponse> {
+  const { connect } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk) => chunks.push(chunk));
+    socket.on('error', reject);
+    socket.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      const [headText = '', ...rest] = text.split('\r\n\r\n');
+      const [statusLine = '', ...headerLines] = headText.split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const line of headerLines) {
+        const colon = line.indexOf(':');
+        headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      const bodyText = rest.join('\r\n\r\n');
+      resolve({ status: Number(statusLine.split(' ')[1]), headers, body: bodyText ? JSON.parse(bodyText) : undefined });
+    });
+    socket.write(head);
+  });
 }
