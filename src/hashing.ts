@@ -1,5 +1,11 @@
 import { createHash } from 'node:crypto';
-import { kdf, verify as scryptVerify } from 'scrypt-kdf';
+import * as scryptModule from 'scrypt-kdf';
+
+// scrypt-kdf 4 is ESM with only a default export (a class with static kdf/verify), while its
+// typings declare named exports: named imports are undefined at run time. Take the default
+// when there is one, so both the real module and the typings' shape work.
+const Scrypt: Pick<typeof scryptModule, 'kdf' | 'verify'> =
+  (scryptModule as unknown as { default?: Pick<typeof scryptModule, 'kdf' | 'verify'> }).default ?? scryptModule;
 
 /** scrypt cost parameters. The defaults (logN 15, r 8, p 1) take about 32 MiB and ~50–100 ms per hash. */
 export interface ScryptParameters {
@@ -156,7 +162,7 @@ export class KeyHasher {
 
   /** Hashes a new key for storage: scrypt-kdf's self-describing format, base64. */
   async hash(key: string): Promise<string> {
-    const derived = await this.limited(() => kdf(key, this.scrypt));
+    const derived = await this.limited(() => Scrypt.kdf(key, this.scrypt));
     return Buffer.from(derived).toString('base64');
   }
 
@@ -178,7 +184,7 @@ export class KeyHasher {
       this.throttledVerifications++;
       return false;
     }
-    const run = this.limited(() => scryptVerify(Buffer.from(hash, 'base64'), key))
+    const run = this.limited(() => Scrypt.verify(Buffer.from(hash, 'base64'), key))
       .catch(() => false)
       .then((ok) => {
         if (ok) {
