@@ -54,7 +54,9 @@ export class StoreGuard {
       if (!this.outage.down) {
         this.outage.down = true;
         const reason = error instanceof Error ? error.message : String(error);
-        this.logger.error(`modelswitch-keys: key store unavailable (${operation}: ${reason}); failing requests closed with 503`);
+        this.logger.error(
+          `modelswitch-keys: key store unavailable (${operation}: ${reason}); requests that need it answer 503 until it recovers`,
+        );
       }
       throw new ModelSwitchError('store_unavailable', 'The key store is unavailable. Please retry shortly.', { cause: error });
     } finally {
