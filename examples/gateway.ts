@@ -1,0 +1,78 @@
+/**
+ * The example gateway: `npm run example`.
+ *
+ * An Express 5 app with the three factories mounted, on PORT (default 3000). It creates an
+ * account with MODELSWITCH_INITIAL_BALANCE USD (default 10) and prints its billing key once, as
+ * `MODELSWITCH_BILLING_KEY=mk-…`, so every curl command of the README can be run against it.
+ */
+import type { Server } from 'node:http';
+import express from 'express';
+import { type KeyStore, MemoryKeyStore, createAccount, issueKey, keyInfoRoute, keysRouter, modelSwitchAuth } from '../src/index.js';
+
+export interface RunningGateway {
+  server: Server;
+  store: KeyStore;
+  url: string;
+  billingKey: string;
+  close(): Promise<void>;
+}
+
+/** Starts the example gateway; `port` 0 picks a free port. */
+export async function startGateway(
+  options: { port?: number; initialBalance?: number; log?: (line: string) => void } = {},
+): Promise<RunningGateway> {
+  const log = options.log ?? console.log;
+  const store: KeyStore = new MemoryKeyStore();
+  const account = await createAccount(store, { balance: options.initialBalance ?? 10 });
+  const billing = await issueKey(store, { accountId: account.id, type: 'billing', name: 'example billing key' });
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.use('/api', keysRouter(store));
+  app.use('/v1', modelSwitchAuth(store), keyInfoRoute());
+  app.use((_req, res) => {
+    res.status(404).json({ error: { message: 'Not found', type: 'not_found_error', code: 'not_found' } });
+  });
+
+  const server = await new Promise<Server>((resolve) => {
+    const listening = app.listen(options.port ?? 3000, '127.0.0.1', () => resolve(listening));
+  });
+  const address = server.address();
+  const url = `http://localhost:${typeof address === 'object' && address ? address.port : options.port}`;
+  log(`ModelSwitch example gateway on ${url} (in-memory store: keys are lost when it stops)`);
+  log(`Account ${account.id} with a balance of ${account.balance} USD. Its billing key, shown once:`);
+  log(`MODELSWITCH_BILLING_KEY=${billing.key}`);
+  return {
+    server,
+    store,
+    url,
+    billingKey: billing.key,
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await store.close?.();
+    },
+  };
+}
+
+const isMain = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/').split('/').pop() ?? '');
+if (isMain) {
+  const balance = Number(process.env.MODELSWITCH_INITIAL_BALANCE ?? 10);
+  if (!Number.isFinite(balance)) {
+    console.error('MODELSWITCH_INITIAL_BALANCE must be a number of USD');
+    process.exit(1);
+  }
+  const gateway = await startGateway({ port: Number(process.env.PORT ?? 3000), initialBalance: balance });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: stopping`);
+    gateway.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
