@@ -1,0 +1,83 @@
+import { StringDecoder } from 'node:string_decoder';
+import { type TokenUsage, readUsage } from './pricing.js';
+
+const EVENT_END = /\r?\n\r?\n/g;
+
+/**
+ * Passes a `text/event-stream` through event by event while reading the token `usage` it reports
+ * (the final chunk of a Chat Completions stream with `stream_options.include_usage`, or the
+ * `response.completed` event of the Responses API). Only complete events are forwarded, so the
+ * usage-only chunk the proxy asked for on the client's behalf can be dropped whole; nothing is
+ * held longer than the rest of an event the upstream has not finished sending.
+ */
+export class SseUsageScanner {
+  /** The last usage the stream reported, if any. */
+  usage: TokenUsage | undefined;
+  private readonly decoder = new StringDecoder('utf8');
+  private pending = '';
+
+  /** @param stripUsageOnlyChunk drop the `{"choices":[],"usage":{…}}` chunk (the client did not ask for it) */
+  constructor(private readonly stripUsageOnlyChunk: boolean) {}
+
+  /** Takes an upstream chunk; returns the bytes to send to the client now (possibly empty). */
+  push(chunk: Buffer): Buffer {
+    const text = this.pending + this.decoder.write(chunk);
+    let end = -1;
+    EVENT_END.lastIndex = 0;
+    for (let match = EVENT_END.exec(text); match !== null; match = EVENT_END.exec(text)) end = match.index + match[0].length;
+    const hadPending = this.pending !== '';
+    if (end < 0) {
+      this.pending = text;
+      return Buffer.alloc(0);
+    }
+    const complete = text.slice(0, end);
+    this.pending = text.slice(end);
+    // The common case: no usage in these events, so the upstream's bytes go out untouched.
+    if (!complete.includes('"usage"')) return !hadPending && this.pending === '' ? chunk : Buffer.from(complete);
+    const out = this.scan(complete);
+    return !hadPending && this.pending === '' && out === complete ? chunk : Buffer.from(out);
+  }
+
+  /** The end of the stream: whatever partial event is left goes out as it is. */
+  end(): Buffer {
+    const rest = this.pending + this.decoder.end();
+    this.pending = '';
+    if (rest.includes('"usage"')) this.readEvent(rest);
+    return Buffer.from(rest);
+  }
+
+  private scan(complete: string): string {
+    let out = '';
+    let start = 0;
+    EVENT_END.lastIndex = 0;
+    for (let match = EVENT_END.exec(complete); match !== null; match = EVENT_END.exec(complete)) {
+      const stop = match.index + match[0].length;
+      const event = complete.slice(start, stop);
+      start = stop;
+      if (!event.includes('"usage"') || !this.readEvent(event)) out += event;
+    }
+    return out;
+  }
+
+  /** Reads usage from one event; returns true when the event is the usage-only chunk to drop. */
+  private readEvent(event: string): boolean {
+    let data = '';
+    for (const line of event.split(/\r?\n/)) {
+      if (line.startsWith('data:')) data += (data === '' ? '' : '\n') + line.slice(line.startsWith('data: ') ? 6 : 5);
+    }
+    if (data === '' || data === '[DONE]') return false;
+    let payload: unknown;
+    try {
+      payload = JSON.parse(data);
+    } catch {
+      return false;
+    }
+    if (typeof payload !== 'object' || payload === null) return false;
+    const record = payload as Record<string, unknown>;
+    const response = record.response as Record<string, unknown> | null | undefined;
+    const usage = readUsage(record.usage) ?? (typeof response === 'object' && response !== null ? readUsage(response.usage) : undefined);
+    if (usage === undefined) return false;
+    this.usage = usage;
+    return this.stripUsageOnlyChunk && Array.isArray(record.choices) && record.choices.length === 0;
+  }
+}

@@ -1,0 +1,96 @@
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import compression from 'compression';
+import express from 'express';
+import { modelSwitchAuth } from '../../src/auth.js';
+import { type ProxyRouterOptions, proxyRouter } from '../../src/proxy-router.js';
+import { MemoryKeyStore } from '../../src/stores/memory-store.js';
+import type { KeyStore } from '../../src/types.js';
+import { type SeededAccount, type TestClock, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
+import { type MockUpstream, startTestUpstream } from './mock-upstream.js';
+
+/** USD per million tokens chosen so 12 prompt + 8 completion tokens cost exactly $0.028. */
+export const MOCK_PRICE = { inputPerMillion: 1000, outputPerMillion: 2000 };
+
+export interface Gateway extends SeededAccount {
+  /** Base URL of the gateway's inference API, `http://127.0.0.1:<port>/v1`. */
+  url: string;
+  app: express.Express;
+  store: KeyStore;
+  upstream: MockUpstream;
+  clock: TestClock;
+  logger: ReturnType<typeof recordingLogger>;
+  close(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  balance?: number;
+  /** Mount compression() in front, as a host might. */
+  compression?: boolean;
+  proxy?: Partial<ProxyRouterOptions>;
+  store?: KeyStore;
+}
+
+/** An Express host mounting modelSwitchAuth + proxyRouter in front of a fresh mock upstream. */
+export async function startGateway(options: GatewayOptions = {}): Promise<Gateway> {
+  const store = options.store ?? new MemoryKeyStore();
+  const hasher = fastHasher();
+  const clock = testClock();
+  const logger = recordingLogger();
+  const upstream = await startTestUpstream();
+  const seeded = await seedAccount(store, { hasher, balance: options.balance ?? 10, now: clock.now() });
+  const app = express();
+  if (options.compression) app.use(compression());
+  app.use(
+    '/v1',
+    modelSwitchAuth(store, { hasher, now: clock.now, logger }),
+    proxyRouter(store, {
+      upstreams: [
+        { name: 'mock', target: upstream.url, apiKey: 'sk-upstream-secret', models: ['mock-model', 'mock-unpriced', /^mock-family-/] },
+      ],
+      pricing: { 'mock-model': MOCK_PRICE, 'mock-family-a': MOCK_PRICE },
+      defaultMaxTokens: 100,
+      now: clock.now,
+      logger,
+      hasher,
+      ...options.proxy,
+    }),
+  );
+  const server: Server = createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  return {
+    ...seeded,
+    url,
+    app,
+    store,
+    upstream,
+    clock,
+    logger,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await upstream.close();
+    },
+  };
+}
+
+/** A chat completion body for the mock model. */
+export function chat(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { model: 'mock-model', messages: [{ role: 'user', content: 'Say hello' }], ...extra };
+}
+
+/** POSTs JSON with the key and returns status, headers and text. */
+export async function post(
+  gateway: Pick<Gateway, 'url' | 'proxyKey'>,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Headers; text: string }> {
+  const res = await fetch(gateway.url + path, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${gateway.proxyKey}`, 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, headers: res.headers, text: await res.text() };
+}
