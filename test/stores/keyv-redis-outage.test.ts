@@ -1,0 +1,126 @@
+import request from 'supertest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { generateApiKey } from '../../src/api-key.js';
+import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
+import { buildApp } from '../app.js';
+import { fastHasher, recordingLogger, seedAccount } from '../helpers.js';
+import { REDIS_URL, redisKeyv, redisSkipReason, runPrefix } from './redis-env.js';
+import { RedisProcess } from './redis-process.js';
+
+const hasher = fastHasher();
+const UNAVAILABLE = {
+  status: 503,
+  type: 'application/json',
+  body: { error: { message: 'The key store is unavailable. Please retry shortly.', type: 'api_error', code: 'store_unavailable' } },
+};
+
+function answer(response: request.Response) {
+  return { status: response.status, type: response.headers['content-type'], body: response.body };
+}
+
+/** Retries `probe` until it answers `status` (the client reconnects with a back-off of up to 2 s). */
+async function eventually(probe: () => Promise<request.Response>, status: number): Promise<request.Response> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const response = await probe();
+    if (response.status === status || Date.now() > deadline) return response;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+// These tests stop, freeze and restart a redis-server of their own on a free port; REDIS_URL
+// gates them like every Redis test, so a machine without Redis skips them visibly.
+describe.skipIf(!REDIS_URL)(`KeyvKeyStore when Redis fails${redisSkipReason ? ` (${redisSkipReason})` : ''}`, () => {
+  let redis: RedisProcess;
+  const rejections: unknown[] = [];
+  const onRejection = (reason: unknown) => rejections.push(reason);
+
+  beforeAll(async () => {
+    redis = await RedisProcess.start();
+    process.on('unhandledRejection', onRejection);
+  });
+  afterAll(async () => {
+    process.off('unhandledRejection', onRejection);
+    await redis?.remove();
+  });
+  beforeEach(() => {
+    rejections.length = 0;
+  });
+  afterEach(() => {
+    expect(rejections).toEqual([]);
+  });
+
+  async function gateway(storeTimeoutMs: number) {
+    const store = new KeyvKeyStore(redisKeyv(redis.url), { prefix: runPrefix() });
+    const logger = recordingLogger();
+    const app = buildApp('express5', store, { hasher, logger, storeTimeoutMs });
+    const seeded = await seedAccount(store, { hasher });
+    const whoami = () => request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    const listKeys = () => request(app).get('/api/keys').set('Authorization', `Bearer ${seeded.billingKey}`);
+    return { store, logger, whoami, listKeys };
+  }
+
+  it('answers 503 on /v1 and /api while Redis is stopped, logs one line, and recovers after a restart that lost the Lua scripts', async () => {
+    const { store, logger, whoami, listKeys } = await gateway(1000);
+    try {
+      expect((await whoami()).status).toBe(200);
+      await redis.stop();
+      for (let i = 0; i < 3; i++) {
+        expect(answer(await whoami())).toEqual(UNAVAILABLE);
+        expect(answer(await listKeys())).toEqual(UNAVAILABLE);
+      }
+      expect(logger.lines).toHaveLength(1);
+      expect(logger.lines[0]).toMatch(/^error: modelswitch-keys: key store unavailable \(getKeyByHandle: .+\)/);
+
+      // A new redis-server has the data (append-only file) but an empty script cache: the rate
+      // limit's EVALSHA answers NOSCRIPT and the store must load the script again.
+      await redis.restart();
+      const recovered = await eventually(whoami, 200);
+      expect(recovered.status).toBe(200);
+      expect(recovered.headers['ratelimit-limit']).toBe('1000');
+      expect((await listKeys()).status).toBe(200);
+      expect(logger.lines).toEqual([logger.lines[0], 'warn: modelswitch-keys: key store recovered']);
+    } finally {
+      await redis.restart().catch(() => {});
+      await store.close();
+    }
+  });
+
+  it('answers 503 when Redis stops answering for longer than storeTimeoutMs, then recovers without a restart of the app', async () => {
+    const { store, logger, whoami, listKeys } = await gateway(200);
+    try {
+      expect((await whoami()).status).toBe(200);
+      redis.freeze();
+      expect(answer(await whoami())).toEqual(UNAVAILABLE);
+      expect(answer(await listKeys())).toEqual(UNAVAILABLE);
+      expect(logger.lines).toEqual([
+        'error: modelswitch-keys: key store unavailable (getKeyByHandle: timed out after 200 ms); requests that need it answer 503 until it recovers',
+      ]);
+      redis.thaw();
+      expect((await eventually(whoami, 200)).status).toBe(200);
+      expect(logger.lines).toHaveLength(2);
+    } finally {
+      redis.thaw();
+      await store.close();
+    }
+  });
+
+  it('answers 503 when Redis is unreachable from the start', async () => {
+    const port = redis.port;
+    await redis.stop();
+    try {
+      const store = new KeyvKeyStore(redisKeyv(`redis://127.0.0.1:${port}`), { prefix: runPrefix() });
+      const logger = recordingLogger();
+      const app = buildApp('express5', store, { hasher, logger, storeTimeoutMs: 300 });
+      // A well-formed key (valid checksum) needs a store read, which cannot happen: 503, never 401.
+      const response = await request(app)
+        .get('/v1/whoami')
+        .set('Authorization', `Bearer ${generateApiKey('proxy').value}`);
+      expect(answer(response)).toEqual(UNAVAILABLE);
+      expect(logger.lines).toHaveLength(1);
+      await store.close();
+    } finally {
+      await redis.restart();
+    }
+  });
+});
