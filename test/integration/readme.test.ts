@@ -37,7 +37,7 @@ function expectSameShape(actual: unknown, expected: unknown, path = '$'): void {
   if (Array.isArray(expected)) {
     expect(Array.isArray(actual), path).toBe(true);
     expect((actual as unknown[]).length, path).toBe(expected.length);
-    expected.forEach((item, i) => expectSameShape((actual as unknown[])[i], item, `${path}[${i}]`));
+    for (const [i, item] of expected.entries()) expectSameShape((actual as unknown[])[i], item, `${path}[${i}]`);
     return;
   }
   expect(typeof actual === 'object' && actual !== null, path).toBe(true);
