@@ -2,13 +2,18 @@ import { StringDecoder } from 'node:string_decoder';
 import { type TokenUsage, readUsage } from './pricing.js';
 
 const EVENT_END = /\r?\n\r?\n/g;
+/** A usage object (not `null`) somewhere in an event. */
+const USAGE_OBJECT = /"usage"\s*:\s*\{/;
+/** `"usage":null` closing a chunk's top-level object: present on every chunk once `include_usage` is on. */
+const TRAILING_NULL_USAGE = /,\s*"usage"\s*:\s*null\s*\}(?=\r?\n)/g;
 
 /**
  * Passes a `text/event-stream` through event by event while reading the token `usage` it reports
  * (the final chunk of a Chat Completions stream with `stream_options.include_usage`, or the
  * `response.completed` event of the Responses API). Only complete events are forwarded, so the
- * usage-only chunk the proxy asked for on the client's behalf can be dropped whole; nothing is
- * held longer than the rest of an event the upstream has not finished sending.
+ * usage-only chunk the proxy asked for on the client's behalf can be dropped whole (with the
+ * `"usage":null` it adds to every other chunk); nothing is held longer than the rest of an event
+ * the upstream has not finished sending.
  */
 export class SseUsageScanner {
   /** The last usage the stream reported, if any. */
@@ -54,7 +59,9 @@ export class SseUsageScanner {
       const stop = match.index + match[0].length;
       const event = complete.slice(start, stop);
       start = stop;
-      if (!event.includes('"usage"') || !this.readEvent(event)) out += event;
+      if (!event.includes('"usage"')) out += event;
+      else if (!USAGE_OBJECT.test(event)) out += this.stripUsageOnlyChunk ? event.replace(TRAILING_NULL_USAGE, '}') : event;
+      else if (!this.readEvent(event)) out += event;
     }
     return out;
   }

@@ -80,7 +80,11 @@ export function findUpstream(upstreams: readonly ResolvedUpstream[], model: stri
   for (const upstream of upstreams) if (upstream.exactModels.has(model)) return upstream;
   for (const upstream of upstreams) {
     // A RegExp with the g or y flag keeps state between test() calls; reset it so routing is stable.
-    if (upstream.patterns.some((pattern) => ((pattern.lastIndex = 0), pattern.test(model)))) return upstream;
+    const served = upstream.patterns.some((pattern) => {
+      pattern.lastIndex = 0;
+      return pattern.test(model);
+    });
+    if (served) return upstream;
   }
   return undefined;
 }
