@@ -1,0 +1,476 @@
+/**
+ * `npm run bench [-- --quick]`: every figure of issue 5 (and the benchmark parts of issues 3 and 4),
+ * measured side by side in one run. Servers run in child processes (servers.ts), load comes from
+ * autocannon in this process, floods from another child (flood.ts), all on 127.0.0.1.
+ * Prints a table and writes bench-results.json.
+ */
+import { existsSync } from 'node:fs';
+import { request } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { type BenchChild, startChild } from './child.js';
+import { median } from './common.js';
+import type { FloodOptions } from './flood.js';
+import { type LoadResult, runLoad } from './load.js';
+import { Report, round } from './report.js';
+import { redisUnavailableReason } from './stores.js';
+
+const quick = process.argv.includes('--quick');
+const CONFIG = quick
+  ? {
+      warmupS: 1,
+      rounds: 3,
+      durationS: 2,
+      connections: 20,
+      scaleSizes: [1_000, 100_000],
+      redisScaleSizes: [1_000],
+      cacheBound: { cacheSize: 1_000, keys: 2_500 },
+      coldKeys: 100,
+    }
+  : {
+      warmupS: 2,
+      rounds: 5,
+      durationS: 4,
+      connections: 20,
+      scaleSizes: [1_000, 100_000, 1_000_000],
+      redisScaleSizes: [1_000, 100_000],
+      cacheBound: { cacheSize: 10_000, keys: 25_000 },
+      coldKeys: 100,
+    };
+if (process.argv.includes('--redis-1m')) CONFIG.redisScaleSizes.push(1_000_000);
+/** `--only=hot,stack,scale,attack,cold,proxy` runs a subset (for working on one scenario). */
+const only = process.argv
+  .find((arg) => arg.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',');
+const selected = (name: string) => only === undefined || only.includes(name);
+/** The attacker's fixed request rate and connections. */
+const FLOOD = { overallRate: 1_000, connections: 10 };
+
+const report = new Report();
+const children: BenchChild[] = [];
+
+async function child(file: string): Promise<BenchChild> {
+  const started = startChild(file);
+  children.push(started);
+  return started;
+}
+
+async function release(started: BenchChild): Promise<void> {
+  await started.close();
+  children.splice(children.indexOf(started), 1);
+}
+
+interface Target {
+  name: string;
+  url: string;
+  keys?: string[];
+}
+
+interface Summary {
+  rps: number;
+  p50: number;
+  p99: number;
+  rounds: LoadResult[];
+}
+
+function summarise(rounds: LoadResult[]): Summary {
+  return { rps: median(rounds.map((r) => r.rps)), p50: median(rounds.map((r) => r.p50)), p99: median(rounds.map((r) => r.p99)), rounds };
+}
+
+function load(target: Target, durationS: number, connections = CONFIG.connections): Promise<LoadResult> {
+  return runLoad({ url: target.url, connections, durationS, ...(target.keys ? { keys: target.keys } : {}) });
+}
+
+function checkClean(name: string, result: LoadResult): void {
+  if (result.non2xx > 0 || result.errors > 0) {
+    console.log(`  warning: ${name} answered ${result.non2xx} non-2xx and ${result.errors} errors`);
+  }
+}
+
+/** Warm-up, then `rounds` rounds in which every target runs once, the order rotating each round. */
+async function compare(targets: Target[]): Promise<Record<string, Summary>> {
+  for (const target of targets) await load(target, CONFIG.warmupS);
+  const results: Record<string, LoadResult[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
+  for (let round = 0; round < CONFIG.rounds; round++) {
+    for (let i = 0; i < targets.length; i++) {
+      const target = targets[(i + round) % targets.length] as Target;
+      const result = await load(target, CONFIG.durationS);
+      checkClean(target.name, result);
+      results[target.name]?.push(result);
+    }
+  }
+  return Object.fromEntries(Object.entries(results).map(([name, rounds]) => [name, summarise(rounds)]));
+}
+
+function throughputFigures(scenario: string, summaries: Record<string, Summary>): void {
+  for (const [name, summary] of Object.entries(summaries)) {
+    report.add({ scenario, measure: `${name} requests/s`, value: Math.round(summary.rps), unit: 'req/s' });
+    report.add({ scenario, measure: `${name} p50 / p99`, value: `${round(summary.p50, 3)} / ${round(summary.p99, 3)}`, unit: 'ms' });
+  }
+}
+
+const url = (port: number) => `http://127.0.0.1:${port}/v1/hello`;
+
+async function hotPath(): Promise<Summary | undefined> {
+  const scenario = '1 auth hot path';
+  console.log(`\n${scenario}`);
+  const servers = await child('./servers.ts');
+  const setup = await servers.call<{ ports: { bare: number; express: number; ours: number }; keys: string[] }>('hotPath');
+  const before = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
+  const summaries = await compare([
+    { name: 'node:http', url: url(setup.ports.bare) },
+    { name: 'express', url: url(setup.ports.express) },
+    { name: 'express + modelSwitchAuth', url: url(setup.ports.ours), keys: setup.keys },
+  ]);
+  const stats = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
+  await release(servers);
+  report.raw.hotPath = summaries;
+  throughputFigures(scenario, summaries);
+  const bare = summaries['node:http'] as Summary;
+  const plain = summaries.express as Summary;
+  const ours = summaries['express + modelSwitchAuth'] as Summary;
+  report.ratio(scenario, 'modelSwitchAuth / express (requests/s)', ours.rps / plain.rps, 0.95);
+  report.ratio(scenario, 'express / node:http (requests/s)', plain.rps / bare.rps, null);
+  report.ratio(scenario, 'modelSwitchAuth / node:http (requests/s)', ours.rps / bare.rps, null);
+  report.add({
+    scenario,
+    measure: 'scrypt runs under load (after pre-warm)',
+    value: stats.scryptRuns - 1,
+    unit: '',
+    target: '0',
+    pass: stats.scryptRuns === 1,
+  });
+  return plain;
+}
+
+async function stack(memoryBaseline: Summary | undefined): Promise<void> {
+  const scenario = '2 vs passport + express-rate-limit';
+  console.log(`\n${scenario}`);
+  const redisReason = redisUnavailableReason();
+  const servers = await child('./servers.ts');
+  const setup = await servers.call<{ ports: Record<string, number>; keys: Record<string, string[]> }>('stack', {
+    redis: redisReason === null,
+  });
+  const targets = Object.entries(setup.ports).map(([name, port]) => ({ name, url: url(port), keys: setup.keys[name] ?? [] }));
+  const summaries = await compare(targets);
+  await release(servers);
+  report.raw.stack = summaries;
+  throughputFigures(scenario, summaries);
+  const get = (name: string) => summaries[name] as Summary;
+  report.ratio(scenario, 'ours / theirs, memory (requests/s)', get('ours-memory').rps / get('theirs-memory').rps, 1);
+  if (redisReason) {
+    report.skip(scenario, `Redis comparison: ${redisReason}`);
+    return;
+  }
+  report.ratio(scenario, 'ours / theirs, Redis (requests/s)', get('ours-redis').rps / get('theirs-redis').rps, 1);
+  report.ratio(scenario, 'ours on Redis / ours on memory (requests/s)', get('ours-redis').rps / get('ours-memory').rps, 0.8);
+  if (memoryBaseline)
+    report.ratio(scenario, 'ours on Redis / bare express, scenario 1 (requests/s)', get('ours-redis').rps / memoryBaseline.rps, null);
+}
+
+async function scale(): Promise<void> {
+  const scenario = '3 scale';
+  console.log(`\n${scenario}`);
+  const redisReason = redisUnavailableReason();
+  const kinds: Array<['memory' | 'redis', number[]]> = [['memory', CONFIG.scaleSizes]];
+  if (redisReason) report.skip(scenario, `Redis sizes: ${redisReason}`);
+  else kinds.push(['redis', CONFIG.redisScaleSizes]);
+  const raw: Record<string, unknown> = {};
+  for (const [kind, sizes] of kinds) {
+    const bySize = new Map<number, Summary>();
+    for (const size of sizes) {
+      const servers = await child('./servers.ts');
+      const setup = await servers.call<{ ports: { ours: number }; keys: string[]; seedMs: number; heapBytesPer100k: number | null }>(
+        'scale',
+        {
+          size,
+          kind,
+        },
+      );
+      const summaries = await compare([
+        { name: `${kind} ${size.toLocaleString('en-US')} keys`, url: url(setup.ports.ours), keys: setup.keys },
+      ]);
+      await release(servers);
+      const summary = Object.values(summaries)[0] as Summary;
+      bySize.set(size, summary);
+      raw[`${kind}-${size}`] = { ...summary, seedMs: setup.seedMs, heapBytesPer100k: setup.heapBytesPer100k };
+      const label = `${kind}, ${size.toLocaleString('en-US')} keys`;
+      report.add({ scenario, measure: `${label}: requests/s`, value: Math.round(summary.rps), unit: 'req/s' });
+      report.add({ scenario, measure: `${label}: p50 / p99`, value: `${round(summary.p50, 3)} / ${round(summary.p99, 3)}`, unit: 'ms' });
+      report.add({ scenario, measure: `${label}: seeding took`, value: Math.round(setup.seedMs), unit: 'ms' });
+      if (setup.heapBytesPer100k !== null && size >= 100_000) {
+        report.add({
+          scenario,
+          measure: `${label}: heap per 100,000 keys`,
+          value: round(setup.heapBytesPer100k / 2 ** 20, 1),
+          unit: 'MiB',
+        });
+      }
+    }
+    const smallest = bySize.get(sizes[0] as number);
+    const largest = bySize.get(sizes[sizes.length - 1] as number);
+    if (smallest && largest && sizes.length > 1) {
+      const span = `${(sizes[0] as number).toLocaleString('en-US')} → ${(sizes[sizes.length - 1] as number).toLocaleString('en-US')}`;
+      report.ratio(scenario, `${kind} requests/s, ${span} keys`, largest.rps / smallest.rps, 0.9);
+      report.ratio(scenario, `${kind} p50 latency, ${span} keys (lower is better)`, largest.p50 / smallest.p50, null);
+    }
+  }
+  const servers = await child('./servers.ts');
+  const bound = await servers.call<{ cacheSize: number; verifiedKeys: number; cachedKeys: number; largest: number }>(
+    'cacheBound',
+    CONFIG.cacheBound,
+  );
+  await release(servers);
+  raw.cacheBound = bound;
+  report.raw.scale = raw;
+  report.add({
+    scenario,
+    measure: `verified-key cache after ${bound.verifiedKeys.toLocaleString('en-US')} distinct keys (largest seen)`,
+    value: `${bound.cachedKeys} (${bound.largest})`,
+    unit: 'entries',
+    target: `<= ${bound.cacheSize}`,
+    pass: bound.largest <= bound.cacheSize,
+  });
+}
+
+async function attack(): Promise<void> {
+  const scenario = '4 under attack';
+  console.log(`\n${scenario} (flood: ${FLOOD.overallRate} req/s on ${FLOOD.connections} connections)`);
+  const servers = await child('./servers.ts');
+  const attacker = await child('./flood.ts');
+  const setup = await servers.call<{ ports: Record<string, number>; legitimate: string; handles: string[] }>('attack', {
+    withUnthrottled: !quick,
+  });
+  const legit = (name: string): Target => ({ name, url: url(setup.ports[name] as number), keys: [setup.legitimate] });
+  type Mode = FloodOptions['mode'] | 'alone';
+  const conditions: Array<{ name: string; server: string; mode: Mode }> = [
+    { name: 'alone', server: 'ours', mode: 'alone' },
+    { name: 'flood without Authorization (reference)', server: 'ours', mode: 'none' },
+    { name: 'flood (a) invented keys', server: 'ours', mode: 'invented' },
+    { name: 'flood (b) real handles, wrong secrets', server: 'ours', mode: 'guess' },
+  ];
+  if (setup.ports.unthrottled)
+    conditions.push({ name: 'flood (b) with the per-handle throttle off', server: 'unthrottled', mode: 'guess' });
+  const rounds: Record<string, LoadResult[]> = Object.fromEntries(conditions.map((c) => [c.name, []]));
+  const scrypt: Record<string, number> = Object.fromEntries(conditions.map((c) => [c.name, 0]));
+  const floodSent: Record<string, number> = Object.fromEntries(conditions.map((c) => [c.name, 0]));
+  async function once(condition: (typeof conditions)[number], durationS: number): Promise<LoadResult> {
+    const hasher = condition.server === 'ours' ? 'ours' : 'unthrottled';
+    const before = await servers.call<{ scryptRuns: number }>('stats', { hasher });
+    const flood =
+      condition.mode === 'alone'
+        ? Promise.resolve({ sent: 0 })
+        : attacker.call<{ sent: number }>('flood', {
+            url: url(setup.ports[condition.server] as number),
+            connections: FLOOD.connections,
+            durationS,
+            overallRate: FLOOD.overallRate,
+            mode: condition.mode,
+            handles: setup.handles,
+          } satisfies FloodOptions);
+    const [result, flooded] = await Promise.all([load(legit(condition.server), durationS), flood]);
+    const after = await servers.call<{ scryptRuns: number }>('stats', { hasher });
+    scrypt[condition.name] = (scrypt[condition.name] ?? 0) + after.scryptRuns - before.scryptRuns;
+    floodSent[condition.name] = (floodSent[condition.name] ?? 0) + flooded.sent;
+    return result;
+  }
+  await once(conditions[0] as (typeof conditions)[number], CONFIG.warmupS);
+  for (let round = 0; round < CONFIG.rounds; round++) {
+    for (let i = 0; i < conditions.length; i++) {
+      const condition = conditions[(i + round) % conditions.length] as (typeof conditions)[number];
+      const result = await once(condition, CONFIG.durationS);
+      checkClean(`legitimate (${condition.name})`, result);
+      rounds[condition.name]?.push(result);
+    }
+  }
+  const stats = await servers.call<{ throttled: number }>('stats', { hasher: 'ours' });
+  await release(attacker);
+  await release(servers);
+  const summaries = Object.fromEntries(Object.entries(rounds).map(([name, r]) => [name, summarise(r)]));
+  report.raw.attack = { flood: FLOOD, summaries, scryptRuns: scrypt, floodSent, throttledVerifications: stats.throttled };
+  const alone = (summaries.alone as Summary).rps;
+  const reference = (summaries['flood without Authorization (reference)'] as Summary).rps;
+  for (const condition of conditions) {
+    const summary = summaries[condition.name] as Summary;
+    report.add({ scenario, measure: `legitimate requests/s, ${condition.name}`, value: Math.round(summary.rps), unit: 'req/s' });
+    if (condition.mode !== 'alone') {
+      report.add({
+        scenario,
+        measure: `  scrypt runs during ${condition.name}`,
+        value: scrypt[condition.name] ?? 0,
+        unit: `(flood sent ${floodSent[condition.name]})`,
+      });
+    }
+  }
+  report.add({
+    scenario,
+    measure: '(a) scrypt runs',
+    value: scrypt['flood (a) invented keys'] ?? 0,
+    unit: '',
+    target: '0',
+    pass: scrypt['flood (a) invented keys'] === 0,
+  });
+  report.ratio(scenario, '(a) legitimate throughput / alone', (summaries['flood (a) invented keys'] as Summary).rps / alone, 0.9);
+  report.ratio(
+    scenario,
+    '(a) legitimate throughput / same-rate flood without Authorization',
+    (summaries['flood (a) invented keys'] as Summary).rps / reference,
+    null,
+  );
+  report.ratio(
+    scenario,
+    '(b) legitimate throughput / alone',
+    (summaries['flood (b) real handles, wrong secrets'] as Summary).rps / alone,
+    0.8,
+  );
+  report.ratio(
+    scenario,
+    '(b) legitimate throughput / same-rate flood without Authorization',
+    (summaries['flood (b) real handles, wrong secrets'] as Summary).rps / reference,
+    null,
+  );
+  const unthrottled = summaries['flood (b) with the per-handle throttle off'];
+  if (unthrottled) report.ratio(scenario, '(b) with the throttle off: legitimate throughput / alone', unthrottled.rps / alone, null);
+  report.add({ scenario, measure: '(b) guesses refused by the per-handle throttle', value: stats.throttled, unit: '' });
+}
+
+/** One GET with a fresh connection; resolves with its latency in ms and status. */
+function timedGet(target: string, key: string): Promise<{ ms: number; status: number }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = request(target, { agent: false, headers: { authorization: `Bearer ${key}` } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ ms: performance.now() - started, status: res.statusCode ?? 0 }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+interface ProbeResult {
+  fs: { p50: number; p99: number; max: number; samples: number };
+  eventLoopDelayP99Ms: number;
+}
+
+async function coldStart(): Promise<void> {
+  const scenario = '5 cold start';
+  console.log(`\n${scenario} (${CONFIG.coldKeys} distinct keys, scrypt logN 15 r 8 p 1, 2 scrypt runs at once)`);
+  const servers = await child('./servers.ts');
+  const setup = await servers.call<{ ports: { ours: number }; keys: string[]; hashMsEach: number; verifyMs: number; threadpool: string }>(
+    'cold',
+    {
+      keys: CONFIG.coldKeys,
+    },
+  );
+  await servers.call('probeStart');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const idle = await servers.call<ProbeResult>('probeStop');
+  await servers.call('probeStart');
+  const started = performance.now();
+  const answers = await Promise.all(setup.keys.map((key) => timedGet(url(setup.ports.ours), key)));
+  const totalMs = performance.now() - started;
+  const during = await servers.call<ProbeResult>('probeStop');
+  // The same keys again: now cached.
+  const warm = await Promise.all(setup.keys.map((key) => timedGet(url(setup.ports.ours), key)));
+  const stats = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
+  await release(servers);
+  const latencies = answers.map((a) => a.ms).sort((a, b) => a - b);
+  const failed = answers.filter((a) => a.status !== 200).length + warm.filter((a) => a.status !== 200).length;
+  report.raw.coldStart = {
+    setup: { ...setup, keys: setup.keys.length },
+    totalMs,
+    latencies,
+    idle,
+    during,
+    scryptRuns: stats.scryptRuns,
+    failed,
+  };
+  report.add({ scenario, measure: 'one scrypt verification alone', value: round(setup.verifyMs, 1), unit: 'ms' });
+  report.add({
+    scenario,
+    measure: `all ${answers.length} first requests at once: until the last answer`,
+    value: Math.round(totalMs),
+    unit: 'ms',
+  });
+  report.add({
+    scenario,
+    measure: 'first requests: fastest / median / slowest',
+    value: `${Math.round(latencies[0] ?? 0)} / ${Math.round(median(latencies))} / ${Math.round(latencies[latencies.length - 1] ?? 0)}`,
+    unit: 'ms',
+  });
+  report.add({
+    scenario,
+    measure: 'cold verifications per second (cap 2 at once)',
+    value: round((answers.length / totalMs) * 1000, 1),
+    unit: '/s',
+  });
+  report.add({
+    scenario,
+    measure: 'scrypt runs for the first and second request of every key',
+    value: stats.scryptRuns,
+    unit: '',
+    target: `${answers.length}`,
+    pass: stats.scryptRuns === answers.length,
+  });
+  report.add({ scenario, measure: 'non-200 answers', value: failed, unit: '', target: '0', pass: failed === 0 });
+  report.add({
+    scenario,
+    measure: `fs.readFile p50 / p99, idle vs during cold start (threadpool ${setup.threadpool})`,
+    value: `${round(idle.fs.p50, 2)} / ${round(idle.fs.p99, 2)} vs ${round(during.fs.p50, 2)} / ${round(during.fs.p99, 2)}`,
+    unit: 'ms',
+  });
+  report.add({
+    scenario,
+    measure: 'event-loop delay p99, idle vs during cold start',
+    value: `${round(idle.eventLoopDelayP99Ms, 2)} vs ${round(during.eventLoopDelayP99Ms, 2)}`,
+    unit: 'ms',
+  });
+}
+
+const PROXY_ROUTER_FILE = fileURLToPath(new URL('../../src/proxy-router.ts', import.meta.url));
+
+async function proxy(): Promise<void> {
+  const scenario = '6 proxy';
+  console.log(`\n${scenario}`);
+  if (!existsSync(PROXY_ROUTER_FILE)) {
+    report.skip(scenario, 'src/proxy-router.ts does not exist yet');
+    return;
+  }
+  const { proxyScenario } = await import('./proxy-bench.js');
+  await proxyScenario({ report, compare, child, release, url, quick });
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  console.log(
+    `modelswitch-keys benchmark${quick ? ' (--quick)' : ''}: ${CONFIG.rounds} rounds of ${CONFIG.durationS}s, ${CONFIG.connections} connections, median reported`,
+  );
+  const plain = selected('hot') ? await hotPath() : undefined;
+  if (selected('stack')) await stack(plain);
+  if (selected('scale')) await scale();
+  if (selected('attack')) await attack();
+  if (selected('cold')) await coldStart();
+  if (selected('proxy')) await proxy();
+  const elapsedS = (performance.now() - started) / 1000;
+  console.log(`\n${report.table()}\n\nTook ${Math.round(elapsedS)} s.`);
+  report.write('bench-results.json', {
+    quick,
+    config: CONFIG,
+    flood: FLOOD,
+    elapsedS: round(elapsedS, 1),
+    command: `npm run bench${quick ? ' -- --quick' : ''}`,
+  });
+  console.log('Wrote bench-results.json');
+}
+
+main()
+  .catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    for (const started of [...children]) await started.close();
+  });
+
+export type { BenchChild, Summary, Target };
+export type CompareFunction = typeof compare;

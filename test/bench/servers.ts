@@ -1,0 +1,304 @@
+/**
+ * Child process of the benchmark: builds the servers of one scenario on 127.0.0.1 and answers the
+ * runner's questions (scrypt runs, cache size, heap) over IPC. Never generates load itself.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import express, { type Request, type Response } from 'express';
+import { rateLimit } from 'express-rate-limit';
+import passport from 'passport';
+import { Strategy as BearerStrategy } from 'passport-http-bearer';
+import { RedisStore } from 'rate-limit-redis';
+import { modelSwitchAuth } from '../../src/auth.js';
+import { KeyHasher } from '../../src/hashing.js';
+import type { KeyStore } from '../../src/types.js';
+import { serveCommands } from './child.js';
+import { latencySummary } from './common.js';
+import { type BenchStore, issueProxyKeys, openStore, seedFillerKeys } from './stores.js';
+
+const servers: Server[] = [];
+const stores: BenchStore[] = [];
+const hashers = new Map<string, KeyHasher>();
+const cleanups: Array<() => Promise<void>> = [];
+
+function listen(handler: Parameters<typeof createServer>[1]): Promise<number> {
+  const server = createServer({ keepAliveTimeout: 60_000 }, handler);
+  servers.push(server);
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
+}
+
+const HELLO = JSON.stringify({ ok: true });
+
+/** The trivial /v1 handler every variant ends in. */
+function hello(_req: Request, res: Response): void {
+  res.json({ ok: true });
+}
+
+function expressApp(...middleware: express.RequestHandler[]): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  if (middleware.length > 0) app.use('/v1', ...middleware);
+  app.get('/v1/hello', hello);
+  return app;
+}
+
+/** Ours: modelSwitchAuth (with its per-key rate limit) in front of the trivial handler. */
+function oursApp(store: KeyStore, hasher: KeyHasher): express.Express {
+  return expressApp(modelSwitchAuth(store, { hasher, logger: { warn() {}, error() {} } }) as express.RequestHandler);
+}
+
+async function prewarm(hasher: KeyHasher, store: KeyStore, keys: ReadonlyArray<{ key: string; handle: string }>): Promise<void> {
+  for (const { key, handle } of keys) {
+    const record = await store.getKeyByHandle(handle);
+    if (!record || !(await hasher.verify(key, record.hash, handle))) throw new Error('pre-warm failed');
+  }
+}
+
+function heapUsed(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return process.memoryUsage().heapUsed;
+}
+
+/** Scenario 1: bare node:http, Express, Express + modelSwitchAuth on the memory store. */
+async function setupHotPath() {
+  const bench = await openStore('memory');
+  stores.push(bench);
+  const hasher = new KeyHasher({ scrypt: { logN: 10 } });
+  hashers.set('ours', hasher);
+  const keys = await issueProxyKeys(bench.store, hasher, 1);
+  await prewarm(hasher, bench.store, keys);
+  const bare = await listen(function bareHello(_req, res) {
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(HELLO) });
+    res.end(HELLO);
+  });
+  const plain = await listen(expressApp());
+  const ours = await listen(oursApp(bench.store, hasher));
+  return { ports: { bare, express: plain, ours }, keys: keys.map((k) => k.key) };
+}
+
+interface Theirs {
+  lookup(token: string): Promise<{ id: string } | null>;
+  rateLimitStore?: RedisStore;
+}
+
+/** The stack users assemble instead: passport-http-bearer with a SHA-256 lookup, then express-rate-limit. */
+function theirsApp(theirs: Theirs): express.Express {
+  const strategy = new BearerStrategy(function findToken(token, done) {
+    theirs.lookup(token).then(
+      (user) => done(null, user ?? false),
+      (error: unknown) => done(error),
+    );
+  });
+  const authenticator = new passport.Passport();
+  authenticator.use(strategy);
+  const limiter = rateLimit({
+    windowMs: 10_000,
+    limit: 1_000_000_000,
+    standardHeaders: 'draft-6',
+    legacyHeaders: false,
+    keyGenerator: (req) => (req.user as { id: string }).id,
+    validate: false,
+    ...(theirs.rateLimitStore ? { store: theirs.rateLimitStore } : {}),
+  });
+  return expressApp(authenticator.initialize(), authenticator.authenticate('bearer', { session: false }), limiter);
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** Scenario 2: theirs vs ours, on memory and (when available) on Redis. */
+async function setupStack(args: { redis: boolean }) {
+  const ports: Record<string, number> = {};
+  const keysByTarget: Record<string, string[]> = {};
+  const memory = await openStore('memory');
+  stores.push(memory);
+  const hasher = new KeyHasher({ scrypt: { logN: 10 } });
+  hashers.set('ours-memory', hasher);
+  const keys = await issueProxyKeys(memory.store, hasher, 1);
+  await prewarm(hasher, memory.store, keys);
+  const tokens = new Map(keys.map((k) => [sha256(k.key), { id: String(k.id) }]));
+  ports['theirs-memory'] = await listen(theirsApp({ lookup: async (token) => tokens.get(sha256(token)) ?? null }));
+  ports['ours-memory'] = await listen(oursApp(memory.store, hasher));
+  keysByTarget['theirs-memory'] = keys.map((k) => k.key);
+  keysByTarget['ours-memory'] = keys.map((k) => k.key);
+  if (args.redis) {
+    const redis = await openStore('redis');
+    stores.push(redis);
+    const redisHasher = new KeyHasher({ scrypt: { logN: 10 } });
+    hashers.set('ours-redis', redisHasher);
+    const redisKeys = await issueProxyKeys(redis.store, redisHasher, 1);
+    await prewarm(redisHasher, redis.store, redisKeys);
+    const { createClient } = await import('@keyv/redis');
+    const client = createClient({ url: process.env.REDIS_URL as string });
+    await client.connect();
+    cleanups.push(async () => {
+      await client.del(redisKeys.map((k) => `benchtoken:${sha256(k.key)}`));
+      await client.quit();
+    });
+    // Theirs on Redis too: the token's SHA-256 is looked up in Redis, the counter lives there.
+    for (const k of redisKeys) await client.set(`benchtoken:${sha256(k.key)}`, JSON.stringify({ id: String(k.id) }));
+    ports['theirs-redis'] = await listen(
+      theirsApp({
+        lookup: async (token) => {
+          const found = await client.get(`benchtoken:${sha256(token)}`);
+          return found === null ? null : (JSON.parse(found) as { id: string });
+        },
+        rateLimitStore: new RedisStore({
+          prefix: `benchrl:${process.pid}:`,
+          sendCommand: (...command: string[]) => client.sendCommand(command) as Promise<number>,
+        }),
+      }),
+    );
+    ports['ours-redis'] = await listen(oursApp(redis.store, redisHasher));
+    keysByTarget['theirs-redis'] = redisKeys.map((k) => k.key);
+    keysByTarget['ours-redis'] = redisKeys.map((k) => k.key);
+  }
+  return { ports, keys: keysByTarget };
+}
+
+/** Scenario 3: one store holding `size` keys; 100 of them are real and pre-warmed, the rest filler. */
+async function setupScale(args: { size: number; kind: 'memory' | 'redis' }) {
+  const before = heapUsed();
+  const bench = await openStore(args.kind);
+  stores.push(bench);
+  const started = performance.now();
+  await seedFillerKeys(bench.store, args.size - 100, args.kind === 'memory' ? 1 : 64);
+  const seedMs = performance.now() - started;
+  const heapBytes = heapUsed() - before;
+  const hasher = new KeyHasher({ scrypt: { logN: 10 } });
+  hashers.set('ours', hasher);
+  const keys = await issueProxyKeys(bench.store, hasher, 100);
+  await prewarm(hasher, bench.store, keys);
+  const ours = await listen(oursApp(bench.store, hasher));
+  return {
+    ports: { ours },
+    keys: keys.map((k) => k.key),
+    seedMs,
+    heapBytesPer100k: args.kind === 'memory' ? (heapBytes / (args.size - 100)) * 100_000 : null,
+  };
+}
+
+/** Scenario 3b: verify more distinct keys than the cache holds; report what the cache kept. */
+async function cacheBound(args: { cacheSize: number; keys: number }) {
+  const maker = new KeyHasher({ scrypt: { logN: 4 } });
+  const hasher = new KeyHasher({ scrypt: { logN: 4 }, cacheSize: args.cacheSize });
+  let largest = 0;
+  for (let i = 0; i < args.keys; i++) {
+    const key = `ms-bench-cache-${i}`;
+    await hasher.verify(key, await maker.hash(key));
+    largest = Math.max(largest, hasher.cachedKeys);
+  }
+  return { cacheSize: args.cacheSize, verifiedKeys: args.keys, cachedKeys: hasher.cachedKeys, largest };
+}
+
+/** Scenario 4: legitimate key plus other real keys, all at the default scrypt parameters. */
+async function setupAttack(args: { withUnthrottled: boolean }) {
+  const bench = await openStore('memory');
+  stores.push(bench);
+  const maker = new KeyHasher();
+  const keys = await issueProxyKeys(bench.store, maker, 11);
+  const hasher = new KeyHasher();
+  hashers.set('ours', hasher);
+  await prewarm(hasher, bench.store, keys.slice(0, 1));
+  const ports: Record<string, number> = { ours: await listen(oursApp(bench.store, hasher)) };
+  if (args.withUnthrottled) {
+    const open = new KeyHasher({ handleFailureLimit: null });
+    hashers.set('unthrottled', open);
+    await prewarm(open, bench.store, keys.slice(0, 1));
+    ports.unthrottled = await listen(oursApp(bench.store, open));
+  }
+  return { ports, legitimate: keys[0]?.key, handles: keys.map((k) => k.handle) };
+}
+
+/** Scenario 5: 100 keys at the default parameters and a cold hasher (nothing verified yet). */
+async function setupCold(args: { keys: number }) {
+  const bench = await openStore('memory');
+  stores.push(bench);
+  const maker = new KeyHasher({ maxConcurrentHashes: 2 });
+  const started = performance.now();
+  const keys = await issueProxyKeys(bench.store, maker, args.keys);
+  const hashMsEach = ((performance.now() - started) / args.keys) * 2;
+  const hasher = new KeyHasher();
+  hashers.set('ours', hasher);
+  const ours = await listen(oursApp(bench.store, hasher));
+  // One verification alone, on a separate hasher, for the bare scrypt cost.
+  const probe = new KeyHasher();
+  const first = keys[0];
+  if (!first) throw new Error('no keys');
+  const record = await bench.store.getKeyByHandle(first.handle);
+  const single = performance.now();
+  await probe.verify(first.key, record?.hash ?? '');
+  const verifyMs = performance.now() - single;
+  return {
+    ports: { ours },
+    keys: keys.map((k) => k.key),
+    hashMsEach,
+    verifyMs,
+    threadpool: process.env.UV_THREADPOOL_SIZE ?? '4 (default)',
+  };
+}
+
+const SELF = fileURLToPath(import.meta.url);
+let probe: { stop: () => Promise<unknown> } | undefined;
+
+/** Samples how long small threadpool jobs (fs.readFile) and the event loop take, until stopped. */
+function startProbe() {
+  const samples: number[] = [];
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const t = performance.now();
+      await readFile(SELF);
+      samples.push(performance.now() - t);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  })();
+  probe = {
+    async stop() {
+      running = false;
+      await loop;
+      delay.disable();
+      return { fs: { ...latencySummary(samples), samples: samples.length }, eventLoopDelayP99Ms: delay.percentile(99) / 1e6 };
+    },
+  };
+  return null;
+}
+
+serveCommands(
+  {
+    hotPath: setupHotPath,
+    stack: setupStack,
+    scale: setupScale,
+    cacheBound,
+    attack: setupAttack,
+    cold: setupCold,
+    stats: (args: { hasher: string }) => {
+      const hasher = hashers.get(args.hasher);
+      return {
+        scryptRuns: hasher?.scryptRuns ?? 0,
+        throttled: hasher?.throttledVerifications ?? 0,
+        cachedKeys: hasher?.cachedKeys ?? 0,
+        heapUsed: process.memoryUsage().heapUsed,
+      };
+    },
+    probeStart: startProbe,
+    probeStop: async () => {
+      const result = await probe?.stop();
+      probe = undefined;
+      return result;
+    },
+  },
+  async () => {
+    for (const server of servers) server.closeAllConnections();
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    for (const cleanup of cleanups) await cleanup().catch(() => {});
+    for (const bench of stores) await bench.close().catch(() => {});
+  },
+);
