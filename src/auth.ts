@@ -58,9 +58,8 @@ export function modelSwitchAuth(store: KeyStore, options: AuthOptions = {}): Mid
   const logger = options.logger ?? console;
   return function modelSwitchAuth(req, res, next) {
     authenticator
-      .authenticate(req)
-      .then(async (context) => {
-        await authenticator.countRequest(context, res);
+      .admit(req, res)
+      .then((context) => {
         (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
       })
       .then(

@@ -145,8 +145,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse, route: 'collection' | 'item', rawId: string): Promise<void> {
-    const context = await authenticator.authenticate(req);
-    await authenticator.countRequest(context, res);
+    const context = await authenticator.admit(req, res);
     (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
     const method = req.method;
     if (route === 'collection') {
