@@ -103,11 +103,13 @@ async function answer(mock: MockUpstream, req: IncomingMessage, res: ServerRespo
   }
   const includeUsage = request.stream_options?.include_usage === true && !behaviour.omitUsage;
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-  res.write(chunk(request.model, { role: 'assistant', content: '' }, null, includeUsage));
+  const first = chunk(request.model, { role: 'assistant', content: '' }, null, includeUsage);
   if (behaviour.resetAfterFirstChunk) {
-    req.socket.destroy();
+    // Destroy only once the first chunk is on the wire, so the gateway has started answering.
+    res.write(first, () => setTimeout(() => req.socket.destroy(), 20));
     return;
   }
+  res.write(first);
   if (behaviour.holdAfterFirstChunk) await behaviour.holdAfterFirstChunk;
   res.write(chunk(request.model, { content: 'Hello' }, null, includeUsage));
   res.write(chunk(request.model, { content: ' world' }, null, includeUsage));
