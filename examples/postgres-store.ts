@@ -1,0 +1,360 @@
+/**
+ * A custom KeyStore on PostgreSQL, written against the package's public `KeyStore` interface
+ * only: the template for "bring your own store". It passes the same conformance suite as the
+ * shipped stores (`test/stores/postgres-store.test.ts`), and several gateway processes can share
+ * it: every atomic operation is one SQL statement or one transaction with row locks.
+ *
+ * ```ts
+ * import pg from 'pg';
+ * const store = new PostgresKeyStore(new pg.Pool({ connectionString: process.env.DATABASE_URL }));
+ * await store.migrate();
+ * app.use('/api', keysRouter(store));
+ * app.use('/v1', modelSwitchAuth(store));
+ * ```
+ */
+import type pg from 'pg';
+import type {
+  AccountRecord,
+  CounterState,
+  KeyChanges,
+  KeyPage,
+  KeyPageRequest,
+  KeyRecord,
+  KeyStore,
+  NewKeyRecord,
+  ReservationResult,
+  SpendReservation,
+  SpendSettlement,
+} from '../src/index.js';
+
+/** Options of {@link PostgresKeyStore}. */
+export interface PostgresKeyStoreOptions {
+  /** The schema holding the tables (created by `migrate()`). Default `modelswitch`. */
+  schema?: string;
+}
+
+interface KeyRow {
+  id: string;
+  handle: string;
+  type: KeyRecord['type'];
+  account_id: string;
+  name: string;
+  prefix: string;
+  hash: string;
+  active: boolean;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  usage: number;
+  usage_period: string | null;
+  reserved: number;
+  limit: number | null;
+  limit_reset: KeyRecord['limitReset'];
+  rate_limit: KeyRecord['rateLimit'];
+}
+
+interface AccountRow {
+  id: string;
+  balance: number;
+  reserved: number;
+  is_free_tier: boolean;
+  created_at: string;
+}
+
+/** Which column each changeable key field lives in. */
+const CHANGE_COLUMNS = {
+  name: 'name',
+  active: 'active',
+  expiresAt: 'expires_at',
+  limit: '"limit"',
+  limitReset: 'limit_reset',
+  rateLimit: 'rate_limit',
+} as const;
+
+/**
+ * Keys, accounts and rate-limit counters in three PostgreSQL tables.
+ *
+ * @example
+ * ```ts
+ * import pg from 'pg';
+ * import { keyStoreSuite } from 'modelswitch-keys/testing';
+ * const store = new PostgresKeyStore(new pg.Pool({ connectionString: process.env.DATABASE_URL }));
+ * await store.migrate();
+ * keyStoreSuite({ it, createStore: () => store, disposeStore: () => {} });
+ * ```
+ */
+export class PostgresKeyStore implements KeyStore {
+  private readonly schema: string;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    options: PostgresKeyStoreOptions = {},
+  ) {
+    this.schema = options.schema ?? 'modelswitch';
+    // The schema name is spliced into SQL, so only plain identifiers are accepted.
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(this.schema)) throw new TypeError('PostgresKeyStore: schema must be a lowercase SQL identifier');
+  }
+
+  /** Creates the schema and tables if they do not exist. Run once at startup (or in your migrations). */
+  async migrate(): Promise<void> {
+    const s = this.schema;
+    await this.pool.query(`
+      CREATE SCHEMA IF NOT EXISTS ${s};
+      CREATE TABLE IF NOT EXISTS ${s}.accounts (
+        id text PRIMARY KEY,
+        balance double precision NOT NULL,
+        reserved double precision NOT NULL DEFAULT 0,
+        is_free_tier boolean NOT NULL,
+        created_at bigint NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS ${s}.keys (
+        id bigserial PRIMARY KEY,
+        handle text NOT NULL UNIQUE,
+        type text NOT NULL,
+        account_id text NOT NULL,
+        name text NOT NULL,
+        prefix text NOT NULL,
+        hash text NOT NULL,
+        active boolean NOT NULL,
+        created_at bigint NOT NULL,
+        expires_at bigint,
+        last_used_at bigint,
+        usage double precision NOT NULL,
+        usage_period text,
+        reserved double precision NOT NULL,
+        "limit" double precision,
+        limit_reset text,
+        rate_limit jsonb
+      );
+      -- Listing an account's keys reads this index only, never the whole table.
+      CREATE INDEX IF NOT EXISTS keys_by_account ON ${s}.keys (account_id, type, id);
+      CREATE TABLE IF NOT EXISTS ${s}.counters (
+        name text NOT NULL,
+        window_start bigint NOT NULL,
+        count bigint NOT NULL,
+        reset_at bigint NOT NULL,
+        PRIMARY KEY (name, window_start)
+      );`);
+  }
+
+  async createAccount(account: AccountRecord): Promise<AccountRecord> {
+    // The primary key rejects a duplicate id.
+    const { rows } = await this.pool.query<AccountRow>(
+      `INSERT INTO ${this.schema}.accounts (id, balance, reserved, is_free_tier, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *`,
+      [account.id, account.balance, account.reserved, account.isFreeTier, account.createdAt],
+    );
+    return toAccount(rows[0] as AccountRow);
+  }
+
+  async getAccount(id: string): Promise<AccountRecord | null> {
+    const { rows } = await this.pool.query<AccountRow>(`SELECT * FROM ${this.schema}.accounts WHERE id = $1`, [id]);
+    return rows[0] ? toAccount(rows[0]) : null;
+  }
+
+  async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
+    const { rows } = await this.pool.query<AccountRow>(
+      `UPDATE ${this.schema}.accounts SET balance = round((balance + $2)::numeric, 10)::double precision WHERE id = $1 RETURNING *`,
+      [accountId, delta],
+    );
+    return rows[0] ? toAccount(rows[0]) : null;
+  }
+
+  async insertKey(key: NewKeyRecord): Promise<KeyRecord> {
+    // bigserial allocates ids atomically across connections; the UNIQUE handle rejects duplicates.
+    const { rows } = await this.pool.query<KeyRow>(
+      `INSERT INTO ${this.schema}.keys (handle, type, account_id, name, prefix, hash, active, created_at, expires_at, last_used_at,
+         usage, usage_period, reserved, "limit", limit_reset, rate_limit)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING *`,
+      [
+        key.handle,
+        key.type,
+        key.accountId,
+        key.name,
+        key.prefix,
+        key.hash,
+        key.active,
+        key.createdAt,
+        key.expiresAt,
+        key.lastUsedAt,
+        key.usage,
+        key.usagePeriod,
+        key.reserved,
+        key.limit,
+        key.limitReset,
+        key.rateLimit === null ? null : JSON.stringify(key.rateLimit),
+      ],
+    );
+    return toKey(rows[0] as KeyRow);
+  }
+
+  async getKey(id: number): Promise<KeyRecord | null> {
+    const { rows } = await this.pool.query<KeyRow>(`SELECT * FROM ${this.schema}.keys WHERE id = $1`, [id]);
+    return rows[0] ? toKey(rows[0]) : null;
+  }
+
+  async getKeyByHandle(handle: string): Promise<KeyRecord | null> {
+    const { rows } = await this.pool.query<KeyRow>(`SELECT * FROM ${this.schema}.keys WHERE handle = $1`, [handle]);
+    return rows[0] ? toKey(rows[0]) : null;
+  }
+
+  async listKeys(accountId: string, page: KeyPageRequest): Promise<KeyPage> {
+    // One row more than asked tells whether another page exists.
+    const { rows } = await this.pool.query<KeyRow>(
+      `SELECT * FROM ${this.schema}.keys WHERE account_id = $1 AND type = $2 AND id > $3 ORDER BY id LIMIT $4`,
+      [accountId, page.type, page.after ?? 0, page.limit + 1],
+    );
+    return { keys: rows.slice(0, page.limit).map(toKey), hasMore: rows.length > page.limit };
+  }
+
+  async updateKey(id: number, changes: KeyChanges): Promise<KeyRecord | null> {
+    const sets: string[] = [];
+    const values: unknown[] = [id];
+    for (const [field, column] of Object.entries(CHANGE_COLUMNS) as Array<[keyof KeyChanges, string]>) {
+      const value = changes[field];
+      if (value === undefined) continue;
+      values.push(field === 'rateLimit' && value !== null ? JSON.stringify(value) : value);
+      sets.push(`${column} = $${values.length}`);
+    }
+    if (sets.length === 0) return this.getKey(id);
+    const { rows } = await this.pool.query<KeyRow>(`UPDATE ${this.schema}.keys SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, values);
+    return rows[0] ? toKey(rows[0]) : null;
+  }
+
+  async deleteKey(id: number): Promise<boolean> {
+    const { rowCount } = await this.pool.query(`DELETE FROM ${this.schema}.keys WHERE id = $1`, [id]);
+    return rowCount === 1;
+  }
+
+  async touchKey(id: number, at: number): Promise<void> {
+    await this.pool.query(
+      `UPDATE ${this.schema}.keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`,
+      [id, at],
+    );
+  }
+
+  async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
+    return this.transaction(async (client) => {
+      // Row locks, key first then account (as in settleSpend), serialize reservations on the same
+      // key or account across every connection and process.
+      const keyRows = await client.query<KeyRow>(`SELECT * FROM ${this.schema}.keys WHERE id = $1 FOR UPDATE`, [reservation.keyId]);
+      const key = keyRows.rows[0];
+      if (!key) return { ok: false, reason: 'key_not_found' } as const;
+      const accountRows = await client.query<AccountRow>(`SELECT * FROM ${this.schema}.accounts WHERE id = $1 FOR UPDATE`, [
+        reservation.accountId,
+      ]);
+      const account = accountRows.rows[0];
+      if (!account) return { ok: false, reason: 'account_not_found' } as const;
+      const usage = key.usage_period === reservation.period ? key.usage : 0;
+      if (key.limit !== null && usage + key.reserved + reservation.amount > key.limit + 1e-12) {
+        return { ok: false, reason: 'spend_limit_reached' } as const;
+      }
+      const available = account.balance - account.reserved;
+      if (available <= 0 || available + 1e-12 < reservation.amount) return { ok: false, reason: 'insufficient_balance' } as const;
+      await client.query(
+        `UPDATE ${this.schema}.keys SET usage = $2, usage_period = $3, reserved = round((reserved + $4)::numeric, 10)::double precision WHERE id = $1`,
+        [key.id, usage, reservation.period, reservation.amount],
+      );
+      await client.query(
+        `UPDATE ${this.schema}.accounts SET reserved = round((reserved + $2)::numeric, 10)::double precision WHERE id = $1`,
+        [account.id, reservation.amount],
+      );
+      return { ok: true } as const;
+    });
+  }
+
+  async settleSpend(settlement: SpendSettlement): Promise<void> {
+    const { keyId, accountId, reserved, cost, period, now } = settlement;
+    await this.transaction(async (client) => {
+      // Each UPDATE is atomic on its row; the transaction makes key and account change together.
+      await client.query(
+        `UPDATE ${this.schema}.keys SET
+           reserved = greatest(0, round((reserved - $2)::numeric, 10))::double precision,
+           usage = round(((CASE WHEN usage_period IS NOT DISTINCT FROM $4 THEN usage ELSE 0 END) + $3)::numeric, 10)::double precision,
+           usage_period = $4,
+           last_used_at = greatest(coalesce(last_used_at, 0), $5)
+         WHERE id = $1`,
+        [keyId, reserved, cost, period, now],
+      );
+      await client.query(
+        `UPDATE ${this.schema}.accounts SET
+           reserved = greatest(0, round((reserved - $2)::numeric, 10))::double precision,
+           balance = round((balance - $3)::numeric, 10)::double precision
+         WHERE id = $1`,
+        [accountId, reserved, cost],
+      );
+    });
+  }
+
+  async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
+    const windowStart = now - (now % windowMs);
+    const resetAt = windowStart + windowMs;
+    // An upsert is one atomic statement: concurrent hits never read the same old count.
+    const { rows } = await this.pool.query<{ count: string }>(
+      `INSERT INTO ${this.schema}.counters (name, window_start, count, reset_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (name, window_start) DO UPDATE SET count = ${this.schema}.counters.count + EXCLUDED.count
+       RETURNING count`,
+      [name, windowStart, amount, resetAt],
+    );
+    return { count: Number(rows[0]?.count), resetAt };
+  }
+
+  /**
+   * Deletes counters whose window ended before `before` (epoch ms). Run it now and then (e.g. hourly);
+   * the gateway never needs old windows.
+   */
+  async deleteExpiredCounters(before: number): Promise<number> {
+    const { rowCount } = await this.pool.query(`DELETE FROM ${this.schema}.counters WHERE reset_at < $1`, [before]);
+    return rowCount ?? 0;
+  }
+
+  /** Closes the pool. */
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await work(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+}
+
+function toAccount(row: AccountRow): AccountRecord {
+  return { id: row.id, balance: row.balance, reserved: row.reserved, isFreeTier: row.is_free_tier, createdAt: Number(row.created_at) };
+}
+
+/** pg returns bigint columns as strings (they may exceed 2^53); ours are ids and epoch ms, which fit. */
+function nullableNumber(value: string | null): number | null {
+  return value === null ? null : Number(value);
+}
+
+function toKey(row: KeyRow): KeyRecord {
+  return {
+    id: Number(row.id),
+    handle: row.handle,
+    type: row.type,
+    accountId: row.account_id,
+    name: row.name,
+    prefix: row.prefix,
+    hash: row.hash,
+    active: row.active,
+    createdAt: Number(row.created_at),
+    expiresAt: nullableNumber(row.expires_at),
+    lastUsedAt: nullableNumber(row.last_used_at),
+    usage: row.usage,
+    usagePeriod: row.usage_period,
+    reserved: row.reserved,
+    limit: row.limit,
+    limitReset: row.limit_reset,
+    rateLimit: row.rate_limit,
+  };
+}
