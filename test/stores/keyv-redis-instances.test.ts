@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import Keyv from 'keyv';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/api-key.js';
 import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
 import type { KeyStore, NewKeyRecord } from '../../src/types.js';
