@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { costOf, readUsage } from '../../src/pricing.js';
+import { SseUsageScanner } from '../../src/sse-usage.js';
+
+const content = 'data: {"choices":[{"index":0,"delta":{"content":"h\u00e9llo"}}],"usage":null}\n\n';
+const usageChunk = 'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}\n\n';
+const done = 'data: [DONE]\n\n';
+
+function run(scanner: SseUsageScanner, pieces: Buffer[]): string {
+  return Buffer.concat([...pieces.map((p) => scanner.push(p)), scanner.end()]).toString('utf8');
+}
+
+describe('SseUsageScanner', () => {
+  it('reads usage and drops the usage-only chunk and the "usage":null it added, even when split mid-event and mid-character', () => {
+    const whole = Buffer.from(content + usageChunk + done);
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < whole.length; i += 7) pieces.push(whole.subarray(i, i + 7));
+    const scanner = new SseUsageScanner(true);
+    expect(run(scanner, pieces)).toBe('data: {"choices":[{"index":0,"delta":{"content":"h\u00e9llo"}}]}\n\n' + done);
+    expect(scanner.usage).toEqual({ promptTokens: 3, completionTokens: 4, cachedPromptTokens: 0 });
+  });
+
+  it('passes everything through unchanged when the client asked for usage', () => {
+    const scanner = new SseUsageScanner(false);
+    const chunk = Buffer.from(content + usageChunk + done);
+    expect(run(scanner, [chunk])).toBe(content + usageChunk + done);
+    expect(scanner.usage?.completionTokens).toBe(4);
+  });
+
+  it('forwards an event-aligned chunk without usage as the very same buffer', () => {
+    const scanner = new SseUsageScanner(true);
+    const chunk = Buffer.from('data: {"choices":[]}\n\n');
+    expect(scanner.push(chunk)).toBe(chunk);
+  });
+
+  it('reads the usage of a Responses API response.completed event', () => {
+    const scanner = new SseUsageScanner(true);
+    const event =
+      'event: response.completed\ndata: {"type":"response.completed","response":{"usage":{"input_tokens":5,"output_tokens":6,"input_tokens_details":{"cached_tokens":2}}}}\n\n';
+    expect(run(scanner, [Buffer.from(event)])).toBe(event);
+    expect(scanner.usage).toEqual({ promptTokens: 5, completionTokens: 6, cachedPromptTokens: 2 });
+  });
+});
+
+describe('pricing', () => {
+  it('prices cached prompt tokens at the cached rate', () => {
+    const usage = readUsage({ prompt_tokens: 1000, completion_tokens: 500, prompt_tokens_details: { cached_tokens: 400 } });
+    expect(usage).toEqual({ promptTokens: 1000, completionTokens: 500, cachedPromptTokens: 400 });
+    expect(costOf({ inputPerMillion: 2, outputPerMillion: 8, cachedInputPerMillion: 0.5 }, usage as NonNullable<typeof usage>)).toBe(
+      0.0054,
+    );
+  });
+
+  it('reads no usage from null or an object without token counts', () => {
+    expect(readUsage(null)).toBeUndefined();
+    expect(readUsage({ foo: 1 })).toBeUndefined();
+  });
+});
