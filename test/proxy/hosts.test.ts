@@ -1,8 +1,8 @@
 import { type Server, createServer } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import connect from 'connect';
 import express from 'express';
-import express4 from 'express4';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Middleware, modelSwitchAuth } from '../../src/auth.js';
 import { proxyRouter } from '../../src/proxy-router.js';
@@ -10,6 +10,9 @@ import { MemoryKeyStore } from '../../src/stores/memory-store.js';
 import { type SeededAccount, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 import { MOCK_PRICE, chat, post } from './harness.js';
 import { type MockUpstream, startTestUpstream } from './mock-upstream.js';
+
+// express4 (an npm alias of express@4) ships no types; Express 4's API used here matches Express 5's.
+const express4 = createRequire(import.meta.url)('express4') as typeof express;
 
 let server: Server | undefined;
 let upstream: MockUpstream | undefined;
