@@ -277,7 +277,9 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
       if (typeof response.destroy === 'function') response.destroy();
       return;
     }
-    if (!exchange.timedOut) logger.warn(`modelswitch-keys: upstream ${exchange.upstream.name} failed: ${error.message}`);
+    // A client that hung up is not an upstream fault worth a log line.
+    if (!exchange.timedOut && !response.destroyed)
+      logger.warn(`modelswitch-keys: upstream ${exchange.upstream.name} failed: ${error.message}`);
     onUpstreamFailure(exchange, response);
   }
 
@@ -386,7 +388,12 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
       return;
     }
     if (req.method === 'GET' && path.startsWith('/models/')) {
-      const id = decodeURIComponent(path.slice('/models/'.length));
+      let id = path.slice('/models/'.length);
+      try {
+        id = decodeURIComponent(id);
+      } catch {
+        // A malformed escape names no model: answered as unknown below.
+      }
       const model = listModels(upstreams, isListed).find((m) => m.id === id);
       if (model === undefined) throw modelNotFound(id, 'unknown');
       sendJson(res, 200, model);
