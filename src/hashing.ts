@@ -30,7 +30,7 @@ export interface KeyHasherOptions {
   /**
    * How many scrypt runs per handle may end in a wrong secret within `handleFailureWindowMs`; past
    * that, an uncached key with that handle is refused without running scrypt until the window ends.
-   * Keys already in the verified cache are never affected. `null` turns the throttle off. Default 10.
+   * Keys already in the verified cache are never affected. `null` turns the throttle off. Default 5.
    */
   handleFailureLimit?: number | null;
   /** The fixed window of `handleFailureLimit`. Default 60,000 ms. */
@@ -133,7 +133,7 @@ export class KeyHasher {
     this.maxConcurrent = options.maxConcurrentHashes ?? 2;
     this.failureTtlMs = options.failureTtlMs ?? 60_000;
     this.now = options.now ?? Date.now;
-    this.handleFailureLimit = options.handleFailureLimit === undefined ? 10 : options.handleFailureLimit;
+    this.handleFailureLimit = options.handleFailureLimit === undefined ? 5 : options.handleFailureLimit;
     this.handleFailureWindowMs = options.handleFailureWindowMs ?? 60_000;
     const counts: Record<string, number> = {
       cacheSize,
@@ -153,6 +153,11 @@ export class KeyHasher {
     this.verified = new BoundedCache(cacheSize);
     this.failed = new BoundedCache(cacheSize);
     this.handleFailures = new BoundedCache(cacheSize);
+  }
+
+  /** How many scrypt runs are running or waiting for a slot now (for benchmarks and health checks). */
+  get hashesInFlight(): number {
+    return this.running + this.waiting.length;
   }
 
   /** How many verified keys the cache holds now (never more than `cacheSize`). */

@@ -243,6 +243,35 @@ async function setupCold(args: { keys: number }) {
   };
 }
 
+/** Scenario 6: the same upstream through proxyRouter (auth + metering) and through bare http-proxy-middleware. */
+async function setupProxy(args: { upstreamPort: number }) {
+  const bench = await openStore('memory');
+  stores.push(bench);
+  const hasher = new KeyHasher({ scrypt: { logN: 10 } });
+  hashers.set('ours', hasher);
+  const keys = await issueProxyKeys(bench.store, hasher, 1);
+  await prewarm(hasher, bench.store, keys);
+  const target = `http://127.0.0.1:${args.upstreamPort}/v1`;
+  // Loaded at run time: src/proxy-router.ts is another agent's work and may change shape.
+  const { proxyRouter } = await import('../../src/proxy-router.js');
+  const { createProxyMiddleware } = await import('http-proxy-middleware');
+  const ours = express();
+  ours.disable('x-powered-by');
+  ours.use(
+    '/v1',
+    proxyRouter(bench.store, {
+      hasher,
+      logger: { warn() {}, error() {} },
+      upstreams: [{ name: 'bench', target, models: ['bench-model'] }],
+      pricing: { 'bench-model': { inputPerMillion: 0.15, outputPerMillion: 0.6 } },
+    }) as express.RequestHandler,
+  );
+  const bare = express();
+  bare.disable('x-powered-by');
+  bare.use('/v1', createProxyMiddleware({ target, changeOrigin: true }));
+  return { ports: { ours: await listen(ours), bare: await listen(bare) }, keys: keys.map((k) => k.key) };
+}
+
 const SELF = fileURLToPath(import.meta.url);
 let probe: { stop: () => Promise<unknown> } | undefined;
 
@@ -279,12 +308,14 @@ serveCommands(
     cacheBound,
     attack: setupAttack,
     cold: setupCold,
+    proxy: setupProxy,
     stats: (args: { hasher: string }) => {
       const hasher = hashers.get(args.hasher);
       return {
         scryptRuns: hasher?.scryptRuns ?? 0,
         throttled: hasher?.throttledVerifications ?? 0,
         cachedKeys: hasher?.cachedKeys ?? 0,
+        inFlight: hasher?.hashesInFlight ?? 0,
         heapUsed: process.memoryUsage().heapUsed,
       };
     },
