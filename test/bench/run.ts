@@ -19,12 +19,12 @@ const CONFIG = quick
   ? {
       warmupS: 1,
       rounds: 3,
-      durationS: 2,
+      durationS: 1,
       connections: 20,
       scaleSizes: [1_000, 100_000],
       redisScaleSizes: [1_000],
       cacheBound: { cacheSize: 1_000, keys: 2_500 },
-      coldKeys: 100,
+      coldKeys: 40,
     }
   : {
       warmupS: 2,
