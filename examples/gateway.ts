@@ -7,7 +7,9 @@
  */
 import type { Server } from 'node:http';
 import express from 'express';
-import { type KeyStore, MemoryKeyStore, createAccount, issueKey, keyInfoRoute, keysRouter, modelSwitchAuth } from '../src/index.js';
+import { type KeyStore, createAccount, issueKey, keysRouter, modelSwitchAuth, proxyRouter } from '../src/index.js';
+import { exampleStore } from './example-store.js';
+import { upstreamsFromEnv } from './upstreams-from-env.js';
 
 export interface RunningGateway {
   server: Server;
@@ -19,17 +21,19 @@ export interface RunningGateway {
 
 /** Starts the example gateway; `port` 0 picks a free port. */
 export async function startGateway(
-  options: { port?: number; initialBalance?: number; log?: (line: string) => void } = {},
+  options: { port?: number; initialBalance?: number; store?: KeyStore; log?: (line: string) => void } = {},
 ): Promise<RunningGateway> {
   const log = options.log ?? console.log;
-  const store: KeyStore = new MemoryKeyStore();
+  const chosen = options.store ? { store: options.store, description: 'key store: given by the caller' } : exampleStore();
+  const store = chosen.store;
   const account = await createAccount(store, { balance: options.initialBalance ?? 10 });
   const billing = await issueKey(store, { accountId: account.id, type: 'billing', name: 'example billing key' });
 
   const app = express();
   app.disable('x-powered-by');
   app.use('/api', keysRouter(store));
-  app.use('/v1', modelSwitchAuth(store), keyInfoRoute());
+  const upstreams = await upstreamsFromEnv();
+  app.use('/v1', modelSwitchAuth(store), proxyRouter(store, upstreams.options));
   app.use((_req, res) => {
     res.status(404).json({ error: { message: 'Not found', type: 'not_found_error', code: 'not_found' } });
   });
@@ -39,7 +43,8 @@ export async function startGateway(
   });
   const address = server.address();
   const url = `http://localhost:${typeof address === 'object' && address ? address.port : options.port}`;
-  log(`ModelSwitch example gateway on ${url} (in-memory store: keys are lost when it stops)`);
+  log(`ModelSwitch example gateway on ${url}; ${chosen.description}`);
+  log(upstreams.description);
   log(`Account ${account.id} with a balance of ${account.balance} USD. Its billing key, shown once:`);
   log(`MODELSWITCH_BILLING_KEY=${billing.key}`);
   return {
@@ -48,8 +53,11 @@ export async function startGateway(
     url,
     billingKey: billing.key,
     close: async () => {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Idle keep-alive connections would hold close() open; in-flight answers are cut.
       server.closeAllConnections();
+      await closed;
+      await upstreams.close();
       await store.close?.();
     },
   };

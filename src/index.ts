@@ -2,6 +2,9 @@ export { modelSwitchAuth, type Middleware, type NextFunction } from './auth.js';
 export type { AuthOptions, AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './authenticate.js';
 export { keyInfoRoute, type KeyInfoResponse } from './key-info.js';
 export { keysRouter, type KeysRouterOptions } from './keys-router.js';
+export { proxyRouter, type ProxyRouterOptions } from './proxy-router.js';
+export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './pricing.js';
+export type { Upstream } from './upstreams.js';
 export {
   createAccount,
   creditBalance,
@@ -26,6 +29,7 @@ export {
 export { DEFAULT_RATE_LIMIT, intervalToMs } from './rate-limit.js';
 export { limitPeriod } from './spend.js';
 export type { Logger, StoreGuardOptions } from './store-guard.js';
+export { KeyvKeyStore, type KeyvKeyStoreOptions } from './stores/keyv-store.js';
 export { MemoryKeyStore, type MemoryKeyStoreOptions } from './stores/memory-store.js';
 export type {
   AccountRecord,

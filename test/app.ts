@@ -36,7 +36,7 @@ export function buildApp(framework: Framework, store: KeyStore, options: AuthOpt
     app.use(notFound);
     return app;
   }
-  const express = framework === 'express5' ? express5 : (express4 as unknown as typeof express5);
+  const express = framework === 'express5' ? express5 : express4;
   const app = express();
   app.use('/api', keysRouter(store, options));
   app.use('/v1', modelSwitchAuth(store, options), keyInfoRoute());

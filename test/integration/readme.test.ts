@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningGateway, startGateway } from '../../examples/gateway.js';
+import { MemoryKeyStore } from '../../src/index.js';
 
 const run = promisify(execFile);
 
@@ -51,7 +52,8 @@ describe('the README curl commands, run as written against the example gateway',
   const env: Record<string, string> = {};
 
   beforeAll(async () => {
-    gateway = await startGateway({ port: 0, log: () => {} });
+    // The README shows the in-memory store's ids, so the test uses it even when REDIS_URL is set.
+    gateway = await startGateway({ port: 0, store: new MemoryKeyStore(), log: () => {} });
     env.MODELSWITCH_BILLING_KEY = gateway.billingKey;
   });
   afterAll(() => gateway.close());
