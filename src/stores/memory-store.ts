@@ -166,8 +166,15 @@ function listName(accountId: string, type: KeyRecord['type']): string {
   return `${type}\u0000${accountId}`;
 }
 
-function copy<T>(value: T): T {
-  return structuredClone(value);
+/**
+ * A copy the caller may change freely. Records are flat but for `rateLimit`, so a spread and one
+ * nested spread do what `structuredClone` did at a fraction of the cost (this runs on every request).
+ */
+function copy<T extends object>(value: T): T {
+  const out: T & { rateLimit?: unknown } = { ...value };
+  const rateLimit = (value as { rateLimit?: unknown }).rateLimit;
+  if (typeof rateLimit === 'object' && rateLimit !== null) out.rateLimit = { ...rateLimit };
+  return out;
 }
 
 /** Index of the first id greater than `after` in an ascending array. */
