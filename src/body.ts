@@ -31,6 +31,10 @@ export async function readJsonBody(req: IncomingMessage, res: ServerResponse, li
     const value = Buffer.isBuffer(parsedByHost) || typeof parsedByHost === 'string' ? parseJson(raw) : parsedByHost;
     return { raw, value };
   }
+  if (req.readableEnded || req.destroyed) {
+    // Something before us read the stream without leaving `req.body`: waiting would hang for ever.
+    throw invalidRequest('The request body was already consumed by another middleware; mount this router before it');
+  }
   const declared = Number(req.headers['content-length']);
   if (declared > limitBytes) {
     stopReading(req, res);

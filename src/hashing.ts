@@ -39,7 +39,14 @@ export interface KeyHasherOptions {
   now?: () => number;
 }
 
-/** The default scrypt parameters. */
+/**
+ * The default scrypt parameters.
+ *
+ * @example
+ * ```ts
+ * new KeyHasher({ scrypt: { ...DEFAULT_SCRYPT, logN: 16 } }); // stronger new hashes; old ones still verify
+ * ```
+ */
 export const DEFAULT_SCRYPT: Readonly<ScryptParameters> = { logN: 15, r: 8, p: 1 };
 
 function fingerprint(key: string): string {

@@ -24,7 +24,14 @@ export function intervalToMs(interval: string): number | null {
   return ms > MAX_WINDOW_MS ? null : ms;
 }
 
-/** The docs' default: 1000 requests per 10 seconds per key. */
+/**
+ * The docs' default: 1000 requests per 10 seconds per key.
+ *
+ * @example
+ * ```ts
+ * modelSwitchAuth(store, { defaultRateLimit: { ...DEFAULT_RATE_LIMIT, requests: 100 } });
+ * ```
+ */
 export const DEFAULT_RATE_LIMIT: Readonly<RateLimitSetting> = { requests: 1000, interval: '10s' };
 
 /** Counter state turned into `RateLimit-*` headers (IETF draft "RateLimit header fields", draft 6). */

@@ -338,3 +338,22 @@ describe('keysRouter behind a host body parser', () => {
     expect(unknown.body).toEqual(invalid('Unknown field extra', 'extra'));
   });
 });
+
+describe('keysRouter behind a middleware that consumed the body', () => {
+  it('answers 400 instead of waiting for a stream that already ended', async () => {
+    const store = new MemoryKeyStore();
+    const seeded = await seedAccount(store, { hasher });
+    const app = express();
+    // A raw-body logger that reads the stream and leaves no req.body behind.
+    app.use((req, _res, next) => {
+      req.on('data', () => {});
+      req.on('end', () => next());
+    });
+    app.use('/api', keysRouter(store, { hasher }));
+    const response = await request(app).post('/api/keys').set('Authorization', `Bearer ${seeded.billingKey}`).send({ name: 'x' });
+    expect({ status: response.status, body: response.body }).toEqual({
+      status: 400,
+      body: invalid('The request body was already consumed by another middleware; mount this router before it'),
+    });
+  });
+});
