@@ -126,11 +126,12 @@ async function hotPath(): Promise<Summary | undefined> {
   const scenario = '1 auth hot path';
   console.log(`\n${scenario}`);
   const servers = await child('./servers.ts');
-  const setup = await servers.call<{ ports: { bare: number; express: number; ours: number }; keys: string[] }>('hotPath');
+  const setup = await servers.call<{ ports: { bare: number; express: number; mounted: number; ours: number }; keys: string[] }>('hotPath');
   const before = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
   const summaries = await compare([
     { name: 'node:http', url: url(setup.ports.bare) },
     { name: 'express', url: url(setup.ports.express) },
+    { name: 'express + pass-through middleware', url: url(setup.ports.mounted) },
     { name: 'express + modelSwitchAuth', url: url(setup.ports.ours), keys: setup.keys },
   ]);
   const stats = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
@@ -140,7 +141,10 @@ async function hotPath(): Promise<Summary | undefined> {
   const bare = summaries['node:http'] as Summary;
   const plain = summaries.express as Summary;
   const ours = summaries['express + modelSwitchAuth'] as Summary;
+  const mounted = summaries['express + pass-through middleware'] as Summary;
   report.ratio(scenario, 'modelSwitchAuth / express (requests/s)', ours.rps / plain.rps, 0.95);
+  report.ratio(scenario, 'modelSwitchAuth / express + pass-through middleware (requests/s)', ours.rps / mounted.rps, 0.95);
+  report.ratio(scenario, 'pass-through middleware / express (requests/s)', mounted.rps / plain.rps, null);
   report.ratio(scenario, 'express / node:http (requests/s)', plain.rps / bare.rps, null);
   report.ratio(scenario, 'modelSwitchAuth / node:http (requests/s)', ours.rps / bare.rps, null);
   report.add({

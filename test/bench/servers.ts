@@ -76,8 +76,15 @@ async function setupHotPath() {
     res.end(HELLO);
   });
   const plain = await listen(expressApp());
+  // Express's own cost of mounting any middleware at /v1 (path stripping, one more layer): the
+  // baseline that isolates what modelSwitchAuth itself costs.
+  const mounted = await listen(
+    expressApp(function passThrough(_req, _res, next) {
+      next();
+    }),
+  );
   const ours = await listen(oursApp(bench.store, hasher));
-  return { ports: { bare, express: plain, ours }, keys: keys.map((k) => k.key) };
+  return { ports: { bare, express: plain, mounted, ours }, keys: keys.map((k) => k.key) };
 }
 
 interface Theirs {
