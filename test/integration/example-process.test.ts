@@ -1,0 +1,43 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { describe, expect, it } from 'vitest';
+
+/** Starts `examples/gateway.ts` as `npm run example` does, on a free port, with the in-memory store. */
+function startExample(): { child: ChildProcess; output: () => string; ready: Promise<{ url: string; billingKey: string }> } {
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', MODELSWITCH_INITIAL_BALANCE: '25' };
+  delete env.REDIS_URL;
+  delete env.OPENAI_API_KEY;
+  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/gateway.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let text = '';
+  const ready = new Promise<{ url: string; billingKey: string }>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      const url = /on (http:\/\/localhost:\d+)/.exec(text)?.[1];
+      const billingKey = /^MODELSWITCH_BILLING_KEY=(mk-[0-9A-Za-z]{38})$/m.exec(text)?.[1];
+      if (url && billingKey) resolve({ url, billingKey });
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`example exited early with ${code}: ${text}`)));
+  });
+  return { child, output: () => text, ready };
+}
+
+describe('npm run example', () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`prints the billing key line, serves the API, and stops cleanly on ${signal}`, async () => {
+      const example = startExample();
+      const { url, billingKey } = await example.ready;
+      const info = await fetch(`${url}/api/keys`, { headers: { Authorization: `Bearer ${billingKey}` } });
+      expect(info.status).toBe(200);
+      expect(await info.json()).toEqual({ keys: [], has_more: false });
+      expect(example.output()).toMatch(/balance of 25 USD/);
+      expect(example.output()).toMatch(/OFFLINE MOCK/);
+      const exited = once(example.child, 'exit');
+      example.child.kill(signal);
+      const [code] = await exited;
+      expect(code).toBe(0);
+      expect(example.output()).toContain(`${signal}: stopping`);
+    });
+  }
+});
