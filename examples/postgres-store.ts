@@ -71,6 +71,27 @@ const CHANGE_COLUMNS = {
   rateLimit: 'rate_limit',
 } as const;
 
+/** The largest magnitude (USD) of a balance or amount this store accepts, as the shipped stores do. */
+const MAX_USD = 1e12;
+
+/**
+ * Refuses (TypeError, nothing written) an amount that is not a finite number within the range:
+ * NaN would pass every comparison, and a poisoned row would refuse or admit requests for good.
+ */
+function checkUsd(value: unknown, what: string, min: number): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > MAX_USD) {
+    throw new TypeError(`PostgresKeyStore: ${what} must be a finite number between ${min} and ${MAX_USD}`);
+  }
+}
+
+/**
+ * Whether limit period `a` comes strictly before `b` under the same reset rule: periods of one rule
+ * (`2026-11-22`, `2026-W47`, `2026-11`) have one length and sort as strings; others do not compare.
+ */
+function isEarlierPeriod(a: string | null, b: string | null): boolean {
+  return a !== null && b !== null && a.length === b.length && a < b;
+}
+
 /**
  * Keys, accounts and rate-limit counters in three PostgreSQL tables.
  *
@@ -152,11 +173,16 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
+    checkUsd(delta, 'adjustBalance delta', -MAX_USD);
+    // A balance beyond ±MAX_USD is refused in the same statement, so nothing is written.
     const { rows } = await this.pool.query<AccountRow>(
-      `UPDATE ${this.schema}.accounts SET balance = round((balance + $2)::numeric, 10)::double precision WHERE id = $1 RETURNING *`,
+      `UPDATE ${this.schema}.accounts SET balance = round((balance + $2)::numeric, 10)::double precision
+       WHERE id = $1 AND abs(balance + $2) <= ${MAX_USD} RETURNING *`,
       [accountId, delta],
     );
-    return rows[0] ? toAccount(rows[0]) : null;
+    if (rows[0]) return toAccount(rows[0]);
+    if ((await this.getAccount(accountId)) === null) return null;
+    throw new RangeError(`PostgresKeyStore: adjustBalance would take the balance beyond ±${MAX_USD} USD`);
   }
 
   async insertKey(key: NewKeyRecord): Promise<KeyRecord> {
@@ -233,6 +259,7 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
+    checkUsd(reservation.amount, 'reserveSpend amount', 0);
     return this.transaction(async (client) => {
       // Row locks, key first then account (as in settleSpend), serialize reservations on the same
       // key or account across every connection and process.
@@ -244,7 +271,9 @@ export class PostgresKeyStore implements KeyStore {
       ]);
       const account = accountRows.rows[0];
       if (!account) return { ok: false, reason: 'account_not_found' } as const;
-      const usage = key.usage_period === reservation.period ? key.usage : 0;
+      // A later period already stored (another instance's clock ran ahead) keeps its usage and counts it.
+      const keep = key.usage_period === reservation.period || isEarlierPeriod(reservation.period, key.usage_period);
+      const usage = keep ? key.usage : 0;
       if (key.limit !== null && usage + key.reserved + reservation.amount > key.limit + 1e-12) {
         return { ok: false, reason: 'spend_limit_reached' } as const;
       }
@@ -252,7 +281,7 @@ export class PostgresKeyStore implements KeyStore {
       if (available <= 0 || available + 1e-12 < reservation.amount) return { ok: false, reason: 'insufficient_balance' } as const;
       await client.query(
         `UPDATE ${this.schema}.keys SET usage = $2, usage_period = $3, reserved = round((reserved + $4)::numeric, 10)::double precision WHERE id = $1`,
-        [key.id, usage, reservation.period, reservation.amount],
+        [key.id, usage, keep ? key.usage_period : reservation.period, reservation.amount],
       );
       await client.query(
         `UPDATE ${this.schema}.accounts SET reserved = round((reserved + $2)::numeric, 10)::double precision WHERE id = $1`,
@@ -264,13 +293,25 @@ export class PostgresKeyStore implements KeyStore {
 
   async settleSpend(settlement: SpendSettlement): Promise<void> {
     const { keyId, accountId, reserved, cost, period, now } = settlement;
+    checkUsd(reserved, 'settleSpend reserved', 0);
+    checkUsd(cost, 'settleSpend cost', 0);
+    if (!Number.isFinite(now)) throw new TypeError('PostgresKeyStore: settleSpend now must be a finite number');
+    // The stored period is "earlier" than the settlement's when both are set, have the same length
+    // (same reset rule) and sort before it byte by byte (COLLATE "C"). When the stored period is
+    // later (or another rule's), newer requests own its usage: only the reservation is released.
+    const earlier = `(usage_period IS NOT NULL AND $4::text IS NOT NULL AND length(usage_period) = length($4::text)
+      AND usage_period COLLATE "C" < $4::text COLLATE "C")`;
     await this.transaction(async (client) => {
       // Each UPDATE is atomic on its row; the transaction makes key and account change together.
+      // Every SET expression reads the row as it was before this UPDATE.
       await client.query(
         `UPDATE ${this.schema}.keys SET
            reserved = greatest(0, round((reserved - $2)::numeric, 10))::double precision,
-           usage = round(((CASE WHEN usage_period IS NOT DISTINCT FROM $4 THEN usage ELSE 0 END) + $3)::numeric, 10)::double precision,
-           usage_period = $4,
+           usage = CASE
+             WHEN usage_period IS NOT DISTINCT FROM $4::text THEN round((usage + $3)::numeric, 10)::double precision
+             WHEN ${earlier} THEN round(($3)::numeric, 10)::double precision
+             ELSE usage END,
+           usage_period = CASE WHEN ${earlier} THEN $4::text ELSE usage_period END,
            last_used_at = greatest(coalesce(last_used_at, 0), $5)
          WHERE id = $1`,
         [keyId, reserved, cost, period, now],
@@ -286,6 +327,10 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
+    if (!Number.isFinite(amount) || amount < 0) throw new TypeError('PostgresKeyStore: hitCounter amount must be a finite number ≥ 0');
+    if (!Number.isFinite(windowMs) || windowMs <= 0 || !Number.isFinite(now)) {
+      throw new TypeError('PostgresKeyStore: hitCounter windowMs must be > 0 and now finite');
+    }
     const windowStart = now - (now % windowMs);
     const resetAt = windowStart + windowMs;
     // An upsert is one atomic statement: concurrent hits never read the same old count.

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type KeyType, generateApiKey } from './api-key.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
-import { limitPeriod, usageInPeriod } from './spend.js';
+import { MAX_USD, limitPeriod, usageInPeriod } from './spend.js';
 import type { AccountRecord, KeyRecord, KeyStore, LimitReset, NewKeyRecord, RateLimitSetting } from './types.js';
 
 /** What {@link createAccount} takes; all optional. */
@@ -17,7 +17,9 @@ export interface NewAccountInput {
 }
 
 /**
- * Creates an account, the owner of keys and of a USD balance.
+ * Creates an account, the owner of keys and of a USD balance. Throws a TypeError for an `id` that is
+ * not 1–128 characters of letters, digits, `_ . : @ -` (a leading `:` is fine), or a `balance` that
+ * is not finite or beyond ±1e12 USD.
  *
  * @example
  * ```ts
@@ -27,7 +29,7 @@ export interface NewAccountInput {
  */
 export async function createAccount(store: KeyStore, input: NewAccountInput = {}): Promise<AccountRecord> {
   const balance = input.balance ?? 0;
-  if (!Number.isFinite(balance)) throw new TypeError('createAccount: balance must be a finite number');
+  if (!isUsd(balance)) throw new TypeError(`createAccount: balance must be a finite number between -${MAX_USD} and ${MAX_USD}`);
   if (input.id !== undefined && (typeof input.id !== 'string' || !/^[\w.:@-]{1,128}$/.test(input.id))) {
     throw new TypeError('createAccount: id must be 1–128 characters of letters, digits, _ . : @ -');
   }
@@ -40,9 +42,15 @@ export async function createAccount(store: KeyStore, input: NewAccountInput = {}
   });
 }
 
+/** Whether `value` is a USD amount stores accept: finite, at most {@link MAX_USD} either way. */
+function isUsd(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && Math.abs(value) <= MAX_USD;
+}
+
 /**
  * Adds USD to an account's balance (negative to debit), atomically. Returns the account, or `null`
- * for an unknown id.
+ * for an unknown id. Throws a TypeError for an amount that is not finite or beyond ±1e12 USD
+ * (`MAX_USD`); the store refuses (rejects, changing nothing) a balance that would leave that range.
  *
  * @example
  * ```ts
@@ -50,7 +58,7 @@ export async function createAccount(store: KeyStore, input: NewAccountInput = {}
  * ```
  */
 export async function creditBalance(store: KeyStore, accountId: string, amountUsd: number): Promise<AccountRecord | null> {
-  if (!Number.isFinite(amountUsd)) throw new TypeError('creditBalance: amountUsd must be a finite number');
+  if (!isUsd(amountUsd)) throw new TypeError(`creditBalance: amountUsd must be a finite number between -${MAX_USD} and ${MAX_USD}`);
   return store.adjustBalance(accountId, amountUsd);
 }
 
@@ -59,7 +67,7 @@ export interface IssueKeyInput {
   accountId: string;
   /** `proxy` (`ms-`, for `/v1`) or `billing` (`mk-`, for `/api`). */
   type: KeyType;
-  /** 1–100 characters. */
+  /** 1–100 characters (Unicode code points). */
   name: string;
   /** Epoch ms, or `null`/omitted for never. */
   expiresAt?: number | null;
@@ -112,9 +120,9 @@ export interface PreparedKey {
  * ```
  */
 export async function prepareKey(input: IssueKeyInput, options: { hasher?: KeyHasher; now?: number } = {}): Promise<PreparedKey> {
-  if (typeof input.name !== 'string' || input.name.length < 1 || input.name.length > 100) {
-    throw new TypeError('issueKey: name must be 1–100 characters');
-  }
+  // Characters are code points, as the HTTP validation counts them: an emoji is one, not two.
+  const nameLength = typeof input.name === 'string' ? [...input.name].length : 0;
+  if (nameLength < 1 || nameLength > 100) throw new TypeError('issueKey: name must be 1–100 characters');
   if (input.type !== 'proxy' && input.type !== 'billing') throw new TypeError("issueKey: type must be 'proxy' or 'billing'");
   const generated = generateApiKey(input.type);
   const hash = await (options.hasher ?? defaultKeyHasher()).hash(generated.value);

@@ -139,7 +139,9 @@ export interface KeyStore {
   getAccount(id: string): Promise<AccountRecord | null>;
   /**
    * Required, atomic. Adds `delta` USD (negative to debit) to the balance and returns the updated
-   * account, or `null` when there is none with that id.
+   * account, or `null` when there is none with that id. Rejects with a TypeError, changing nothing,
+   * when `delta` is not a finite number or beyond ±1e12 (`MAX_USD`); a store may also reject
+   * (changing nothing) a resulting balance beyond ±1e12.
    */
   adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null>;
   /**
@@ -168,18 +170,31 @@ export interface KeyStore {
   /**
    * Required, atomic. Holds `amount` against both the key's `limit` (`usage + reserved + amount ≤ limit`
    * in `period`) and the account's balance (`balance − reserved ≥ amount`, and `> 0`), or refuses.
+   * A stored period other than `period` starts again at 0 and is replaced by `period`, unless it is a
+   * later period of the same reset rule (another instance's clock ran ahead): then its usage counts
+   * and it stays. Rejects with a TypeError, changing nothing, when `amount` is NaN, infinite,
+   * negative or over 1e12: never answer `ok` for an amount that cannot be compared.
    */
   reserveSpend(reservation: SpendReservation): Promise<ReservationResult>;
   /**
-   * Required, atomic. Releases `reserved` from key and account, adds `cost` to the key's `usage`
-   * (starting again at 0 when `period` differs from the stored one), takes `cost` from the account's
-   * balance, and updates `lastUsedAt`. A deleted key still debits its account.
+   * Required, atomic. Releases `reserved` from key and account, takes `cost` from the account's
+   * balance, updates `lastUsedAt`, and charges `cost` to the key's `usage` by the stored period:
+   * - the same as `period`: `usage += cost`;
+   * - an earlier period of the same reset rule (periods of one rule have one length and sort as
+   *   strings: `2026-11-21` < `2026-11-22`): `period` starts, `usage = cost`, `usagePeriod = period`;
+   * - a later period, or one of another reset rule (`null` included): usage and period stay as they
+   *   are. A request that reserved before the period rolled over and settles after a newer request
+   *   must not replace the new period's usage (its cost is still debited from the account).
+   *
+   * A deleted key still debits its account. Rejects with a TypeError, changing nothing, when
+   * `reserved` or `cost` is NaN, infinite, negative or over 1e12, or `now` is not finite.
    */
   settleSpend(settlement: SpendSettlement): Promise<void>;
   /**
    * Required, atomic. Adds `amount` (default 1) to the fixed-window counter `name` for the window of
    * `windowMs` that contains `now`, and returns its new value. Windows start at multiples of
-   * `windowMs` since the epoch. `amount` 0 reads the counter.
+   * `windowMs` since the epoch. `amount` 0 reads the counter. Rejects with a TypeError, changing
+   * nothing, when `amount` is NaN, infinite or negative.
    */
   hitCounter(name: string, windowMs: number, now: number, amount?: number): Promise<CounterState>;
   /** Optional. Releases connections and timers. */

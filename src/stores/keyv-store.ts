@@ -1,6 +1,15 @@
 import type Keyv from 'keyv';
 import { ConfigurationError } from '../errors.js';
-import { applyReservation, applySettlement, roundUsd } from '../spend.js';
+import {
+  applyReservation,
+  applySettlement,
+  checkBalanceDelta,
+  checkBalanceResult,
+  checkCounterHit,
+  checkReservation,
+  checkSettlement,
+  roundUsd,
+} from '../spend.js';
 import type {
   AccountRecord,
   CounterState,
@@ -123,6 +132,7 @@ export class KeyvKeyStore implements KeyStore {
   }
 
   async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
+    checkBalanceDelta(delta);
     if (this.redis) {
       return this.parse<AccountRecord>(await this.redis.script('adjustBalance', await this.serialize({ accountId, delta })));
     }
@@ -130,6 +140,7 @@ export class KeyvKeyStore implements KeyStore {
       const account = await this.read<AccountRecord>(`account:${accountId}`);
       if (!account) return null;
       account.balance = roundUsd(account.balance + delta);
+      checkBalanceResult(account.balance);
       await this.keyv.set(this.name(`account:${accountId}`), account);
       return account;
     });
@@ -224,6 +235,7 @@ export class KeyvKeyStore implements KeyStore {
   }
 
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
+    checkReservation(reservation);
     if (this.redis) {
       const answer = await this.redis.script('reserveSpend', await this.serialize(reservation));
       if (answer === 'ok') return { ok: true };
@@ -247,6 +259,7 @@ export class KeyvKeyStore implements KeyStore {
   }
 
   async settleSpend(settlement: SpendSettlement): Promise<void> {
+    checkSettlement(settlement);
     if (this.redis) {
       await this.redis.script('settleSpend', await this.serialize(settlement));
       return;
@@ -261,6 +274,7 @@ export class KeyvKeyStore implements KeyStore {
   }
 
   async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
+    checkCounterHit(windowMs, now, amount);
     const windowStart = now - (now % windowMs);
     const resetAt = windowStart + windowMs;
     // Kept a little past the window so a slow clock on one instance still finds it.

@@ -1,4 +1,13 @@
-import { applyReservation, applySettlement, roundUsd } from '../spend.js';
+import {
+  applyReservation,
+  applySettlement,
+  checkBalanceDelta,
+  checkBalanceResult,
+  checkCounterHit,
+  checkReservation,
+  checkSettlement,
+  roundUsd,
+} from '../spend.js';
 import type {
   AccountRecord,
   CounterState,
@@ -64,9 +73,12 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
+    checkBalanceDelta(delta);
     const account = this.accounts.get(accountId);
     if (!account) return null;
-    account.balance = roundUsd(account.balance + delta);
+    const balance = roundUsd(account.balance + delta);
+    checkBalanceResult(balance);
+    account.balance = balance;
     return { ...account };
   }
 
@@ -128,6 +140,7 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
+    checkReservation(reservation);
     const key = this.keys.get(reservation.keyId);
     if (!key) return { ok: false, reason: 'key_not_found' };
     const account = this.accounts.get(reservation.accountId);
@@ -136,10 +149,12 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   async settleSpend(settlement: SpendSettlement): Promise<void> {
+    checkSettlement(settlement);
     applySettlement(this.keys.get(settlement.keyId) ?? null, this.accounts.get(settlement.accountId) ?? null, settlement);
   }
 
   async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
+    checkCounterHit(windowMs, now, amount);
     const windowStart = now - (now % windowMs);
     let counter = this.counters.get(name);
     if (!counter || counter.windowStart !== windowStart) {

@@ -328,6 +328,117 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
     close(owned?.reserved ?? Number.NaN, 0, 'and releases its reservation');
   });
 
+  test("a settlement from an earlier period never replaces a later period's usage", async (store) => {
+    const owner = await store.createAccount(account({ balance: 100 }));
+    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 10, limitReset: 'daily', usagePeriod: '2026-11-21' }));
+    const ids = { keyId: inserted.id, accountId: owner.id };
+    // A long request reserves on day 1; a day-2 request reserves and settles before it ends.
+    assert.deepEqual(await store.reserveSpend({ ...ids, amount: 4, period: '2026-11-21' }), { ok: true });
+    assert.deepEqual(await store.reserveSpend({ ...ids, amount: 6, period: '2026-11-22' }), { ok: true });
+    await store.settleSpend({ ...ids, reserved: 6, cost: 6, period: '2026-11-22', now: 2 });
+    await store.settleSpend({ ...ids, reserved: 4, cost: 4, period: '2026-11-21', now: 3 });
+    let key = await store.getKey(inserted.id);
+    close(key?.usage ?? Number.NaN, 6, "day 2's usage stays");
+    assert.equal(key?.usagePeriod, '2026-11-22', 'the period does not move back');
+    close(key?.reserved ?? Number.NaN, 0, 'both reservations are released');
+    assert.equal(key?.lastUsedAt, 3);
+    const owned = await store.getAccount(owner.id);
+    close(owned?.balance ?? Number.NaN, 90, 'both costs are debited');
+    close(owned?.reserved ?? Number.NaN, 0, 'account reserved');
+    // So day 2 has 4 of its 10 left, not 6.
+    assert.deepEqual(await store.reserveSpend({ ...ids, amount: 4.5, period: '2026-11-22' }), { ok: false, reason: 'spend_limit_reached' });
+    assert.deepEqual(await store.reserveSpend({ ...ids, amount: 4, period: '2026-11-22' }), { ok: true });
+    await store.settleSpend({ ...ids, reserved: 4, cost: 0, period: '2026-11-22', now: 4 });
+    // Another reset rule's period (the limit reset changed meanwhile) is not comparable: usage stays too.
+    await store.settleSpend({ ...ids, reserved: 0, cost: 1, period: '2026-W47', now: 5 });
+    await store.settleSpend({ ...ids, reserved: 0, cost: 1, period: null, now: 6 });
+    key = await store.getKey(inserted.id);
+    close(key?.usage ?? Number.NaN, 6, 'usage after settlements of other rules');
+    assert.equal(key?.usagePeriod, '2026-11-22');
+    // A settlement for a later period than the stored one starts that period, as before.
+    await store.settleSpend({ ...ids, reserved: 0, cost: 1.5, period: '2026-11-23', now: 7 });
+    key = await store.getKey(inserted.id);
+    close(key?.usage ?? Number.NaN, 1.5, 'usage of the later period');
+    assert.equal(key?.usagePeriod, '2026-11-23');
+    close((await store.getAccount(owner.id))?.balance ?? Number.NaN, 86.5, 'every cost is debited');
+  });
+
+  test("a reservation for an earlier period (a clock behind) counts the stored later period's usage and keeps it", async (store) => {
+    const owner = await store.createAccount(account({ balance: 100 }));
+    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 10, limitReset: 'weekly', usage: 9, usagePeriod: '2026-W10' }));
+    const ids = { keyId: inserted.id, accountId: owner.id };
+    assert.deepEqual(await store.reserveSpend({ ...ids, amount: 2, period: '2026-W09' }), { ok: false, reason: 'spend_limit_reached' });
+    assert.deepEqual(await store.reserveSpend({ ...ids, amount: 1, period: '2026-W09' }), { ok: true });
+    const key = await store.getKey(inserted.id);
+    close(key?.usage ?? Number.NaN, 9, 'usage');
+    assert.equal(key?.usagePeriod, '2026-W10');
+    close(key?.reserved ?? Number.NaN, 1, 'reserved');
+  });
+
+  test('refuses NaN, infinite, negative and huge amounts with a TypeError and changes nothing', async (store) => {
+    const owner = await store.createAccount(account({ balance: 10 }));
+    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 5, limitReset: 'daily', usagePeriod: '2026-11-22' }));
+    const ids = { keyId: inserted.id, accountId: owner.id };
+    assert.deepEqual(await store.reserveSpend({ ...ids, amount: 1, period: '2026-11-22' }), { ok: true });
+    const counter = `tokens:${accountId()}`;
+    await store.hitCounter(counter, 60_000, HOUR, 7);
+    const keyBefore = await store.getKey(inserted.id);
+    const accountBefore = await store.getAccount(owner.id);
+    const bad = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -1, 1e13];
+    for (const value of bad) {
+      const label = String(value);
+      const period = '2026-11-22';
+      await assert.rejects(async () => store.reserveSpend({ ...ids, amount: value, period }), TypeError, `reserve ${label}`);
+      await assert.rejects(async () => store.settleSpend({ ...ids, reserved: 1, cost: value, period, now: 9 }), TypeError, `cost ${label}`);
+      await assert.rejects(
+        async () => store.settleSpend({ ...ids, reserved: value, cost: 0, period, now: 9 }),
+        TypeError,
+        `reserved ${label}`,
+      );
+      if (value !== 1e13) await assert.rejects(async () => store.hitCounter(counter, 60_000, HOUR, value), TypeError, `counter ${label}`);
+      if (value !== -1) await assert.rejects(async () => store.adjustBalance(owner.id, value), TypeError, `delta ${label}`);
+    }
+    await assert.rejects(async () => store.adjustBalance(owner.id, -1e13), TypeError, 'delta -1e13');
+    await assert.rejects(async () => store.adjustBalance(owner.id, 1e300), TypeError, 'delta 1e300');
+    assert.deepEqual(await store.getKey(inserted.id), keyBefore);
+    assert.deepEqual(await store.getAccount(owner.id), accountBefore);
+    assert.deepEqual(await store.hitCounter(counter, 60_000, HOUR, 0), { count: 7, resetAt: HOUR + 60_000 });
+  });
+
+  test('refuses a balance beyond ±1e12 USD and keeps the account readable', async (store) => {
+    const near = await store.createAccount(account({ balance: 9e11 }));
+    await assert.rejects(async () => store.adjustBalance(near.id, 2e11), 'credit past the bound');
+    assert.deepEqual(await store.getAccount(near.id), near);
+    close((await store.adjustBalance(near.id, 1e11))?.balance ?? Number.NaN, 1e12, 'up to the bound');
+    // A record written with a larger balance (by hand, or before the bound existed) is never turned into garbage.
+    const huge = await store.createAccount(account({ balance: 1e300 }));
+    await assert.rejects(async () => store.adjustBalance(huge.id, 1), 'adjusting a balance beyond the bound');
+    assert.deepEqual(await store.getAccount(huge.id), huge);
+  });
+
+  test("account ids that start with ':' work in every operation", async (store) => {
+    for (const id of [`:${accountId()}`, `::${accountId()}`]) {
+      const owner = await store.createAccount(account({ id, balance: 10 }));
+      assert.deepEqual(await store.getAccount(id), owner);
+      close((await store.adjustBalance(id, 1))?.balance ?? Number.NaN, 11, 'adjustBalance finds it');
+      const inserted = await store.insertKey(keyRecord(id));
+      assert.equal(inserted.accountId, id);
+      assert.deepEqual(
+        (await store.listKeys(id, { type: 'proxy', limit: 10 })).keys.map((k) => [k.id, k.accountId]),
+        [[inserted.id, id]],
+      );
+      assert.deepEqual(await store.reserveSpend({ keyId: inserted.id, accountId: id, amount: 2, period: null }), { ok: true });
+      await store.settleSpend({ keyId: inserted.id, accountId: id, reserved: 2, cost: 1, period: null, now: 5 });
+      const owned = await store.getAccount(id);
+      close(owned?.balance ?? Number.NaN, 10, 'settled');
+      close(owned?.reserved ?? Number.NaN, 0, 'released');
+      close((await store.getKey(inserted.id))?.usage ?? Number.NaN, 1, 'key usage');
+      assert.equal(await store.deleteKey(inserted.id), true);
+      assert.deepEqual(await store.listKeys(id, { type: 'proxy', limit: 10 }), { keys: [], hasMore: false });
+      assert.deepEqual(await store.hitCounter(`${id}:requests`, 60_000, HOUR), { count: 1, resetAt: HOUR + 60_000 });
+    }
+  });
+
   test(`counts ${parallel} concurrent counter hits exactly, per fixed window`, async (store) => {
     const name = `requests:${accountId()}`;
     const now = 10 * HOUR + 1234;
