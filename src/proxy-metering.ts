@@ -1,5 +1,5 @@
 import type { ModelSwitchContext } from './authenticate.js';
-import { ModelSwitchError, authenticationError } from './errors.js';
+import { ModelSwitchError, authenticationError, invalidRequest } from './errors.js';
 import { type ModelPrice, type TokenUsage, costOf } from './pricing.js';
 import { rateLimitExceeded } from './rate-limit.js';
 import type { StoreGuard } from './store-guard.js';
@@ -15,12 +15,35 @@ function tokenCounterName(keyId: number): string {
   return `tokens:${keyId}:${TOKEN_WINDOW_MS}`;
 }
 
-/** Output tokens the request may produce: its own cap, else `fallback`, times `n` choices. */
+/** Largest output cap a request may set: far above any model's output window, small enough that costs stay finite. */
+export const MAX_OUTPUT_TOKENS = 1_000_000;
+/** Largest `n` (choices) a request may ask for: OpenAI's own maximum. */
+export const MAX_CHOICES = 128;
+const OUTPUT_CAP_FIELDS = ['max_completion_tokens', 'max_tokens', 'max_output_tokens'] as const;
+
+function readCount(body: Record<string, unknown>, field: string, max: number): number | undefined {
+  const value = body[field];
+  // null is the APIs' own "not set".
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw invalidRequest(`${field} must be an integer from 1 to ${max}`, field);
+  }
+  return value;
+}
+
+/**
+ * Output tokens the request may produce: its largest cap (the upstream may honour any of the
+ * three names), else `fallback`, times `n` choices. Throws 400 `invalid_request` (with `param`)
+ * for a cap or `n` that is not an integer in range, so no client value can make the reservation
+ * Infinity or NaN.
+ */
 export function maxOutputTokens(body: Record<string, unknown>, fallback: number): number {
-  const cap = [body.max_completion_tokens, body.max_tokens, body.max_output_tokens].find(
-    (value): value is number => typeof value === 'number' && Number.isInteger(value) && value >= 0,
-  );
-  const choices = typeof body.n === 'number' && Number.isInteger(body.n) && body.n > 1 ? body.n : 1;
+  let cap: number | undefined;
+  for (const field of OUTPUT_CAP_FIELDS) {
+    const value = readCount(body, field, MAX_OUTPUT_TOKENS);
+    if (value !== undefined) cap = Math.max(cap ?? 0, value);
+  }
+  const choices = readCount(body, 'n', MAX_CHOICES) ?? 1;
   return (cap ?? fallback) * choices;
 }
 

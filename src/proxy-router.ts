@@ -1,5 +1,6 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { type RequestHandler, createProxyMiddleware } from 'http-proxy-middleware';
+import { API_KEY_PATTERN } from './api-key.js';
 import { type Middleware, answerError, assertStore } from './auth.js';
 import { type AuthOptions, Authenticator, type ModelSwitchContext } from './authenticate.js';
 import { isJsonObject, readJsonBody } from './body.js';
@@ -9,8 +10,8 @@ import { type ModelPrice, type Pricing, type TokenUsage, costOf, priceOf, readUs
 import { checkTokenRate, countTokens, maxCost, maxOutputTokens, refusal } from './proxy-metering.js';
 import { limitPeriod } from './spend.js';
 import { SseUsageScanner } from './sse-usage.js';
-import type { KeyStore } from './types.js';
-import { type ResolvedUpstream, type Upstream, findUpstream, listModels, resolveUpstreams } from './upstreams.js';
+import type { KeyStore, ReservationResult, SpendReservation } from './types.js';
+import { type ResolvedUpstream, type Upstream, findUpstream, listModels, resolveProxyPaths, resolveUpstreams } from './upstreams.js';
 
 /** Options of {@link proxyRouter}. `upstreams` and `pricing` are required. */
 export interface ProxyRouterOptions extends Omit<AuthOptions, 'keyType'> {
@@ -28,6 +29,12 @@ export interface ProxyRouterOptions extends Omit<AuthOptions, 'keyType'> {
   timeoutMs?: number;
   /** Largest accepted JSON body in bytes; larger answers 413. Default 4194304 (4 MiB). */
   maxBodyBytes?: number;
+  /**
+   * Paths below the mount that are proxied (for `POST`): exact paths or `RegExp`s tested on the
+   * path without its query. Other paths go to `next()`. Default {@link DEFAULT_PROXY_PATHS}:
+   * `/chat/completions`, `/completions`, `/embeddings`, `/responses`.
+   */
+  paths?: ReadonlyArray<string | RegExp>;
 }
 
 /** One proxied request between reservation and settlement. */
@@ -38,8 +45,14 @@ interface Exchange {
   price: ModelPrice | undefined;
   period: string | null;
   reserved: number;
-  /** The body as sent upstream. */
+  /** The body as sent upstream: the parsed value that was priced, serialized again. */
   body: Buffer;
+  /** The upstream answered 2xx: its answer is charged. */
+  metered: boolean;
+  /** Bytes of a 2xx answer written to the client; once > 0 an early end is charged (see settle). */
+  forwardedBytes: number;
+  /** The last usage the upstream reported (the final SSE chunk, or the JSON answer). */
+  usage: TokenUsage | undefined;
   /** The client did not ask for `stream_options.include_usage`, so its usage-only chunk is dropped. */
   stripUsageChunk: boolean;
   proxyReq: ClientRequest | undefined;
@@ -74,13 +87,38 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'upgrade',
   'set-cookie',
 ]);
-const ANY_KEY = /m[sk]-[0-9A-Za-z]{38}/;
+/** API_KEY_PATTERN without its word boundaries: a key glued to other characters is still a key. */
+const ANY_KEY = new RegExp(API_KEY_PATTERN.source.replaceAll('\\b', ''));
+const PERCENT_ESCAPE = /%([0-9A-Fa-f]{2})/g;
+/** How an exchange ended, for settlement and its log line. */
+type Ending = 'completed' | 'client_closed' | 'upstream_broke' | 'failed';
+const ENDING_TEXT: Record<Exclude<Ending, 'completed'>, string> = {
+  client_closed: 'client disconnected',
+  upstream_broke: 'upstream broke off',
+  failed: 'upstream failed',
+};
 /** Bodies of non-streamed answers are kept up to this size to read their `usage`; larger ones are charged the reservation. */
 const MAX_METERED_BODY = 16 * 1024 * 1024;
 
 function pathOf(url: string | undefined): string {
   const path = (url ?? '/').split('?', 1)[0] as string;
   return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+}
+
+/**
+ * Whether a request URL (path, query names and values) contains a key, also percent-encoded once
+ * or several times: the upstream receives the URL as it is, and no key may reach it.
+ */
+function urlContainsKey(url: string): boolean {
+  let text = url;
+  // Each round undoes one layer of percent-encoding; key characters are ASCII, so byte-wise decoding suffices.
+  for (let round = 0; round < 5; round++) {
+    if (ANY_KEY.test(text)) return true;
+    const decoded = text.replace(PERCENT_ESCAPE, (_match, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
+    if (decoded === text) return false;
+    text = decoded;
+  }
+  return ANY_KEY.test(text);
 }
 
 function flush(res: ServerResponse): void {
@@ -98,8 +136,9 @@ function modelNotFound(model: string, reason: 'unknown' | 'unpriced'): ModelSwit
 
 /**
  * The metered inference proxy, mounted after `modelSwitchAuth` (it authenticates by itself when
- * mounted alone). Answers `GET /auth/key` and `GET /models` without spending; every other `POST`
- * with a JSON body is routed by its `model` to an upstream (http-proxy-middleware), with the
+ * mounted alone). Answers `GET /auth/key` and `GET /models` without spending; a `POST` to one of
+ * its `paths` (the OpenAI inference routes by default; other requests go to `next()`) is routed by
+ * the JSON body's `model` to an upstream (http-proxy-middleware), with the
  * client's key replaced by the upstream's credential, its maximum cost reserved against the key's
  * spend limit and the account's balance, SSE streamed through event by event, and the real cost
  * from the upstream's `usage` settled afterwards.
@@ -135,21 +174,45 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1)
     throw new ConfigurationError('ERR_MS_OPTION', 'proxyRouter: maxBodyBytes must be a positive integer');
   const upstreams = resolveUpstreams(options.upstreams, options.timeoutMs ?? 600_000);
+  const isProxiedPath = resolveProxyPaths(options.paths);
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const isListed = (model: string) => allowUnpriced || priceOf(pricing, model) !== undefined;
 
-  /** Releases the reservation and charges what the upstream reported; runs once per exchange. */
-  function settle(exchange: Exchange, usage: TokenUsage | undefined, completed: boolean): Promise<void> {
+  /**
+   * What an exchange costs. Reported usage wins. Without it, a 2xx answer is charged its
+   * reservation when it completed, or when it ended early (client gone, upstream broken) after
+   * some of it reached the client: otherwise reading a stream up to `finish_reason` and hanging
+   * up before the usage chunk would get the completion for free. Nothing reached the client: free.
+   */
+  function chargeFor(exchange: Exchange, ending: Ending): number {
+    const { price, usage, upstream, model } = exchange;
+    if (price === undefined) return 0;
+    if (usage !== undefined) {
+      const cost = costOf(price, usage);
+      if (Number.isFinite(cost)) return cost;
+      logger.warn(
+        `modelswitch-keys: upstream ${upstream.name} reported usage for model ${model} that prices to ${cost} USD; charged the reserved maximum`,
+      );
+      return exchange.reserved;
+    }
+    if (!exchange.metered) return 0;
+    if (ending === 'completed') {
+      // A successful answer without usage is charged its reservation: nothing is served unmetered.
+      logger.warn(`modelswitch-keys: upstream ${upstream.name} reported no usage for model ${model}; charged the reserved maximum`);
+      return exchange.reserved;
+    }
+    if (exchange.forwardedBytes === 0) return 0;
+    logger.warn(
+      `modelswitch-keys: the answer of upstream ${upstream.name} for model ${model} ended early (${ENDING_TEXT[ending]}) before it reported usage; charged the reserved maximum`,
+    );
+    return exchange.reserved;
+  }
+
+  /** Releases the reservation and charges what the exchange cost; runs once per exchange. */
+  function settle(exchange: Exchange, ending: Ending): Promise<void> {
     exchange.settlement ??= (async () => {
-      let cost = 0;
-      if (usage !== undefined && exchange.price !== undefined) cost = costOf(exchange.price, usage);
-      else if (completed && exchange.price !== undefined) {
-        // A successful answer without usage is charged its reservation: nothing is served unmetered.
-        cost = exchange.reserved;
-        logger.warn(
-          `modelswitch-keys: upstream ${exchange.upstream.name} reported no usage for model ${exchange.model}; charged the reserved maximum`,
-        );
-      }
+      const cost = chargeFor(exchange, ending);
+      const usage = exchange.usage;
       const at = now();
       const { key, account } = exchange.context;
       await Promise.all([
@@ -165,9 +228,41 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     return exchange.settlement;
   }
 
+  /**
+   * Reserves through the guard while keeping the store's own promise: when the guard gives up (a
+   * timeout) the call may still take effect later, and a reservation nobody settles would hold the
+   * key's limit and the account's balance forever. So once it does, it is released in the background.
+   */
+  async function reserve(reservation: SpendReservation): Promise<ReservationResult> {
+    const pending = new Promise<ReservationResult>((resolve) => resolve(store.reserveSpend(reservation)));
+    try {
+      return await guard.run('reserveSpend', () => pending);
+    } catch (error) {
+      pending.then(
+        (result) => (result?.ok === true ? releaseLateReservation(reservation) : undefined),
+        () => {
+          // The store failed the call itself: nothing was reserved.
+        },
+      );
+      throw error;
+    }
+  }
+
+  async function releaseLateReservation(reservation: SpendReservation): Promise<void> {
+    const { keyId, accountId, amount, period } = reservation;
+    try {
+      await guard.run('settleSpend', () => store.settleSpend({ keyId, accountId, reserved: amount, cost: 0, period, now: now() }));
+      logger.warn(
+        `modelswitch-keys: released a reservation of $${amount} for key ${keyId} that the store applied after the request was refused`,
+      );
+    } catch {
+      logger.error(`modelswitch-keys: could not release a late reservation of $${amount} for key ${keyId}; reconcile by hand`);
+    }
+  }
+
   /** A failure before or while the upstream answered: settle, then answer 502/504 or cut the connection. */
   function onUpstreamFailure(exchange: Exchange, res: ServerResponse): void {
-    void settle(exchange, undefined, false).then(() => {
+    void settle(exchange, 'failed').then(() => {
       if (res.headersSent || res.destroyed) {
         res.destroy();
         return;
@@ -221,6 +316,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     const contentType = String(proxyRes.headers['content-type'] ?? '');
     const isStream = contentType.includes('text/event-stream');
     const metered = status >= 200 && status < 300;
+    exchange.metered = metered;
     res.statusCode = status;
     for (const [name, value] of Object.entries(proxyRes.headers)) {
       if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name)) continue;
@@ -239,6 +335,8 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     let ended = false;
     proxyRes.on('data', function forwardChunk(chunk: Buffer) {
       const out = scanner ? scanner.push(chunk) : chunk;
+      if (scanner?.usage !== undefined) exchange.usage = scanner.usage;
+      if (metered) exchange.forwardedBytes += out.length;
       if (kept !== undefined) {
         keptBytes += chunk.length;
         if (keptBytes > MAX_METERED_BODY) kept = undefined;
@@ -252,21 +350,23 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     });
     proxyRes.on('end', function finishAnswer() {
       ended = true;
-      let usage: TokenUsage | undefined;
       if (scanner) {
         const rest = scanner.end();
-        if (rest.length > 0) res.write(rest);
-        usage = scanner.usage;
+        if (rest.length > 0) {
+          exchange.forwardedBytes += rest.length;
+          res.write(rest);
+        }
+        exchange.usage = scanner.usage;
       } else if (kept !== undefined) {
-        usage = usageOfJson(Buffer.concat(kept, keptBytes));
+        exchange.usage = usageOfJson(Buffer.concat(kept, keptBytes));
       }
       // Settle before ending, so the client's next request sees its spend.
-      void settle(exchange, usage, metered).then(() => res.end());
+      void settle(exchange, 'completed').then(() => res.end());
     });
     proxyRes.on('close', function upstreamClosed() {
       if (ended) return;
-      // The upstream broke off mid-answer: keep what it reported, cut the client's connection.
-      void settle(exchange, scanner?.usage, false).then(() => res.destroy());
+      // The upstream broke off mid-answer: charge what it reported (or what was forwarded), cut the client's connection.
+      void settle(exchange, 'upstream_broke').then(() => res.destroy());
     });
   }
 
@@ -314,29 +414,44 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     if (upstream === undefined) throw modelNotFound(model, 'unknown');
     const price = priceOf(pricing, model);
     if (price === undefined && !allowUnpriced) throw modelNotFound(model, 'unpriced');
-    // Checked on the bytes as received, so no ms-/mk- value can reach a provider inside a prompt either.
-    if (ANY_KEY.test(raw.toString('latin1'))) {
-      throw invalidRequest('The request body contains a ModelSwitch API key; remove it (keys are never sent to providers)');
-    }
-    const at = now();
-    await checkTokenRate(store, guard, context, at);
-
-    let body = raw;
+    let sent: Record<string, unknown> = value;
     let stripUsageChunk = false;
-    if (value.stream === true) {
+    const path = pathOf(req.url);
+    // Only the (chat) completions APIs know stream_options; the Responses API reports usage in response.completed.
+    if (value.stream === true && path.endsWith('/completions')) {
       const streamOptions = isJsonObject(value.stream_options) ? value.stream_options : {};
       if (streamOptions.include_usage !== true) {
         stripUsageChunk = true;
-        body = Buffer.from(JSON.stringify({ ...value, stream_options: { ...streamOptions, include_usage: true } }));
+        sent = { ...value, stream_options: { ...streamOptions, include_usage: true } };
       }
     }
-    const isEmbedding = pathOf(req.url).endsWith('/embeddings');
-    const promptTokens = Math.max(0, Math.ceil(estimatePromptTokens(value, raw.length)));
-    const reserved = maxCost(price, promptTokens, isEmbedding ? 0 : maxOutputTokens(value, defaultMaxTokens));
+    // What was priced is what is sent: the raw bytes could say otherwise (a duplicate "model" key
+    // that the upstream's parser resolves differently, say).
+    const body = Buffer.from(JSON.stringify(sent));
+    // Checked on the bytes as received and as sent (JSON escapes such as \u006d decoded), so no
+    // ms-/mk- value can reach a provider inside a prompt either.
+    if (ANY_KEY.test(raw.toString('latin1')) || ANY_KEY.test(body.toString('latin1'))) {
+      throw invalidRequest('The request body contains a ModelSwitch API key; remove it (keys are never sent to providers)');
+    }
+    const outputTokens = maxOutputTokens(value, defaultMaxTokens);
+    const at = now();
+    await checkTokenRate(store, guard, context, at);
+
+    const estimate: unknown = estimatePromptTokens(value, body.length);
+    if (typeof estimate !== 'number' || !Number.isFinite(estimate) || estimate < 0) {
+      logger.error(
+        `modelswitch-keys: options.estimatePromptTokens returned ${String(estimate)} for model ${model}; it must return a finite number ≥ 0 (request refused)`,
+      );
+      throw serviceUnavailable();
+    }
+    const reserved = maxCost(price, Math.ceil(estimate), path.endsWith('/embeddings') ? 0 : outputTokens);
+    // A NaN or Infinity reservation would pass every check and poison the stored totals: fail closed.
+    if (!Number.isFinite(reserved) || reserved < 0) {
+      logger.error(`modelswitch-keys: the reservation for model ${model} came to ${reserved} USD; check its price (request refused)`);
+      throw serviceUnavailable();
+    }
     const period = limitPeriod(context.key.limitReset, at);
-    const result = await guard.run('reserveSpend', () =>
-      store.reserveSpend({ keyId: context.key.id, accountId: context.account.id, amount: reserved, period }),
-    );
+    const result = await reserve({ keyId: context.key.id, accountId: context.account.id, amount: reserved, period });
     if (!result.ok) throw refusal(result, context, reserved);
 
     const exchange: Exchange = {
@@ -347,6 +462,9 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
       period,
       reserved,
       body,
+      metered: false,
+      forwardedBytes: 0,
+      usage: undefined,
       stripUsageChunk,
       proxyReq: undefined,
       timedOut: false,
@@ -355,12 +473,12 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     exchanges.set(req, exchange);
     res.once('close', function clientClosed() {
       if (res.writableFinished) return;
-      // The client went away: stop the upstream's work and give back what was not used.
+      // The client went away: stop the upstream's work and settle what it had (see chargeFor).
       exchange.proxyReq?.destroy();
-      void settle(exchange, undefined, false);
+      void settle(exchange, 'client_closed');
     });
     if (res.destroyed) {
-      await settle(exchange, undefined, false);
+      await settle(exchange, 'client_closed');
       return;
     }
     // The body is already read; hpm's proxyReq event must fire for it to be re-sent.
@@ -377,6 +495,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
       context = await authenticator.authenticate(req);
       await authenticator.countRequest(context, res);
       (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
+    }
+    // Checked before routing: no key may reach an upstream in the URL either (nor sit in access logs).
+    if (urlContainsKey(req.url ?? '')) {
+      throw invalidRequest('The request URL contains a ModelSwitch API key; remove it (keys are never sent to providers)');
     }
     if (isKeyInfoRequest(req)) {
       sendJson(res, 200, keyInfoBody(context));
@@ -399,7 +521,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
       sendJson(res, 200, model);
       return;
     }
-    if (req.method !== 'POST') {
+    if (req.method !== 'POST' || !isProxiedPath(path)) {
       next();
       return;
     }
@@ -409,6 +531,11 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
   return function proxyRouter(req, res, next) {
     serve(req, res, next).catch((error: unknown) => answerError(res, error, logger));
   };
+}
+
+/** A host bug (a bad estimate or price): the request is refused without going upstream. */
+function serviceUnavailable(): ModelSwitchError {
+  return new ModelSwitchError('store_unavailable', 'The service is temporarily unavailable. Please retry shortly.');
 }
 
 function usageOfJson(body: Buffer): TokenUsage | undefined {

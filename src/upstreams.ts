@@ -110,3 +110,41 @@ export function listModels(upstreams: readonly ResolvedUpstream[], isListed: (mo
   }
   return models;
 }
+
+/**
+ * The paths below the mount proxied by default: the OpenAI inference routes that report token
+ * `usage`, so every answer can be metered from what the provider says it used. Routes without
+ * usage (images, speech, moderations) can be added with `paths`; their 2xx answers are then
+ * charged the reservation.
+ *
+ * @example
+ * ```ts
+ * proxyRouter(store, { upstreams, pricing, paths: [...DEFAULT_PROXY_PATHS, '/images/generations'] });
+ * ```
+ */
+export const DEFAULT_PROXY_PATHS: readonly string[] = ['/chat/completions', '/completions', '/embeddings', '/responses'];
+
+/** Validates the `paths` option once, at creation; answers whether a path (no query, no trailing slash) is proxied. */
+export function resolveProxyPaths(paths: ReadonlyArray<string | RegExp> | undefined): (path: string) => boolean {
+  const list: ReadonlyArray<unknown> = paths ?? DEFAULT_PROXY_PATHS;
+  const valid =
+    Array.isArray(list) &&
+    list.length > 0 &&
+    list.every((p) => p instanceof RegExp || (typeof p === 'string' && p.startsWith('/') && !p.includes('?')));
+  if (!valid) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      "proxyRouter: options.paths must be a non-empty array of paths below the mount starting with '/' (like '/chat/completions') or RegExps",
+    );
+  }
+  const exact = new Set(list.filter((p): p is string => typeof p === 'string').map((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p)));
+  const patterns = list.filter((p): p is RegExp => p instanceof RegExp);
+  return function isProxiedPath(path: string): boolean {
+    if (exact.has(path)) return true;
+    return patterns.some((pattern) => {
+      // A RegExp with the g or y flag keeps state between test() calls.
+      pattern.lastIndex = 0;
+      return pattern.test(path);
+    });
+  };
+}

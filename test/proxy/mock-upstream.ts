@@ -22,6 +22,14 @@ export interface MockBehaviour {
   reset?: boolean;
   /** For streams: send the first chunk, then wait for this before sending the rest. */
   holdAfterFirstChunk?: Promise<void>;
+  /** For streams: send the headers, then wait for this before the first chunk. */
+  holdBeforeFirstChunk?: Promise<void>;
+  /** For streams: send every content chunk up to `finish_reason`, then wait for this before the usage chunk. */
+  holdBeforeUsage?: Promise<void>;
+  /** For streams: send everything up to the usage chunk, then wait for this before `data: [DONE]`. */
+  holdBeforeDone?: Promise<void>;
+  /** For streams: send the headers, then destroy the connection without any chunk. */
+  resetBeforeFirstChunk?: boolean;
   /** For streams: destroy the connection after the first chunk. */
   resetAfterFirstChunk?: boolean;
   /** Leave `usage` out of the answer. */
@@ -103,6 +111,15 @@ async function answer(mock: MockUpstream, req: IncomingMessage, res: ServerRespo
   }
   const includeUsage = request.stream_options?.include_usage === true && !behaviour.omitUsage;
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  if (behaviour.resetBeforeFirstChunk) {
+    res.flushHeaders();
+    setTimeout(() => req.socket.destroy(), 20);
+    return;
+  }
+  if (behaviour.holdBeforeFirstChunk) {
+    res.flushHeaders();
+    await behaviour.holdBeforeFirstChunk;
+  }
   const first = chunk(request.model, { role: 'assistant', content: '' }, null, includeUsage);
   if (behaviour.resetAfterFirstChunk) {
     // Destroy only once the first chunk is on the wire, so the gateway has started answering.
@@ -114,11 +131,13 @@ async function answer(mock: MockUpstream, req: IncomingMessage, res: ServerRespo
   res.write(chunk(request.model, { content: 'Hello' }, null, includeUsage));
   res.write(chunk(request.model, { content: ' world' }, null, includeUsage));
   res.write(chunk(request.model, {}, 'stop', includeUsage));
+  if (behaviour.holdBeforeUsage) await behaviour.holdBeforeUsage;
   if (includeUsage) {
     res.write(
       `data: ${JSON.stringify({ id: 'chatcmpl-mock', object: 'chat.completion.chunk', created: 1_700_000_000, model: request.model, choices: [], usage })}\n\n`,
     );
   }
+  if (behaviour.holdBeforeDone) await behaviour.holdBeforeDone;
   res.end('data: [DONE]\n\n');
 }
 

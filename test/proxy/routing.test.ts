@@ -145,6 +145,27 @@ describe('proxyRouter credentials', () => {
     expect(seen?.headers['openai-organization']).toBeUndefined();
   });
 
+  it('never sends a key upstream in the URL path or a query parameter name: 400 before any upstream call', async () => {
+    gateway = await startGateway();
+    const refused = {
+      error: {
+        message: 'The request URL contains a ModelSwitch API key; remove it (keys are never sent to providers)',
+        type: 'invalid_request_error',
+        code: 'invalid_request',
+      },
+    };
+    for (const path of [
+      `/chat/completions/${gateway.proxyKey}`,
+      `/chat/completions?${gateway.billingKey}=1`,
+      `/chat/completions?trace=1&${gateway.proxyKey}`,
+    ]) {
+      const res = await post(gateway, path, chat());
+      expect(res.status).toBe(400);
+      expect(JSON.parse(res.text)).toEqual(refused);
+    }
+    expect(gateway.upstream.requests).toEqual([]);
+  });
+
   it('refuses (400) a body that contains a ModelSwitch key, so it never reaches a provider', async () => {
     gateway = await startGateway();
     const res = await post(gateway, '/chat/completions', chat({ messages: [{ role: 'user', content: `my key is ${gateway.proxyKey}` }] }));

@@ -16,7 +16,7 @@ describe('SseUsageScanner', () => {
     const pieces: Buffer[] = [];
     for (let i = 0; i < whole.length; i += 7) pieces.push(whole.subarray(i, i + 7));
     const scanner = new SseUsageScanner(true);
-    expect(run(scanner, pieces)).toBe('data: {"choices":[{"index":0,"delta":{"content":"h\u00e9llo"}}]}\n\n' + done);
+    expect(run(scanner, pieces)).toBe(`data: {"choices":[{"index":0,"delta":{"content":"h\u00e9llo"}}]}\n\n${done}`);
     expect(scanner.usage).toEqual({ promptTokens: 3, completionTokens: 4, cachedPromptTokens: 0 });
   });
 

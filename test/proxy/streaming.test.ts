@@ -44,7 +44,7 @@ async function firstEventWhileHeld(withCompression: boolean): Promise<void> {
     received += decoder.decode(value, { stream: true });
   }
   // The upstream is still holding every later chunk: this arrived without buffering.
-  expect(received).toBe(expectedStream().split('\n\n')[0] + '\n\n');
+  expect(received).toBe(`${expectedStream().split('\n\n')[0]}\n\n`);
   hold.resolve();
   for (;;) {
     const { value, done } = await reader.read();
