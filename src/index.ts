@@ -4,7 +4,7 @@ export { keyInfoRoute, type KeyInfoResponse } from './key-info.js';
 export { keysRouter, type KeysRouterOptions } from './keys-router.js';
 export { proxyRouter, type ProxyRouterOptions } from './proxy-router.js';
 export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './pricing.js';
-export type { Upstream } from './upstreams.js';
+export { DEFAULT_PROXY_PATHS, type Upstream } from './upstreams.js';
 export {
   createAccount,
   creditBalance,

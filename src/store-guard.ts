@@ -108,7 +108,10 @@ export class StoreGuard {
 
   private failure(operation: string, error: unknown): ModelSwitchError {
     if (error instanceof ModelSwitchError) return error;
-    if (!this.outage.down) {
+    if (error instanceof TypeError) {
+      // The store refused an argument (say a NaN amount): a bug to fix, not an outage. Fail closed all the same.
+      this.logger.error(`modelswitch-keys: the key store refused ${operation}: ${error.message}`);
+    } else if (!this.outage.down) {
       this.outage.down = true;
       const reason = error instanceof Error ? error.message : String(error);
       this.logger.error(

@@ -103,3 +103,18 @@ describe('a store that fails in the middle of a request', () => {
     for (const line of logger.lines.slice(1)) expect(line).toBe('warn: modelswitch-keys: key store recovered');
   });
 });
+
+describe('a store that refuses an argument', () => {
+  it('answers 503 and logs the refusal as a bug, not as an outage', async () => {
+    const inner = new MemoryKeyStore();
+    const seeded = await seedAccount(inner, { hasher });
+    inner.hitCounter = () => Promise.reject(new TypeError('hitCounter: amount must be a finite number ≥ 0'));
+    const logger = recordingLogger();
+    const app = buildApp('express5', inner, { hasher, logger });
+    const response = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    expect({ status: response.status, body: response.body }).toEqual({ status: 503, body: UNAVAILABLE });
+    expect(logger.lines).toEqual([
+      'error: modelswitch-keys: the key store refused hitCounter: hitCounter: amount must be a finite number ≥ 0',
+    ]);
+  });
+});
