@@ -1,3 +1,4 @@
+import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import * as scryptModule from 'scrypt-kdf';
 
@@ -49,8 +50,11 @@ export interface KeyHasherOptions {
  */
 export const DEFAULT_SCRYPT: Readonly<ScryptParameters> = { logN: 15, r: 8, p: 1 };
 
+// One-shot `crypto.hash` (Node ≥ 20.12) skips the Hash object that `createHash` allocates.
+const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encoding: 'base64') => string }).hash;
+
 function fingerprint(key: string): string {
-  return createHash('sha256').update(key).digest('base64');
+  return oneShotHash ? oneShotHash('sha256', key, 'base64') : createHash('sha256').update(key).digest('base64');
 }
 
 /** Failed (or still running) scrypt verifications of one handle in the current window. */
@@ -176,6 +180,11 @@ export class KeyHasher {
   async hash(key: string): Promise<string> {
     const derived = await this.limited(() => Scrypt.kdf(key, this.scrypt));
     return Buffer.from(derived).toString('base64');
+  }
+
+  /** Whether this exact key already verified against this exact hash: the synchronous cache check of {@link verify}. */
+  isVerified(key: string, hash: string): boolean {
+    return this.verified.get(fingerprint(key)) === hash;
   }
 
   /**
