@@ -1,1 +1,1 @@
-export { keyStoreSuite, type KeyStoreSuiteOptions, type TestFunction } from './key-store-suite.js';
+export { keyStoreSuite, sampleAccount, sampleKeyRecord, type KeyStoreSuiteOptions, type TestFunction } from './key-store-suite.js';

@@ -27,11 +27,28 @@ function accountId(): string {
   return `test_${randomBytes(9).toString('base64url')}`;
 }
 
-function account(overrides: Partial<AccountRecord> = {}): AccountRecord {
+/**
+ * An account record for store tests: a random id, 100 USD, nothing reserved.
+ *
+ * @example
+ * ```ts
+ * const owner = await store.createAccount(sampleAccount({ balance: 5 }));
+ * ```
+ */
+export function sampleAccount(overrides: Partial<AccountRecord> = {}): AccountRecord {
   return { id: accountId(), balance: 100, reserved: 0, isFreeTier: false, createdAt: 1_700_000_000_000, ...overrides };
 }
 
-function keyRecord(accountIdValue: string, overrides: Partial<NewKeyRecord> = {}): NewKeyRecord {
+/**
+ * A key record ready for `insertKey`: a fresh random handle and prefix, a placeholder hash (no
+ * scrypt: store tests need records, not verifiable keys), no limits.
+ *
+ * @example
+ * ```ts
+ * const key = await store.insertKey(sampleKeyRecord(owner.id, { limit: 10 }));
+ * ```
+ */
+export function sampleKeyRecord(accountIdValue: string, overrides: Partial<NewKeyRecord> = {}): NewKeyRecord {
   const generated = generateApiKey(overrides.type ?? 'proxy');
   return {
     handle: generated.handle,
@@ -90,7 +107,7 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
     );
 
   test('creates and reads accounts; an unknown id is null; a duplicate id rejects', async (store) => {
-    const created = account({ balance: 12.5, isFreeTier: true });
+    const created = sampleAccount({ balance: 12.5, isFreeTier: true });
     assert.deepEqual(await store.createAccount(created), created);
     assert.deepEqual(await store.getAccount(created.id), created);
     assert.equal(await store.getAccount(accountId()), null);
@@ -99,18 +116,18 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('adjusts balances; an unknown account answers null', async (store) => {
-    const created = await store.createAccount(account({ balance: 10 }));
+    const created = await store.createAccount(sampleAccount({ balance: 10 }));
     close((await store.adjustBalance(created.id, 2.5))?.balance ?? Number.NaN, 12.5, 'credit');
     close((await store.adjustBalance(created.id, -20))?.balance ?? Number.NaN, -7.5, 'debit below zero');
     assert.equal(await store.adjustBalance(accountId(), 1), null);
   });
 
   test('inserts keys with increasing positive integer ids and reads them by id and by handle', async (store) => {
-    const owner = await store.createAccount(account());
+    const owner = await store.createAccount(sampleAccount());
     const first = await store.insertKey(
-      keyRecord(owner.id, { name: 'first', expiresAt: 1_800_000_000_000, rateLimit: { requests: 5, interval: '1m' } }),
+      sampleKeyRecord(owner.id, { name: 'first', expiresAt: 1_800_000_000_000, rateLimit: { requests: 5, interval: '1m' } }),
     );
-    const second = await store.insertKey(keyRecord(owner.id, { name: 'second', limit: 3, limitReset: 'daily' }));
+    const second = await store.insertKey(sampleKeyRecord(owner.id, { name: 'second', limit: 3, limitReset: 'daily' }));
     assert.ok(Number.isSafeInteger(first.id) && first.id > 0, 'id is a positive integer');
     assert.ok(second.id > first.id, 'ids increase');
     assert.deepEqual(await store.getKey(first.id), first);
@@ -122,21 +139,21 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('rejects a second key with the same handle', async (store) => {
-    const owner = await store.createAccount(account());
-    const record = keyRecord(owner.id);
+    const owner = await store.createAccount(sampleAccount());
+    const record = sampleKeyRecord(owner.id);
     await store.insertKey(record);
     await assert.rejects(store.insertKey({ ...record, name: 'copy' }));
   });
 
   test('allocates unique ids under concurrent inserts', async (store) => {
-    const owner = await store.createAccount(account());
-    const records = await Promise.all(Array.from({ length: parallel }, () => store.insertKey(keyRecord(owner.id))));
+    const owner = await store.createAccount(sampleAccount());
+    const records = await Promise.all(Array.from({ length: parallel }, () => store.insertKey(sampleKeyRecord(owner.id))));
     assert.equal(new Set(records.map((r) => r.id)).size, parallel, 'every id is distinct');
   });
 
   test('returns copies: changing a returned record does not change the store', async (store) => {
-    const owner = await store.createAccount(account());
-    const inserted = await store.insertKey(keyRecord(owner.id, { rateLimit: { requests: 1, interval: '1s' } }));
+    const owner = await store.createAccount(sampleAccount());
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id, { rateLimit: { requests: 1, interval: '1s' } }));
     const read = await store.getKey(inserted.id);
     assert.ok(read?.rateLimit);
     read.name = 'changed';
@@ -147,14 +164,14 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test("lists one account's keys of one type in id order, paginated, never another account's", async (store) => {
-    const owner = await store.createAccount(account());
-    const other = await store.createAccount(account());
+    const owner = await store.createAccount(sampleAccount());
+    const other = await store.createAccount(sampleAccount());
     const ids: number[] = [];
     for (let i = 0; i < 25; i++) {
-      ids.push((await store.insertKey(keyRecord(owner.id, { name: `k${i}` }))).id);
-      await store.insertKey(keyRecord(other.id));
+      ids.push((await store.insertKey(sampleKeyRecord(owner.id, { name: `k${i}` }))).id);
+      await store.insertKey(sampleKeyRecord(other.id));
     }
-    const billing = await store.insertKey(keyRecord(owner.id, { type: 'billing' }));
+    const billing = await store.insertKey(sampleKeyRecord(owner.id, { type: 'billing' }));
     const first = await store.listKeys(owner.id, { type: 'proxy', limit: 10 });
     assert.deepEqual(
       first.keys.map((k) => k.id),
@@ -184,8 +201,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('updates only the named fields; an unknown id answers null', async (store) => {
-    const owner = await store.createAccount(account());
-    const inserted = await store.insertKey(keyRecord(owner.id, { usage: 1.5, usagePeriod: '2026-11-22' }));
+    const owner = await store.createAccount(sampleAccount());
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id, { usage: 1.5, usagePeriod: '2026-11-22' }));
     const updated = await store.updateKey(inserted.id, {
       name: 'renamed',
       active: false,
@@ -208,9 +225,9 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('deletes a key everywhere: by id, by handle and from listings', async (store) => {
-    const owner = await store.createAccount(account());
-    const kept = await store.insertKey(keyRecord(owner.id));
-    const gone = await store.insertKey(keyRecord(owner.id));
+    const owner = await store.createAccount(sampleAccount());
+    const kept = await store.insertKey(sampleKeyRecord(owner.id));
+    const gone = await store.insertKey(sampleKeyRecord(owner.id));
     assert.equal(await store.deleteKey(gone.id), true);
     assert.equal(await store.deleteKey(gone.id), false);
     assert.equal(await store.getKey(gone.id), null);
@@ -219,13 +236,13 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
       (await store.listKeys(owner.id, { type: 'proxy', limit: 10 })).keys.map((k) => k.id),
       [kept.id],
     );
-    const next = await store.insertKey(keyRecord(owner.id));
+    const next = await store.insertKey(sampleKeyRecord(owner.id));
     assert.ok(next.id > gone.id, 'ids are never reused');
   });
 
   test('touchKey only moves lastUsedAt forward and ignores unknown ids', async (store) => {
-    const owner = await store.createAccount(account());
-    const inserted = await store.insertKey(keyRecord(owner.id));
+    const owner = await store.createAccount(sampleAccount());
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id));
     await store.touchKey(inserted.id, 2_000);
     await store.touchKey(inserted.id, 1_000);
     assert.equal((await store.getKey(inserted.id))?.lastUsedAt, 2_000);
@@ -233,8 +250,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test(`loses no usage or balance change under ${parallel} concurrent settlements`, async (store) => {
-    const owner = await store.createAccount(account({ balance: 1000 }));
-    const inserted = await store.insertKey(keyRecord(owner.id));
+    const owner = await store.createAccount(sampleAccount({ balance: 1000 }));
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id));
     await Promise.all(
       Array.from({ length: parallel }, (_, i) =>
         store.settleSpend({ keyId: inserted.id, accountId: owner.id, reserved: 0, cost: 0.25, period: null, now: 10_000 + i }),
@@ -247,8 +264,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('reservations never let concurrent requests pass the key limit', async (store) => {
-    const owner = await store.createAccount(account({ balance: 1000 }));
-    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 10 }));
+    const owner = await store.createAccount(sampleAccount({ balance: 1000 }));
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id, { limit: 10 }));
     const results = await Promise.all(
       Array.from({ length: 50 }, () => store.reserveSpend({ keyId: inserted.id, accountId: owner.id, amount: 1, period: null })),
     );
@@ -262,8 +279,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('reservations never let concurrent requests overdraw the balance', async (store) => {
-    const owner = await store.createAccount(account({ balance: 5 }));
-    const inserted = await store.insertKey(keyRecord(owner.id));
+    const owner = await store.createAccount(sampleAccount({ balance: 5 }));
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id));
     const results = await Promise.all(
       Array.from({ length: 50 }, () => store.reserveSpend({ keyId: inserted.id, accountId: owner.id, amount: 1, period: null })),
     );
@@ -272,8 +289,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
       results.find((r) => !r.ok),
       { ok: false, reason: 'insufficient_balance' },
     );
-    const empty = await store.createAccount(account({ balance: 0 }));
-    const emptyKey = await store.insertKey(keyRecord(empty.id));
+    const empty = await store.createAccount(sampleAccount({ balance: 0 }));
+    const emptyKey = await store.insertKey(sampleKeyRecord(empty.id));
     assert.deepEqual(await store.reserveSpend({ keyId: emptyKey.id, accountId: empty.id, amount: 0, period: null }), {
       ok: false,
       reason: 'insufficient_balance',
@@ -281,8 +298,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('reserve, then settle: the reservation is released and the real cost charged', async (store) => {
-    const owner = await store.createAccount(account({ balance: 10 }));
-    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 5 }));
+    const owner = await store.createAccount(sampleAccount({ balance: 10 }));
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id, { limit: 5 }));
     assert.deepEqual(await store.reserveSpend({ keyId: inserted.id, accountId: owner.id, amount: 4, period: null }), { ok: true });
     await store.settleSpend({ keyId: inserted.id, accountId: owner.id, reserved: 4, cost: 1.5, period: null, now: 42 });
     const key = await store.getKey(inserted.id);
@@ -296,8 +313,10 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('a new limit period starts usage again from zero', async (store) => {
-    const owner = await store.createAccount(account({ balance: 100 }));
-    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 2, limitReset: 'daily', usage: 2, usagePeriod: '2026-11-21' }));
+    const owner = await store.createAccount(sampleAccount({ balance: 100 }));
+    const inserted = await store.insertKey(
+      sampleKeyRecord(owner.id, { limit: 2, limitReset: 'daily', usage: 2, usagePeriod: '2026-11-21' }),
+    );
     assert.deepEqual(await store.reserveSpend({ keyId: inserted.id, accountId: owner.id, amount: 1, period: '2026-11-21' }), {
       ok: false,
       reason: 'spend_limit_reached',
@@ -310,8 +329,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('reservation and settlement of unknown keys and accounts', async (store) => {
-    const owner = await store.createAccount(account({ balance: 10 }));
-    const inserted = await store.insertKey(keyRecord(owner.id));
+    const owner = await store.createAccount(sampleAccount({ balance: 10 }));
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id));
     assert.deepEqual(await store.reserveSpend({ keyId: inserted.id + 1_000_000, accountId: owner.id, amount: 1, period: null }), {
       ok: false,
       reason: 'key_not_found',
@@ -329,8 +348,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test("a settlement from an earlier period never replaces a later period's usage", async (store) => {
-    const owner = await store.createAccount(account({ balance: 100 }));
-    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 10, limitReset: 'daily', usagePeriod: '2026-11-21' }));
+    const owner = await store.createAccount(sampleAccount({ balance: 100 }));
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id, { limit: 10, limitReset: 'daily', usagePeriod: '2026-11-21' }));
     const ids = { keyId: inserted.id, accountId: owner.id };
     // A long request reserves on day 1; a day-2 request reserves and settles before it ends.
     assert.deepEqual(await store.reserveSpend({ ...ids, amount: 4, period: '2026-11-21' }), { ok: true });
@@ -364,8 +383,10 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test("a reservation for an earlier period (a clock behind) counts the stored later period's usage and keeps it", async (store) => {
-    const owner = await store.createAccount(account({ balance: 100 }));
-    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 10, limitReset: 'weekly', usage: 9, usagePeriod: '2026-W10' }));
+    const owner = await store.createAccount(sampleAccount({ balance: 100 }));
+    const inserted = await store.insertKey(
+      sampleKeyRecord(owner.id, { limit: 10, limitReset: 'weekly', usage: 9, usagePeriod: '2026-W10' }),
+    );
     const ids = { keyId: inserted.id, accountId: owner.id };
     assert.deepEqual(await store.reserveSpend({ ...ids, amount: 2, period: '2026-W09' }), { ok: false, reason: 'spend_limit_reached' });
     assert.deepEqual(await store.reserveSpend({ ...ids, amount: 1, period: '2026-W09' }), { ok: true });
@@ -376,8 +397,8 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('refuses NaN, infinite, negative and huge amounts with a TypeError and changes nothing', async (store) => {
-    const owner = await store.createAccount(account({ balance: 10 }));
-    const inserted = await store.insertKey(keyRecord(owner.id, { limit: 5, limitReset: 'daily', usagePeriod: '2026-11-22' }));
+    const owner = await store.createAccount(sampleAccount({ balance: 10 }));
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id, { limit: 5, limitReset: 'daily', usagePeriod: '2026-11-22' }));
     const ids = { keyId: inserted.id, accountId: owner.id };
     assert.deepEqual(await store.reserveSpend({ ...ids, amount: 1, period: '2026-11-22' }), { ok: true });
     const counter = `tokens:${accountId()}`;
@@ -406,22 +427,22 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   });
 
   test('refuses a balance beyond ±1e12 USD and keeps the account readable', async (store) => {
-    const near = await store.createAccount(account({ balance: 9e11 }));
+    const near = await store.createAccount(sampleAccount({ balance: 9e11 }));
     await assert.rejects(async () => store.adjustBalance(near.id, 2e11), 'credit past the bound');
     assert.deepEqual(await store.getAccount(near.id), near);
     close((await store.adjustBalance(near.id, 1e11))?.balance ?? Number.NaN, 1e12, 'up to the bound');
     // A record written with a larger balance (by hand, or before the bound existed) is never turned into garbage.
-    const huge = await store.createAccount(account({ balance: 1e300 }));
+    const huge = await store.createAccount(sampleAccount({ balance: 1e300 }));
     await assert.rejects(async () => store.adjustBalance(huge.id, 1), 'adjusting a balance beyond the bound');
     assert.deepEqual(await store.getAccount(huge.id), huge);
   });
 
   test("account ids that start with ':' work in every operation", async (store) => {
     for (const id of [`:${accountId()}`, `::${accountId()}`]) {
-      const owner = await store.createAccount(account({ id, balance: 10 }));
+      const owner = await store.createAccount(sampleAccount({ id, balance: 10 }));
       assert.deepEqual(await store.getAccount(id), owner);
       close((await store.adjustBalance(id, 1))?.balance ?? Number.NaN, 11, 'adjustBalance finds it');
-      const inserted = await store.insertKey(keyRecord(id));
+      const inserted = await store.insertKey(sampleKeyRecord(id));
       assert.equal(inserted.accountId, id);
       assert.deepEqual(
         (await store.listKeys(id, { type: 'proxy', limit: 10 })).keys.map((k) => [k.id, k.accountId]),

@@ -1,12 +1,4 @@
-/**
- * `npm run bench [-- --quick]`: every figure of issue 5 (and the benchmark parts of issues 3 and 4),
- * measured side by side in one run. Servers run in child processes (servers.ts), load comes from
- * autocannon in this process, floods from another child (flood.ts), all on 127.0.0.1.
- * Prints a table and writes bench-results.json.
- */
-import { existsSync } from 'node:fs';
 import { request } from 'node:http';
-import { fileURLToPath } from 'node:url';
 import { type BenchChild, startChild } from './child.js';
 import { median } from './common.js';
 import type { FloodOptions } from './flood.js';
@@ -73,11 +65,25 @@ interface Summary {
   rps: number;
   p50: number;
   p99: number;
+  /** Median server CPU time per answered request (µs), when the comparison measured it. */
+  cpuMicrosPerRequest?: number;
   rounds: LoadResult[];
 }
 
-function summarise(rounds: LoadResult[]): Summary {
-  return { rps: median(rounds.map((r) => r.rps)), p50: median(rounds.map((r) => r.p50)), p99: median(rounds.map((r) => r.p99)), rounds };
+function summarise(rounds: LoadResult[], cpuPerRequest: number[] = []): Summary {
+  const summary: Summary = {
+    rps: median(rounds.map((r) => r.rps)),
+    p50: median(rounds.map((r) => r.p50)),
+    p99: median(rounds.map((r) => r.p99)),
+    rounds,
+  };
+  if (cpuPerRequest.length > 0) summary.cpuMicrosPerRequest = median(cpuPerRequest);
+  return summary;
+}
+
+/** The servers child of a scenario, when its CPU time per request should be measured too. */
+interface CpuProbe {
+  call<T>(command: string, args?: unknown): Promise<T>;
 }
 
 function load(target: Target, durationS: number, connections = CONFIG.connections): Promise<LoadResult> {
@@ -99,18 +105,25 @@ function checkClean(name: string, result: LoadResult): void {
 }
 
 /** Warm-up, then `rounds` rounds in which every target runs once, the order rotating each round. */
-async function compare(targets: Target[]): Promise<Record<string, Summary>> {
+async function compare(targets: Target[], cpuOf?: CpuProbe): Promise<Record<string, Summary>> {
   for (const target of targets) await load(target, CONFIG.warmupS);
   const results: Record<string, LoadResult[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
+  const cpu: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
   for (let round = 0; round < CONFIG.rounds; round++) {
     for (let i = 0; i < targets.length; i++) {
       const target = targets[(i + round) % targets.length] as Target;
+      const before = cpuOf ? await cpuOf.call<{ micros: number }>('cpu') : undefined;
       const result = await load(target, CONFIG.durationS);
+      if (cpuOf && before) {
+        // Every target of one comparison lives in this one child, and only one is loaded at a time.
+        const after = await cpuOf.call<{ micros: number }>('cpu');
+        cpu[target.name]?.push((after.micros - before.micros) / Math.max(1, result.ok));
+      }
       checkClean(target.name, result);
       results[target.name]?.push(result);
     }
   }
-  return Object.fromEntries(Object.entries(results).map(([name, rounds]) => [name, summarise(rounds)]));
+  return Object.fromEntries(Object.entries(results).map(([name, rounds]) => [name, summarise(rounds, cpu[name])]));
 }
 
 function throughputFigures(scenario: string, summaries: Record<string, Summary>): void {
@@ -128,12 +141,15 @@ async function hotPath(): Promise<Summary | undefined> {
   const servers = await child('./servers.ts');
   const setup = await servers.call<{ ports: { bare: number; express: number; mounted: number; ours: number }; keys: string[] }>('hotPath');
   const before = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
-  const summaries = await compare([
-    { name: 'node:http', url: url(setup.ports.bare) },
-    { name: 'express', url: url(setup.ports.express) },
-    { name: 'express + pass-through middleware', url: url(setup.ports.mounted) },
-    { name: 'express + modelSwitchAuth', url: url(setup.ports.ours), keys: setup.keys },
-  ]);
+  const summaries = await compare(
+    [
+      { name: 'node:http', url: url(setup.ports.bare) },
+      { name: 'express', url: url(setup.ports.express) },
+      { name: 'express + pass-through middleware', url: url(setup.ports.mounted) },
+      { name: 'express + modelSwitchAuth', url: url(setup.ports.ours), keys: setup.keys },
+    ],
+    servers,
+  );
   const stats = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
   await release(servers);
   report.raw.hotPath = summaries;
@@ -145,6 +161,21 @@ async function hotPath(): Promise<Summary | undefined> {
   report.ratio(scenario, 'modelSwitchAuth / express (requests/s)', ours.rps / plain.rps, 0.95);
   report.ratio(scenario, 'modelSwitchAuth / express + pass-through middleware (requests/s)', ours.rps / mounted.rps, 0.95);
   report.ratio(scenario, 'pass-through middleware / express (requests/s)', mounted.rps / plain.rps, null);
+  for (const [name, summary] of Object.entries(summaries)) {
+    if (summary.cpuMicrosPerRequest !== undefined) {
+      report.add({ scenario, measure: `${name}: server CPU per request`, value: round(summary.cpuMicrosPerRequest, 1), unit: 'µs' });
+    }
+  }
+  if (ours.cpuMicrosPerRequest !== undefined && plain.cpuMicrosPerRequest !== undefined) {
+    report.add({
+      scenario,
+      measure: 'CPU modelSwitchAuth adds per request (vs express)',
+      value: round(ours.cpuMicrosPerRequest - plain.cpuMicrosPerRequest, 1),
+      unit: 'µs',
+    });
+    // What the throughput ratio would be on a server-bound machine: CPU per request decides it.
+    report.ratio(scenario, 'express / modelSwitchAuth, server CPU per request', plain.cpuMicrosPerRequest / ours.cpuMicrosPerRequest, 0.95);
+  }
   report.ratio(scenario, 'express / node:http (requests/s)', plain.rps / bare.rps, null);
   report.ratio(scenario, 'modelSwitchAuth / node:http (requests/s)', ours.rps / bare.rps, null);
   report.add({
@@ -462,15 +493,9 @@ async function coldStart(): Promise<void> {
   });
 }
 
-const PROXY_ROUTER_FILE = fileURLToPath(new URL('../../src/proxy-router.ts', import.meta.url));
-
 async function proxy(): Promise<void> {
   const scenario = '6 proxy';
   console.log(`\n${scenario}`);
-  if (!existsSync(PROXY_ROUTER_FILE)) {
-    report.skip(scenario, 'src/proxy-router.ts does not exist yet');
-    return;
-  }
   const { proxyScenario } = await import('./proxy-bench.js');
   await proxyScenario({ report, compare, child, release, rounds: CONFIG.rounds });
 }

@@ -13,16 +13,16 @@ import { rateLimit } from 'express-rate-limit';
 import passport from 'passport';
 import { Strategy as BearerStrategy } from 'passport-http-bearer';
 import { RedisStore } from 'rate-limit-redis';
-import { modelSwitchAuth } from '../../src/auth.js';
-import { KeyHasher } from '../../src/hashing.js';
+import type { KeyHasher as KeyHasherType } from '../../src/hashing.js';
 import type { KeyStore } from '../../src/types.js';
 import { serveCommands } from './child.js';
 import { latencySummary } from './common.js';
+import { KeyHasher, modelSwitchAuth, proxyRouter } from './package.js';
 import { type BenchStore, issueProxyKeys, openStore, seedFillerKeys } from './stores.js';
 
 const servers: Server[] = [];
 const stores: BenchStore[] = [];
-const hashers = new Map<string, KeyHasher>();
+const hashers = new Map<string, KeyHasherType>();
 const cleanups: Array<() => Promise<void>> = [];
 
 function listen(handler: Parameters<typeof createServer>[1]): Promise<number> {
@@ -47,11 +47,11 @@ function expressApp(...middleware: express.RequestHandler[]): express.Express {
 }
 
 /** Ours: modelSwitchAuth (with its per-key rate limit) in front of the trivial handler. */
-function oursApp(store: KeyStore, hasher: KeyHasher): express.Express {
+function oursApp(store: KeyStore, hasher: KeyHasherType): express.Express {
   return expressApp(modelSwitchAuth(store, { hasher, logger: { warn() {}, error() {} } }) as express.RequestHandler);
 }
 
-async function prewarm(hasher: KeyHasher, store: KeyStore, keys: ReadonlyArray<{ key: string; handle: string }>): Promise<void> {
+async function prewarm(hasher: KeyHasherType, store: KeyStore, keys: ReadonlyArray<{ key: string; handle: string }>): Promise<void> {
   for (const { key, handle } of keys) {
     const record = await store.getKeyByHandle(handle);
     if (!record || !(await hasher.verify(key, record.hash, handle))) throw new Error('pre-warm failed');
@@ -259,8 +259,6 @@ async function setupProxy(args: { upstreamPort: number }) {
   const keys = await issueProxyKeys(bench.store, hasher, 1);
   await prewarm(hasher, bench.store, keys);
   const target = `http://127.0.0.1:${args.upstreamPort}/v1`;
-  // Loaded at run time: src/proxy-router.ts is another agent's work and may change shape.
-  const { proxyRouter } = await import('../../src/proxy-router.js');
   const { createProxyMiddleware } = await import('http-proxy-middleware');
   const ours = express();
   ours.disable('x-powered-by');
@@ -325,6 +323,11 @@ serveCommands(
         inFlight: hasher?.hashesInFlight ?? 0,
         heapUsed: process.memoryUsage().heapUsed,
       };
+    },
+    /** CPU time this server process has used so far (µs), to price a request in CPU rather than throughput. */
+    cpu: () => {
+      const usage = process.cpuUsage();
+      return { micros: usage.user + usage.system };
     },
     probeStart: startProbe,
     probeStop: async () => {

@@ -1,10 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { createAccount, issueKey } from '../../src/accounts.js';
 import type { KeyHasher } from '../../src/hashing.js';
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
-import type { KeyStore, NewKeyRecord } from '../../src/types.js';
+import type { KeyStore } from '../../src/types.js';
+import { KeyvKeyStore, MemoryKeyStore, createAccount, issueKey, sampleKeyRecord } from './package.js';
 import { fillerHash, randomHandle } from './common.js';
 
 /** A store for one bench scenario, and how to remove what it wrote. */
@@ -14,12 +11,9 @@ export interface BenchStore {
   close(): Promise<void>;
 }
 
-const KEYV_STORE_FILE = fileURLToPath(new URL('../../src/stores/keyv-store.ts', import.meta.url));
-
 /** Why the Redis scenarios cannot run here, or `null` when they can. */
 export function redisUnavailableReason(): string | null {
   if (!process.env.REDIS_URL) return 'REDIS_URL is not set';
-  if (!existsSync(KEYV_STORE_FILE)) return 'src/stores/keyv-store.ts does not exist yet';
   return null;
 }
 
@@ -29,8 +23,6 @@ export async function openStore(kind: 'memory' | 'redis'): Promise<BenchStore> {
   const reason = redisUnavailableReason();
   if (reason) throw new Error(`Redis store unavailable: ${reason}`);
   const url = process.env.REDIS_URL as string;
-  // Loaded by path at run time: the module is written by another agent and may not exist yet.
-  const { KeyvKeyStore } = (await import(KEYV_STORE_FILE)) as { KeyvKeyStore: new (keyv: unknown) => KeyStore };
   const { default: Keyv } = await import('keyv');
   const { default: KeyvRedis, createClient } = await import('@keyv/redis');
   const namespace = `msbench${randomBytes(6).toString('hex')}`;
@@ -93,24 +85,13 @@ export async function seedFillerKeys(store: KeyStore, count: number, concurrency
     while (made < count) {
       made++;
       const handle = randomHandle();
-      const record: NewKeyRecord = {
+      const record = sampleKeyRecord(account.id, {
         handle,
-        type: 'proxy',
-        accountId: account.id,
         name: 'filler',
         prefix: `ms-${handle.slice(0, 4)}`,
         hash: fillerHash(),
-        active: true,
         createdAt: now,
-        expiresAt: null,
-        lastUsedAt: null,
-        usage: 0,
-        usagePeriod: null,
-        reserved: 0,
-        limit: null,
-        limitReset: null,
-        rateLimit: null,
-      };
+      });
       await store.insertKey(record);
     }
   }

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import Keyv from 'keyv';
 import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
-import { generateApiKey } from '../../src/api-key.js';
 import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
+import { sampleKeyRecord } from '../../src/testing/index.js';
 import type { KeyStore, NewKeyRecord } from '../../src/types.js';
 import { buildApp } from '../app.js';
 import { fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
@@ -14,25 +14,7 @@ const INVALID_TOKEN = 'Bearer realm="modelswitch", error="invalid_token"';
 
 /** A proxy key record with a filler hash: listing tests need many keys, not scrypt. */
 function fillerKey(accountId: string, name: string): NewKeyRecord {
-  const generated = generateApiKey('proxy');
-  return {
-    handle: generated.handle,
-    type: 'proxy',
-    accountId,
-    name,
-    prefix: generated.prefix,
-    hash: randomBytes(48).toString('base64'),
-    active: true,
-    createdAt: 1_700_000_000_000,
-    expiresAt: null,
-    lastUsedAt: null,
-    usage: 0,
-    usagePeriod: null,
-    reserved: 0,
-    limit: null,
-    limitReset: null,
-    rateLimit: null,
-  };
+  return sampleKeyRecord(accountId, { name, hash: randomBytes(48).toString('base64') });
 }
 
 async function insertMany(store: KeyStore, accountId: string, count: number, concurrency = 100): Promise<void> {
