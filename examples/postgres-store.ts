@@ -274,7 +274,7 @@ export class PostgresKeyStore implements KeyStore {
       // A later period already stored (another instance's clock ran ahead) keeps its usage and counts it.
       const keep = key.usage_period === reservation.period || isEarlierPeriod(reservation.period, key.usage_period);
       const usage = keep ? key.usage : 0;
-      if (key.limit !== null && usage + key.reserved + reservation.amount > key.limit + 1e-12) {
+      if (key.limit !== null && (usage + key.reserved >= key.limit || usage + key.reserved + reservation.amount > key.limit + 1e-12)) {
         return { ok: false, reason: 'spend_limit_reached' } as const;
       }
       const available = account.balance - account.reserved;

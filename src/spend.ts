@@ -86,7 +86,8 @@ export function applyReservation(key: KeyRecord, account: AccountRecord, reserva
   // A later period already stored (another instance's clock ran ahead) keeps its usage and counts it.
   const keep = key.usagePeriod === reservation.period || isEarlierPeriod(reservation.period, key.usagePeriod);
   const usage = keep ? key.usage : 0;
-  if (key.limit !== null && usage + key.reserved + reservation.amount > key.limit + 1e-12) {
+  // At the limit already (usage ≥ limit), even a request that reserves nothing is refused.
+  if (key.limit !== null && (usage + key.reserved >= key.limit || usage + key.reserved + reservation.amount > key.limit + 1e-12)) {
     return { ok: false, reason: 'spend_limit_reached' };
   }
   const available = account.balance - account.reserved;

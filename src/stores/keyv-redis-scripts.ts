@@ -139,7 +139,7 @@ local stored = rec.usagePeriod
 local keep = stored == period or earlier(period, stored)
 local usage = 0
 if keep then usage = rec.usage end
-if not isnull(rec.limit) and usage + rec.reserved + amount > rec.limit + 1e-12 then return 'spend_limit_reached' end
+if not isnull(rec.limit) and (usage + rec.reserved >= rec.limit or usage + rec.reserved + amount > rec.limit + 1e-12) then return 'spend_limit_reached' end
 local available = account.balance - account.reserved
 if available <= 0 or available + 1e-12 < amount then return 'insufficient_balance' end
 local keyReserved = usd(rec.reserved + amount)

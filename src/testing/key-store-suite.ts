@@ -297,6 +297,22 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
     });
   });
 
+  test('a key at its limit is refused even a reservation of zero', async (store) => {
+    const owner = await store.createAccount(sampleAccount({ balance: 100 }));
+    const atZero = await store.insertKey(sampleKeyRecord(owner.id, { limit: 0 }));
+    assert.deepEqual(await store.reserveSpend({ keyId: atZero.id, accountId: owner.id, amount: 0, period: null }), {
+      ok: false,
+      reason: 'spend_limit_reached',
+    });
+    const spent = await store.insertKey(sampleKeyRecord(owner.id, { limit: 2, usage: 2 }));
+    assert.deepEqual(await store.reserveSpend({ keyId: spent.id, accountId: owner.id, amount: 0, period: null }), {
+      ok: false,
+      reason: 'spend_limit_reached',
+    });
+    const below = await store.insertKey(sampleKeyRecord(owner.id, { limit: 2, usage: 1.5 }));
+    assert.deepEqual(await store.reserveSpend({ keyId: below.id, accountId: owner.id, amount: 0, period: null }), { ok: true });
+  });
+
   test('reserve, then settle: the reservation is released and the real cost charged', async (store) => {
     const owner = await store.createAccount(sampleAccount({ balance: 10 }));
     const inserted = await store.insertKey(sampleKeyRecord(owner.id, { limit: 5 }));
