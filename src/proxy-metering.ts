@@ -76,7 +76,8 @@ export async function countTokens(
   now: number,
 ): Promise<void> {
   if (context.rateLimit?.tokens === undefined) return;
-  const total = usage.promptTokens + usage.completionTokens;
+  // Counters hold whole tokens (Redis INCRBY); a provider reporting fractions is rounded up.
+  const total = Math.ceil(usage.promptTokens + usage.completionTokens);
   if (total <= 0) return;
   await guard.run('hitCounter', () => store.hitCounter(tokenCounterName(context.key.id), TOKEN_WINDOW_MS, now, total));
 }

@@ -8,7 +8,7 @@ import { ConfigurationError, ModelSwitchError, invalidRequest, sendError, sendJs
 import { isKeyInfoRequest, keyInfoBody } from './key-info.js';
 import { type ModelPrice, type Pricing, type TokenUsage, costOf, priceOf, readUsage, validatePricing } from './pricing.js';
 import { checkTokenRate, countTokens, maxCost, maxOutputTokens, refusal } from './proxy-metering.js';
-import { limitPeriod } from './spend.js';
+import { MAX_USD, limitPeriod } from './spend.js';
 import { SseUsageScanner } from './sse-usage.js';
 import type { KeyStore, ReservationResult, SpendReservation } from './types.js';
 import { type ResolvedUpstream, type Upstream, findUpstream, listModels, resolveProxyPaths, resolveUpstreams } from './upstreams.js';
@@ -97,6 +97,19 @@ const ENDING_TEXT: Record<Exclude<Ending, 'completed'>, string> = {
   upstream_broke: 'upstream broke off',
   failed: 'upstream failed',
 };
+/** Pauses between settlement attempts when the store fails (ms). */
+const SETTLE_RETRIES = [100, 400, 1500, 4000, 9000];
+
+/** Runs `attempt` again after each pause of SETTLE_RETRIES until it succeeds; `giveUp` after the last. */
+function retryInBackground(attempt: () => Promise<unknown>, giveUp: () => void, round = 0): void {
+  if (round >= SETTLE_RETRIES.length) {
+    giveUp();
+    return;
+  }
+  setTimeout(() => {
+    attempt().catch(() => retryInBackground(attempt, giveUp, round + 1));
+  }, SETTLE_RETRIES[round]).unref();
+}
 /** Bodies of non-streamed answers are kept up to this size to read their `usage`; larger ones are charged the reservation. */
 const MAX_METERED_BODY = 16 * 1024 * 1024;
 
@@ -189,7 +202,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     if (price === undefined) return 0;
     if (usage !== undefined) {
       const cost = costOf(price, usage);
-      if (Number.isFinite(cost)) return cost;
+      if (Number.isFinite(cost) && cost <= MAX_USD) return cost;
       logger.warn(
         `modelswitch-keys: upstream ${upstream.name} reported usage for model ${model} that prices to ${cost} USD; charged the reserved maximum`,
       );
@@ -215,15 +228,22 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
       const usage = exchange.usage;
       const at = now();
       const { key, account } = exchange.context;
-      await Promise.all([
-        guard.run('settleSpend', () =>
-          store.settleSpend({ keyId: key.id, accountId: account.id, reserved: exchange.reserved, cost, period: exchange.period, now: at }),
-        ),
-        usage === undefined ? undefined : countTokens(store, guard, exchange.context, usage, at),
-      ]).catch(() => {
-        // The guard logged the outage; the answer is already on its way and must still end.
-        logger.error(`modelswitch-keys: could not settle key ${key.id} (reserved ${exchange.reserved}, cost ${cost}); reconcile by hand`);
-      });
+      const settlement = { keyId: key.id, accountId: account.id, reserved: exchange.reserved, cost, period: exchange.period, now: at };
+      // Token counting runs beside the settlement and fails on its own (the guard logs it), so its
+      // failure never reads as a lost settlement.
+      const counting = usage === undefined ? undefined : countTokens(store, guard, exchange.context, usage, at).catch(() => {});
+      const attempt = () => guard.run('settleSpend', () => store.settleSpend(settlement));
+      try {
+        await attempt();
+      } catch {
+        // A store blip must not lose the charge nor hold the reservation for good: retry in the
+        // background with backoff (about 15 s in all; the answer does not wait), then ask for a hand
+        // reconciliation.
+        retryInBackground(attempt, () =>
+          logger.error(`modelswitch-keys: could not settle key ${key.id} (reserved ${exchange.reserved}, cost ${cost}); reconcile by hand`),
+        );
+      }
+      await counting;
     })();
     return exchange.settlement;
   }

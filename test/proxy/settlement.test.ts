@@ -1,0 +1,36 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { MemoryKeyStore } from '../../src/stores/memory-store.js';
+import { type Gateway, chat, post, startGateway } from './harness.js';
+
+let gateway: Gateway;
+afterEach(async () => {
+  await gateway?.close();
+});
+
+describe('proxyRouter settlement when the store fails', () => {
+  it('retries a failed settlement in the background until the charge lands and the reservation is released', async () => {
+    const store = new MemoryKeyStore();
+    const settle = store.settleSpend.bind(store);
+    let failures = 2;
+    store.settleSpend = (settlement) => (failures-- > 0 ? Promise.reject(new Error('connection reset')) : settle(settlement));
+    gateway = await startGateway({ store });
+    const res = await post(gateway, '/chat/completions', chat());
+    expect(res.status).toBe(200);
+    await vi.waitFor(async () => expect(await store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.028, reserved: 0 }), {
+      timeout: 5000,
+    });
+    expect(await store.getAccount(gateway.account.id)).toMatchObject({ balance: 9.972, reserved: 0 });
+    expect(gateway.logger.lines.some((line) => line.includes('reconcile by hand'))).toBe(false);
+  });
+
+  it('charges the reservation, not an absurd reported usage beyond the USD bound', async () => {
+    gateway = await startGateway();
+    gateway.upstream.behaviour = { usage: { prompt_tokens: 1e18, completion_tokens: 0 } };
+    const res = await post(gateway, '/chat/completions', chat({ max_tokens: 8 }));
+    expect(res.status).toBe(200);
+    const key = await gateway.store.getKey(gateway.proxyKeyId);
+    expect(key?.reserved).toBe(0);
+    expect(key?.usage).toBeGreaterThan(0);
+    expect(key?.usage).toBeLessThan(1);
+  });
+});
