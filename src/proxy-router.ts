@@ -75,8 +75,14 @@ const DROPPED_REQUEST_HEADERS = new Set([
   'x-real-ip',
   'forwarded',
 ]);
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and upstream cookies never go back to the client. */
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1), upstream cookies, and what describes the operator's own
+ * provider account (its organization and project ids; its `x-ratelimit-*`, easily mistaken for the
+ * gateway's limits) never go back to the client.
+ */
 const DROPPED_RESPONSE_HEADERS = new Set([
+  'openai-organization',
+  'openai-project',
   'connection',
   'keep-alive',
   'proxy-authenticate',
@@ -339,7 +345,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     exchange.metered = metered;
     res.statusCode = status;
     for (const [name, value] of Object.entries(proxyRes.headers)) {
-      if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name)) continue;
+      if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name) || name.startsWith('x-ratelimit-')) continue;
       if (isStream && name === 'content-length') continue;
       res.setHeader(name, value);
     }

@@ -1,11 +1,14 @@
 import { StringDecoder } from 'node:string_decoder';
 import { type TokenUsage, readUsage } from './pricing.js';
 
-const EVENT_END = /\r?\n\r?\n/g;
+/** Two line ends in a row end an event; the SSE spec allows CRLF, LF and a lone CR as line ends. */
+const EVENT_END = /(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)/g;
+/** A partial event longer than this is passed through as it is rather than held (no unbounded buffering). */
+const MAX_PENDING = 1024 * 1024;
 /** A usage object (not `null`) somewhere in an event. */
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 /** `"usage":null` closing a chunk's top-level object: present on every chunk once `include_usage` is on. */
-const TRAILING_NULL_USAGE = /,\s*"usage"\s*:\s*null\s*\}(?=\r?\n)/g;
+const TRAILING_NULL_USAGE = /,\s*"usage"\s*:\s*null\s*\}(?=[\r\n])/g;
 
 /**
  * Passes a `text/event-stream` through event by event while reading the token `usage` it reports
@@ -32,6 +35,10 @@ export class SseUsageScanner {
     for (let match = EVENT_END.exec(text); match !== null; match = EVENT_END.exec(text)) end = match.index + match[0].length;
     const hadPending = this.pending !== '';
     if (end < 0) {
+      if (text.length > MAX_PENDING) {
+        this.pending = '';
+        return Buffer.from(text);
+      }
       this.pending = text;
       return Buffer.alloc(0);
     }

@@ -50,7 +50,15 @@ const DEFAULT_USAGE = { prompt_tokens: 12, completion_tokens: 8 };
 
 function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    // What OpenAI says about the operator's own account: the gateway must not pass it on.
+    'openai-organization': 'org-operator',
+    'openai-project': 'proj_operator',
+    'x-ratelimit-remaining-requests': '4999',
+    'x-request-id': 'req_mock',
+  });
   res.end(text);
 }
 

@@ -34,3 +34,23 @@ describe('proxyRouter settlement when the store fails', () => {
     expect(key?.usage).toBeLessThan(1);
   });
 });
+
+describe("proxyRouter and the operator's upstream account", () => {
+  it("does not pass on the upstream's organization, project or rate-limit headers, but keeps the others", async () => {
+    gateway = await startGateway();
+    const res = await fetch(`${gateway.url}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${gateway.proxyKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify(chat()),
+    });
+    expect(res.status).toBe(200);
+    await res.json();
+    expect({
+      organization: res.headers.get('openai-organization'),
+      project: res.headers.get('openai-project'),
+      upstreamLimit: res.headers.get('x-ratelimit-remaining-requests'),
+      requestId: res.headers.get('x-request-id'),
+      gatewayLimit: res.headers.get('ratelimit-limit'),
+    }).toEqual({ organization: null, project: null, upstreamLimit: null, requestId: 'req_mock', gatewayLimit: '1000' });
+  });
+});

@@ -56,3 +56,25 @@ describe('pricing', () => {
     expect(readUsage({ foo: 1 })).toBeUndefined();
   });
 });
+
+describe('SseUsageScanner line ends', () => {
+  it('ends events on lone CR line ends too, so such a stream is not held until its end', () => {
+    const scanner = new SseUsageScanner(true);
+    const first = scanner.push(Buffer.from('data: {"choices":[{"delta":{"content":"a"}}],"usage":null}\r\r'));
+    expect(first.toString('utf8')).toBe('data: {"choices":[{"delta":{"content":"a"}}]}\r\r');
+    scanner.push(Buffer.from('data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\r\r'));
+    expect(scanner.usage).toEqual({ promptTokens: 1, completionTokens: 2, cachedPromptTokens: 0 });
+  });
+
+  it('does not treat one CRLF as the end of an event', () => {
+    const scanner = new SseUsageScanner(false);
+    expect(scanner.push(Buffer.from('data: {"a":1}\r\n')).length).toBe(0);
+    expect(scanner.push(Buffer.from('\r\n')).toString('utf8')).toBe('data: {"a":1}\r\n\r\n');
+  });
+
+  it('passes a partial event over 1 MiB through rather than holding it', () => {
+    const scanner = new SseUsageScanner(false);
+    const big = `data: ${'x'.repeat(1024 * 1024 + 1)}`;
+    expect(scanner.push(Buffer.from(big)).length).toBe(big.length);
+  });
+});
