@@ -34,8 +34,11 @@ export async function startGateway(
   app.use('/api', keysRouter(store));
   const upstreams = await upstreamsFromEnv();
   app.use('/v1', modelSwitchAuth(store), proxyRouter(store, upstreams.options));
-  app.use((_req, res) => {
-    res.status(404).json({ error: { message: 'Not found', type: 'not_found_error', code: 'not_found' } });
+  // Anything else: a 404 in the same error shape, as OpenAI answers an unknown URL.
+  app.use((req, res) => {
+    res
+      .status(404)
+      .json({ error: { message: `Unknown route: ${req.method} ${req.path}`, type: 'invalid_request_error', code: 'invalid_request' } });
   });
 
   const server = await new Promise<Server>((resolve) => {

@@ -53,6 +53,8 @@ export class Authenticator {
   private readonly hasher: KeyHasher;
   private readonly defaultRateLimit: RateLimitSetting | null;
   private readonly logger: Logger;
+  /** When this process last wrote each key's lastUsedAt. */
+  private readonly touchedAt = new Map<number, number>();
 
   constructor(
     readonly store: KeyStore,
@@ -114,7 +116,14 @@ export class Authenticator {
       throw authenticationError('expired_api_key', 'API key has expired', true);
     }
     if (!record.active) throw new ModelSwitchError('key_deactivated', 'API key has been deactivated');
-    if (record.lastUsedAt === null || now - record.lastUsedAt >= TOUCH_INTERVAL_MS) {
+    const touched = this.touchedAt.get(record.id);
+    if (
+      (record.lastUsedAt === null || now - record.lastUsedAt >= TOUCH_INTERVAL_MS) &&
+      (touched === undefined || now - touched >= TOUCH_INTERVAL_MS)
+    ) {
+      // A burst of requests all read the same old lastUsedAt: write it once per key and minute.
+      if (this.touchedAt.size >= 100_000) this.touchedAt.clear();
+      this.touchedAt.set(record.id, now);
       this.guard
         .run('touchKey', () => this.store.touchKey(record.id, now))
         .catch(() => {

@@ -148,10 +148,12 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const context = await authenticator.admit(req, res);
     (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
     const method = req.method;
-    if (route === 'collection') {
-      if (method === 'POST') return create(req, res, context);
-      return list(req, res, context);
+    if (route === 'collection' && method !== 'POST') return list(req, res, context);
+    // Only the listing takes query parameters; anywhere else one is a mistake worth saying.
+    for (const [name] of new URLSearchParams((req.url ?? '').split('?')[1] ?? '')) {
+      throw invalidRequest(`Unknown query parameter ${name}`, name);
     }
+    if (route === 'collection') return create(req, res, context);
     if (method === 'PUT' || method === 'PATCH') return update(req, res, context, rawId);
     const record = await ownKey(context, rawId);
     if (method === 'DELETE') {

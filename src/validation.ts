@@ -2,8 +2,9 @@ import { invalidRequest } from './errors.js';
 import { intervalToMs } from './rate-limit.js';
 import type { LimitReset, RateLimitSetting } from './types.js';
 
-const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2}))?$/;
+const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const ID = /^[1-9][0-9]{0,15}$/;
 
 /** `name`: a string of 1–100 characters without control characters. */
@@ -12,6 +13,8 @@ export function validateName(value: unknown, param = 'name'): string {
   const length = [...value].length;
   if (length < 1 || length > 100) throw invalidRequest(`${param} must be 1 to 100 characters`, param);
   if (CONTROL_CHARACTERS.test(value)) throw invalidRequest(`${param} must not contain control characters`, param);
+  // A lone surrogate is not text: stores that speak JSON to another process (Redis' cjson) refuse it.
+  if (LONE_SURROGATE.test(value)) throw invalidRequest(`${param} must be valid Unicode text`, param);
   if (value.trim() === '') throw invalidRequest(`${param} must not be blank`, param);
   return value;
 }
@@ -25,7 +28,7 @@ export function validateExpiresAt(value: unknown, now: number, param = 'expires_
   if (typeof value !== 'string') throw invalidRequest(`${param} must be an ISO 8601 date-time string or null`, param);
   const match = ISO_8601.exec(value);
   const time = match ? Date.parse(match[4] === undefined ? `${value}T00:00:00Z` : value) : Number.NaN;
-  if (!match || Number.isNaN(time) || !isRealDate(Number(match[1]), Number(match[2]), Number(match[3]))) {
+  if (!match || Number.isNaN(time) || !isRealDate(Number(match[1]), Number(match[2]), Number(match[3])) || Number(match[4] ?? 0) > 23) {
     throw invalidRequest(`${param} must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z`, param);
   }
   if (time <= now) throw invalidRequest(`${param} must be in the future`, param);

@@ -136,6 +136,17 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
       { name: 'x', expires_at: '2027-01-01T00:00:00' },
       invalid('expires_at must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z', 'expires_at'),
     ],
+    ['a lone surrogate in the name', '{"name":"\\ud800"}', invalid('name must be valid Unicode text', 'name')],
+    [
+      'hour 24',
+      { name: 'x', expires_at: '2027-01-01T24:00:00Z' },
+      invalid('expires_at must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z', 'expires_at'),
+    ],
+    [
+      'an offset without a colon',
+      { name: 'x', expires_at: '2027-01-01T10:00:00+0200' },
+      invalid('expires_at must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z', 'expires_at'),
+    ],
     [
       'a free-text date',
       { name: 'x', expires_at: 'next tuesday' },
@@ -199,6 +210,22 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
       type: 'application/json',
       body: expected,
     });
+    expect((await store.listKeys(seeded.account.id, { type: 'proxy', limit: 100 })).keys).toHaveLength(1);
+  });
+
+  it('answers 400 to a query parameter on routes that take none', async () => {
+    for (const [pending, name] of [
+      [request(app).get(`/api/keys/${seeded.proxyKeyId}?expand=1`).set(admin()), 'expand'],
+      [request(app).delete(`/api/keys/${seeded.proxyKeyId}?force=1`).set(admin()), 'force'],
+      [request(app).post('/api/keys?dry_run=1').set(admin()).send({ name: 'x' }), 'dry_run'],
+    ] as const) {
+      const response = await pending;
+      expect({ status: response.status, body: response.body }).toEqual({
+        status: 400,
+        body: invalid(`Unknown query parameter ${name}`, name),
+      });
+    }
+    expect(await store.getKey(seeded.proxyKeyId)).not.toBeNull();
     expect((await store.listKeys(seeded.account.id, { type: 'proxy', limit: 100 })).keys).toHaveLength(1);
   });
 

@@ -5,7 +5,9 @@ import { PostgresKeyStore } from '../../examples/postgres-store.js';
 import { keyStoreSuite } from '../../src/testing/index.js';
 
 const DATABASE_URL = process.env.DATABASE_URL;
-const skipReason = DATABASE_URL ? undefined : 'DATABASE_URL is not set: skipping the PostgreSQL example store (see DEVELOPERS.md)';
+const skipReason = DATABASE_URL
+  ? undefined
+  : 'DATABASE_URL is not set: skipping the PostgreSQL example store (see "Testing with Redis and PostgreSQL" in README.md)';
 if (!DATABASE_URL) {
   if (process.env.CI === 'true') throw new Error('DATABASE_URL must be set when CI=true: the PostgreSQL tests cannot be skipped in CI');
   console.warn(skipReason);

@@ -82,6 +82,20 @@ describe('the hot path before the store', () => {
   });
 });
 
+describe('lastUsedAt writes', () => {
+  it('writes lastUsedAt once for a burst of concurrent requests of one key', async () => {
+    const store = new MemoryKeyStore();
+    const seeded = await seedAccount(store, { hasher });
+    const touches = vi.spyOn(store, 'touchKey');
+    const app = buildApp('express5', store, { hasher });
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array.from({ length: 20 }, () => 200));
+    expect(touches).toHaveBeenCalledTimes(1);
+  });
+});
+
 describe('misconfiguration is caught when the middleware is created', () => {
   it('throws ConfigurationError ERR_MS_STORE without a store', () => {
     expect(() => modelSwitchAuth(undefined as never)).toThrow(ConfigurationError);
