@@ -84,7 +84,27 @@ export class MemoryKeyStore implements KeyStore {
 
   async insertKey(key: NewKeyRecord): Promise<KeyRecord> {
     if (this.idsByHandle.has(key.handle)) throw new Error('key handle already exists');
-    const record: KeyRecord = { ...copy(key), id: this.nextId++ };
+    // Every field by name, in one literal: one hidden class for all records, properties in-object
+    // (a spread builds the object property by property), about half the heap per key.
+    const record: KeyRecord = {
+      id: this.nextId++,
+      handle: key.handle,
+      type: key.type,
+      accountId: key.accountId,
+      name: key.name,
+      prefix: key.prefix,
+      hash: key.hash,
+      active: key.active,
+      createdAt: key.createdAt,
+      expiresAt: key.expiresAt,
+      lastUsedAt: key.lastUsedAt,
+      usage: key.usage,
+      usagePeriod: key.usagePeriod,
+      reserved: key.reserved,
+      limit: key.limit,
+      limitReset: key.limitReset,
+      rateLimit: key.rateLimit === null ? null : { ...key.rateLimit },
+    };
     this.keys.set(record.id, record);
     this.idsByHandle.set(record.handle, record.id);
     const list = listName(record.accountId, record.type);
