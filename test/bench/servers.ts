@@ -63,14 +63,20 @@ function heapUsed(): number {
   return process.memoryUsage().heapUsed;
 }
 
-/** Scenario 1: bare node:http, Express, Express + modelSwitchAuth on the memory store. */
-async function setupHotPath() {
+/** A memory store with `count` proxy keys issued and verified once by a fresh logN-10 hasher registered as `name`. */
+async function warmMemoryStore(name: string, count: number) {
   const bench = await openStore('memory');
   stores.push(bench);
   const hasher = new KeyHasher({ scrypt: { logN: 10 } });
-  hashers.set('ours', hasher);
-  const keys = await issueProxyKeys(bench.store, hasher, 1);
+  hashers.set(name, hasher);
+  const keys = await issueProxyKeys(bench.store, hasher, count);
   await prewarm(hasher, bench.store, keys);
+  return { bench, hasher, keys };
+}
+
+/** Scenario 1: bare node:http, Express, Express + modelSwitchAuth on the memory store. */
+async function setupHotPath() {
+  const { bench, hasher, keys } = await warmMemoryStore('ours', 1);
   const bare = await listen(function bareHello(_req, res) {
     res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(HELLO) });
     res.end(HELLO);
@@ -122,12 +128,7 @@ function sha256(text: string): string {
 async function setupStack(args: { redis: boolean }) {
   const ports: Record<string, number> = {};
   const keysByTarget: Record<string, string[]> = {};
-  const memory = await openStore('memory');
-  stores.push(memory);
-  const hasher = new KeyHasher({ scrypt: { logN: 10 } });
-  hashers.set('ours-memory', hasher);
-  const keys = await issueProxyKeys(memory.store, hasher, 1);
-  await prewarm(hasher, memory.store, keys);
+  const { bench: memory, hasher, keys } = await warmMemoryStore('ours-memory', 1);
   const tokens = new Map(keys.map((k) => [sha256(k.key), { id: String(k.id) }]));
   ports['theirs-memory'] = await listen(theirsApp({ lookup: async (token) => tokens.get(sha256(token)) ?? null }));
   ports['ours-memory'] = await listen(oursApp(memory.store, hasher));
@@ -252,12 +253,7 @@ async function setupCold(args: { keys: number }) {
 
 /** Scenario 6: the same upstream through proxyRouter (auth + metering) and through bare http-proxy-middleware. */
 async function setupProxy(args: { upstreamPort: number }) {
-  const bench = await openStore('memory');
-  stores.push(bench);
-  const hasher = new KeyHasher({ scrypt: { logN: 10 } });
-  hashers.set('ours', hasher);
-  const keys = await issueProxyKeys(bench.store, hasher, 1);
-  await prewarm(hasher, bench.store, keys);
+  const { bench, hasher, keys } = await warmMemoryStore('ours', 1);
   const target = `http://127.0.0.1:${args.upstreamPort}/v1`;
   const { createProxyMiddleware } = await import('http-proxy-middleware');
   const ours = express();

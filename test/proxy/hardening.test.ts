@@ -1,20 +1,12 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MemoryKeyStore } from '../../src/stores/memory-store.js';
 import type { ReservationResult, SpendReservation } from '../../src/types.js';
-import { type Gateway, chat, post, startGateway } from './harness.js';
+import { type Gateway, chat, deferred, post, startGateway } from './harness.js';
 
 let gateway: Gateway;
 afterEach(async () => {
   await gateway?.close();
 });
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve: () => void = () => {};
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
 
 /** 12 prompt tokens at $1000/M + 100 output tokens at $2000/M: what a `max_tokens: 100` request reserves. */
 const EXACT = { estimatePromptTokens: () => 12 };

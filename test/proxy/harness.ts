@@ -94,3 +94,12 @@ export async function post(
   });
   return { status: res.status, headers: res.headers, text: await res.text() };
 }
+
+/** A promise the test resolves by hand, to hold the mock upstream at a chosen point. */
+export function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve: () => void = () => {};
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}

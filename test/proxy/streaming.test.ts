@@ -1,18 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Gateway, chat, post, startGateway } from './harness.js';
+import { type Gateway, chat, deferred, post, startGateway } from './harness.js';
 
 let gateway: Gateway;
 afterEach(async () => {
   await gateway?.close();
 });
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve: () => void = () => {};
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
 
 /** The exact SSE body the mock sends for a stream without include_usage: what the client asked for. */
 function expectedStream(): string {

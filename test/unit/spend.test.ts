@@ -11,6 +11,7 @@ import {
   isEarlierPeriod,
 } from '../../src/spend.js';
 import { MemoryKeyStore } from '../../src/stores/memory-store.js';
+import { sampleKeyRecord } from '../../src/testing/index.js';
 import type { AccountRecord, KeyRecord } from '../../src/types.js';
 import { fastHasher } from '../helpers.js';
 
@@ -18,26 +19,7 @@ const hasher = fastHasher();
 const BAD_AMOUNTS = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0.01, MAX_USD * 10];
 
 function key(overrides: Partial<KeyRecord> = {}): KeyRecord {
-  return {
-    id: 1,
-    handle: 'AbCdEfGhIj',
-    type: 'proxy',
-    accountId: 'acct_1',
-    name: 'k',
-    prefix: 'ms-AbCd',
-    hash: 'x',
-    active: true,
-    createdAt: 0,
-    expiresAt: null,
-    lastUsedAt: null,
-    usage: 0,
-    usagePeriod: null,
-    reserved: 0,
-    limit: null,
-    limitReset: null,
-    rateLimit: null,
-    ...overrides,
-  };
+  return { ...sampleKeyRecord('acct_1', { name: 'k', hash: 'x', createdAt: 0 }), id: 1, ...overrides };
 }
 
 function account(overrides: Partial<AccountRecord> = {}): AccountRecord {
