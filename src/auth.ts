@@ -57,16 +57,28 @@ export function modelSwitchAuth(store: KeyStore, options: AuthOptions = {}): Mid
   const authenticator = new Authenticator(store, options);
   const logger = options.logger ?? console;
   return function modelSwitchAuth(req, res, next) {
-    authenticator
-      .admit(req, res)
-      .then((context) => {
-        (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
-      })
-      .then(
-        () => next(),
-        (error: unknown) => answerError(res, error, logger),
-      )
-      // Only reached if a later handler throws synchronously out of next(): hand it to the host.
-      .catch(next);
+    let admitted: ModelSwitchContext | Promise<ModelSwitchContext>;
+    try {
+      admitted = authenticator.admit(req, res);
+    } catch (error) {
+      answerError(res, error, logger);
+      return;
+    }
+    if (admitted instanceof Promise) {
+      admitted
+        .then((context) => {
+          (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
+        })
+        .then(
+          () => next(),
+          (error: unknown) => answerError(res, error, logger),
+        )
+        // Only reached if a later handler throws synchronously out of next(): hand it to the host.
+        .catch(next);
+      return;
+    }
+    // A cached key on an in-process store: no promise, no microtask before the next handler.
+    (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = admitted;
+    next();
   };
 }

@@ -1,12 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type KeyType, parseApiKey } from './api-key.js';
+import { type KeyType, type ParsedApiKey, parseApiKey } from './api-key.js';
 import { readBearerToken } from './bearer.js';
 import { MISSING_OR_INVALID_HEADER, ModelSwitchError, authenticationError } from './errors.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
 import { DEFAULT_RATE_LIMIT, intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
 import { limitPeriod, usageInPeriod } from './spend.js';
 import { type Logger, StoreGuard, type StoreGuardOptions } from './store-guard.js';
-import type { AccountRecord, KeyRecord, KeyStore, RateLimitSetting } from './types.js';
+import type { AccountRecord, CounterState, KeyRecord, KeyStore, RateLimitSetting } from './types.js';
 
 /** A verified key as the middleware hands it on: the record without its hash. */
 export type AuthenticatedKey = Omit<KeyRecord, 'hash'>;
@@ -55,6 +55,8 @@ export class Authenticator {
   private readonly logger: Logger;
   /** When this process last wrote each key's lastUsedAt. */
   private readonly touchedAt = new Map<number, number>();
+  /** `intervalToMs` of each rate limit interval seen (`null`: unreadable). */
+  private readonly windows = new Map<string, number | null>();
 
   constructor(
     readonly store: KeyStore,
@@ -72,28 +74,75 @@ export class Authenticator {
     if (fallback !== null && (!Number.isInteger(fallback.requests) || fallback.requests < 1 || intervalToMs(fallback.interval) === null)) {
       throw new TypeError('defaultRateLimit needs an integer requests ≥ 1 and an interval like "10s", "1m", "1h" or "1d"');
     }
-    this.defaultRateLimit = fallback === null ? null : { ...fallback };
+    // Frozen: every request's `req.modelSwitch.rateLimit` may be this one object.
+    this.defaultRateLimit = fallback === null ? null : Object.freeze({ ...fallback });
   }
 
   /**
-   * Verifies the request's key and counts it against the key's rate limit, reading the account and
-   * hitting the counter in parallel (one store round trip fewer). Sets `RateLimit-*` headers; throws a
-   * `ModelSwitchError` (401/403/429/503) when the request does not pass.
+   * Verifies the request's key and counts it against the key's rate limit. Sets `RateLimit-*`
+   * headers; throws a `ModelSwitchError` (401/403/429/503) when the request does not pass.
+   *
+   * With an in-process store (`KeyStore.sync`) and a key already in the verified-key cache, this
+   * answers synchronously, without a promise: the hot path of the memory store. Otherwise it returns
+   * a promise, reading the account and hitting the counter in parallel (one store round trip fewer).
    */
-  async admit(req: IncomingMessage, res: ServerResponse): Promise<ModelSwitchContext> {
-    const { record, now } = await this.verifiedRecord(req);
+  admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
+    const parsed = this.presentedKey(req);
+    const sync = this.store.sync;
+    if (sync === undefined) return this.admitAsync(parsed, res, undefined);
+    // Only the store calls are guarded: what they throw is a store failure (503), like a rejection.
+    let record: Readonly<KeyRecord> | null;
+    try {
+      record = sync.getKeyByHandle(parsed.handle);
+    } catch (error) {
+      throw this.guard.fail('getKeyByHandle', error);
+    }
+    if (record === null || record.type !== parsed.type) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    // Not verified yet (a cold key, or a guess): scrypt, asynchronously.
+    if (!this.hasher.isVerified(parsed.value, record.hash)) return this.admitAsync(parsed, res, record);
+    const now = this.now();
+    this.checkUsable(record, now);
+    let account: Readonly<AccountRecord> | null;
+    try {
+      account = sync.getAccount(record.accountId);
+    } catch (error) {
+      throw this.guard.fail('getAccount', error);
+    }
+    if (account === null) throw authenticationError('invalid_api_key', 'Invalid API key', true);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
-    const [account] = await Promise.all([this.accountOf(record), this.hitRateLimit(record.id, rateLimit, res, now)]);
-    return this.context(record, account, rateLimit, now);
+    const windowMs = this.windowOf(record.id, rateLimit);
+    if (rateLimit !== null && windowMs !== null) {
+      let counter: CounterState;
+      try {
+        counter = sync.hitCounter(counterName(record.id, windowMs), windowMs, now);
+      } catch (error) {
+        throw this.guard.fail('hitCounter', error);
+      }
+      this.applyCounter(rateLimit, windowMs, counter, res, now);
+    }
+    this.guard.succeeded();
+    return this.context(record, { ...account }, now);
   }
 
   /** Verifies the request's key; throws a `ModelSwitchError` (401/403/503) when it does not pass. */
   async authenticate(req: IncomingMessage): Promise<ModelSwitchContext> {
-    const { record, now } = await this.verifiedRecord(req);
-    return this.context(record, await this.accountOf(record), record.rateLimit ?? this.defaultRateLimit, now);
+    const record = await this.verifiedRecord(this.presentedKey(req), undefined);
+    const now = this.now();
+    this.checkUsable(record, now);
+    return this.context(record, await this.accountOf(record), now);
   }
 
-  private async verifiedRecord(req: IncomingMessage): Promise<{ record: KeyRecord; now: number }> {
+  private async admitAsync(parsed: ParsedApiKey, res: ServerResponse, known: Readonly<KeyRecord> | undefined): Promise<ModelSwitchContext> {
+    const record = await this.verifiedRecord(parsed, known);
+    const now = this.now();
+    this.checkUsable(record, now);
+    const rateLimit = record.rateLimit ?? this.defaultRateLimit;
+    const [account] = await Promise.all([this.accountOf(record), this.hitRateLimit(record.id, rateLimit, res, now)]);
+    return this.context(record, account, now);
+  }
+
+  /** The request's well-formed key of this route's type; throws 401/403 otherwise. */
+  private presentedKey(req: IncomingMessage): ParsedApiKey {
     const credentials = readBearerToken(req);
     if (credentials.kind === 'invalid') {
       throw authenticationError('invalid_api_key', MISSING_OR_INVALID_HEADER, credentials.presented);
@@ -101,8 +150,12 @@ export class Authenticator {
     const parsed = parseApiKey(credentials.token);
     if (!parsed) throw authenticationError('invalid_api_key', 'Invalid API key', true);
     if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
+    return parsed;
+  }
 
-    const record = await this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle));
+  /** The key's record once its secret is verified (`known`: the record already read); throws 401/503. */
+  private async verifiedRecord(parsed: ParsedApiKey, known: Readonly<KeyRecord> | undefined): Promise<Readonly<KeyRecord>> {
+    const record = known ?? (await this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle)));
     if (
       !record ||
       record.type !== parsed.type ||
@@ -111,7 +164,11 @@ export class Authenticator {
     ) {
       throw authenticationError('invalid_api_key', 'Invalid API key', true);
     }
-    const now = this.now();
+    return record;
+  }
+
+  /** Throws 401 for an expired key, 403 for a deactivated one; writes `lastUsedAt` at most once a minute. */
+  private checkUsable(record: Readonly<KeyRecord>, now: number): void {
     if (record.expiresAt !== null && now >= record.expiresAt) {
       throw authenticationError('expired_api_key', 'API key has expired', true);
     }
@@ -124,24 +181,26 @@ export class Authenticator {
       // A burst of requests all read the same old lastUsedAt: write it once per key and minute.
       if (this.touchedAt.size >= 100_000) this.touchedAt.clear();
       this.touchedAt.set(record.id, now);
+      const id = record.id;
       this.guard
-        .run('touchKey', () => this.store.touchKey(record.id, now))
+        .run('touchKey', () => this.store.touchKey(id, now))
         .catch(() => {
           // Already logged by the guard; a missed lastUsedAt update must not fail the request.
         });
     }
-    return { record, now };
   }
 
-  private async accountOf(record: KeyRecord): Promise<AccountRecord> {
+  private async accountOf(record: Readonly<KeyRecord>): Promise<AccountRecord> {
     const account = await this.guard.run('getAccount', () => this.store.getAccount(record.accountId));
     // A key whose account is gone cannot be used: treat it like an unknown key.
     if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
     return account;
   }
 
-  private context(record: KeyRecord, account: AccountRecord, rateLimit: RateLimitSetting | null, now: number): ModelSwitchContext {
-    // Field by field rather than a rest spread: this runs on every request.
+  private context(record: Readonly<KeyRecord>, account: AccountRecord, now: number): ModelSwitchContext {
+    // The record may be the store's own (KeyStore.sync): copy, field by field rather than a rest
+    // spread, as this runs on every request.
+    const ownLimit = record.rateLimit === null ? null : { ...record.rateLimit };
     const key: AuthenticatedKey = {
       id: record.id,
       handle: record.handle,
@@ -158,10 +217,10 @@ export class Authenticator {
       reserved: record.reserved,
       limit: record.limit,
       limitReset: record.limitReset,
-      rateLimit: record.rateLimit,
+      rateLimit: ownLimit,
     };
     const period = limitPeriod(record.limitReset, now);
-    return { key, account, usage: usageInPeriod(record, period), period, rateLimit };
+    return { key, account, usage: usageInPeriod(record, period), period, rateLimit: ownLimit ?? this.defaultRateLimit };
   }
 
   /** Counts the request against the key's rate limit, sets `RateLimit-*` headers, throws 429 when over. */
@@ -170,13 +229,30 @@ export class Authenticator {
   }
 
   private async hitRateLimit(keyId: number, limit: RateLimitSetting | null, res: ServerResponse, now: number): Promise<void> {
-    if (limit === null) return;
-    const windowMs = intervalToMs(limit.interval);
+    const windowMs = this.windowOf(keyId, limit);
+    if (limit === null || windowMs === null) return;
+    const counter = await this.guard.run('hitCounter', () => this.store.hitCounter(counterName(keyId, windowMs), windowMs, now));
+    this.applyCounter(limit, windowMs, counter, res, now);
+  }
+
+  /** The window of `limit` in ms, or `null` for no limit (logged when the interval is unreadable). */
+  private windowOf(keyId: number, limit: RateLimitSetting | null): number | null {
+    if (limit === null) return null;
+    let windowMs = this.windows.get(limit.interval);
+    if (windowMs === undefined) {
+      windowMs = intervalToMs(limit.interval);
+      // Intervals are few ("10s", "1m"…); the bound only guards against a store full of odd ones.
+      if (this.windows.size >= 1000) this.windows.clear();
+      this.windows.set(limit.interval, windowMs);
+    }
     if (windowMs === null) {
       this.logger.warn(`modelswitch-keys: key ${keyId} has an unreadable rate limit interval; not rate limiting it`);
-      return;
     }
-    const counter = await this.guard.run('hitCounter', () => this.store.hitCounter(`requests:${keyId}:${windowMs}`, windowMs, now));
+    return windowMs;
+  }
+
+  /** Sets the `RateLimit-*` headers from the counter after this request's hit; throws 429 when over. */
+  private applyCounter(limit: RateLimitSetting, windowMs: number, counter: CounterState, res: ServerResponse, now: number): void {
     setRateLimitHeaders(res, limit, windowMs, counter.count, counter.resetAt, now);
     if (counter.count > limit.requests) {
       throw rateLimitExceeded(
@@ -186,4 +262,9 @@ export class Authenticator {
       );
     }
   }
+}
+
+/** The store counter of a key's rate limit window. */
+function counterName(keyId: number, windowMs: number): string {
+  return `requests:${keyId}:${windowMs}`;
 }

@@ -45,4 +45,5 @@ export type {
   ReservationResult,
   SpendReservation,
   SpendSettlement,
+  SyncHotPath,
 } from './types.js';

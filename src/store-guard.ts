@@ -56,7 +56,7 @@ export class StoreGuard {
     try {
       started = Promise.resolve(call());
     } catch (error) {
-      return Promise.reject(this.failure(operation, error));
+      return Promise.reject(this.fail(operation, error));
     }
     return new Promise<T>((resolve, reject) => {
       let settled = false;
@@ -65,7 +65,7 @@ export class StoreGuard {
         expire: () => {
           if (settled) return;
           settled = true;
-          reject(this.failure(operation, new Error(`timed out after ${this.timeoutMs} ms`)));
+          reject(this.fail(operation, new Error(`timed out after ${this.timeoutMs} ms`)));
         },
       };
       this.pending.add(entry);
@@ -75,17 +75,14 @@ export class StoreGuard {
           this.pending.delete(entry);
           if (settled) return;
           settled = true;
-          if (this.outage.down) {
-            this.outage.down = false;
-            this.logger.warn('modelswitch-keys: key store recovered');
-          }
+          this.succeeded();
           resolve(value);
         },
         (error: unknown) => {
           this.pending.delete(entry);
           if (settled) return;
           settled = true;
-          reject(this.failure(operation, error));
+          reject(this.fail(operation, error));
         },
       );
     });
@@ -106,7 +103,19 @@ export class StoreGuard {
     }
   }
 
-  private failure(operation: string, error: unknown): ModelSwitchError {
+  /** Records a store call that answered: logs the recovery when the store was down. */
+  succeeded(): void {
+    if (this.outage.down) {
+      this.outage.down = false;
+      this.logger.warn('modelswitch-keys: key store recovered');
+    }
+  }
+
+  /**
+   * The 503 `store_unavailable` error for a failed store call (a `ModelSwitchError` passes as is),
+   * logged once per outage; for synchronous store calls, which `run` does not wrap.
+   */
+  fail(operation: string, error: unknown): ModelSwitchError {
     if (error instanceof ModelSwitchError) return error;
     if (error instanceof TypeError) {
       // The store refused an argument (say a NaN amount): a bug to fix, not an outage. Fail closed all the same.

@@ -197,6 +197,35 @@ export interface KeyStore {
    * nothing, when `amount` is NaN, infinite or negative.
    */
   hitCounter(name: string, windowMs: number, now: number, amount?: number): Promise<CounterState>;
+  /**
+   * Optional, for stores that keep their data in this process (like `MemoryKeyStore`): the three
+   * calls of the authentication hot path, answered synchronously. When present, `modelSwitchAuth`
+   * and `keysRouter` use them for keys already in the verified-key cache and call `next()` without a
+   * promise or a store timeout (a store in this process cannot hang). Each must behave like its
+   * async namesake, and throw where that one would reject. A store that does I/O must not have it.
+   */
+  readonly sync?: SyncHotPath | undefined;
   /** Optional. Releases connections and timers. */
   close?(): Promise<void>;
+}
+
+/**
+ * `KeyStore.sync`: the hot path's store calls without a promise, for in-process stores.
+ *
+ * @example
+ * ```ts
+ * const store = new MemoryKeyStore();
+ * store.sync.getKeyByHandle('AbCdEfGhIj'); // the record, or null
+ * ```
+ */
+export interface SyncHotPath {
+  /**
+   * The key with this handle, or `null`. May be the store's own record rather than a copy: the
+   * caller reads it at once, copies what it keeps and never changes it.
+   */
+  getKeyByHandle(handle: string): Readonly<KeyRecord> | null;
+  /** The account, or `null`. May be the store's own record, read and copied like the key's. */
+  getAccount(id: string): Readonly<AccountRecord> | null;
+  /** Atomic. Like `KeyStore.hitCounter`. */
+  hitCounter(name: string, windowMs: number, now: number, amount?: number): CounterState;
 }

@@ -20,6 +20,7 @@ import type {
   ReservationResult,
   SpendReservation,
   SpendSettlement,
+  SyncHotPath,
 } from '../types.js';
 
 let warnedInProduction = false;
@@ -51,6 +52,33 @@ export class MemoryKeyStore implements KeyStore {
   private readonly idsByAccount = new Map<string, number[]>();
   private readonly accounts = new Map<string, AccountRecord>();
   private readonly counters = new Map<string, { windowStart: number; resetAt: number; count: number }>();
+
+  private readonly syncPath: SyncHotPath = {
+    getKeyByHandle: (handle) => {
+      const id = this.idsByHandle.get(handle);
+      return id === undefined ? null : (this.keys.get(id) ?? null);
+    },
+    getAccount: (id) => this.accounts.get(id) ?? null,
+    hitCounter: (name, windowMs, now, amount = 1) => this.hit(name, windowMs, now, amount),
+  };
+
+  /**
+   * The hot path without promises (see `KeyStore.sync`): `modelSwitchAuth` answers a cached key
+   * synchronously. Returns the stored records themselves; the middleware copies what it keeps.
+   * `undefined` once a subclass or a wrapper replaces `getKeyByHandle`, `getAccount` or
+   * `hitCounter`, so that their version is never bypassed.
+   *
+   * @example
+   * ```ts
+   * new MemoryKeyStore().sync?.getKeyByHandle('AbCdEfGhIj'); // null
+   * ```
+   */
+  get sync(): SyncHotPath | undefined {
+    const own = MemoryKeyStore.prototype;
+    return this.getKeyByHandle === own.getKeyByHandle && this.getAccount === own.getAccount && this.hitCounter === own.hitCounter
+      ? this.syncPath
+      : undefined;
+  }
 
   constructor(options: MemoryKeyStoreOptions = {}) {
     if (process.env.NODE_ENV === 'production' && !warnedInProduction) {
@@ -120,8 +148,8 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   async getKeyByHandle(handle: string): Promise<KeyRecord | null> {
-    const id = this.idsByHandle.get(handle);
-    return id === undefined ? null : this.getKey(id);
+    const key = this.syncPath.getKeyByHandle(handle);
+    return key ? copy(key) : null;
   }
 
   async listKeys(accountId: string, page: KeyPageRequest): Promise<KeyPage> {
@@ -174,6 +202,10 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
+    return this.hit(name, windowMs, now, amount);
+  }
+
+  private hit(name: string, windowMs: number, now: number, amount: number): CounterState {
     checkCounterHit(windowMs, now, amount);
     const windowStart = now - (now % windowMs);
     let counter = this.counters.get(name);

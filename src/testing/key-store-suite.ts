@@ -490,4 +490,26 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
     assert.deepEqual(await store.hitCounter(name, 60_000, 10 * HOUR + 60_000), { count: 1, resetAt: 10 * HOUR + 120_000 });
     assert.deepEqual(await store.hitCounter(`${name}:other`, 60_000, now), { count: 1, resetAt: 10 * HOUR + 60_000 });
   });
+
+  test('a store with `sync` answers its synchronous reads and counter exactly like the async ones', async (store) => {
+    const sync = store.sync;
+    if (sync === undefined) return; // Optional: only in-process stores have it.
+    const owner = await store.createAccount(sampleAccount({ balance: 7 }));
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id, { rateLimit: { requests: 5, interval: '1m', tokens: 9 } }));
+    assert.deepEqual(sync.getKeyByHandle(inserted.handle), inserted);
+    assert.equal(sync.getKeyByHandle(generateApiKey('proxy').handle), null);
+    assert.deepEqual(sync.getAccount(owner.id), owner);
+    assert.equal(sync.getAccount(accountId()), null);
+    await store.updateKey(inserted.id, { active: false });
+    assert.equal(sync.getKeyByHandle(inserted.handle)?.active, false, 'reads are fresh, not a snapshot');
+    await store.deleteKey(inserted.id);
+    assert.equal(sync.getKeyByHandle(inserted.handle), null, 'a deleted key is gone');
+    // One counter, whichever way it is hit.
+    const name = `requests:${accountId()}`;
+    assert.deepEqual(sync.hitCounter(name, 60_000, HOUR), { count: 1, resetAt: HOUR + 60_000 });
+    assert.deepEqual(await store.hitCounter(name, 60_000, HOUR), { count: 2, resetAt: HOUR + 60_000 });
+    assert.deepEqual(sync.hitCounter(name, 60_000, HOUR, 0), { count: 2, resetAt: HOUR + 60_000 });
+    assert.deepEqual(sync.hitCounter(name, 60_000, HOUR + 60_000), { count: 1, resetAt: HOUR + 120_000 });
+    assert.throws(() => sync.hitCounter(name, 60_000, HOUR, Number.NaN), TypeError);
+  });
 }

@@ -1,0 +1,304 @@
+import { IncomingMessage, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
+import express from 'express';
+import request from 'supertest';
+import { describe, expect, it } from 'vitest';
+import {
+  type AccountRecord,
+  type KeyStore,
+  MemoryKeyStore,
+  type ModelSwitchContext,
+  type SyncHotPath,
+  modelSwitchAuth,
+} from '../../src/index.js';
+import { FRAMEWORKS, buildApp } from '../app.js';
+import { fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
+
+const hasher = fastHasher();
+const UNAVAILABLE = {
+  error: { message: 'The key store is unavailable. Please retry shortly.', type: 'api_error', code: 'store_unavailable' },
+};
+
+/** A request object as Node's HTTP server makes it, with one Authorization header. */
+function bearerRequest(key: string): IncomingMessage {
+  const req = new IncomingMessage(new Socket());
+  req.method = 'GET';
+  req.url = '/whoami';
+  req.headers = { host: 'localhost', authorization: `Bearer ${key}` };
+  req.rawHeaders = ['Host', 'localhost', 'Authorization', `Bearer ${key}`];
+  return req;
+}
+
+/** Calls the middleware once; reports whether next() ran before it returned, and what it set. */
+async function callOnce(middleware: ReturnType<typeof modelSwitchAuth>, key: string) {
+  const req = bearerRequest(key);
+  const res = new ServerResponse(req);
+  let nextCalls = 0;
+  let nextError: unknown;
+  const passed = new Promise<void>((resolve) => {
+    middleware(req, res, (error) => {
+      nextCalls++;
+      nextError = error;
+      resolve();
+    });
+  });
+  const synchronous = nextCalls === 1;
+  await passed;
+  return {
+    synchronous,
+    nextError,
+    context: (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch,
+    headers: res.getHeaders(),
+  };
+}
+
+/** The same MemoryKeyStore seen through a wrapper without `sync`: the async path. */
+function withoutSync(inner: MemoryKeyStore): KeyStore {
+  return new Proxy(inner, {
+    get(target, property) {
+      if (property === 'sync') return undefined;
+      const value = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+describe('the synchronous hot path of an in-process store', () => {
+  it('passes a cached key on MemoryKeyStore with next() called before the middleware returns, exactly as the async path would', async () => {
+    const clock = testClock();
+    const store = new MemoryKeyStore();
+    const seeded = await seedAccount(store, { hasher, now: clock.now() });
+    const sync = modelSwitchAuth(store, { hasher, now: clock.now });
+    const viaPromises = modelSwitchAuth(withoutSync(store), { hasher, now: clock.now });
+
+    const first = await callOnce(sync, seeded.proxyKey);
+    expect(first.synchronous).toBe(false); // Not verified yet: scrypt runs asynchronously.
+    const second = await callOnce(sync, seeded.proxyKey);
+    const third = await callOnce(viaPromises, seeded.proxyKey);
+    expect(second.synchronous).toBe(true);
+    expect(third.synchronous).toBe(false);
+    expect([first.nextError, second.nextError, third.nextError]).toEqual([undefined, undefined, undefined]);
+    const resetSeconds = String(Math.ceil((10_000 - (clock.now() % 10_000)) / 1000));
+    expect(second.headers).toEqual({
+      'ratelimit-policy': '1000;w=10',
+      'ratelimit-limit': '1000',
+      'ratelimit-remaining': '998',
+      'ratelimit-reset': resetSeconds,
+    });
+    expect(third.headers).toEqual({ ...second.headers, 'ratelimit-remaining': '997' });
+    // lastUsedAt was written by the first request only: all three saw the same record.
+    expect(second.context).toEqual(third.context);
+    expect(second.context).toEqual({
+      key: {
+        id: seeded.proxyKeyId,
+        handle: expect.any(String),
+        type: 'proxy',
+        accountId: seeded.account.id,
+        name: 'My Production Key',
+        prefix: seeded.proxyKey.slice(0, 7),
+        active: true,
+        createdAt: clock.now(),
+        expiresAt: null,
+        lastUsedAt: clock.now(),
+        usage: 0,
+        usagePeriod: null,
+        reserved: 0,
+        limit: null,
+        limitReset: null,
+        rateLimit: null,
+      },
+      account: seeded.account,
+      usage: 0,
+      period: null,
+      rateLimit: { requests: 1000, interval: '10s' },
+    });
+    expect(Object.isFrozen(second.context?.rateLimit)).toBe(true);
+  });
+
+  it.each(FRAMEWORKS)(
+    'under %s, answers a deactivated, expired or unknown cached key with the same errors as before',
+    async (framework) => {
+      const clock = testClock();
+      const store = new MemoryKeyStore();
+      const seeded = await seedAccount(store, { hasher, now: clock.now() });
+      const app = buildApp(framework, store, { hasher, now: clock.now });
+      const ok = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+      expect({ status: ok.status, body: ok.body }).toEqual({
+        status: 200,
+        body: { keyId: seeded.proxyKeyId, accountId: seeded.account.id },
+      });
+      await store.updateKey(seeded.proxyKeyId, { active: false });
+      const off = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+      expect({ status: off.status, type: off.headers['content-type'], body: off.body }).toEqual({
+        status: 403,
+        type: 'application/json',
+        body: { error: { message: 'API key has been deactivated', type: 'permission_error', code: 'key_deactivated' } },
+      });
+      await store.updateKey(seeded.proxyKeyId, { active: true, expiresAt: clock.now() + 1000 });
+      clock.advance(1000);
+      const expired = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+      expect({ status: expired.status, body: expired.body }).toEqual({
+        status: 401,
+        body: { error: { message: 'API key has expired', type: 'authentication_error', code: 'expired_api_key' } },
+      });
+      await store.deleteKey(seeded.proxyKeyId);
+      const gone = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+      expect({ status: gone.status, body: gone.body }).toEqual({
+        status: 401,
+        body: { error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } },
+      });
+    },
+  );
+
+  it('answers 429 with Retry-After from the synchronous counter', async () => {
+    const clock = testClock(Date.parse('2026-11-22T12:00:00Z'));
+    const store = new MemoryKeyStore();
+    const seeded = await seedAccount(store, { hasher, now: clock.now() });
+    await store.updateKey(seeded.proxyKeyId, { rateLimit: { requests: 2, interval: '1m' } });
+    const app = buildApp('express5', store, { hasher, now: clock.now });
+    const statuses = [];
+    for (let i = 0; i < 3; i++)
+      statuses.push((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status);
+    expect(statuses).toEqual([200, 200, 429]);
+    const limited = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    expect({ status: limited.status, headers: limited.headers, body: limited.body }).toEqual({
+      status: 429,
+      headers: expect.objectContaining({
+        'retry-after': '60',
+        'ratelimit-policy': '2;w=60',
+        'ratelimit-limit': '2',
+        'ratelimit-remaining': '0',
+        'ratelimit-reset': '60',
+        'content-type': 'application/json',
+      }),
+      body: {
+        error: {
+          message: 'Rate limit exceeded: 2 requests per 1m for this key. Retry after the window resets.',
+          type: 'rate_limit_error',
+          code: 'rate_limit_exceeded',
+        },
+      },
+    });
+  });
+
+  it('hands the host copies: changing req.modelSwitch changes nothing in the store', async () => {
+    const store = new MemoryKeyStore();
+    const seeded = await seedAccount(store, { hasher });
+    await store.updateKey(seeded.proxyKeyId, { rateLimit: { requests: 50, interval: '1m', tokens: 1000 } });
+    const app = express();
+    app.use('/v1', modelSwitchAuth(store, { hasher }));
+    app.get('/v1/vandal', (req, res) => {
+      const context = req.modelSwitch as ModelSwitchContext;
+      context.key.name = 'changed';
+      (context.key.rateLimit as { requests: number }).requests = 1;
+      context.account.balance = 1_000_000;
+      res.json({ tokens: context.rateLimit?.tokens });
+    });
+    for (let i = 0; i < 2; i++) {
+      const response = await request(app).get('/v1/vandal').set('Authorization', `Bearer ${seeded.proxyKey}`);
+      expect({ status: response.status, body: response.body }).toEqual({ status: 200, body: { tokens: 1000 } });
+    }
+    const key = await store.getKey(seeded.proxyKeyId);
+    expect({ name: key?.name, rateLimit: key?.rateLimit }).toEqual({
+      name: 'My Production Key',
+      rateLimit: { requests: 50, interval: '1m', tokens: 1000 },
+    });
+    expect((await store.getAccount(seeded.account.id))?.balance).toBe(10);
+  });
+});
+
+/** A MemoryKeyStore whose synchronous calls can be made to throw. */
+class FaultySyncStore extends MemoryKeyStore {
+  failing: { call: keyof SyncHotPath; error: Error } | null = null;
+  override get sync(): SyncHotPath | undefined {
+    const real = super.sync as SyncHotPath;
+    const failing = this.failing;
+    const check = <T>(call: keyof SyncHotPath, answer: () => T): T => {
+      if (failing?.call === call) throw failing.error;
+      return answer();
+    };
+    return {
+      getKeyByHandle: (handle) => check('getKeyByHandle', () => real.getKeyByHandle(handle)),
+      getAccount: (id) => check('getAccount', () => real.getAccount(id)),
+      hitCounter: (name, windowMs, now, amount) => check('hitCounter', () => real.hitCounter(name, windowMs, now, amount)),
+    };
+  }
+}
+
+describe.each(FRAMEWORKS)('a synchronous store call that throws, under %s', (framework) => {
+  it.each(['getKeyByHandle', 'getAccount', 'hitCounter'] as const)(
+    '%s: answers 503 store_unavailable, logs one line per outage and one on recovery',
+    async (call) => {
+      const store = new FaultySyncStore();
+      const seeded = await seedAccount(store, { hasher });
+      const logger = recordingLogger();
+      const app = buildApp(framework, store, { hasher, logger });
+      const get = () => request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+      expect((await get()).status).toBe(200); // Now verified: later requests take the synchronous path.
+      store.failing = { call, error: new Error('in-process index corrupted') };
+      for (let i = 0; i < 2; i++) {
+        const response = await get();
+        expect({ status: response.status, type: response.headers['content-type'], body: response.body }).toEqual({
+          status: 503,
+          type: 'application/json',
+          body: UNAVAILABLE,
+        });
+      }
+      store.failing = null;
+      expect((await get()).status).toBe(200);
+      expect(logger.lines).toEqual([
+        `error: modelswitch-keys: key store unavailable (${call}: in-process index corrupted); requests that need it answer 503 until it recovers`,
+        'warn: modelswitch-keys: key store recovered',
+      ]);
+    },
+  );
+
+  it('logs a TypeError as a refused argument, not as an outage', async () => {
+    const store = new FaultySyncStore();
+    const seeded = await seedAccount(store, { hasher });
+    const logger = recordingLogger();
+    const app = buildApp(framework, store, { hasher, logger });
+    await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    store.failing = { call: 'hitCounter', error: new TypeError('hitCounter: amount must be a finite number ≥ 0') };
+    const response = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    expect({ status: response.status, body: response.body }).toEqual({ status: 503, body: UNAVAILABLE });
+    expect(logger.lines).toEqual([
+      'error: modelswitch-keys: the key store refused hitCounter: hitCounter: amount must be a finite number ≥ 0',
+    ]);
+  });
+});
+
+describe('MemoryKeyStore.sync', () => {
+  it('is there on a plain store and gone once getKeyByHandle, getAccount or hitCounter is replaced, so the replacement is used', async () => {
+    expect(new MemoryKeyStore().sync).toBeDefined();
+    for (const method of ['getKeyByHandle', 'getAccount', 'hitCounter'] as const) {
+      const store = new MemoryKeyStore();
+      const original = store[method].bind(store) as (...args: never[]) => Promise<unknown>;
+      const calls: string[] = [];
+      (store as unknown as Record<string, unknown>)[method] = (...args: never[]) => {
+        calls.push(method);
+        return original(...args);
+      };
+      expect(store.sync).toBeUndefined();
+      const seeded = await seedAccount(store, { hasher });
+      const app = buildApp('express5', store, { hasher });
+      for (let i = 0; i < 2; i++) {
+        expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status).toBe(200);
+      }
+      expect(calls.length).toBeGreaterThanOrEqual(2);
+    }
+    class Audited extends MemoryKeyStore {
+      seen: string[] = [];
+      override async getAccount(id: string): Promise<AccountRecord | null> {
+        this.seen.push(id);
+        return super.getAccount(id);
+      }
+    }
+    const audited = new Audited();
+    expect(audited.sync).toBeUndefined();
+    const seeded = await seedAccount(audited, { hasher });
+    const app = buildApp('express5', audited, { hasher });
+    for (let i = 0; i < 2; i++) await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    expect(audited.seen).toEqual([seeded.account.id, seeded.account.id]);
+  });
+});
