@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type KeyType, type ParsedApiKey, parseApiKey } from './api-key.js';
 import { readBearerToken } from './bearer.js';
-import { MISSING_OR_INVALID_HEADER, ModelSwitchError, authenticationError } from './errors.js';
+import { MISSING_OR_INVALID_HEADER, answerWithoutStack, authenticationError } from './errors.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
 import { DEFAULT_RATE_LIMIT, intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
 import { limitPeriod, usageInPeriod } from './spend.js';
@@ -172,7 +172,7 @@ export class Authenticator {
     if (record.expiresAt !== null && now >= record.expiresAt) {
       throw authenticationError('expired_api_key', 'API key has expired', true);
     }
-    if (!record.active) throw new ModelSwitchError('key_deactivated', 'API key has been deactivated');
+    if (!record.active) throw answerWithoutStack('key_deactivated', 'API key has been deactivated');
     const touched = this.touchedAt.get(record.id);
     if (
       (record.lastUsedAt === null || now - record.lastUsedAt >= TOUCH_INTERVAL_MS) &&

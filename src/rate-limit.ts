@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { ModelSwitchError } from './errors.js';
+import { type ModelSwitchError, answerWithoutStack } from './errors.js';
 import type { RateLimitSetting } from './types.js';
 
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -52,5 +52,5 @@ export function setRateLimitHeaders(
 /** The 429 answer, with `Retry-After` in whole seconds (at least 1). */
 export function rateLimitExceeded(message: string, resetAt: number, now: number): ModelSwitchError {
   const retryAfter = Math.max(1, Math.ceil((resetAt - now) / 1000));
-  return new ModelSwitchError('rate_limit_exceeded', message, { headers: { 'Retry-After': String(retryAfter) } });
+  return answerWithoutStack('rate_limit_exceeded', message, { headers: { 'Retry-After': String(retryAfter) } });
 }

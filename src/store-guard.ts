@@ -1,4 +1,4 @@
-import { ModelSwitchError } from './errors.js';
+import { ModelSwitchError, answerWithoutStack } from './errors.js';
 
 /** Where the middleware reports store outages and other operational events. Never given a key value. */
 export interface Logger {
@@ -127,6 +127,6 @@ export class StoreGuard {
         `modelswitch-keys: key store unavailable (${operation}: ${reason}); requests that need it answer 503 until it recovers`,
       );
     }
-    return new ModelSwitchError('store_unavailable', 'The key store is unavailable. Please retry shortly.', { cause: error });
+    return answerWithoutStack('store_unavailable', 'The key store is unavailable. Please retry shortly.', { cause: error });
   }
 }
