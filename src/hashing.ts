@@ -29,12 +29,13 @@ export interface KeyHasherOptions {
   /** How long a failed verification is remembered, so repeating it costs no scrypt. Default 60,000 ms. */
   failureTtlMs?: number;
   /**
-   * How many scrypt runs per handle may end in a wrong secret within `handleFailureWindowMs`; past
-   * that, an uncached key with that handle is refused without running scrypt until the window ends.
-   * Keys already in the verified cache are never affected. `null` turns the throttle off. Default 5.
+   * How many scrypt runs per handle may end in a wrong secret within any `handleFailureWindowMs`,
+   * spread evenly: one every `handleFailureWindowMs / handleFailureLimit` ms. In between, an
+   * uncached key with that handle is refused without running scrypt. Keys already in the verified
+   * cache are never affected. `null` turns the throttle off. Default 2 (one run every 30 s).
    */
   handleFailureLimit?: number | null;
-  /** The fixed window of `handleFailureLimit`. Default 60,000 ms. */
+  /** The window of `handleFailureLimit`. Default 60,000 ms. */
   handleFailureWindowMs?: number;
   /** Clock, injectable for tests. Default `Date.now`. */
   now?: () => number;
@@ -57,37 +58,59 @@ function fingerprint(key: string): string {
   return oneShotHash ? oneShotHash('sha256', key, 'base64') : createHash('sha256').update(key).digest('base64');
 }
 
-/** Failed (or still running) scrypt verifications of one handle in the current window. */
-interface HandleFailures {
-  windowStart: number;
-  count: number;
+/** A turn of a handle's wrong-secret budget, given back if its key turns out right. */
+interface FailureSlot {
+  handle: string;
+  /** When the handle's next run was allowed before this one took its turn (undefined: any time). */
+  previous: number | undefined;
+  /** When the next run is allowed now. */
+  granted: number;
 }
 
-/** A least-recently-used map with a fixed bound. */
+/** One cached value and whether it was read since the evictor last passed it. */
+interface CacheEntry<V> {
+  value: V;
+  used: boolean;
+}
+
+/**
+ * A map with a fixed bound that evicts entries not read recently first ("second chance", the CLOCK
+ * approximation of least-recently-used): a hit only sets a flag, where a true LRU moves the entry
+ * (a delete and an insert on every hit of the hot path).
+ */
 class BoundedCache<V> {
-  private readonly entries = new Map<string, V>();
+  private readonly entries = new Map<string, CacheEntry<V>>();
   constructor(private readonly bound: number) {}
   get(id: string): V | undefined {
-    const value = this.entries.get(id);
-    if (value !== undefined) {
-      this.entries.delete(id);
-      this.entries.set(id, value);
-    }
-    return value;
+    const entry = this.entries.get(id);
+    if (entry === undefined) return undefined;
+    entry.used = true;
+    return entry.value;
   }
   set(id: string, value: V): void {
-    this.entries.delete(id);
-    this.entries.set(id, value);
-    if (this.entries.size > this.bound) {
-      const oldest = this.entries.keys().next().value;
-      if (oldest !== undefined) this.entries.delete(oldest);
+    const entry = this.entries.get(id);
+    if (entry !== undefined) {
+      entry.value = value;
+      entry.used = true;
+      return;
     }
+    this.entries.set(id, { value, used: false });
+    if (this.entries.size > this.bound) this.evictOne();
   }
   delete(id: string): void {
     this.entries.delete(id);
   }
   get size(): number {
     return this.entries.size;
+  }
+  /** Evicts the oldest entry not read since it was last passed; read ones move to the back, unflagged. */
+  private evictOne(): void {
+    for (const [id, entry] of this.entries) {
+      this.entries.delete(id);
+      if (!entry.used) return;
+      entry.used = false;
+      this.entries.set(id, entry);
+    }
   }
 }
 
@@ -101,15 +124,16 @@ class BoundedCache<V> {
  * - At most `maxConcurrentHashes` scrypt runs are in flight; the rest queue.
  * - A failed verification is remembered for `failureTtlMs` (never as valid), so a flood of one
  *   wrong key costs one scrypt run.
- * - Wrong secrets are throttled per handle: at most `handleFailureLimit` scrypt runs per handle and
- *   `handleFailureWindowMs` may fail (runs still in flight count as failures until they succeed), so a
- *   flood of a real handle with ever-new wrong secrets costs a bounded amount of scrypt. Past the
- *   limit, an uncached key with that handle is refused without scrypt until the window ends.
+ * - Wrong secrets are throttled per handle: at most `handleFailureLimit` scrypt runs per handle in
+ *   any `handleFailureWindowMs` may fail, one every window / limit (runs still in flight count as
+ *   failures until they succeed), so a flood of a real handle with ever-new wrong secrets costs a
+ *   steady, bounded trickle of scrypt. In between, an uncached key with that handle is refused
+ *   without scrypt.
  *
  * Trade-off of the throttle: scrypt cannot tell a legitimate key from a guess without running, so
  * while one handle is being flooded, the legitimate key of that handle is refused too if it is not
  * in the verified cache yet (first use since this process started, or evicted from the cache).
- * Keys that verified once stay cached and keep working; the lock-out lasts at most one window and
+ * Keys that verified once stay cached and keep working; the lock-out lasts while the flood does and
  * only hits a handle whose value the attacker knows (handles are not shown anywhere but inside the
  * key itself). Set `handleFailureLimit: null` to trade the bound on scrypt work for no lock-out.
  *
@@ -127,7 +151,8 @@ export class KeyHasher {
   private readonly inFlight = new Map<string, Promise<boolean>>();
   private readonly maxConcurrent: number;
   private readonly failureTtlMs: number;
-  private readonly handleFailures: BoundedCache<HandleFailures>;
+  /** When each recently guessed handle may run scrypt for a wrong secret again. */
+  private readonly handleNextRun: BoundedCache<number>;
   private readonly handleFailureLimit: number | null;
   private readonly handleFailureWindowMs: number;
   private readonly now: () => number;
@@ -144,7 +169,7 @@ export class KeyHasher {
     this.maxConcurrent = options.maxConcurrentHashes ?? 2;
     this.failureTtlMs = options.failureTtlMs ?? 60_000;
     this.now = options.now ?? Date.now;
-    this.handleFailureLimit = options.handleFailureLimit === undefined ? 5 : options.handleFailureLimit;
+    this.handleFailureLimit = options.handleFailureLimit === undefined ? 2 : options.handleFailureLimit;
     this.handleFailureWindowMs = options.handleFailureWindowMs ?? 60_000;
     const counts: Record<string, number> = {
       cacheSize,
@@ -163,7 +188,7 @@ export class KeyHasher {
     }
     this.verified = new BoundedCache(cacheSize);
     this.failed = new BoundedCache(cacheSize);
-    this.handleFailures = new BoundedCache(cacheSize);
+    this.handleNextRun = new BoundedCache(cacheSize);
   }
 
   /** How many scrypt runs are running or waiting for a slot now (for benchmarks and health checks). */
@@ -223,28 +248,26 @@ export class KeyHasher {
   }
 
   /**
-   * Counts a scrypt run against its handle's failure budget before it starts (so a burst of
-   * concurrent guesses cannot all slip in before the first one fails). `false` when the budget of
-   * this window is spent; `null` when the throttle is off.
+   * Takes the handle's turn for a scrypt run before it starts (so a burst of concurrent guesses
+   * cannot all slip in before the first one fails): turns come one every window / limit ms, evenly,
+   * so a flood of guesses costs a steady trickle of scrypt rather than a burst each window.
+   * `false` when it is not this handle's turn yet; `null` when the throttle is off.
    */
-  private takeFailureSlot(handle: string): { handle: string; windowStart: number } | false | null {
+  private takeFailureSlot(handle: string): FailureSlot | false | null {
     if (this.handleFailureLimit === null) return null;
     const now = this.now();
-    const windowStart = now - (now % this.handleFailureWindowMs);
-    let entry = this.handleFailures.get(handle);
-    if (entry === undefined || entry.windowStart !== windowStart) {
-      entry = { windowStart, count: 0 };
-      this.handleFailures.set(handle, entry);
-    }
-    if (entry.count >= this.handleFailureLimit) return false;
-    entry.count++;
-    return { handle, windowStart };
+    const previous = this.handleNextRun.get(handle);
+    if (previous !== undefined && now < previous) return false;
+    const granted = now + this.handleFailureWindowMs / this.handleFailureLimit;
+    this.handleNextRun.set(handle, granted);
+    return { handle, previous, granted };
   }
 
-  /** A run that succeeded was not a failure: give its slot back (if its window is still current). */
-  private releaseFailureSlot(slot: { handle: string; windowStart: number }): void {
-    const entry = this.handleFailures.get(slot.handle);
-    if (entry !== undefined && entry.windowStart === slot.windowStart && entry.count > 0) entry.count--;
+  /** A run that succeeded was not a failure: give its turn back (unless a later run took one since). */
+  private releaseFailureSlot(slot: FailureSlot): void {
+    if (this.handleNextRun.get(slot.handle) !== slot.granted) return;
+    if (slot.previous === undefined) this.handleNextRun.delete(slot.handle);
+    else this.handleNextRun.set(slot.handle, slot.previous);
   }
 
   private async limited<T>(work: () => Promise<T>): Promise<T> {

@@ -35,8 +35,13 @@ const only = process.argv
   ?.slice('--only='.length)
   .split(',');
 const selected = (name: string) => only === undefined || only.includes(name);
-/** The attacker's fixed request rate and connections. */
-const FLOOD = { overallRate: 1_000, connections: 10 };
+/**
+ * The attacker: its request rate as a share of the server's capacity (the legitimate client's
+ * throughput alone, measured in the warm-up), so the scenario means the same on a fast and a slow
+ * machine; and a heavier flood, reported without a target. Answering a request at all has a cost
+ * (the no-Authorization reference floods show it), which a fixed rate would make depend on the machine.
+ */
+const FLOOD = { share: 0.1, heavyShare: 0.3, connections: 10 };
 
 const report = new Report();
 const children: BenchChild[] = [];
@@ -284,7 +289,9 @@ async function scale(): Promise<void> {
 
 async function attack(): Promise<void> {
   const scenario = '4 under attack';
-  console.log(`\n${scenario} (flood: ${FLOOD.overallRate} req/s on ${FLOOD.connections} connections)`);
+  console.log(
+    `\n${scenario} (flood: ${FLOOD.share * 100}% of capacity, heavy ${FLOOD.heavyShare * 100}%, on ${FLOOD.connections} connections)`,
+  );
   const servers = await child('./servers.ts');
   const attacker = await child('./flood.ts');
   const setup = await servers.call<{ ports: Record<string, number>; legitimate: string; handles: string[] }>('attack', {
@@ -292,14 +299,22 @@ async function attack(): Promise<void> {
   });
   const legit = (name: string): Target => ({ name, url: url(setup.ports[name] as number), keys: [setup.legitimate] });
   type Mode = FloodOptions['mode'] | 'alone';
-  const conditions: Array<{ name: string; server: string; mode: Mode }> = [
+  const conditions: Array<{ name: string; server: string; mode: Mode; heavy?: boolean }> = [
     { name: 'alone', server: 'ours', mode: 'alone' },
     { name: 'flood without Authorization (reference)', server: 'ours', mode: 'none' },
     { name: 'flood (a) invented keys', server: 'ours', mode: 'invented' },
     { name: 'flood (b) real handles, wrong secrets', server: 'ours', mode: 'guess' },
   ];
-  if (setup.ports.unthrottled)
+  if (setup.ports.unthrottled) {
     conditions.push({ name: 'flood (b) with the per-handle throttle off', server: 'unthrottled', mode: 'guess' });
+    conditions.push(
+      { name: 'heavy flood without Authorization (reference)', server: 'ours', mode: 'none', heavy: true },
+      { name: 'heavy flood (a) invented keys', server: 'ours', mode: 'invented', heavy: true },
+      { name: 'heavy flood (b) real handles, wrong secrets', server: 'ours', mode: 'guess', heavy: true },
+    );
+  }
+  /** Flood rates in requests/s, set from the warm-up's legitimate throughput. */
+  const rate = { main: 0, heavy: 0 };
   const rounds: Record<string, LoadResult[]> = Object.fromEntries(conditions.map((c) => [c.name, []]));
   const scrypt: Record<string, number> = Object.fromEntries(conditions.map((c) => [c.name, 0]));
   const floodSent: Record<string, number> = Object.fromEntries(conditions.map((c) => [c.name, 0]));
@@ -314,7 +329,7 @@ async function attack(): Promise<void> {
             url: url(setup.ports[condition.server] as number),
             connections: FLOOD.connections,
             durationS,
-            overallRate: FLOOD.overallRate,
+            overallRate: condition.heavy ? rate.heavy : rate.main,
             mode: condition.mode,
             handles: setup.handles,
           } satisfies FloodOptions);
@@ -330,7 +345,10 @@ async function attack(): Promise<void> {
   }
   // Warm-up: the legitimate client alone, then the guess flood, so the rounds measure a sustained
   // attack (per-handle budgets already spent) rather than its first seconds.
-  await once(conditions[0] as (typeof conditions)[number], CONFIG.warmupS);
+  const capacity = (await once(conditions[0] as (typeof conditions)[number], CONFIG.warmupS)).rps;
+  rate.main = Math.max(50, Math.round((capacity * FLOOD.share) / 10) * 10);
+  rate.heavy = Math.max(150, Math.round((capacity * FLOOD.heavyShare) / 10) * 10);
+  console.log(`  capacity in the warm-up: ${Math.round(capacity)} req/s; flood ${rate.main} req/s, heavy flood ${rate.heavy} req/s`);
   await once(conditions[3] as (typeof conditions)[number], CONFIG.warmupS);
   if (conditions[4]) await once(conditions[4], CONFIG.warmupS);
   for (const name of Object.keys(scrypt)) {
@@ -350,7 +368,20 @@ async function attack(): Promise<void> {
   await release(attacker);
   await release(servers);
   const summaries = Object.fromEntries(Object.entries(rounds).map(([name, r]) => [name, summarise(r)]));
-  report.raw.attack = { flood: FLOOD, summaries, scryptRuns: scrypt, warmupScrypt, floodSent, throttledVerifications: stats.throttled };
+  report.raw.attack = {
+    flood: { ...FLOOD, rates: rate, capacity },
+    summaries,
+    scryptRuns: scrypt,
+    warmupScrypt,
+    floodSent,
+    throttledVerifications: stats.throttled,
+  };
+  report.add({
+    scenario,
+    measure: 'flood rate (10% of capacity) / heavy flood rate (30%)',
+    value: `${rate.main} / ${rate.heavy}`,
+    unit: 'req/s',
+  });
   const alone = (summaries.alone as Summary).rps;
   const reference = (summaries['flood without Authorization (reference)'] as Summary).rps;
   for (const condition of conditions) {
@@ -394,12 +425,20 @@ async function attack(): Promise<void> {
   );
   const unthrottled = summaries['flood (b) with the per-handle throttle off'];
   if (unthrottled) report.ratio(scenario, '(b) with the throttle off: legitimate throughput / alone', unthrottled.rps / alone, null);
+  for (const name of [
+    'heavy flood without Authorization (reference)',
+    'heavy flood (a) invented keys',
+    'heavy flood (b) real handles, wrong secrets',
+  ]) {
+    const heavy = summaries[name];
+    if (heavy) report.ratio(scenario, `${name}: legitimate throughput / alone`, heavy.rps / alone, null);
+  }
   report.add({ scenario, measure: '(b) guesses refused by the per-handle throttle', value: stats.throttled, unit: '' });
   report.add({
     scenario,
     measure: '(b) scrypt runs in the warm-up flood (the budget being spent)',
     value: warmupScrypt['flood (b) real handles, wrong secrets'] ?? 0,
-    unit: `(bound: ${setup.handles.length} handles × 5 per minute)`,
+    unit: `(bound: ${setup.handles.length} handles × 2 per minute)`,
   });
 }
 

@@ -65,6 +65,18 @@ describe('KeyHasher', () => {
     expect(subject.cachedKeys).toBe(3);
   });
 
+  it('evicts keys not read recently before keys read since (second chance)', async () => {
+    const subject = hasher({ cacheSize: 3 });
+    const [a, b, c, d] = await Promise.all([storedKey(), storedKey(), storedKey(), storedKey()]);
+    if (!a || !b || !c || !d) throw new Error('unreachable');
+    for (const k of [a, b, c]) await subject.verify(k.key, k.hash, k.handle);
+    expect(subject.isVerified(a.key, a.hash)).toBe(true); // a is read: it gets a second chance
+    await subject.verify(d.key, d.hash, d.handle); // evicts b, the oldest not read
+    expect([a, b, c, d].map((k) => subject.isVerified(k.key, k.hash))).toEqual([true, false, true, true]);
+    expect(subject.cachedKeys).toBe(3);
+    expect(subject.scryptRuns).toBe(4);
+  });
+
   it('runs scrypt once for concurrent verifications of the same key', async () => {
     const subject = hasher();
     const { key, handle, hash } = await storedKey();
@@ -118,15 +130,26 @@ describe('KeyHasher', () => {
   });
 
   describe('per-handle throttle of wrong secrets', () => {
-    it('refuses further guesses for a handle without scrypt once its failure budget is spent', async () => {
+    it('lets one wrong-secret scrypt run per window / limit through for a handle, evenly, and refuses the rest without scrypt', async () => {
       const clock = testClock();
       const subject = hasher({ handleFailureLimit: 3, handleFailureWindowMs: 60_000, now: clock.now });
       const { handle, hash } = await storedKey();
-      for (let i = 0; i < 3; i++) expect(await subject.verify(guessFor(handle), hash, handle)).toBe(false);
-      expect(subject.scryptRuns).toBe(3);
+      expect(await subject.verify(guessFor(handle), hash, handle)).toBe(false);
       for (let i = 0; i < 10; i++) expect(await subject.verify(guessFor(handle), hash, handle)).toBe(false);
-      expect(subject.scryptRuns).toBe(3);
-      expect(subject.throttledVerifications).toBe(10);
+      expect({ scrypt: subject.scryptRuns, throttled: subject.throttledVerifications }).toEqual({ scrypt: 1, throttled: 10 });
+      clock.advance(19_999);
+      expect(await subject.verify(guessFor(handle), hash, handle)).toBe(false);
+      expect(subject.scryptRuns).toBe(1);
+      clock.advance(1); // 60 000 / 3 ms after the first run: the next turn.
+      expect(await subject.verify(guessFor(handle), hash, handle)).toBe(false);
+      expect(await subject.verify(guessFor(handle), hash, handle)).toBe(false);
+      expect(subject.scryptRuns).toBe(2);
+      // A whole minute of steady guessing: three runs, never more.
+      for (let ms = 0; ms < 60_000; ms += 500) {
+        clock.advance(500);
+        await subject.verify(guessFor(handle), hash, handle);
+      }
+      expect(subject.scryptRuns).toBe(5);
     });
 
     it('bounds a burst of concurrent guesses, not only guesses that already failed', async () => {
@@ -134,31 +157,48 @@ describe('KeyHasher', () => {
       const { handle, hash } = await storedKey();
       const results = await Promise.all(Array.from({ length: 12 }, () => subject.verify(guessFor(handle), hash, handle)));
       expect(results).toEqual(Array.from({ length: 12 }, () => false));
-      expect(subject.scryptRuns).toBe(3);
-      expect(subject.throttledVerifications).toBe(9);
+      expect(subject.scryptRuns).toBe(1);
+      expect(subject.throttledVerifications).toBe(11);
     });
 
     it('keeps answering a cached legitimate key of the flooded handle, without scrypt', async () => {
-      const subject = hasher({ handleFailureLimit: 2 });
+      const clock = testClock();
+      const subject = hasher({ handleFailureLimit: 2, now: clock.now });
       const { key, handle, hash } = await storedKey();
       expect(await subject.verify(key, hash, handle)).toBe(true);
-      for (let i = 0; i < 20; i++) await subject.verify(guessFor(handle), hash, handle);
+      for (let i = 0; i < 20; i++) {
+        clock.advance(3_000);
+        await subject.verify(guessFor(handle), hash, handle);
+      }
       expect(subject.scryptRuns).toBe(3);
       expect(await subject.verify(key, hash, handle)).toBe(true);
       expect(subject.scryptRuns).toBe(3);
     });
 
-    it('refuses a not-yet-cached legitimate key of the flooded handle until the window ends (the documented trade-off)', async () => {
+    it("refuses a not-yet-cached legitimate key of the flooded handle until the handle's next turn (the documented trade-off)", async () => {
       const clock = testClock(Date.parse('2026-11-22T12:00:00Z'));
       const subject = hasher({ handleFailureLimit: 2, handleFailureWindowMs: 60_000, now: clock.now });
       const { key, handle, hash } = await storedKey();
       await subject.verify(guessFor(handle), hash, handle);
-      await subject.verify(guessFor(handle), hash, handle);
       expect(await subject.verify(key, hash, handle)).toBe(false);
       expect(subject.cachedKeys).toBe(0);
-      clock.advance(60_000);
+      clock.advance(30_000);
       expect(await subject.verify(key, hash, handle)).toBe(true);
+      expect(subject.scryptRuns).toBe(2);
+      // Its success gave the turn back: the next guess may run at once.
+      await subject.verify(guessFor(handle), hash, handle);
       expect(subject.scryptRuns).toBe(3);
+    });
+
+    it('defaults to two wrong-secret runs per handle per minute', async () => {
+      const clock = testClock();
+      const subject = hasher({ now: clock.now });
+      const { handle, hash } = await storedKey();
+      for (let ms = 0; ms < 60_000; ms += 1_000) {
+        await subject.verify(guessFor(handle), hash, handle);
+        clock.advance(1_000);
+      }
+      expect(subject.scryptRuns).toBe(2);
     });
 
     it('does not count a successful verification against the handle', async () => {
