@@ -55,6 +55,8 @@ export class Authenticator {
   private readonly logger: Logger;
   /** When this process last wrote each key's lastUsedAt. */
   private readonly touchedAt = new Map<number, number>();
+  /** Keys admitted on the async path, by handle: what `admitSeen` reads and counts in one go. */
+  private readonly seen = new Map<string, SeenKey>();
   /** `intervalToMs` of each rate limit interval seen (`null`: unreadable). */
   private readonly windows = new Map<string, number | null>();
 
@@ -133,12 +135,71 @@ export class Authenticator {
   }
 
   private async admitAsync(parsed: ParsedApiKey, res: ServerResponse, known: Readonly<KeyRecord> | undefined): Promise<ModelSwitchContext> {
+    if (known === undefined) {
+      const seen = this.seen.get(parsed.handle);
+      // Only for the very key that verified (never a guess at its handle): a guess must not count
+      // against the key's rate limit.
+      if (seen !== undefined && this.hasher.isVerified(parsed.value, seen.hash)) {
+        const admitted = await this.admitSeen(parsed, seen, res);
+        if (admitted !== null) return admitted;
+      }
+    }
     const record = await this.verifiedRecord(parsed, known);
     const now = this.now();
     this.checkUsable(record, now);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
     const [account] = await Promise.all([this.accountOf(record), this.hitRateLimit(record.id, rateLimit, res, now)]);
+    // hitRateLimit resolved the window already (and warned if it is unreadable): read it back.
+    if (known === undefined)
+      this.remember(parsed.handle, record, rateLimit === null ? null : (this.windows.get(rateLimit.interval) ?? null));
     return this.context(record, account, now);
+  }
+
+  /**
+   * A key this process admitted before, on a store without `sync`: reads the key and the account
+   * and counts the hit all at once (one store round trip instead of two), with the account and the
+   * rate-limit window the key had last time; the fresh record then confirms them. Returns `null`
+   * when the key changed in a way only the full path handles (deleted, re-created, new hash).
+   */
+  private async admitSeen(parsed: ParsedApiKey, seen: SeenKey, res: ServerResponse): Promise<ModelSwitchContext | null> {
+    const now = this.now();
+    const { keyId, accountId, windowMs: seenWindow } = seen;
+    const [record, account, counter] = await Promise.all([
+      this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle)),
+      this.guard.run('getAccount', () => this.store.getAccount(accountId)),
+      seenWindow === null
+        ? null
+        : this.guard.run('hitCounter', () => this.store.hitCounter(counterName(keyId, seenWindow), seenWindow, now)),
+    ]);
+    if (
+      record === null ||
+      record.id !== keyId ||
+      record.hash !== seen.hash ||
+      record.accountId !== accountId ||
+      record.type !== parsed.type
+    ) {
+      this.seen.delete(parsed.handle);
+      return null;
+    }
+    this.checkUsable(record, now);
+    if (account === null) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    const rateLimit = record.rateLimit ?? this.defaultRateLimit;
+    const windowMs = this.windowOf(record.id, rateLimit);
+    if (windowMs !== seenWindow) {
+      // The key's rate-limit window changed since: count this request in the new window (the hit
+      // above went to the old window's counter, which nothing reads any more).
+      this.remember(parsed.handle, record, windowMs);
+      await this.hitRateLimit(record.id, rateLimit, res, now);
+    } else if (rateLimit !== null && windowMs !== null && counter !== null) {
+      this.applyCounter(rateLimit, windowMs, counter, res, now);
+    }
+    return this.context(record, account, now);
+  }
+
+  /** Keeps what a key's next request needs to fetch its state in one round trip (see `admitSeen`). */
+  private remember(handle: string, record: Readonly<KeyRecord>, windowMs: number | null): void {
+    if (this.seen.size >= 100_000) this.seen.clear();
+    this.seen.set(handle, { keyId: record.id, accountId: record.accountId, hash: record.hash, windowMs });
   }
 
   /** The request's well-formed key of this route's type; throws 401/403 otherwise. */
@@ -159,8 +220,12 @@ export class Authenticator {
     if (
       !record ||
       record.type !== parsed.type ||
-      // The synchronous cache check first: a repeat request then costs no promise at all.
-      !(this.hasher.isVerified(parsed.value, record.hash) || (await this.hasher.verify(parsed.value, record.hash, parsed.handle)))
+      // The synchronous cache check first (admit already made it for a `known` record): a repeat
+      // request then costs no promise at all.
+      !(
+        (known === undefined && this.hasher.isVerified(parsed.value, record.hash)) ||
+        (await this.hasher.verify(parsed.value, record.hash, parsed.handle))
+      )
     ) {
       throw authenticationError('invalid_api_key', 'Invalid API key', true);
     }
@@ -262,6 +327,16 @@ export class Authenticator {
       );
     }
   }
+}
+
+/** What the last admitted request of a key showed (see `Authenticator.admitSeen`). */
+interface SeenKey {
+  keyId: number;
+  accountId: string;
+  /** The stored hash the key verified against. */
+  hash: string;
+  /** The rate-limit window counted (`null`: none). */
+  windowMs: number | null;
 }
 
 /** The store counter of a key's rate limit window. */
