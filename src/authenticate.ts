@@ -90,8 +90,18 @@ export class Authenticator {
    */
   admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
     const parsed = this.presentedKey(req);
-    const sync = this.store.sync;
-    if (sync === undefined) return this.admitAsync(parsed, res, undefined);
+    const store = this.store;
+    const sync = store.sync;
+    // Only while the store the host gave us still has the very methods `sync` stands in for: a
+    // wrapper, subclass or patch that replaces one of them must not be bypassed.
+    if (
+      sync === undefined ||
+      store.getKeyByHandle !== sync.standsFor.getKeyByHandle ||
+      store.getAccount !== sync.standsFor.getAccount ||
+      store.hitCounter !== sync.standsFor.hitCounter
+    ) {
+      return this.admitAsync(parsed, res, undefined);
+    }
     // Only the store calls are guarded: what they throw is a store failure (503), like a rejection.
     let record: Readonly<KeyRecord> | null;
     try {
@@ -99,7 +109,7 @@ export class Authenticator {
     } catch (error) {
       throw this.guard.fail('getKeyByHandle', error);
     }
-    if (record === null || record.type !== parsed.type) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    if (!record || record.type !== parsed.type) throw authenticationError('invalid_api_key', 'Invalid API key', true);
     // Not verified yet (a cold key, or a guess): scrypt, asynchronously.
     if (!this.hasher.isVerified(parsed.value, record.hash)) return this.admitAsync(parsed, res, record);
     const now = this.now();
@@ -110,7 +120,7 @@ export class Authenticator {
     } catch (error) {
       throw this.guard.fail('getAccount', error);
     }
-    if (account === null) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
     const windowMs = this.windowOf(record.id, rateLimit);
     if (rateLimit !== null && windowMs !== null) {
@@ -171,18 +181,12 @@ export class Authenticator {
         ? null
         : this.guard.run('hitCounter', () => this.store.hitCounter(counterName(keyId, seenWindow), seenWindow, now)),
     ]);
-    if (
-      record === null ||
-      record.id !== keyId ||
-      record.hash !== seen.hash ||
-      record.accountId !== accountId ||
-      record.type !== parsed.type
-    ) {
+    if (!record || record.id !== keyId || record.hash !== seen.hash || record.accountId !== accountId || record.type !== parsed.type) {
       this.seen.delete(parsed.handle);
       return null;
     }
     this.checkUsable(record, now);
-    if (account === null) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
     const windowMs = this.windowOf(record.id, rateLimit);
     if (windowMs !== seenWindow) {

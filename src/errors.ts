@@ -117,7 +117,12 @@ export function answerWithoutStack(
   options?: { headers?: Record<string, string>; cause?: unknown },
 ): ModelSwitchError {
   const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
+  try {
+    Error.stackTraceLimit = 0;
+  } catch {
+    // Frozen intrinsics (node --frozen-intrinsics, SES): build it with a stack, as usual.
+    return new ModelSwitchError(code, message, options);
+  }
   try {
     return new ModelSwitchError(code, message, options);
   } finally {

@@ -94,8 +94,9 @@ class BoundedCache<V> {
       entry.used = true;
       return;
     }
+    // Make room first, so the new entry is never the one evicted.
+    if (this.entries.size >= this.bound) this.evictOne();
     this.entries.set(id, { value, used: false });
-    if (this.entries.size > this.bound) this.evictOne();
   }
   delete(id: string): void {
     this.entries.delete(id);

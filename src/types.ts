@@ -215,7 +215,7 @@ export interface KeyStore {
  * @example
  * ```ts
  * const store = new MemoryKeyStore();
- * store.sync.getKeyByHandle('AbCdEfGhIj'); // the record, or null
+ * store.sync?.getKeyByHandle('AbCdEfGhIj'); // the record, or null
  * ```
  */
 export interface SyncHotPath {
@@ -228,4 +228,10 @@ export interface SyncHotPath {
   getAccount(id: string): Readonly<AccountRecord> | null;
   /** Atomic. Like `KeyStore.hitCounter`. */
   hitCounter(name: string, windowMs: number, now: number, amount?: number): CounterState;
+  /**
+   * The store's own async methods these stand in for. The middleware uses `sync` only while the
+   * store object it was given still has exactly these functions, so a wrapper, subclass or patch
+   * that replaces one of them (to log, filter or fail on purpose) is never bypassed.
+   */
+  readonly standsFor: Readonly<Pick<KeyStore, 'getKeyByHandle' | 'getAccount' | 'hitCounter'>>;
 }

@@ -60,13 +60,17 @@ export class MemoryKeyStore implements KeyStore {
     },
     getAccount: (id) => this.accounts.get(id) ?? null,
     hitCounter: (name, windowMs, now, amount = 1) => this.hit(name, windowMs, now, amount),
+    get standsFor() {
+      return ORIGINAL_METHODS;
+    },
   };
 
   /**
    * The hot path without promises (see `KeyStore.sync`): `modelSwitchAuth` answers a cached key
    * synchronously. Returns the stored records themselves; the middleware copies what it keeps.
-   * `undefined` once a subclass or a wrapper replaces `getKeyByHandle`, `getAccount` or
-   * `hitCounter`, so that their version is never bypassed.
+   * It stands for this class's own `getKeyByHandle`, `getAccount` and `hitCounter`: once a
+   * subclass, a wrapper or a patch replaces one of them, the middleware stops using it, so their
+   * version is never bypassed.
    *
    * @example
    * ```ts
@@ -74,10 +78,7 @@ export class MemoryKeyStore implements KeyStore {
    * ```
    */
   get sync(): SyncHotPath | undefined {
-    const own = MemoryKeyStore.prototype;
-    return this.getKeyByHandle === own.getKeyByHandle && this.getAccount === own.getAccount && this.hitCounter === own.hitCounter
-      ? this.syncPath
-      : undefined;
+    return this.syncPath;
   }
 
   constructor(options: MemoryKeyStoreOptions = {}) {
@@ -260,3 +261,10 @@ function firstGreater(ids: number[], after: number): number {
   }
   return low;
 }
+
+/** The methods `MemoryKeyStore.sync` stands in for, as the class defines them (before any patch). */
+const ORIGINAL_METHODS: SyncHotPath['standsFor'] = {
+  getKeyByHandle: MemoryKeyStore.prototype.getKeyByHandle,
+  getAccount: MemoryKeyStore.prototype.getAccount,
+  hitCounter: MemoryKeyStore.prototype.hitCounter,
+};

@@ -494,6 +494,9 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   test('a store with `sync` answers its synchronous reads and counter exactly like the async ones', async (store) => {
     const sync = store.sync;
     if (sync === undefined) return; // Optional: only in-process stores have it.
+    assert.equal(sync.standsFor.getKeyByHandle, store.getKeyByHandle, 'sync.standsFor names the store’s own getKeyByHandle');
+    assert.equal(sync.standsFor.getAccount, store.getAccount, 'sync.standsFor names the store’s own getAccount');
+    assert.equal(sync.standsFor.hitCounter, store.hitCounter, 'sync.standsFor names the store’s own hitCounter');
     const owner = await store.createAccount(sampleAccount({ balance: 7 }));
     const inserted = await store.insertKey(sampleKeyRecord(owner.id, { rateLimit: { requests: 5, interval: '1m', tokens: 9 } }));
     assert.deepEqual(sync.getKeyByHandle(inserted.handle), inserted);

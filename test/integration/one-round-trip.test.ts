@@ -127,6 +127,29 @@ describe('a key seen before, on a store without sync', () => {
     });
   });
 
+  it('refuses the key (401) when the store answers undefined for its account or record', async () => {
+    const { inner, store } = remoteStore();
+    const seeded = await seedAccount(inner, { hasher });
+    const loose = new Proxy(store, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target);
+        if ((property === 'getAccount' || property === 'getKeyByHandle') && gone.has(property)) return async () => undefined;
+        return value;
+      },
+    });
+    const gone = new Set<string>();
+    const app = buildApp('express5', loose, { hasher, logger: recordingLogger() });
+    const get = () => request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    const invalid = { status: 401, body: { error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } } };
+    expect((await get()).status).toBe(200);
+    gone.add('getAccount');
+    const noAccount = await get();
+    expect({ status: noAccount.status, body: noAccount.body }).toEqual(invalid);
+    gone.add('getKeyByHandle');
+    const noKey = await get();
+    expect({ status: noKey.status, body: noKey.body }).toEqual(invalid);
+  });
+
   it('answers 503 when the store fails during the single round trip, and serves again once it is back', async () => {
     const { inner, store, setFailing } = remoteStore();
     const seeded = await seedAccount(inner, { hasher });

@@ -2,7 +2,7 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import express from 'express';
 import request from 'supertest';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   type AccountRecord,
   type KeyStore,
@@ -221,6 +221,7 @@ class FaultySyncStore extends MemoryKeyStore {
       getKeyByHandle: (handle) => check('getKeyByHandle', () => real.getKeyByHandle(handle)),
       getAccount: (id) => check('getAccount', () => real.getAccount(id)),
       hitCounter: (name, windowMs, now, amount) => check('hitCounter', () => real.hitCounter(name, windowMs, now, amount)),
+      standsFor: real.standsFor,
     };
   }
 }
@@ -269,8 +270,7 @@ describe.each(FRAMEWORKS)('a synchronous store call that throws, under %s', (fra
 });
 
 describe('MemoryKeyStore.sync', () => {
-  it('is there on a plain store and gone once getKeyByHandle, getAccount or hitCounter is replaced, so the replacement is used', async () => {
-    expect(new MemoryKeyStore().sync).toBeDefined();
+  it('is not used once getKeyByHandle, getAccount or hitCounter is replaced on the instance or in a subclass: the replacement runs', async () => {
     for (const method of ['getKeyByHandle', 'getAccount', 'hitCounter'] as const) {
       const store = new MemoryKeyStore();
       const original = store[method].bind(store) as (...args: never[]) => Promise<unknown>;
@@ -279,7 +279,6 @@ describe('MemoryKeyStore.sync', () => {
         calls.push(method);
         return original(...args);
       };
-      expect(store.sync).toBeUndefined();
       const seeded = await seedAccount(store, { hasher });
       const app = buildApp('express5', store, { hasher });
       for (let i = 0; i < 2; i++) {
@@ -295,10 +294,63 @@ describe('MemoryKeyStore.sync', () => {
       }
     }
     const audited = new Audited();
-    expect(audited.sync).toBeUndefined();
     const seeded = await seedAccount(audited, { hasher });
     const app = buildApp('express5', audited, { hasher });
     for (let i = 0; i < 2; i++) await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
     expect(audited.seen).toEqual([seeded.account.id, seeded.account.id]);
+  });
+
+  it('is not used through a wrapper that wraps the methods, nor after a patch of the prototype', async () => {
+    const inner = new MemoryKeyStore();
+    const seeded = await seedAccount(inner, { hasher });
+    const calls: string[] = [];
+    const wrapped = new Proxy(inner, {
+      get(target, property) {
+        const value = (target as unknown as Record<PropertyKey, unknown>)[property];
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          calls.push(String(property));
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    expect(wrapped.sync).toBeDefined(); // The getter runs on the target; the middleware still checks.
+    const app = buildApp('express5', wrapped, { hasher });
+    for (let i = 0; i < 2; i++) await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    expect(calls.filter((c) => c === 'getKeyByHandle')).toHaveLength(2);
+
+    const spy = vi.spyOn(MemoryKeyStore.prototype, 'getKeyByHandle');
+    try {
+      const store = new MemoryKeyStore();
+      const other = await seedAccount(store, { hasher });
+      const patchedApp = buildApp('express5', store, { hasher });
+      for (let i = 0; i < 2; i++) await request(patchedApp).get('/v1/whoami').set('Authorization', `Bearer ${other.proxyKey}`);
+      expect(spy).toHaveBeenCalledTimes(2);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
+
+describe('a store that answers undefined instead of null', () => {
+  it('refuses the key (401) when its account is gone, on the synchronous and the one-round-trip paths', async () => {
+    class Loose extends MemoryKeyStore {
+      dropAccounts = false;
+      override get sync(): SyncHotPath | undefined {
+        const real = super.sync as SyncHotPath;
+        return { ...real, getAccount: (id) => (this.dropAccounts ? (undefined as never) : real.getAccount(id)), standsFor: real.standsFor };
+      }
+    }
+    const store = new Loose();
+    const seeded = await seedAccount(store, { hasher });
+    const app = buildApp('express5', store, { hasher });
+    const get = () => request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    expect((await get()).status).toBe(200);
+    store.dropAccounts = true;
+    const refused = await get();
+    expect({ status: refused.status, body: refused.body }).toEqual({
+      status: 401,
+      body: { error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } },
+    });
   });
 });

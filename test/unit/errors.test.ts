@@ -33,6 +33,22 @@ describe('errors answered on the hot path', () => {
     expect(Error.stackTraceLimit).toBeGreaterThan(0);
   });
 
+  it('still builds its errors (with a stack) where Error.stackTraceLimit cannot be set, as under frozen intrinsics', () => {
+    const original = Object.getOwnPropertyDescriptor(Error, 'stackTraceLimit') as PropertyDescriptor;
+    Object.defineProperty(Error, 'stackTraceLimit', { ...original, writable: false });
+    try {
+      const error = answerWithoutStack('key_deactivated', 'API key has been deactivated');
+      expect({ status: error.status, code: error.code, message: error.message }).toEqual({
+        status: 403,
+        code: 'key_deactivated',
+        message: 'API key has been deactivated',
+      });
+    } finally {
+      Object.defineProperty(Error, 'stackTraceLimit', original);
+    }
+    expect(Error.stackTraceLimit).toBe(original.value);
+  });
+
   it('reuses one frozen 401 per code, challenge and message, and answers it identically every time', () => {
     const first = authenticationError('invalid_api_key', 'Invalid API key', true);
     expect(authenticationError('invalid_api_key', 'Invalid API key', true)).toBe(first);

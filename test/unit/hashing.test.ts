@@ -77,6 +77,19 @@ describe('KeyHasher', () => {
     expect(subject.scryptRuns).toBe(4);
   });
 
+  it('never evicts the key it has just cached, even when every older key was read since', async () => {
+    const subject = hasher({ cacheSize: 2 });
+    const [a, b, c] = await Promise.all([storedKey(), storedKey(), storedKey()]);
+    if (!a || !b || !c) throw new Error('unreachable');
+    for (const k of [a, b]) await subject.verify(k.key, k.hash, k.handle);
+    for (const k of [a, b]) expect(subject.isVerified(k.key, k.hash)).toBe(true);
+    await subject.verify(c.key, c.hash, c.handle);
+    expect(subject.isVerified(c.key, c.hash)).toBe(true);
+    expect(subject.cachedKeys).toBe(2);
+    for (let i = 0; i < 3; i++) await subject.verify(c.key, c.hash, c.handle);
+    expect(subject.scryptRuns).toBe(3);
+  });
+
   it('runs scrypt once for concurrent verifications of the same key', async () => {
     const subject = hasher();
     const { key, handle, hash } = await storedKey();
