@@ -127,7 +127,9 @@ export class KeyvKeyStore implements KeyStore {
   }
 
   async getAccount(id: string): Promise<AccountRecord | null> {
-    await this.redis?.ready();
+    // On Redis, one GET of the entry Keyv wrote (as the scripts read it), without Keyv's get
+    // machinery: this and getKeyByHandle run on every request.
+    if (this.redis) return this.parse<AccountRecord>(await this.redis.command(['GET', `${this.redis.base}account:${id}`]));
     return (await this.read<AccountRecord>(`account:${id}`)) ?? null;
   }
 
@@ -170,7 +172,7 @@ export class KeyvKeyStore implements KeyStore {
   }
 
   async getKeyByHandle(handle: string): Promise<KeyRecord | null> {
-    await this.redis?.ready();
+    if (this.redis) return this.parse<KeyRecord>(await this.redis.command(['GET', `${this.redis.base}key:${handle}`]));
     return (await this.read<KeyRecord>(`key:${handle}`)) ?? null;
   }
 
