@@ -114,13 +114,13 @@ export class Authenticator {
     if (!this.hasher.isVerified(parsed.value, record.hash)) return this.admitAsync(parsed, res, record);
     const now = this.now();
     this.checkUsable(record, now);
-    let account: Readonly<AccountRecord> | null;
+    let read: Readonly<AccountRecord> | null;
     try {
-      account = sync.getAccount(record.accountId);
+      read = sync.getAccount(record.accountId);
     } catch (error) {
       throw this.guard.fail('getAccount', error);
     }
-    if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    const account = existing(read);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
     const windowMs = this.windowOf(record.id, rateLimit);
     if (rateLimit !== null && windowMs !== null) {
@@ -158,10 +158,9 @@ export class Authenticator {
     const now = this.now();
     this.checkUsable(record, now);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
-    const [account] = await Promise.all([this.accountOf(record), this.hitRateLimit(record.id, rateLimit, res, now)]);
-    // hitRateLimit resolved the window already (and warned if it is unreadable): read it back.
-    if (known === undefined)
-      this.remember(parsed.handle, record, rateLimit === null ? null : (this.windows.get(rateLimit.interval) ?? null));
+    const windowMs = this.windowOf(record.id, rateLimit);
+    const [account] = await Promise.all([this.accountOf(record), this.hitRateLimit(record.id, rateLimit, windowMs, res, now)]);
+    if (known === undefined) this.remember(parsed.handle, record, windowMs);
     return this.context(record, account, now);
   }
 
@@ -186,18 +185,18 @@ export class Authenticator {
       return null;
     }
     this.checkUsable(record, now);
-    if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    const owner = existing(account);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
     const windowMs = this.windowOf(record.id, rateLimit);
     if (windowMs !== seenWindow) {
       // The key's rate-limit window changed since: count this request in the new window (the hit
       // above went to the old window's counter, which nothing reads any more).
       this.remember(parsed.handle, record, windowMs);
-      await this.hitRateLimit(record.id, rateLimit, res, now);
+      await this.hitRateLimit(record.id, rateLimit, windowMs, res, now);
     } else if (rateLimit !== null && windowMs !== null && counter !== null) {
       this.applyCounter(rateLimit, windowMs, counter, res, now);
     }
-    return this.context(record, account, now);
+    return this.context(record, owner, now);
   }
 
   /** Keeps what a key's next request needs to fetch its state in one round trip (see `admitSeen`). */
@@ -260,10 +259,7 @@ export class Authenticator {
   }
 
   private async accountOf(record: Readonly<KeyRecord>): Promise<AccountRecord> {
-    const account = await this.guard.run('getAccount', () => this.store.getAccount(record.accountId));
-    // A key whose account is gone cannot be used: treat it like an unknown key.
-    if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
-    return account;
+    return existing(await this.guard.run('getAccount', () => this.store.getAccount(record.accountId)));
   }
 
   private context(record: Readonly<KeyRecord>, account: AccountRecord, now: number): ModelSwitchContext {
@@ -294,11 +290,17 @@ export class Authenticator {
 
   /** Counts the request against the key's rate limit, sets `RateLimit-*` headers, throws 429 when over. */
   async countRequest(context: ModelSwitchContext, res: ServerResponse): Promise<void> {
-    await this.hitRateLimit(context.key.id, context.rateLimit, res, this.now());
+    await this.hitRateLimit(context.key.id, context.rateLimit, this.windowOf(context.key.id, context.rateLimit), res, this.now());
   }
 
-  private async hitRateLimit(keyId: number, limit: RateLimitSetting | null, res: ServerResponse, now: number): Promise<void> {
-    const windowMs = this.windowOf(keyId, limit);
+  /** Counts a hit in the window `windowOf` gave for `limit` (none when either is null). */
+  private async hitRateLimit(
+    keyId: number,
+    limit: RateLimitSetting | null,
+    windowMs: number | null,
+    res: ServerResponse,
+    now: number,
+  ): Promise<void> {
     if (limit === null || windowMs === null) return;
     const counter = await this.guard.run('hitCounter', () => this.store.hitCounter(counterName(keyId, windowMs), windowMs, now));
     this.applyCounter(limit, windowMs, counter, res, now);
@@ -341,6 +343,15 @@ interface SeenKey {
   hash: string;
   /** The rate-limit window counted (`null`: none). */
   windowMs: number | null;
+}
+
+/**
+ * The key's account, or a 401: a key whose account is gone cannot be used, like an unknown key.
+ * Falsy rather than `null` only: a store answering `undefined` must not let the key through.
+ */
+function existing<T extends Readonly<AccountRecord>>(account: T | null | undefined): T {
+  if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+  return account;
 }
 
 /** The store counter of a key's rate limit window. */

@@ -167,8 +167,7 @@ export class KeyvKeyStore implements KeyStore {
 
   async getKey(id: number): Promise<KeyRecord | null> {
     await this.redis?.ready();
-    const handle = await this.read<string>(`key-id:${id}`);
-    return handle === undefined ? null : this.getKeyByHandle(handle);
+    return this.keyById(id);
   }
 
   async getKeyByHandle(handle: string): Promise<KeyRecord | null> {
