@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MemoryKeyStore } from '../../src/stores/memory-store.js';
 import type { ReservationResult, SpendReservation } from '../../src/types.js';
-import { type Gateway, chat, deferred, post, startGateway } from './harness.js';
+import { type Gateway, KEY_IN_BODY, KEY_IN_URL, chat, deferred, post, startGateway } from './harness.js';
 
 let gateway: Gateway;
 afterEach(async () => {
@@ -270,13 +270,7 @@ describe('proxyRouter keys in the URL', () => {
       const res = await post(gateway, path(gateway.proxyKey), chat());
       expect(res.status).toBe(400);
       expect(res.text).not.toContain(gateway.proxyKey.slice(3));
-      expect(JSON.parse(res.text)).toEqual({
-        error: {
-          message: 'The request URL contains a ModelSwitch API key; remove it (keys are never sent to providers)',
-          type: 'invalid_request_error',
-          code: 'invalid_request',
-        },
-      });
+      expect(JSON.parse(res.text)).toEqual(KEY_IN_URL);
       expect(gateway.upstream.requests).toEqual([]);
       await expectNothingHeldOrCharged();
     });
@@ -344,13 +338,7 @@ describe('proxyRouter request bodies', () => {
     const raw = `{"model":"mock-model","messages":[{"role":"user","content":"${escaped}"}]}`;
     const res = await post(gateway, '/chat/completions', raw);
     expect(res.status).toBe(400);
-    expect(JSON.parse(res.text)).toEqual({
-      error: {
-        message: 'The request body contains a ModelSwitch API key; remove it (keys are never sent to providers)',
-        type: 'invalid_request_error',
-        code: 'invalid_request',
-      },
-    });
+    expect(JSON.parse(res.text)).toEqual(KEY_IN_BODY);
     expect(gateway.upstream.requests).toEqual([]);
   });
 });

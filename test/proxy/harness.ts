@@ -9,6 +9,24 @@ import type { KeyStore } from '../../src/types.js';
 import { type SeededAccount, type TestClock, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 import { type MockUpstream, startTestUpstream } from './mock-upstream.js';
 
+/** The 400 body of a request whose URL holds a ModelSwitch key (the proxy refuses it before any upstream call). */
+export const KEY_IN_URL = {
+  error: {
+    message: 'The request URL contains a ModelSwitch API key; remove it (keys are never sent to providers)',
+    type: 'invalid_request_error',
+    code: 'invalid_request',
+  },
+};
+
+/** The 400 body of a request whose JSON body holds a ModelSwitch key. */
+export const KEY_IN_BODY = {
+  error: {
+    message: 'The request body contains a ModelSwitch API key; remove it (keys are never sent to providers)',
+    type: 'invalid_request_error',
+    code: 'invalid_request',
+  },
+};
+
 /** USD per million tokens chosen so 12 prompt + 8 completion tokens cost exactly $0.028. */
 export const MOCK_PRICE = { inputPerMillion: 1000, outputPerMillion: 2000 };
 
