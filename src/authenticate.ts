@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type KeyType, type ParsedApiKey, parseApiKey } from './api-key.js';
+import { type KeyType, type ParsedApiKey, readApiKey } from './api-key.js';
 import { readBearerToken } from './bearer.js';
 import { MISSING_OR_INVALID_HEADER, answerWithoutStack, authenticationError } from './errors.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
@@ -57,6 +57,8 @@ export class Authenticator {
   private readonly touchedAt = new Map<number, number>();
   /** Keys admitted on the async path, by handle: what `admitSeen` reads and counts in one go. */
   private readonly seen = new Map<string, SeenKey>();
+  /** Each key's last counter name: the same string every request, so the store's lookup hashes it once. */
+  private readonly counterNames = new Map<number, { windowMs: number; name: string }>();
   /** `intervalToMs` of each rate limit interval seen (`null`: unreadable). */
   private readonly windows = new Map<string, number | null>();
 
@@ -89,7 +91,10 @@ export class Authenticator {
    * a promise, reading the account and hitting the counter in parallel (one store round trip fewer).
    */
   admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
-    const parsed = this.presentedKey(req);
+    const token = presentedToken(req);
+    // One SHA-256 for the cache, before the checksum: a key in the cache already passed it.
+    const verifiedHash = this.hasher.verifiedHash(token);
+    const parsed = this.keyOfRoute(token, verifiedHash !== undefined);
     const store = this.store;
     const sync = store.sync;
     // Only while the store the host gave us still has the very methods `sync` stands in for: a
@@ -100,7 +105,7 @@ export class Authenticator {
       store.getAccount !== sync.standsFor.getAccount ||
       store.hitCounter !== sync.standsFor.hitCounter
     ) {
-      return this.admitAsync(parsed, res, undefined);
+      return this.admitAsync(parsed, res, undefined, verifiedHash);
     }
     // Only the store calls are guarded: what they throw is a store failure (503), like a rejection.
     let record: Readonly<KeyRecord> | null;
@@ -111,7 +116,7 @@ export class Authenticator {
     }
     if (!record || record.type !== parsed.type) throw authenticationError('invalid_api_key', 'Invalid API key', true);
     // Not verified yet (a cold key, or a guess): scrypt, asynchronously.
-    if (!this.hasher.isVerified(parsed.value, record.hash)) return this.admitAsync(parsed, res, record);
+    if (verifiedHash === undefined || verifiedHash !== record.hash) return this.admitAsync(parsed, res, record, verifiedHash);
     const now = this.now();
     this.checkUsable(record, now);
     let read: Readonly<AccountRecord> | null;
@@ -126,7 +131,7 @@ export class Authenticator {
     if (rateLimit !== null && windowMs !== null) {
       let counter: CounterState;
       try {
-        counter = sync.hitCounter(counterName(record.id, windowMs), windowMs, now);
+        counter = sync.hitCounter(this.counterName(record.id, windowMs), windowMs, now);
       } catch (error) {
         throw this.guard.fail('hitCounter', error);
       }
@@ -138,23 +143,31 @@ export class Authenticator {
 
   /** Verifies the request's key; throws a `ModelSwitchError` (401/403/503) when it does not pass. */
   async authenticate(req: IncomingMessage): Promise<ModelSwitchContext> {
-    const record = await this.verifiedRecord(this.presentedKey(req), undefined);
+    const token = presentedToken(req);
+    const verifiedHash = this.hasher.verifiedHash(token);
+    const record = await this.verifiedRecord(this.keyOfRoute(token, verifiedHash !== undefined), undefined, verifiedHash);
     const now = this.now();
     this.checkUsable(record, now);
     return this.context(record, await this.accountOf(record), now);
   }
 
-  private async admitAsync(parsed: ParsedApiKey, res: ServerResponse, known: Readonly<KeyRecord> | undefined): Promise<ModelSwitchContext> {
+  /** `known`: the record `admit` already read; `verifiedHash`: the hash the key verified against, if cached. */
+  private async admitAsync(
+    parsed: ParsedApiKey,
+    res: ServerResponse,
+    known: Readonly<KeyRecord> | undefined,
+    verifiedHash: string | undefined,
+  ): Promise<ModelSwitchContext> {
     if (known === undefined) {
       const seen = this.seen.get(parsed.handle);
       // Only for the very key that verified (never a guess at its handle): a guess must not count
       // against the key's rate limit.
-      if (seen !== undefined && this.hasher.isVerified(parsed.value, seen.hash)) {
+      if (seen !== undefined && verifiedHash !== undefined && verifiedHash === seen.hash) {
         const admitted = await this.admitSeen(parsed, seen, res);
         if (admitted !== null) return admitted;
       }
     }
-    const record = await this.verifiedRecord(parsed, known);
+    const record = await this.verifiedRecord(parsed, known, verifiedHash);
     const now = this.now();
     this.checkUsable(record, now);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
@@ -178,7 +191,7 @@ export class Authenticator {
       this.guard.run('getAccount', () => this.store.getAccount(accountId)),
       seenWindow === null
         ? null
-        : this.guard.run('hitCounter', () => this.store.hitCounter(counterName(keyId, seenWindow), seenWindow, now)),
+        : this.guard.run('hitCounter', () => this.store.hitCounter(this.counterName(keyId, seenWindow), seenWindow, now)),
     ]);
     if (!record || record.id !== keyId || record.hash !== seen.hash || record.accountId !== accountId || record.type !== parsed.type) {
       this.seen.delete(parsed.handle);
@@ -205,28 +218,33 @@ export class Authenticator {
     this.seen.set(handle, { keyId: record.id, accountId: record.accountId, hash: record.hash, windowMs });
   }
 
-  /** The request's well-formed key of this route's type; throws 401/403 otherwise. */
-  private presentedKey(req: IncomingMessage): ParsedApiKey {
-    const credentials = readBearerToken(req);
-    if (credentials.kind === 'invalid') {
-      throw authenticationError('invalid_api_key', MISSING_OR_INVALID_HEADER, credentials.presented);
-    }
-    const parsed = parseApiKey(credentials.token);
+  /**
+   * The token as a well-formed key of this route's type; throws 401 otherwise. `checksumKnownGood`:
+   * the token's fingerprint is in the verified-key cache, so its checksum passed before.
+   */
+  private keyOfRoute(token: string, checksumKnownGood: boolean): ParsedApiKey {
+    const parsed = readApiKey(token, checksumKnownGood);
     if (!parsed) throw authenticationError('invalid_api_key', 'Invalid API key', true);
     if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
     return parsed;
   }
 
-  /** The key's record once its secret is verified (`known`: the record already read); throws 401/503. */
-  private async verifiedRecord(parsed: ParsedApiKey, known: Readonly<KeyRecord> | undefined): Promise<Readonly<KeyRecord>> {
+  /**
+   * The key's record once its secret is verified (`known`: the record already read; `verifiedHash`:
+   * the hash the key verified against, if cached); throws 401/503.
+   */
+  private async verifiedRecord(
+    parsed: ParsedApiKey,
+    known: Readonly<KeyRecord> | undefined,
+    verifiedHash: string | undefined,
+  ): Promise<Readonly<KeyRecord>> {
     const record = known ?? (await this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle)));
     if (
       !record ||
       record.type !== parsed.type ||
-      // The synchronous cache check first (admit already made it for a `known` record): a repeat
-      // request then costs no promise at all.
+      // The cached check first: a repeat request then costs no promise at all.
       !(
-        (known === undefined && this.hasher.isVerified(parsed.value, record.hash)) ||
+        (verifiedHash !== undefined && verifiedHash === record.hash) ||
         (await this.hasher.verify(parsed.value, record.hash, parsed.handle))
       )
     ) {
@@ -302,8 +320,18 @@ export class Authenticator {
     now: number,
   ): Promise<void> {
     if (limit === null || windowMs === null) return;
-    const counter = await this.guard.run('hitCounter', () => this.store.hitCounter(counterName(keyId, windowMs), windowMs, now));
+    const counter = await this.guard.run('hitCounter', () => this.store.hitCounter(this.counterName(keyId, windowMs), windowMs, now));
     this.applyCounter(limit, windowMs, counter, res, now);
+  }
+
+  /** The store counter of a key's rate-limit window: `requests:<key id>:<window ms>`. */
+  private counterName(keyId: number, windowMs: number): string {
+    const known = this.counterNames.get(keyId);
+    if (known !== undefined && known.windowMs === windowMs) return known.name;
+    if (this.counterNames.size >= 100_000) this.counterNames.clear();
+    const name = `requests:${keyId}:${windowMs}`;
+    this.counterNames.set(keyId, { windowMs, name });
+    return name;
   }
 
   /** The window of `limit` in ms, or `null` for no limit (logged when the interval is unreadable). */
@@ -345,6 +373,15 @@ interface SeenKey {
   windowMs: number | null;
 }
 
+/** The request's Bearer token; throws 401 when there is none or the header is not a Bearer one. */
+function presentedToken(req: IncomingMessage): string {
+  const credentials = readBearerToken(req);
+  if (credentials.kind === 'invalid') {
+    throw authenticationError('invalid_api_key', MISSING_OR_INVALID_HEADER, credentials.presented);
+  }
+  return credentials.token;
+}
+
 /**
  * The key's account, or a 401: a key whose account is gone cannot be used, like an unknown key.
  * Falsy rather than `null` only: a store answering `undefined` must not let the key through.
@@ -352,9 +389,4 @@ interface SeenKey {
 function existing<T extends Readonly<AccountRecord>>(account: T | null | undefined): T {
   if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
   return account;
-}
-
-/** The store counter of a key's rate limit window. */
-function counterName(keyId: number, windowMs: number): string {
-  return `requests:${keyId}:${windowMs}`;
 }

@@ -210,7 +210,24 @@ export class KeyHasher {
 
   /** Whether this exact key already verified against this exact hash: the synchronous cache check of {@link verify}. */
   isVerified(key: string, hash: string): boolean {
-    return this.verified.get(fingerprint(key)) === hash;
+    const verifiedHash = this.verifiedHash(key);
+    return verifiedHash !== undefined && verifiedHash === hash;
+  }
+
+  /**
+   * The stored hash this exact key last verified against, while the cache holds it (`undefined`
+   * otherwise). A key counts as verified only if the record's hash is still this one.
+   *
+   * @example
+   * ```ts
+   * const cached = hasher.verifiedHash(key);
+   * if (cached !== undefined && cached === record.hash) {
+   *   // verified before: no scrypt
+   * }
+   * ```
+   */
+  verifiedHash(key: string): string | undefined {
+    return this.verified.get(fingerprint(key));
   }
 
   /**
@@ -218,6 +235,8 @@ export class KeyHasher {
    * the key's `handle` to throttle wrong secrets per handle (without it there is no per-handle bound).
    */
   async verify(key: string, hash: string, handle?: string): Promise<boolean> {
+    // A record without a hash (a broken store) must never match the empty cache slot.
+    if (typeof hash !== 'string' || hash === '') return false;
     const id = fingerprint(key);
     if (this.verified.get(id) === hash) return true;
     const failure = this.failed.get(id);

@@ -34,7 +34,12 @@ export function intervalToMs(interval: string): number | null {
  */
 export const DEFAULT_RATE_LIMIT: Readonly<RateLimitSetting> = { requests: 1000, interval: '10s' };
 
-/** Counter state turned into `RateLimit-*` headers (IETF draft "RateLimit header fields", draft 6). */
+/**
+ * Counter state turned into `RateLimit-*` headers (IETF draft "RateLimit header fields", draft 6).
+ * Names go out in lower case (header names are case-insensitive, RFC 9110 §5.1, and HTTP/2 sends
+ * them so): Node stores each header under its lower-cased name, and a name already in lower case
+ * skips a string copy per header on every request.
+ */
 export function setRateLimitHeaders(
   res: ServerResponse,
   limit: RateLimitSetting,
@@ -43,10 +48,10 @@ export function setRateLimitHeaders(
   resetAt: number,
   now: number,
 ): void {
-  res.setHeader('RateLimit-Policy', `${limit.requests};w=${Math.ceil(windowMs / 1000)}`);
-  res.setHeader('RateLimit-Limit', String(limit.requests));
-  res.setHeader('RateLimit-Remaining', String(Math.max(0, limit.requests - count)));
-  res.setHeader('RateLimit-Reset', String(Math.max(0, Math.ceil((resetAt - now) / 1000))));
+  res.setHeader('ratelimit-policy', `${limit.requests};w=${Math.ceil(windowMs / 1000)}`);
+  res.setHeader('ratelimit-limit', String(limit.requests));
+  res.setHeader('ratelimit-remaining', String(Math.max(0, limit.requests - count)));
+  res.setHeader('ratelimit-reset', String(Math.max(0, Math.ceil((resetAt - now) / 1000))));
 }
 
 /** The 429 answer, with `Retry-After` in whole seconds (at least 1). */

@@ -161,6 +161,15 @@ describe('the synchronous hot path of an in-process store', () => {
       statuses.push((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status);
     expect(statuses).toEqual([200, 200, 429]);
     const limited = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    // On the wire the rate-limit names are lower case (names are case-insensitive; it saves a copy per header).
+    const rawNames = (limited as unknown as { res: { rawHeaders: string[] } }).res.rawHeaders.filter((_, i) => i % 2 === 0);
+    expect(rawNames.filter((name) => /ratelimit|retry/i.test(name))).toEqual([
+      'ratelimit-policy',
+      'ratelimit-limit',
+      'ratelimit-remaining',
+      'ratelimit-reset',
+      'Retry-After',
+    ]);
     expect({ status: limited.status, headers: limited.headers, body: limited.body }).toEqual({
       status: 429,
       headers: expect.objectContaining({

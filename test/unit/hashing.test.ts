@@ -109,6 +109,27 @@ describe('KeyHasher', () => {
     expect(scryptProbe.inFlight).toBe(0);
   });
 
+  it('tells the hash a key verified against (verifiedHash), only once it verified', async () => {
+    const subject = hasher();
+    const { key, handle, hash } = await storedKey();
+    expect(subject.verifiedHash(key)).toBeUndefined();
+    expect(subject.isVerified(key, hash)).toBe(false);
+    expect(await subject.verify(key, hash, handle)).toBe(true);
+    expect(subject.verifiedHash(key)).toBe(hash);
+    expect(subject.isVerified(key, hash)).toBe(true);
+    expect(subject.verifiedHash(guessFor(handle))).toBeUndefined();
+  });
+
+  it('never matches a record without a hash (a broken store), cached or not', async () => {
+    const subject = hasher();
+    const { key, handle } = await storedKey();
+    for (const missing of [undefined, null, '']) {
+      expect(subject.isVerified(key, missing as unknown as string)).toBe(false);
+      expect(await subject.verify(key, missing as unknown as string, handle)).toBe(false);
+    }
+    expect(subject.scryptRuns).toBe(0);
+  });
+
   it('never caches a wrong secret as valid', async () => {
     const subject = hasher();
     const { handle, hash } = await storedKey();
