@@ -141,16 +141,6 @@ export class Authenticator {
     return this.context(record, { ...account }, now);
   }
 
-  /** Verifies the request's key; throws a `ModelSwitchError` (401/403/503) when it does not pass. */
-  async authenticate(req: IncomingMessage): Promise<ModelSwitchContext> {
-    const token = presentedToken(req);
-    const verifiedHash = this.hasher.verifiedHash(token);
-    const record = await this.verifiedRecord(this.keyOfRoute(token, verifiedHash !== undefined), undefined, verifiedHash);
-    const now = this.now();
-    this.checkUsable(record, now);
-    return this.context(record, await this.accountOf(record), now);
-  }
-
   /** `known`: the record `admit` already read; `verifiedHash`: the hash the key verified against, if cached. */
   private async admitAsync(
     parsed: ParsedApiKey,
@@ -304,11 +294,6 @@ export class Authenticator {
     };
     const period = limitPeriod(record.limitReset, now);
     return { key, account, usage: usageInPeriod(record, period), period, rateLimit: ownLimit ?? this.defaultRateLimit };
-  }
-
-  /** Counts the request against the key's rate limit, sets `RateLimit-*` headers, throws 429 when over. */
-  async countRequest(context: ModelSwitchContext, res: ServerResponse): Promise<void> {
-    await this.hitRateLimit(context.key.id, context.rateLimit, this.windowOf(context.key.id, context.rateLimit), res, this.now());
   }
 
   /** Counts a hit in the window `windowOf` gave for `limit` (none when either is null). */

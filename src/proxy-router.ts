@@ -518,8 +518,8 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
   async function serve(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): Promise<void> {
     let context = (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch;
     if (context === undefined) {
-      context = await authenticator.authenticate(req);
-      await authenticator.countRequest(context, res);
+      // Mounted alone: the same check as modelSwitchAuth (one store round trip for a key seen before).
+      context = await authenticator.admit(req, res);
       (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
     }
     // Checked before routing: no key may reach an upstream in the URL either (nor sit in access logs).

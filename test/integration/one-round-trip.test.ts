@@ -1,6 +1,7 @@
+import express from 'express';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
-import { type KeyStore, MemoryKeyStore } from '../../src/index.js';
+import { type KeyStore, MemoryKeyStore, proxyRouter } from '../../src/index.js';
 import { buildApp } from '../app.js';
 import { fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 
@@ -62,6 +63,47 @@ describe('a key seen before, on a store without sync', () => {
         status: 200,
         remaining,
         body: { keyId: seeded.proxyKeyId, accountId: seeded.account.id },
+      });
+    }
+  });
+
+  it('takes the same one-round-trip path in proxyRouter mounted without modelSwitchAuth', async () => {
+    const clock = testClock();
+    const { inner, store, waves } = remoteStore();
+    const seeded = await seedAccount(inner, { hasher, now: clock.now() });
+    const app = express();
+    app.use(
+      '/v1',
+      proxyRouter(store, {
+        upstreams: [{ name: 'unused', target: 'http://127.0.0.1:9', apiKey: 'sk-unused', models: ['m'] }],
+        pricing: { m: { inputPerMillion: 1, outputPerMillion: 1 } },
+        hasher,
+        now: clock.now,
+      }),
+    );
+    const get = () => request(app).get('/v1/auth/key').set('Authorization', `Bearer ${seeded.proxyKey}`);
+    const first = await get();
+    const firstWaves = waves.splice(0);
+    const second = await get();
+    const secondWaves = waves.splice(0);
+    expect(firstWaves.map((wave) => [...wave].sort())).toEqual([['getKeyByHandle'], ['getAccount', 'hitCounter']]);
+    expect(secondWaves.map((wave) => [...wave].sort())).toEqual([['getAccount', 'getKeyByHandle', 'hitCounter']]);
+    for (const [response, remaining] of [
+      [first, '999'],
+      [second, '998'],
+    ] as const) {
+      expect({ status: response.status, remaining: response.headers['ratelimit-remaining'], body: response.body }).toEqual({
+        status: 200,
+        remaining,
+        body: {
+          data: {
+            label: 'My Production Key',
+            usage: 0,
+            limit: seeded.account.balance,
+            is_free_tier: false,
+            rate_limit: { requests: 1000, interval: '10s' },
+          },
+        },
       });
     }
   });
