@@ -90,18 +90,21 @@ export function generateApiKey(type: KeyType): ParsedApiKey {
  * ```
  */
 export function parseApiKey(value: string): ParsedApiKey | null {
-  return readApiKey(value, false);
+  return hasKeyShape(value) && hasValidChecksum(value) ? keyParts(value) : null;
 }
 
-/**
- * {@link parseApiKey}, where `checksumKnownGood` skips the checksum of a value that already passed
- * it: one whose fingerprint is in the verified-key cache (it verified, so it parsed).
- */
-export function readApiKey(value: string, checksumKnownGood: boolean): ParsedApiKey | null {
-  if (value.length !== KEY_LENGTH || !WHOLE_KEY.test(value)) return null;
-  if (!checksumKnownGood && checksumOf(value.slice(0, KEY_LENGTH - CHECKSUM_LENGTH)) !== value.slice(KEY_LENGTH - CHECKSUM_LENGTH)) {
-    return null;
-  }
+/** Whether `value` has a key's length and characters (`ms-`/`mk-` and 38 base62), checksum not checked. */
+export function hasKeyShape(value: string): boolean {
+  return value.length === KEY_LENGTH && WHOLE_KEY.test(value);
+}
+
+/** Whether the last 6 characters of a key-shaped value are the checksum of the rest. */
+export function hasValidChecksum(value: string): boolean {
+  return checksumOf(value.slice(0, KEY_LENGTH - CHECKSUM_LENGTH)) === value.slice(KEY_LENGTH - CHECKSUM_LENGTH);
+}
+
+/** The parts of a key-shaped value (see {@link hasKeyShape}). */
+export function keyParts(value: string): ParsedApiKey {
   return {
     type: value.startsWith('ms-') ? 'proxy' : 'billing',
     handle: value.slice(3, 3 + HANDLE_LENGTH),

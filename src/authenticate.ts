@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type KeyType, type ParsedApiKey, readApiKey } from './api-key.js';
+import { type KeyType, type ParsedApiKey, hasKeyShape, hasValidChecksum, keyParts } from './api-key.js';
 import { readBearerToken } from './bearer.js';
 import { MISSING_OR_INVALID_HEADER, answerWithoutStack, authenticationError } from './errors.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
@@ -92,9 +92,13 @@ export class Authenticator {
    */
   admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
     const token = presentedToken(req);
-    // One SHA-256 for the cache, before the checksum: a key in the cache already passed it.
+    if (!hasKeyShape(token)) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    // The cache (one SHA-256) before the checksum: a key found there passed the checksum when it
+    // verified. Any other key is checked against its checksum before the store is read.
     const verifiedHash = this.hasher.verifiedHash(token);
-    const parsed = this.keyOfRoute(token, verifiedHash !== undefined);
+    if (verifiedHash === undefined && !hasValidChecksum(token)) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    const parsed = keyParts(token);
+    if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
     const store = this.store;
     const sync = store.sync;
     // Only while the store the host gave us still has the very methods `sync` stands in for: a
@@ -206,17 +210,6 @@ export class Authenticator {
   private remember(handle: string, record: Readonly<KeyRecord>, windowMs: number | null): void {
     if (this.seen.size >= 100_000) this.seen.clear();
     this.seen.set(handle, { keyId: record.id, accountId: record.accountId, hash: record.hash, windowMs });
-  }
-
-  /**
-   * The token as a well-formed key of this route's type; throws 401 otherwise. `checksumKnownGood`:
-   * the token's fingerprint is in the verified-key cache, so its checksum passed before.
-   */
-  private keyOfRoute(token: string, checksumKnownGood: boolean): ParsedApiKey {
-    const parsed = readApiKey(token, checksumKnownGood);
-    if (!parsed) throw authenticationError('invalid_api_key', 'Invalid API key', true);
-    if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
-    return parsed;
   }
 
   /**

@@ -17,6 +17,7 @@ const CONFIG = quick
       redisScaleSizes: [1_000],
       cacheBound: { cacheSize: 1_000, keys: 2_500 },
       coldKeys: 40,
+      inProcessCalls: 20_000,
     }
   : {
       warmupS: 2,
@@ -27,6 +28,7 @@ const CONFIG = quick
       redisScaleSizes: [1_000, 100_000],
       cacheBound: { cacheSize: 10_000, keys: 25_000 },
       coldKeys: 100,
+      inProcessCalls: 200_000,
     };
 if (process.argv.includes('--redis-1m')) CONFIG.redisScaleSizes.push(1_000_000);
 /** `--only=hot,stack,scale,attack,cold,proxy` runs a subset (for working on one scenario). */
@@ -159,8 +161,13 @@ async function hotPath(): Promise<Summary | undefined> {
     servers,
   );
   const stats = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
+  const calls = await servers.call<Record<'passThrough' | 'cached' | 'invented', { micros: number; synchronousNext: number }>>(
+    'inProcess',
+    { calls: CONFIG.inProcessCalls },
+  );
   await release(servers);
   report.raw.hotPath = summaries;
+  report.raw.inProcess = calls;
   throughputFigures(scenario, summaries);
   const bare = summaries['node:http'] as Summary;
   const plain = summaries.express as Summary;
@@ -184,6 +191,26 @@ async function hotPath(): Promise<Summary | undefined> {
     // What the throughput ratio would be on a server-bound machine: CPU per request decides it.
     report.ratio(scenario, 'express / modelSwitchAuth, server CPU per request', plain.cpuMicrosPerRequest / ours.cpuMicrosPerRequest, 0.95);
   }
+  // Without HTTP: the middleware's own work, free of the load generator and of Express.
+  report.add({ scenario, measure: 'in-process, per call: pass-through middleware', value: round(calls.passThrough.micros, 2), unit: 'µs' });
+  report.add({
+    scenario,
+    measure: 'in-process, per call: modelSwitchAuth, cached key (memory store)',
+    value: round(calls.cached.micros, 2),
+    unit: 'µs',
+  });
+  report.add({
+    scenario,
+    measure: 'in-process: cached-key calls that passed before the middleware returned',
+    value: `${round(calls.cached.synchronousNext * 100, 1)} %`,
+    unit: '',
+  });
+  report.add({
+    scenario,
+    measure: 'in-process, per call: modelSwitchAuth, invented key (401)',
+    value: round(calls.invented.micros, 2),
+    unit: 'µs',
+  });
   report.ratio(scenario, 'express / node:http (requests/s)', plain.rps / bare.rps, null);
   report.ratio(scenario, 'modelSwitchAuth / node:http (requests/s)', ours.rps / bare.rps, null);
   report.add({

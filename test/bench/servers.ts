@@ -4,8 +4,8 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { type Server, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { IncomingMessage, type Server, ServerResponse, createServer } from 'node:http';
+import { type AddressInfo, Socket } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import express, { type Request, type Response } from 'express';
@@ -16,7 +16,7 @@ import { RedisStore } from 'rate-limit-redis';
 import type { KeyHasher as KeyHasherType } from '../../src/hashing.js';
 import type { KeyStore } from '../../src/types.js';
 import { serveCommands } from './child.js';
-import { latencySummary } from './common.js';
+import { latencySummary, median } from './common.js';
 import { KeyHasher, modelSwitchAuth, proxyRouter } from './package.js';
 import { type BenchStore, issueProxyKeys, openStore, seedFillerKeys } from './stores.js';
 
@@ -91,6 +91,56 @@ async function setupHotPath() {
   );
   const ours = await listen(oursApp(bench.store, hasher));
   return { ports: { bare, express: plain, mounted, ours }, keys: keys.map((k) => k.key) };
+}
+
+/** One `Authorization: Bearer` request object, as Node's HTTP server makes it, for calls without HTTP. */
+function bearerRequest(token: string): IncomingMessage {
+  const req = new IncomingMessage(new Socket());
+  req.method = 'GET';
+  req.url = '/hello';
+  req.headers = { host: '127.0.0.1', authorization: `Bearer ${token}` };
+  req.rawHeaders = ['Host', '127.0.0.1', 'Authorization', `Bearer ${token}`];
+  return req;
+}
+
+type PlainMiddleware = (req: IncomingMessage, res: ServerResponse, next: () => void) => void;
+
+/**
+ * µs per call of `middleware` in a tight loop (median of 5 batches), a fresh response each call,
+ * and how many calls passed on to `next` before the middleware returned.
+ */
+function perCall(middleware: PlainMiddleware, token: string, calls: number): { micros: number; synchronousNext: number } {
+  const req = bearerRequest(token);
+  let passed = 0;
+  const next = () => {
+    passed++;
+  };
+  for (let i = 0; i < calls / 5; i++) middleware(req, new ServerResponse(req), next);
+  const batches: number[] = [];
+  passed = 0;
+  for (let batch = 0; batch < 5; batch++) {
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < calls; i++) middleware(req, new ServerResponse(req), next);
+    batches.push(Number(process.hrtime.bigint() - started) / 1000 / calls);
+  }
+  return { micros: median(batches), synchronousNext: passed / (5 * calls) };
+}
+
+/**
+ * Scenario 1 without HTTP: what the middleware itself costs per call in a tight loop, next to a
+ * pass-through middleware, for a cached key (memory store) and for a refused invented key.
+ */
+async function inProcess(args: { calls: number }) {
+  const { bench, hasher, keys } = await warmMemoryStore('in-process', 1);
+  const auth = modelSwitchAuth(bench.store, { hasher, logger: { warn() {}, error() {} } }) as PlainMiddleware;
+  const key = (keys[0] as { key: string }).key;
+  // The last checksum character changed: well-formed, refused by the checksum.
+  const invented = `${key.slice(0, -1)}${key.endsWith('A') ? 'B' : 'A'}`;
+  return {
+    passThrough: perCall((_req, _res, next) => next(), key, args.calls),
+    cached: perCall(auth, key, args.calls),
+    invented: perCall(auth, invented, args.calls),
+  };
 }
 
 interface Theirs {
@@ -304,6 +354,7 @@ function startProbe() {
 serveCommands(
   {
     hotPath: setupHotPath,
+    inProcess,
     stack: setupStack,
     scale: setupScale,
     cacheBound,

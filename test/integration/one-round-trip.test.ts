@@ -108,6 +108,26 @@ describe('a key seen before, on a store without sync', () => {
     }
   });
 
+  it('refuses a mistyped or junk key without any store call or scrypt, even while the real key is cached', async () => {
+    const clock = testClock();
+    const { inner, store, waves } = remoteStore();
+    const seeded = await seedAccount(inner, { hasher, now: clock.now() });
+    const app = buildApp('express5', store, { hasher, now: clock.now });
+    expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status).toBe(200);
+    waves.splice(0);
+    const scryptBefore = hasher.scryptRuns;
+    const lastChanged = `${seeded.proxyKey.slice(0, -1)}${seeded.proxyKey.endsWith('A') ? 'B' : 'A'}`;
+    const secretChanged = `${seeded.proxyKey.slice(0, 20)}${seeded.proxyKey[20] === 'q' ? 'r' : 'q'}${seeded.proxyKey.slice(21)}`;
+    for (const token of [lastChanged, secretChanged, `ms-${'a'.repeat(10_240)}`, 'not-a-key']) {
+      const response = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${token}`);
+      expect({ status: response.status, body: response.body }).toEqual({
+        status: 401,
+        body: { error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } },
+      });
+    }
+    expect({ waves, scryptRuns: hasher.scryptRuns - scryptBefore }).toEqual({ waves: [], scryptRuns: 0 });
+  });
+
   it("never counts a guess at a seen key's handle against that key's rate limit", async () => {
     const clock = testClock();
     const { inner, store } = remoteStore();

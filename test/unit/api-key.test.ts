@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { API_KEY_PATTERN, generateApiKey, parseApiKey } from '../../src/index.js';
-import { readApiKey } from '../../src/api-key.js';
+import { hasKeyShape, hasValidChecksum, keyParts } from '../../src/api-key.js';
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
@@ -73,14 +73,15 @@ describe('API key format', () => {
     expect(parseApiKey(`mk-${value.slice(3)}`)).toBeNull();
   });
 
-  it('skips only the checksum for a value known to have passed it (readApiKey, internal)', () => {
+  it('splits the checks for the hot path: shape, checksum, parts (internal)', () => {
     const { value } = generateApiKey('proxy');
     const typo = `${value.slice(0, 20)}${value[20] === 'q' ? 'r' : 'q'}${value.slice(21)}`;
-    expect(readApiKey(typo, false)).toBeNull();
-    expect(readApiKey(typo, true)).toEqual({ type: 'proxy', handle: typo.slice(3, 13), prefix: typo.slice(0, 7), value: typo });
-    // Shape is still checked: length, characters, prefix.
-    for (const bad of [value.slice(1), `${value}x`, `mx-${value.slice(3)}`, `${value.slice(0, 40)}-`]) {
-      expect(readApiKey(bad, true)).toBeNull();
+    expect([hasKeyShape(value), hasValidChecksum(value)]).toEqual([true, true]);
+    expect([hasKeyShape(typo), hasValidChecksum(typo)]).toEqual([true, false]);
+    expect(keyParts(value)).toEqual(parseApiKey(value));
+    expect(keyParts(typo)).toEqual({ type: 'proxy', handle: typo.slice(3, 13), prefix: typo.slice(0, 7), value: typo });
+    for (const bad of [value.slice(1), `${value}x`, `mx-${value.slice(3)}`, `${value.slice(0, 40)}-`, '']) {
+      expect(hasKeyShape(bad)).toBe(false);
     }
   });
 });
