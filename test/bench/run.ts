@@ -146,7 +146,10 @@ async function hotPath(): Promise<Summary | undefined> {
   const scenario = '1 auth hot path';
   console.log(`\n${scenario}`);
   const servers = await child('./servers.ts');
-  const setup = await servers.call<{ ports: { bare: number; express: number; mounted: number; ours: number }; keys: string[] }>('hotPath');
+  const setup = await servers.call<{
+    ports: { bare: number; express: number; mounted: number; ours: number; timed: number; timedPassThrough: number };
+    keys: string[];
+  }>('hotPath');
   const before = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
   // Every server gets the very same requests, Authorization header included (the others ignore
   // it), so the load generator does the same work for each and only the server differs.
@@ -161,6 +164,18 @@ async function hotPath(): Promise<Summary | undefined> {
     servers,
   );
   const stats = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
+  // Outside the compared rounds: each middleware's own time per request inside a loaded server.
+  const inside: Record<string, number | null> = {};
+  for (const [name, port] of [
+    ['pass-through', setup.ports.timedPassThrough],
+    ['modelSwitchAuth', setup.ports.timed],
+  ] as const) {
+    const target = { name: `express + ${name}, timed`, url: url(port), headers };
+    await load(target, CONFIG.warmupS);
+    await servers.call('stopwatch', { name });
+    checkClean(target.name, await load(target, CONFIG.durationS * 2));
+    inside[name] = (await servers.call<{ micros: number | null }>('stopwatch', { name })).micros;
+  }
   const calls = await servers.call<Record<'passThrough' | 'cached' | 'invented', { micros: number; synchronousNext: number }>>(
     'inProcess',
     { calls: CONFIG.inProcessCalls },
@@ -211,6 +226,20 @@ async function hotPath(): Promise<Summary | undefined> {
     value: round(calls.invented.micros, 2),
     unit: 'µs',
   });
+  for (const [name, measure] of [
+    ['pass-through', 'pass-through middleware'],
+    ['modelSwitchAuth', 'modelSwitchAuth, cached key'],
+  ] as const) {
+    const micros = inside[name];
+    if (micros !== null && micros !== undefined) {
+      report.add({
+        scenario,
+        measure: `under HTTP load, per request: ${measure} (timed inside the server)`,
+        value: round(micros, 2),
+        unit: 'µs',
+      });
+    }
+  }
   report.ratio(scenario, 'express / node:http (requests/s)', plain.rps / bare.rps, null);
   report.ratio(scenario, 'modelSwitchAuth / node:http (requests/s)', ours.rps / bare.rps, null);
   report.add({

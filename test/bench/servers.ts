@@ -90,7 +90,28 @@ async function setupHotPath() {
     }),
   );
   const ours = await listen(oursApp(bench.store, hasher));
-  return { ports: { bare, express: plain, mounted, ours }, keys: keys.map((k) => k.key) };
+  // The same middleware, and a pass-through, with a stopwatch around each (call to next()): their
+  // own time per request inside a server under HTTP load. Not among the compared servers.
+  const auth = modelSwitchAuth(bench.store, { hasher, logger: { warn() {}, error() {} } }) as PlainMiddleware;
+  const timed = await listen(expressApp(timedMiddleware('modelSwitchAuth', auth)));
+  const timedPassThrough = await listen(expressApp(timedMiddleware('pass-through', (_req, _res, next) => next())));
+  return { ports: { bare, express: plain, mounted, ours, timed, timedPassThrough }, keys: keys.map((k) => k.key) };
+}
+
+/** Time spent inside each timed middleware of scenario 1, since the last reset. */
+const stopwatches = new Map<string, { nanos: bigint; calls: number }>();
+
+function timedMiddleware(name: string, middleware: PlainMiddleware): express.RequestHandler {
+  const watch = { nanos: 0n, calls: 0 };
+  stopwatches.set(name, watch);
+  return function timed(req, res, next) {
+    const started = process.hrtime.bigint();
+    middleware(req, res, (error?: unknown) => {
+      watch.nanos += process.hrtime.bigint() - started;
+      watch.calls++;
+      next(error);
+    });
+  };
 }
 
 /** One `Authorization: Bearer` request object, as Node's HTTP server makes it, for calls without HTTP. */
@@ -103,7 +124,7 @@ function bearerRequest(token: string): IncomingMessage {
   return req;
 }
 
-type PlainMiddleware = (req: IncomingMessage, res: ServerResponse, next: () => void) => void;
+type PlainMiddleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
 
 /**
  * µs per call of `middleware` in a tight loop (median of 5 batches), a fresh response each call,
@@ -355,6 +376,14 @@ serveCommands(
   {
     hotPath: setupHotPath,
     inProcess,
+    stopwatch: (args: { name: string }) => {
+      const watch = stopwatches.get(args.name);
+      if (!watch) throw new Error(`no stopwatch ${args.name}`);
+      const result = { micros: watch.calls === 0 ? null : Number(watch.nanos) / 1000 / watch.calls, calls: watch.calls };
+      watch.nanos = 0n;
+      watch.calls = 0;
+      return result;
+    },
     stack: setupStack,
     scale: setupScale,
     cacheBound,
