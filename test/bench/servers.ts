@@ -4,8 +4,8 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { IncomingMessage, type Server, ServerResponse, createServer } from 'node:http';
-import { type AddressInfo, Socket } from 'node:net';
+import { type IncomingMessage, type Server, ServerResponse, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import express, { type Request, type Response } from 'express';
@@ -16,6 +16,7 @@ import { RedisStore } from 'rate-limit-redis';
 import type { KeyHasher as KeyHasherType } from '../../src/hashing.js';
 import type { KeyStore } from '../../src/types.js';
 import { serveCommands } from './child.js';
+import { bearerRequest } from '../bearer-request.js';
 import { latencySummary, median } from './common.js';
 import { KeyHasher, modelSwitchAuth, proxyRouter } from './package.js';
 import { type BenchStore, issueProxyKeys, openStore, seedFillerKeys } from './stores.js';
@@ -114,16 +115,6 @@ function timedMiddleware(name: string, middleware: PlainMiddleware): express.Req
   };
 }
 
-/** One `Authorization: Bearer` request object, as Node's HTTP server makes it, for calls without HTTP. */
-function bearerRequest(token: string): IncomingMessage {
-  const req = new IncomingMessage(new Socket());
-  req.method = 'GET';
-  req.url = '/hello';
-  req.headers = { host: '127.0.0.1', authorization: `Bearer ${token}` };
-  req.rawHeaders = ['Host', '127.0.0.1', 'Authorization', `Bearer ${token}`];
-  return req;
-}
-
 type PlainMiddleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
 
 /**
@@ -131,7 +122,7 @@ type PlainMiddleware = (req: IncomingMessage, res: ServerResponse, next: (error?
  * and how many calls passed on to `next` before the middleware returned.
  */
 function perCall(middleware: PlainMiddleware, token: string, calls: number): { micros: number; synchronousNext: number } {
-  const req = bearerRequest(token);
+  const req = bearerRequest(token, '/hello');
   let passed = 0;
   const next = () => {
     passed++;

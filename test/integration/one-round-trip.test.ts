@@ -3,7 +3,7 @@ import request from 'supertest';
 import { describe, expect, it } from 'vitest';
 import { type KeyStore, MemoryKeyStore, proxyRouter } from '../../src/index.js';
 import { buildApp } from '../app.js';
-import { fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
+import { type SeededAccount, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 
 const hasher = fastHasher();
 const HOT_PATH = new Set(['getKeyByHandle', 'getAccount', 'hitCounter']);
@@ -43,70 +43,63 @@ function remoteStore() {
 }
 
 describe('a key seen before, on a store without sync', () => {
-  it('reads the key and the account and counts the hit in one round trip, from the second request on', async () => {
-    const clock = testClock();
-    const { inner, store, waves } = remoteStore();
-    const seeded = await seedAccount(inner, { hasher, now: clock.now() });
-    const app = buildApp('express5', store, { hasher, now: clock.now });
-    const get = () => request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
-    const first = await get();
-    const firstWaves = waves.splice(0);
-    const second = await get();
-    const secondWaves = waves.splice(0);
-    expect(firstWaves.map((wave) => [...wave].sort())).toEqual([['getKeyByHandle'], ['getAccount', 'hitCounter']]);
-    expect(secondWaves.map((wave) => [...wave].sort())).toEqual([['getAccount', 'getKeyByHandle', 'hitCounter']]);
-    for (const [response, remaining] of [
-      [first, '999'],
-      [second, '998'],
-    ] as const) {
-      expect({ status: response.status, remaining: response.headers['ratelimit-remaining'], body: response.body }).toEqual({
-        status: 200,
-        remaining,
-        body: { keyId: seeded.proxyKeyId, accountId: seeded.account.id },
-      });
-    }
-  });
-
-  it('takes the same one-round-trip path in proxyRouter mounted without modelSwitchAuth', async () => {
-    const clock = testClock();
-    const { inner, store, waves } = remoteStore();
-    const seeded = await seedAccount(inner, { hasher, now: clock.now() });
-    const app = express();
-    app.use(
-      '/v1',
-      proxyRouter(store, {
-        upstreams: [{ name: 'unused', target: 'http://127.0.0.1:9', apiKey: 'sk-unused', models: ['m'] }],
-        pricing: { m: { inputPerMillion: 1, outputPerMillion: 1 } },
-        hasher,
-        now: clock.now,
-      }),
-    );
-    const get = () => request(app).get('/v1/auth/key').set('Authorization', `Bearer ${seeded.proxyKey}`);
-    const first = await get();
-    const firstWaves = waves.splice(0);
-    const second = await get();
-    const secondWaves = waves.splice(0);
-    expect(firstWaves.map((wave) => [...wave].sort())).toEqual([['getKeyByHandle'], ['getAccount', 'hitCounter']]);
-    expect(secondWaves.map((wave) => [...wave].sort())).toEqual([['getAccount', 'getKeyByHandle', 'hitCounter']]);
-    for (const [response, remaining] of [
-      [first, '999'],
-      [second, '998'],
-    ] as const) {
-      expect({ status: response.status, remaining: response.headers['ratelimit-remaining'], body: response.body }).toEqual({
-        status: 200,
-        remaining,
-        body: {
-          data: {
-            label: 'My Production Key',
-            usage: 0,
-            limit: seeded.account.balance,
-            is_free_tier: false,
-            rate_limit: { requests: 1000, interval: '10s' },
-          },
+  /** The app under test, its GET path, and the 200 body the seeded key gets there. */
+  const mounts: Array<
+    [string, (store: KeyStore, now: () => number) => ReturnType<typeof buildApp>, string, (seeded: SeededAccount) => unknown]
+  > = [
+    [
+      'modelSwitchAuth',
+      (store, now) => buildApp('express5', store, { hasher, now }),
+      '/v1/whoami',
+      (seeded) => ({ keyId: seeded.proxyKeyId, accountId: seeded.account.id }),
+    ],
+    [
+      'proxyRouter mounted without modelSwitchAuth',
+      (store, now) => {
+        const app = express();
+        const upstreams = [{ name: 'unused', target: 'http://127.0.0.1:9', apiKey: 'sk-unused', models: ['m'] }];
+        app.use('/v1', proxyRouter(store, { upstreams, pricing: { m: { inputPerMillion: 1, outputPerMillion: 1 } }, hasher, now }));
+        return app;
+      },
+      '/v1/auth/key',
+      (seeded) => ({
+        data: {
+          label: 'My Production Key',
+          usage: 0,
+          limit: seeded.account.balance,
+          is_free_tier: false,
+          rate_limit: { requests: 1000, interval: '10s' },
         },
-      });
-    }
-  });
+      }),
+    ],
+  ];
+
+  it.each(mounts)(
+    '%s reads the key and the account and counts the hit in one round trip, from the second request on',
+    async (_name, mount, path, body) => {
+      const clock = testClock();
+      const { inner, store, waves } = remoteStore();
+      const seeded = await seedAccount(inner, { hasher, now: clock.now() });
+      const app = mount(store, clock.now);
+      const get = () => request(app).get(path).set('Authorization', `Bearer ${seeded.proxyKey}`);
+      const first = await get();
+      const firstWaves = waves.splice(0);
+      const second = await get();
+      const secondWaves = waves.splice(0);
+      expect(firstWaves.map((wave) => [...wave].sort())).toEqual([['getKeyByHandle'], ['getAccount', 'hitCounter']]);
+      expect(secondWaves.map((wave) => [...wave].sort())).toEqual([['getAccount', 'getKeyByHandle', 'hitCounter']]);
+      for (const [response, remaining] of [
+        [first, '999'],
+        [second, '998'],
+      ] as const) {
+        expect({ status: response.status, remaining: response.headers['ratelimit-remaining'], body: response.body }).toEqual({
+          status: 200,
+          remaining,
+          body: body(seeded),
+        });
+      }
+    },
+  );
 
   it('refuses a mistyped or junk key without any store call or scrypt, even while the real key is cached', async () => {
     const clock = testClock();

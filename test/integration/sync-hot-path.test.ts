@@ -1,5 +1,4 @@
-import { IncomingMessage, ServerResponse } from 'node:http';
-import { Socket } from 'node:net';
+import { type IncomingMessage, ServerResponse } from 'node:http';
 import express from 'express';
 import request from 'supertest';
 import { describe, expect, it, vi } from 'vitest';
@@ -12,22 +11,13 @@ import {
   modelSwitchAuth,
 } from '../../src/index.js';
 import { FRAMEWORKS, buildApp } from '../app.js';
+import { bearerRequest } from '../bearer-request.js';
 import { fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 
 const hasher = fastHasher();
 const UNAVAILABLE = {
   error: { message: 'The key store is unavailable. Please retry shortly.', type: 'api_error', code: 'store_unavailable' },
 };
-
-/** A request object as Node's HTTP server makes it, with one Authorization header. */
-function bearerRequest(key: string): IncomingMessage {
-  const req = new IncomingMessage(new Socket());
-  req.method = 'GET';
-  req.url = '/whoami';
-  req.headers = { host: 'localhost', authorization: `Bearer ${key}` };
-  req.rawHeaders = ['Host', 'localhost', 'Authorization', `Bearer ${key}`];
-  return req;
-}
 
 /** Calls the middleware once; reports whether next() ran before it returned, and what it set. */
 async function callOnce(middleware: ReturnType<typeof modelSwitchAuth>, key: string) {
