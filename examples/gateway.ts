@@ -33,7 +33,8 @@ export async function startGateway(
   app.disable('x-powered-by');
   app.use('/api', keysRouter(store));
   const upstreams = await upstreamsFromEnv();
-  app.use('/v1', modelSwitchAuth(store), proxyRouter(store, upstreams.options));
+  const proxy = proxyRouter(store, upstreams.options);
+  app.use('/v1', modelSwitchAuth(store), proxy);
   // Anything else: a 404 in the same error shape, as OpenAI answers an unknown URL.
   app.use((req, res) => {
     res
@@ -60,6 +61,8 @@ export async function startGateway(
       // Idle keep-alive connections would hold close() open; in-flight answers are cut.
       server.closeAllConnections();
       await closed;
+      // Cut answers are settled (and failed settlements retried) before the store goes away.
+      await proxy.drain();
       await upstreams.close();
       await store.close?.();
     },

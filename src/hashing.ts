@@ -216,7 +216,8 @@ export class KeyHasher {
 
   /**
    * The stored hash this exact key last verified against, while the cache holds it (`undefined`
-   * otherwise). A key counts as verified only if the record's hash is still this one.
+   * otherwise). A key counts as verified only if the record's hash is still this one: only the very
+   * key string scrypt verified against that hash is ever cached under it.
    *
    * @example
    * ```ts

@@ -2,7 +2,7 @@ export { modelSwitchAuth, type Middleware, type NextFunction } from './auth.js';
 export type { AuthOptions, AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './authenticate.js';
 export { keyInfoRoute, type KeyInfoResponse } from './key-info.js';
 export { keysRouter, type KeysRouterOptions } from './keys-router.js';
-export { proxyRouter, type ProxyRouterOptions } from './proxy-router.js';
+export { proxyRouter, type ProxyRouter, type ProxyRouterOptions } from './proxy-router.js';
 export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './pricing.js';
 export { DEFAULT_PROXY_PATHS, type Upstream } from './upstreams.js';
 export {

@@ -1,7 +1,7 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { type RequestHandler, createProxyMiddleware } from 'http-proxy-middleware';
 import { API_KEY_PATTERN } from './api-key.js';
-import { type Middleware, answerError, assertStore } from './auth.js';
+import { type Middleware, type NextFunction, answerError, assertStore } from './auth.js';
 import { type AuthOptions, Authenticator, type ModelSwitchContext } from './authenticate.js';
 import { isJsonObject, readJsonBody } from './body.js';
 import { ConfigurationError, ModelSwitchError, invalidRequest, sendError, sendJson } from './errors.js';
@@ -58,6 +58,32 @@ interface Exchange {
   proxyReq: ClientRequest | undefined;
   timedOut: boolean;
   settlement: Promise<void> | undefined;
+  /** Its response has not closed yet (see `ProxyRouter.drain`). */
+  open: boolean;
+}
+
+/** The middleware `proxyRouter` returns, with what a graceful shutdown needs. */
+export interface ProxyRouter extends Middleware {
+  /**
+   * Resolves once every request this router reserved spend for has ended and settled, including
+   * settlements still being retried in the background after a store failure (about 15 s at most)
+   * and releases of reservations the store applied late. Call it when shutting down, after the
+   * server stopped taking requests and before closing the store, so no charge and no release is
+   * lost. From the first call on, pending retries hold the process open until they end.
+   *
+   * @example
+   * ```ts
+   * const proxy = proxyRouter(store, options);
+   * app.use('/v1', modelSwitchAuth(store), proxy);
+   * process.on('SIGTERM', () => {
+   *   server.close(async () => {
+   *     await proxy.drain();
+   *     await store.close?.();
+   *   });
+   * });
+   * ```
+   */
+  drain(): Promise<void>;
 }
 
 /** Request headers never sent upstream: the gateway's credential and client state that is not the provider's business. */
@@ -78,7 +104,8 @@ const DROPPED_REQUEST_HEADERS = new Set([
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1), upstream cookies, and what describes the operator's own
  * provider account (its organization and project ids; its `x-ratelimit-*`, easily mistaken for the
- * gateway's limits) never go back to the client.
+ * gateway's limits, and its IETF `RateLimit`/`RateLimit-*`, which would overwrite the gateway's own)
+ * never go back to the client.
  */
 const DROPPED_RESPONSE_HEADERS = new Set([
   'openai-organization',
@@ -106,18 +133,44 @@ const ENDING_TEXT: Record<Exclude<Ending, 'completed'>, string> = {
 /** Pauses between settlement attempts when the store fails (ms). */
 const SETTLE_RETRIES = [100, 400, 1500, 4000, 9000];
 
-/** Runs `attempt` again after each pause of SETTLE_RETRIES until it succeeds; `giveUp` after the last. */
-function retryInBackground(attempt: () => Promise<unknown>, giveUp: () => void, round = 0): void {
-  if (round >= SETTLE_RETRIES.length) {
-    giveUp();
-    return;
-  }
-  setTimeout(() => {
-    attempt().catch(() => retryInBackground(attempt, giveUp, round + 1));
-  }, SETTLE_RETRIES[round]).unref();
+/**
+ * Runs `attempt` again after each pause of SETTLE_RETRIES until it succeeds; `giveUp` after the
+ * last. Resolves when it succeeded or gave up. Its timers are in `timers` while they wait, and do
+ * not hold the process open unless `holdOpen()` says so (see `ProxyRouter.drain`).
+ */
+function retryInBackground(
+  attempt: () => Promise<unknown>,
+  giveUp: () => void,
+  timers: Set<NodeJS.Timeout>,
+  holdOpen: () => boolean,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const wait = (round: number) => {
+      if (round >= SETTLE_RETRIES.length) {
+        giveUp();
+        resolve();
+        return;
+      }
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        attempt().then(
+          () => resolve(),
+          () => wait(round + 1),
+        );
+      }, SETTLE_RETRIES[round]);
+      if (!holdOpen()) timer.unref();
+      timers.add(timer);
+    };
+    wait(0);
+  });
 }
 /** Bodies of non-streamed answers are kept up to this size to read their `usage`; larger ones are charged the reservation. */
 const MAX_METERED_BODY = 16 * 1024 * 1024;
+
+/** The provider's own rate-limit headers (names as Node gives them, lower case). */
+function isProviderRateLimit(name: string): boolean {
+  return name.startsWith('x-ratelimit-') || name === 'ratelimit' || name.startsWith('ratelimit-');
+}
 
 function pathOf(url: string | undefined): string {
   const path = (url ?? '/').split('?', 1)[0] as string;
@@ -174,7 +227,7 @@ function modelNotFound(model: string, reason: 'unknown' | 'unpriced'): ModelSwit
  * }));
  * ```
  */
-export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middleware {
+export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): ProxyRouter {
   assertStore(store, 'proxyRouter');
   if (typeof options !== 'object' || options === null) {
     throw new ConfigurationError('ERR_MS_OPTION', 'proxyRouter(store, options): options with upstreams and pricing are required');
@@ -196,6 +249,45 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
   const isProxiedPath = resolveProxyPaths(options.paths);
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const isListed = (model: string) => allowUnpriced || priceOf(pricing, model) !== undefined;
+  /** Settlements and releases under way, and background retry timers: what `drain()` waits for. */
+  const work = new Set<Promise<unknown>>();
+  const retryTimers = new Set<NodeJS.Timeout>();
+  /** Exchanges whose response has not closed yet, and `drain()` calls waiting for one to close. */
+  let openExchanges = 0;
+  let wakeDrain: Array<() => void> = [];
+  let draining = false;
+
+  function wake(): void {
+    const waiting = wakeDrain;
+    wakeDrain = [];
+    for (const resolve of waiting) resolve();
+  }
+
+  /** Keeps `promise` in `work` until it settles, so `drain()` waits for it. */
+  function track(promise: Promise<unknown>): void {
+    work.add(promise);
+    const done = () => {
+      work.delete(promise);
+    };
+    promise.then(done, done);
+    wake();
+  }
+
+  function closeExchange(exchange: Exchange): void {
+    if (!exchange.open) return;
+    exchange.open = false;
+    openExchanges--;
+    wake();
+  }
+
+  async function drain(): Promise<void> {
+    draining = true;
+    for (const timer of retryTimers) timer.ref();
+    while (work.size > 0 || openExchanges > 0) {
+      if (work.size > 0) await Promise.allSettled([...work]);
+      else await new Promise<void>((resolve) => wakeDrain.push(resolve));
+    }
+  }
 
   /**
    * What an exchange costs. Reported usage wins. Without it, a 2xx answer is charged its
@@ -245,12 +337,21 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
         // A store blip must not lose the charge nor hold the reservation for good: retry in the
         // background with backoff (about 15 s in all; the answer does not wait), then ask for a hand
         // reconciliation.
-        retryInBackground(attempt, () =>
-          logger.error(`modelswitch-keys: could not settle key ${key.id} (reserved ${exchange.reserved}, cost ${cost}); reconcile by hand`),
+        track(
+          retryInBackground(
+            attempt,
+            () =>
+              logger.error(
+                `modelswitch-keys: could not settle key ${key.id} (reserved ${exchange.reserved}, cost ${cost}); reconcile by hand`,
+              ),
+            retryTimers,
+            () => draining,
+          ),
         );
       }
       await counting;
     })();
+    track(exchange.settlement);
     return exchange.settlement;
   }
 
@@ -265,7 +366,9 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
       return await guard.run('reserveSpend', () => pending);
     } catch (error) {
       pending.then(
-        (result) => (result?.ok === true ? releaseLateReservation(reservation) : undefined),
+        (result) => {
+          if (result?.ok === true) track(releaseLateReservation(reservation));
+        },
         () => {
           // The store failed the call itself: nothing was reserved.
         },
@@ -345,7 +448,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     exchange.metered = metered;
     res.statusCode = status;
     for (const [name, value] of Object.entries(proxyRes.headers)) {
-      if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name) || name.startsWith('x-ratelimit-')) continue;
+      if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name) || isProviderRateLimit(name)) continue;
       if (isStream && name === 'content-length') continue;
       res.setHeader(name, value);
     }
@@ -495,16 +598,21 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
       proxyReq: undefined,
       timedOut: false,
       settlement: undefined,
+      open: true,
     };
+    openExchanges++;
     exchanges.set(req, exchange);
     res.once('close', function clientClosed() {
-      if (res.writableFinished) return;
-      // The client went away: stop the upstream's work and settle what it had (see chargeFor).
-      exchange.proxyReq?.destroy();
-      void settle(exchange, 'client_closed');
+      if (!res.writableFinished) {
+        // The client went away: stop the upstream's work and settle what it had (see chargeFor).
+        exchange.proxyReq?.destroy();
+        void settle(exchange, 'client_closed');
+      }
+      closeExchange(exchange);
     });
     if (res.destroyed) {
       await settle(exchange, 'client_closed');
+      closeExchange(exchange);
       return;
     }
     // The body is already read; hpm's proxyReq event must fire for it to be re-sent.
@@ -554,9 +662,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Middl
     await forward(req, res, context);
   }
 
-  return function proxyRouter(req, res, next) {
+  const router = function proxyRouter(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
     serve(req, res, next).catch((error: unknown) => answerError(res, error, logger));
   };
+  return Object.assign(router, { drain });
 }
 
 /** A host bug (a bad estimate or price): the request is refused without going upstream. */

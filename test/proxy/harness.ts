@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import compression from 'compression';
 import express from 'express';
 import { modelSwitchAuth } from '../../src/auth.js';
-import { type ProxyRouterOptions, proxyRouter } from '../../src/proxy-router.js';
+import { type ProxyRouter, type ProxyRouterOptions, proxyRouter } from '../../src/proxy-router.js';
 import { MemoryKeyStore } from '../../src/stores/memory-store.js';
 import type { KeyStore } from '../../src/types.js';
 import { type SeededAccount, type TestClock, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
@@ -34,6 +34,8 @@ export interface Gateway extends SeededAccount {
   /** Base URL of the gateway's inference API, `http://127.0.0.1:<port>/v1`. */
   url: string;
   app: express.Express;
+  /** The mounted proxyRouter (for `drain()`). */
+  proxy: ProxyRouter;
   store: KeyStore;
   upstream: MockUpstream;
   clock: TestClock;
@@ -59,21 +61,18 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   const seeded = await seedAccount(store, { hasher, balance: options.balance ?? 10, now: clock.now() });
   const app = express();
   if (options.compression) app.use(compression());
-  app.use(
-    '/v1',
-    modelSwitchAuth(store, { hasher, now: clock.now, logger }),
-    proxyRouter(store, {
-      upstreams: [
-        { name: 'mock', target: upstream.url, apiKey: 'sk-upstream-secret', models: ['mock-model', 'mock-unpriced', /^mock-family-/] },
-      ],
-      pricing: { 'mock-model': MOCK_PRICE, 'mock-family-a': MOCK_PRICE },
-      defaultMaxTokens: 100,
-      now: clock.now,
-      logger,
-      hasher,
-      ...options.proxy,
-    }),
-  );
+  const proxy = proxyRouter(store, {
+    upstreams: [
+      { name: 'mock', target: upstream.url, apiKey: 'sk-upstream-secret', models: ['mock-model', 'mock-unpriced', /^mock-family-/] },
+    ],
+    pricing: { 'mock-model': MOCK_PRICE, 'mock-family-a': MOCK_PRICE },
+    defaultMaxTokens: 100,
+    now: clock.now,
+    logger,
+    hasher,
+    ...options.proxy,
+  });
+  app.use('/v1', modelSwitchAuth(store, { hasher, now: clock.now, logger }), proxy);
   const server: Server = createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
@@ -81,6 +80,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     ...seeded,
     url,
     app,
+    proxy,
     store,
     upstream,
     clock,

@@ -57,6 +57,11 @@ function json(res: ServerResponse, status: number, body: unknown): void {
     'openai-organization': 'org-operator',
     'openai-project': 'proj_operator',
     'x-ratelimit-remaining-requests': '4999',
+    // The IETF names a provider may send for the operator's account: they must not overwrite the gateway's.
+    ratelimit: 'limit=5000, remaining=4999, reset=1',
+    'ratelimit-limit': '5000',
+    'ratelimit-remaining': '4999',
+    'ratelimit-policy': '5000;w=60',
     'x-request-id': 'req_mock',
   });
   res.end(text);

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MemoryKeyStore } from '../../src/stores/memory-store.js';
-import { type Gateway, chat, post, startGateway } from './harness.js';
+import { type Gateway, chat, deferred, post, startGateway } from './harness.js';
 
 let gateway: Gateway;
 afterEach(async () => {
@@ -35,6 +37,56 @@ describe('proxyRouter settlement when the store fails', () => {
   });
 });
 
+describe('proxyRouter.drain() for a graceful shutdown', () => {
+  it('resolves when nothing is pending', async () => {
+    gateway = await startGateway();
+    await gateway.proxy.drain();
+    expect((await post(gateway, '/chat/completions', chat())).status).toBe(200);
+    await gateway.proxy.drain();
+    expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.028, reserved: 0 });
+  });
+
+  it('waits for a settlement still being retried in the background', async () => {
+    const store = new MemoryKeyStore();
+    const settle = store.settleSpend.bind(store);
+    let failures = 2;
+    store.settleSpend = (settlement) => (failures-- > 0 ? Promise.reject(new Error('connection reset')) : settle(settlement));
+    gateway = await startGateway({ store });
+    expect((await post(gateway, '/chat/completions', chat())).status).toBe(200);
+    // The answer did not wait for the retries; drain() does.
+    await gateway.proxy.drain();
+    expect({ failures, key: await store.getKey(gateway.proxyKeyId), account: await store.getAccount(gateway.account.id) }).toMatchObject({
+      failures: -1,
+      key: { usage: 0.028, reserved: 0 },
+      account: { balance: 9.972, reserved: 0 },
+    });
+  });
+
+  it('holds the process open until a background retry has landed (servers closed, nothing else left)', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/proxy/drain-process.ts'], { timeout: 20_000 });
+    expect(JSON.parse(stdout)).toEqual({ status: 200, usage: 0.028, reserved: 0 });
+  });
+
+  it('waits for a request in flight to end and settle', async () => {
+    gateway = await startGateway();
+    const hold = deferred();
+    gateway.upstream.behaviour = { holdAfterFirstChunk: hold.promise };
+    const streamed = post(gateway, '/chat/completions', chat({ stream: true }));
+    await vi.waitFor(async () => expect((await gateway.store.getKey(gateway.proxyKeyId))?.reserved).toBeGreaterThan(0));
+    let drained = false;
+    const draining = gateway.proxy.drain().then(() => {
+      drained = true;
+    });
+    // Several turns of the event loop: drain() must still be waiting for the open stream.
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(drained).toBe(false);
+    hold.resolve();
+    expect((await streamed).status).toBe(200);
+    await draining;
+    expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.028, reserved: 0 });
+  });
+});
+
 describe("proxyRouter and the operator's upstream account", () => {
   it("does not pass on the upstream's organization, project or rate-limit headers, but keeps the others", async () => {
     gateway = await startGateway();
@@ -49,8 +101,20 @@ describe("proxyRouter and the operator's upstream account", () => {
       organization: res.headers.get('openai-organization'),
       project: res.headers.get('openai-project'),
       upstreamLimit: res.headers.get('x-ratelimit-remaining-requests'),
+      upstreamIetfLimit: res.headers.get('ratelimit'),
       requestId: res.headers.get('x-request-id'),
       gatewayLimit: res.headers.get('ratelimit-limit'),
-    }).toEqual({ organization: null, project: null, upstreamLimit: null, requestId: 'req_mock', gatewayLimit: '1000' });
+      gatewayRemaining: res.headers.get('ratelimit-remaining'),
+      gatewayPolicy: res.headers.get('ratelimit-policy'),
+    }).toEqual({
+      organization: null,
+      project: null,
+      upstreamLimit: null,
+      upstreamIetfLimit: null,
+      requestId: 'req_mock',
+      gatewayLimit: '1000',
+      gatewayRemaining: '999',
+      gatewayPolicy: '1000;w=10',
+    });
   });
 });
