@@ -3,13 +3,9 @@
  * background; the servers close, and only `drain()` keeps the process alive until the charge lands.
  * Prints the key's stored usage and reservation as JSON, then exits on its own.
  */
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
-import { chat, post, startGateway } from './harness.js';
+import { chat, post, startGateway, storeFailingSettlements } from './harness.js';
 
-const store = new MemoryKeyStore();
-const settle = store.settleSpend.bind(store);
-let failures = 2;
-store.settleSpend = (settlement) => (failures-- > 0 ? Promise.reject(new Error('connection reset')) : settle(settlement));
+const { store } = storeFailingSettlements(2);
 const gateway = await startGateway({ store });
 const answer = await post(gateway, '/chat/completions', chat());
 await gateway.close();

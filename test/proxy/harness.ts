@@ -93,6 +93,15 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   };
 }
 
+/** A MemoryKeyStore whose next `failures` settlements reject (a store blip); `failuresLeft()` counts down below 0 once they pass. */
+export function storeFailingSettlements(failures: number): { store: MemoryKeyStore; failuresLeft: () => number } {
+  const store = new MemoryKeyStore();
+  const settle = store.settleSpend.bind(store);
+  let left = failures;
+  store.settleSpend = (settlement) => (left-- > 0 ? Promise.reject(new Error('connection reset')) : settle(settlement));
+  return { store, failuresLeft: () => left };
+}
+
 /** A chat completion body for the mock model. */
 export function chat(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { model: 'mock-model', messages: [{ role: 'user', content: 'Say hello' }], ...extra };

@@ -1,8 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
-import { type Gateway, chat, deferred, post, startGateway } from './harness.js';
+import { type Gateway, chat, deferred, post, startGateway, storeFailingSettlements } from './harness.js';
 
 let gateway: Gateway;
 afterEach(async () => {
@@ -11,10 +10,7 @@ afterEach(async () => {
 
 describe('proxyRouter settlement when the store fails', () => {
   it('retries a failed settlement in the background until the charge lands and the reservation is released', async () => {
-    const store = new MemoryKeyStore();
-    const settle = store.settleSpend.bind(store);
-    let failures = 2;
-    store.settleSpend = (settlement) => (failures-- > 0 ? Promise.reject(new Error('connection reset')) : settle(settlement));
+    const { store } = storeFailingSettlements(2);
     gateway = await startGateway({ store });
     const res = await post(gateway, '/chat/completions', chat());
     expect(res.status).toBe(200);
@@ -47,15 +43,16 @@ describe('proxyRouter.drain() for a graceful shutdown', () => {
   });
 
   it('waits for a settlement still being retried in the background', async () => {
-    const store = new MemoryKeyStore();
-    const settle = store.settleSpend.bind(store);
-    let failures = 2;
-    store.settleSpend = (settlement) => (failures-- > 0 ? Promise.reject(new Error('connection reset')) : settle(settlement));
+    const { store, failuresLeft } = storeFailingSettlements(2);
     gateway = await startGateway({ store });
     expect((await post(gateway, '/chat/completions', chat())).status).toBe(200);
     // The answer did not wait for the retries; drain() does.
     await gateway.proxy.drain();
-    expect({ failures, key: await store.getKey(gateway.proxyKeyId), account: await store.getAccount(gateway.account.id) }).toMatchObject({
+    expect({
+      failures: failuresLeft(),
+      key: await store.getKey(gateway.proxyKeyId),
+      account: await store.getAccount(gateway.account.id),
+    }).toMatchObject({
       failures: -1,
       key: { usage: 0.028, reserved: 0 },
       account: { balance: 9.972, reserved: 0 },
