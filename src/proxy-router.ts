@@ -65,7 +65,7 @@ interface Exchange {
 /** The middleware `proxyRouter` returns, with what a graceful shutdown needs. */
 export interface ProxyRouter extends Middleware {
   /**
-   * Resolves once every request this router reserved spend for has ended and settled, including
+   * Resolves once every request this router reserved spend for (or is reserving for) has ended and settled, including
    * settlements still being retried in the background after a store failure (about 15 s at most)
    * and releases of reservations the store applied late. Call it when shutting down, after the
    * server stopped taking requests and before closing the store, so no charge and no release is
@@ -109,6 +109,7 @@ const DROPPED_REQUEST_HEADERS = new Set([
  */
 const DROPPED_RESPONSE_HEADERS = new Set([
   'openai-organization',
+  'anthropic-organization-id',
   'openai-project',
   'connection',
   'keep-alive',
@@ -167,9 +168,11 @@ function retryInBackground(
 /** Bodies of non-streamed answers are kept up to this size to read their `usage`; larger ones are charged the reservation. */
 const MAX_METERED_BODY = 16 * 1024 * 1024;
 
-/** The provider's own rate-limit headers (names as Node gives them, lower case). */
+/** The provider's own rate-limit headers, OpenAI's, Anthropic's and the IETF's (names as Node gives them, lower case). */
 function isProviderRateLimit(name: string): boolean {
-  return name.startsWith('x-ratelimit-') || name === 'ratelimit' || name.startsWith('ratelimit-');
+  return (
+    name.startsWith('x-ratelimit-') || name === 'ratelimit' || name.startsWith('ratelimit-') || name.startsWith('anthropic-ratelimit-')
+  );
 }
 
 function pathOf(url: string | undefined): string {
@@ -252,7 +255,8 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   /** Settlements and releases under way, and background retry timers: what `drain()` waits for. */
   const work = new Set<Promise<unknown>>();
   const retryTimers = new Set<NodeJS.Timeout>();
-  /** Exchanges whose response has not closed yet, and `drain()` calls waiting for one to close. */
+  /** Reservations being made, exchanges whose response has not closed yet, and `drain()` calls waiting for either to end. */
+  let reserving = 0;
   let openExchanges = 0;
   let wakeDrain: Array<() => void> = [];
   let draining = false;
@@ -283,7 +287,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   async function drain(): Promise<void> {
     draining = true;
     for (const timer of retryTimers) timer.ref();
-    while (work.size > 0 || openExchanges > 0) {
+    while (work.size > 0 || openExchanges > 0 || reserving > 0) {
       if (work.size > 0) await Promise.allSettled([...work]);
       else await new Promise<void>((resolve) => wakeDrain.push(resolve));
     }
@@ -321,7 +325,8 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
 
   /** Releases the reservation and charges what the exchange cost; runs once per exchange. */
   function settle(exchange: Exchange, ending: Ending): Promise<void> {
-    exchange.settlement ??= (async () => {
+    if (exchange.settlement !== undefined) return exchange.settlement;
+    exchange.settlement = (async () => {
       const cost = chargeFor(exchange, ending);
       const usage = exchange.usage;
       const at = now();
@@ -365,13 +370,14 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
     try {
       return await guard.run('reserveSpend', () => pending);
     } catch (error) {
-      pending.then(
-        (result) => {
-          if (result?.ok === true) track(releaseLateReservation(reservation));
-        },
-        () => {
-          // The store failed the call itself: nothing was reserved.
-        },
+      // Tracked at once, so drain() waits for the store's late answer too.
+      track(
+        pending.then(
+          (result) => (result?.ok === true ? releaseLateReservation(reservation) : undefined),
+          () => {
+            // The store failed the call itself: nothing was reserved.
+          },
+        ),
       );
       throw error;
     }
@@ -580,7 +586,15 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw serviceUnavailable();
     }
     const period = limitPeriod(context.key.limitReset, at);
-    const result = await reserve({ keyId: context.key.id, accountId: context.account.id, amount: reserved, period });
+    reserving++;
+    let result: ReservationResult;
+    try {
+      result = await reserve({ keyId: context.key.id, accountId: context.account.id, amount: reserved, period });
+    } finally {
+      // Counted until the exchange below is open (in this same synchronous step) or the request is refused.
+      reserving--;
+      wake();
+    }
     if (!result.ok) throw refusal(result, context, reserved);
 
     const exchange: Exchange = {
@@ -611,8 +625,11 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       closeExchange(exchange);
     });
     if (res.destroyed) {
-      await settle(exchange, 'client_closed');
-      closeExchange(exchange);
+      try {
+        await settle(exchange, 'client_closed');
+      } finally {
+        closeExchange(exchange);
+      }
       return;
     }
     // The body is already read; hpm's proxyReq event must fire for it to be re-sent.

@@ -62,6 +62,8 @@ function json(res: ServerResponse, status: number, body: unknown): void {
     'ratelimit-limit': '5000',
     'ratelimit-remaining': '4999',
     'ratelimit-policy': '5000;w=60',
+    'anthropic-ratelimit-requests-remaining': '4999',
+    'anthropic-organization-id': 'org-operator',
     'x-request-id': 'req_mock',
   });
   res.end(text);

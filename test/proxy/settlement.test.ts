@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { MemoryKeyStore } from '../../src/stores/memory-store.js';
 import { type Gateway, chat, deferred, post, startGateway, storeFailingSettlements } from './harness.js';
 
 let gateway: Gateway;
@@ -64,19 +65,66 @@ describe('proxyRouter.drain() for a graceful shutdown', () => {
     expect(JSON.parse(stdout)).toEqual({ status: 200, usage: 0.028, reserved: 0 });
   });
 
+  /** A MemoryKeyStore whose reserveSpend waits for `gate`; `asked` resolves once it was called. */
+  function storeWithGatedReservations(gate: Promise<void>) {
+    const store = new MemoryKeyStore();
+    const reserve = store.reserveSpend.bind(store);
+    const asked = deferred();
+    store.reserveSpend = async (reservation) => {
+      asked.resolve();
+      await gate;
+      return reserve(reservation);
+    };
+    return { store, asked: asked.promise };
+  }
+
+  /** Whether `promise` is still pending after several turns of the event loop. */
+  async function stillPending(promise: Promise<unknown>): Promise<boolean> {
+    let settled = false;
+    void promise.then(() => {
+      settled = true;
+    });
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    return !settled;
+  }
+
+  it('waits for a reservation the store is still making', async () => {
+    const gate = deferred();
+    const { store, asked } = storeWithGatedReservations(gate.promise);
+    gateway = await startGateway({ store });
+    const answer = post(gateway, '/chat/completions', chat());
+    await asked;
+    const draining = gateway.proxy.drain();
+    expect(await stillPending(draining)).toBe(true);
+    gate.resolve();
+    expect((await answer).status).toBe(200);
+    await draining;
+    expect(await store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.028, reserved: 0 });
+  });
+
+  it('waits for the release of a reservation the store applied after the request timed out (503)', async () => {
+    const gate = deferred();
+    const { store, asked } = storeWithGatedReservations(gate.promise);
+    gateway = await startGateway({ store, proxy: { storeTimeoutMs: 20 } });
+    const answer = await post(gateway, '/chat/completions', chat());
+    await asked;
+    expect(answer.status).toBe(503);
+    const draining = gateway.proxy.drain();
+    expect(await stillPending(draining)).toBe(true);
+    gate.resolve();
+    await draining;
+    expect(await store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0, reserved: 0 });
+    expect(await store.getAccount(gateway.account.id)).toMatchObject({ balance: 10, reserved: 0 });
+  });
+
   it('waits for a request in flight to end and settle', async () => {
     gateway = await startGateway();
     const hold = deferred();
     gateway.upstream.behaviour = { holdAfterFirstChunk: hold.promise };
     const streamed = post(gateway, '/chat/completions', chat({ stream: true }));
     await vi.waitFor(async () => expect((await gateway.store.getKey(gateway.proxyKeyId))?.reserved).toBeGreaterThan(0));
-    let drained = false;
-    const draining = gateway.proxy.drain().then(() => {
-      drained = true;
-    });
-    // Several turns of the event loop: drain() must still be waiting for the open stream.
-    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
-    expect(drained).toBe(false);
+    const draining = gateway.proxy.drain();
+    expect(await stillPending(draining)).toBe(true);
     hold.resolve();
     expect((await streamed).status).toBe(200);
     await draining;
@@ -99,6 +147,8 @@ describe("proxyRouter and the operator's upstream account", () => {
       project: res.headers.get('openai-project'),
       upstreamLimit: res.headers.get('x-ratelimit-remaining-requests'),
       upstreamIetfLimit: res.headers.get('ratelimit'),
+      upstreamAnthropicLimit: res.headers.get('anthropic-ratelimit-requests-remaining'),
+      upstreamAnthropicOrganization: res.headers.get('anthropic-organization-id'),
       requestId: res.headers.get('x-request-id'),
       gatewayLimit: res.headers.get('ratelimit-limit'),
       gatewayRemaining: res.headers.get('ratelimit-remaining'),
@@ -108,6 +158,8 @@ describe("proxyRouter and the operator's upstream account", () => {
       project: null,
       upstreamLimit: null,
       upstreamIetfLimit: null,
+      upstreamAnthropicLimit: null,
+      upstreamAnthropicOrganization: null,
       requestId: 'req_mock',
       gatewayLimit: '1000',
       gatewayRemaining: '999',
