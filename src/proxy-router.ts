@@ -11,6 +11,7 @@ import { checkTokenRate, countTokens, maxCost, maxOutputTokens, refusal } from '
 import { MAX_USD, limitPeriod } from './spend.js';
 import { SseUsageScanner } from './sse-usage.js';
 import type { KeyStore, ReservationResult, SpendReservation } from './types.js';
+import { InFlight } from './in-flight.js';
 import { type ResolvedUpstream, type Upstream, findUpstream, listModels, resolveProxyPaths, resolveUpstreams } from './upstreams.js';
 
 /** Options of {@link proxyRouter}. `upstreams` and `pricing` are required. */
@@ -58,7 +59,7 @@ interface Exchange {
   proxyReq: ClientRequest | undefined;
   timedOut: boolean;
   settlement: Promise<void> | undefined;
-  /** Its response has not closed yet (see `ProxyRouter.drain`). */
+  /** Still counted in the router's `InFlight` (entered before its reservation): its response has not closed yet. */
   open: boolean;
 }
 
@@ -136,15 +137,9 @@ const SETTLE_RETRIES = [100, 400, 1500, 4000, 9000];
 
 /**
  * Runs `attempt` again after each pause of SETTLE_RETRIES until it succeeds; `giveUp` after the
- * last. Resolves when it succeeded or gave up. Its timers are in `timers` while they wait, and do
- * not hold the process open unless `holdOpen()` says so (see `ProxyRouter.drain`).
+ * last. Resolves when it succeeded or gave up; its timers are `inFlight`'s (see `ProxyRouter.drain`).
  */
-function retryInBackground(
-  attempt: () => Promise<unknown>,
-  giveUp: () => void,
-  timers: Set<NodeJS.Timeout>,
-  holdOpen: () => boolean,
-): Promise<void> {
+function retryInBackground(attempt: () => Promise<unknown>, giveUp: () => void, inFlight: InFlight): Promise<void> {
   return new Promise((resolve) => {
     const wait = (round: number) => {
       if (round >= SETTLE_RETRIES.length) {
@@ -152,15 +147,12 @@ function retryInBackground(
         resolve();
         return;
       }
-      const timer = setTimeout(() => {
-        timers.delete(timer);
+      inFlight.later(() => {
         attempt().then(
           () => resolve(),
           () => wait(round + 1),
         );
-      }, SETTLE_RETRIES[round]);
-      if (!holdOpen()) timer.unref();
-      timers.add(timer);
+      }, SETTLE_RETRIES[round] as number);
     };
     wait(0);
   });
@@ -252,45 +244,14 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   const isProxiedPath = resolveProxyPaths(options.paths);
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const isListed = (model: string) => allowUnpriced || priceOf(pricing, model) !== undefined;
-  /** Settlements and releases under way, and background retry timers: what `drain()` waits for. */
-  const work = new Set<Promise<unknown>>();
-  const retryTimers = new Set<NodeJS.Timeout>();
-  /** Reservations being made, exchanges whose response has not closed yet, and `drain()` calls waiting for either to end. */
-  let reserving = 0;
-  let openExchanges = 0;
-  let wakeDrain: Array<() => void> = [];
-  let draining = false;
+  /** What `drain()` waits for. */
+  const inFlight = new InFlight();
 
-  function wake(): void {
-    const waiting = wakeDrain;
-    wakeDrain = [];
-    for (const resolve of waiting) resolve();
-  }
-
-  /** Keeps `promise` in `work` until it settles, so `drain()` waits for it. */
-  function track(promise: Promise<unknown>): void {
-    work.add(promise);
-    const done = () => {
-      work.delete(promise);
-    };
-    promise.then(done, done);
-    wake();
-  }
-
+  /** An exchange's response closed: it no longer counts (once, whichever path gets here first). */
   function closeExchange(exchange: Exchange): void {
     if (!exchange.open) return;
     exchange.open = false;
-    openExchanges--;
-    wake();
-  }
-
-  async function drain(): Promise<void> {
-    draining = true;
-    for (const timer of retryTimers) timer.ref();
-    while (work.size > 0 || openExchanges > 0 || reserving > 0) {
-      if (work.size > 0) await Promise.allSettled([...work]);
-      else await new Promise<void>((resolve) => wakeDrain.push(resolve));
-    }
+    inFlight.leave();
   }
 
   /**
@@ -342,21 +303,20 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
         // A store blip must not lose the charge nor hold the reservation for good: retry in the
         // background with backoff (about 15 s in all; the answer does not wait), then ask for a hand
         // reconciliation.
-        track(
+        inFlight.track(
           retryInBackground(
             attempt,
             () =>
               logger.error(
                 `modelswitch-keys: could not settle key ${key.id} (reserved ${exchange.reserved}, cost ${cost}); reconcile by hand`,
               ),
-            retryTimers,
-            () => draining,
+            inFlight,
           ),
         );
       }
       await counting;
     })();
-    track(exchange.settlement);
+    inFlight.track(exchange.settlement);
     return exchange.settlement;
   }
 
@@ -371,7 +331,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       return await guard.run('reserveSpend', () => pending);
     } catch (error) {
       // Tracked at once, so drain() waits for the store's late answer too.
-      track(
+      inFlight.track(
         pending.then(
           (result) => (result?.ok === true ? releaseLateReservation(reservation) : undefined),
           () => {
@@ -586,16 +546,19 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw serviceUnavailable();
     }
     const period = limitPeriod(context.key.limitReset, at);
-    reserving++;
+    // Counted from here until the request is refused, or its exchange (below) closes.
+    inFlight.enter();
     let result: ReservationResult;
     try {
       result = await reserve({ keyId: context.key.id, accountId: context.account.id, amount: reserved, period });
-    } finally {
-      // Counted until the exchange below is open (in this same synchronous step) or the request is refused.
-      reserving--;
-      wake();
+    } catch (error) {
+      inFlight.leave();
+      throw error;
     }
-    if (!result.ok) throw refusal(result, context, reserved);
+    if (!result.ok) {
+      inFlight.leave();
+      throw refusal(result, context, reserved);
+    }
 
     const exchange: Exchange = {
       context,
@@ -614,7 +577,6 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       settlement: undefined,
       open: true,
     };
-    openExchanges++;
     exchanges.set(req, exchange);
     res.once('close', function clientClosed() {
       if (!res.writableFinished) {
@@ -682,7 +644,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   const router = function proxyRouter(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
     serve(req, res, next).catch((error: unknown) => answerError(res, error, logger));
   };
-  return Object.assign(router, { drain });
+  return Object.assign(router, { drain: () => inFlight.drain() });
 }
 
 /** A host bug (a bad estimate or price): the request is refused without going upstream. */
