@@ -47,9 +47,21 @@ function expressApp(...middleware: express.RequestHandler[]): express.Express {
   return app;
 }
 
+type PlainMiddleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
+
+/** modelSwitchAuth as every bench server mounts it: the given hasher, no log lines. */
+function quietAuth(store: KeyStore, hasher: KeyHasherType): PlainMiddleware {
+  return modelSwitchAuth(store, { hasher, logger: { warn() {}, error() {} } });
+}
+
+/** A middleware that only calls next(): Express's own cost of one more layer. */
+const passThrough: PlainMiddleware = function passThrough(_req, _res, next) {
+  next();
+};
+
 /** Ours: modelSwitchAuth (with its per-key rate limit) in front of the trivial handler. */
 function oursApp(store: KeyStore, hasher: KeyHasherType): express.Express {
-  return expressApp(modelSwitchAuth(store, { hasher, logger: { warn() {}, error() {} } }) as express.RequestHandler);
+  return expressApp(quietAuth(store, hasher) as express.RequestHandler);
 }
 
 async function prewarm(hasher: KeyHasherType, store: KeyStore, keys: ReadonlyArray<{ key: string; handle: string }>): Promise<void> {
@@ -85,17 +97,12 @@ async function setupHotPath() {
   const plain = await listen(expressApp());
   // Express's own cost of mounting any middleware at /v1 (path stripping, one more layer): the
   // baseline that isolates what modelSwitchAuth itself costs.
-  const mounted = await listen(
-    expressApp(function passThrough(_req, _res, next) {
-      next();
-    }),
-  );
+  const mounted = await listen(expressApp(passThrough as express.RequestHandler));
   const ours = await listen(oursApp(bench.store, hasher));
   // The same middleware, and a pass-through, with a stopwatch around each (call to next()): their
   // own time per request inside a server under HTTP load. Not among the compared servers.
-  const auth = modelSwitchAuth(bench.store, { hasher, logger: { warn() {}, error() {} } }) as PlainMiddleware;
-  const timed = await listen(expressApp(timedMiddleware('modelSwitchAuth', auth)));
-  const timedPassThrough = await listen(expressApp(timedMiddleware('pass-through', (_req, _res, next) => next())));
+  const timed = await listen(expressApp(timedMiddleware('modelSwitchAuth', quietAuth(bench.store, hasher))));
+  const timedPassThrough = await listen(expressApp(timedMiddleware('pass-through', passThrough)));
   return { ports: { bare, express: plain, mounted, ours, timed, timedPassThrough }, keys: keys.map((k) => k.key) };
 }
 
@@ -114,8 +121,6 @@ function timedMiddleware(name: string, middleware: PlainMiddleware): express.Req
     });
   };
 }
-
-type PlainMiddleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
 
 /**
  * µs per call of `middleware` in a tight loop (median of 5 batches), a fresh response each call,
@@ -144,12 +149,12 @@ function perCall(middleware: PlainMiddleware, token: string, calls: number): { m
  */
 async function inProcess(args: { calls: number }) {
   const { bench, hasher, keys } = await warmMemoryStore('in-process', 1);
-  const auth = modelSwitchAuth(bench.store, { hasher, logger: { warn() {}, error() {} } }) as PlainMiddleware;
+  const auth = quietAuth(bench.store, hasher);
   const key = (keys[0] as { key: string }).key;
   // The last checksum character changed: well-formed, refused by the checksum.
   const invented = `${key.slice(0, -1)}${key.endsWith('A') ? 'B' : 'A'}`;
   return {
-    passThrough: perCall((_req, _res, next) => next(), key, args.calls),
+    passThrough: perCall(passThrough, key, args.calls),
     cached: perCall(auth, key, args.calls),
     invented: perCall(auth, invented, args.calls),
   };
