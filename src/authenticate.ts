@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type KeyType, type ParsedApiKey, hasKeyShape, hasValidChecksum, keyParts } from './api-key.js';
 import { readBearerToken } from './bearer.js';
-import { MISSING_OR_INVALID_HEADER, answerWithoutStack, authenticationError } from './errors.js';
+import { MISSING_OR_INVALID_HEADER, answerWithoutStack, authenticationError, invalidApiKey } from './errors.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
 import { DEFAULT_RATE_LIMIT, intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
 import { limitPeriod, usageInPeriod } from './spend.js';
@@ -92,11 +92,11 @@ export class Authenticator {
    */
   admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
     const token = presentedToken(req);
-    if (!hasKeyShape(token)) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    if (!hasKeyShape(token)) throw invalidApiKey();
     // The cache (one SHA-256) before the checksum: a key found there passed the checksum when it
     // verified. Any other key is checked against its checksum before the store is read.
     const verifiedHash = this.hasher.verifiedHash(token);
-    if (verifiedHash === undefined && !hasValidChecksum(token)) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    if (verifiedHash === undefined && !hasValidChecksum(token)) throw invalidApiKey();
     const parsed = keyParts(token);
     if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
     const store = this.store;
@@ -118,7 +118,7 @@ export class Authenticator {
     } catch (error) {
       throw this.guard.fail('getKeyByHandle', error);
     }
-    if (!record || record.type !== parsed.type) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+    if (!record || record.type !== parsed.type) throw invalidApiKey();
     // Not verified yet (a cold key, or a guess): scrypt, asynchronously.
     if (verifiedHash === undefined || verifiedHash !== record.hash) return this.admitAsync(parsed, res, record, verifiedHash);
     const now = this.now();
@@ -231,7 +231,7 @@ export class Authenticator {
         (await this.hasher.verify(parsed.value, record.hash, parsed.handle))
       )
     ) {
-      throw authenticationError('invalid_api_key', 'Invalid API key', true);
+      throw invalidApiKey();
     }
     return record;
   }
@@ -365,6 +365,6 @@ function presentedToken(req: IncomingMessage): string {
  * Falsy rather than `null` only: a store answering `undefined` must not let the key through.
  */
 function existing<T extends Readonly<AccountRecord>>(account: T | null | undefined): T {
-  if (!account) throw authenticationError('invalid_api_key', 'Invalid API key', true);
+  if (!account) throw invalidApiKey();
   return account;
 }

@@ -158,6 +158,19 @@ export function authenticationError(
   return error;
 }
 
+/**
+ * The 401 for a key that is not a valid key of this gateway (unknown, bad checksum, wrong secret,
+ * deleted, or its account gone): one message for all, so it never says which check failed.
+ *
+ * @example
+ * ```ts
+ * if (!record) throw invalidApiKey();
+ * ```
+ */
+export function invalidApiKey(): ModelSwitchError {
+  return authenticationError('invalid_api_key', 'Invalid API key', true);
+}
+
 /** A 400 about one request field. */
 export function invalidRequest(message: string, param?: string): ModelSwitchError {
   return new ModelSwitchError('invalid_request', message, param === undefined ? {} : { param });

@@ -1,5 +1,5 @@
 import type { ModelSwitchContext } from './authenticate.js';
-import { ModelSwitchError, authenticationError, invalidRequest } from './errors.js';
+import { ModelSwitchError, invalidApiKey, invalidRequest } from './errors.js';
 import { type ModelPrice, type TokenUsage, costOf } from './pricing.js';
 import { rateLimitExceeded } from './rate-limit.js';
 import type { StoreGuard } from './store-guard.js';
@@ -108,6 +108,6 @@ export function refusal(result: Exclude<ReservationResult, { ok: true }>, contex
       return new ModelSwitchError('insufficient_balance', message, { headers: NO_RETRY });
     }
     default:
-      return authenticationError('invalid_api_key', 'Invalid API key', true);
+      return invalidApiKey();
   }
 }
