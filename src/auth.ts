@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type AuthOptions, Authenticator, type ModelSwitchContext } from './authenticate.js';
 import { ConfigurationError, ModelSwitchError, sendError } from './errors.js';
 import type { KeyStore } from './types.js';
+import { hostLogger } from './store-guard.js';
 
 /** A Connect/Express `next`. */
 export type NextFunction = (error?: unknown) => void;
@@ -27,7 +28,7 @@ export function assertStore(store: unknown, factory: string): asserts store is K
 }
 
 /** Sends a thrown error as the contract's JSON; anything unexpected is a 503, never a 500 or a stack trace. */
-export function answerError(res: ServerResponse, error: unknown, logger: Pick<Console, 'error'> = console): void {
+export function answerError(res: ServerResponse, error: unknown, logger: Pick<Console, 'error'>): void {
   if (error instanceof ModelSwitchError) {
     sendError(res, error);
     return;
@@ -55,7 +56,7 @@ export function answerError(res: ServerResponse, error: unknown, logger: Pick<Co
 export function modelSwitchAuth(store: KeyStore, options: AuthOptions = {}): Middleware {
   assertStore(store, 'modelSwitchAuth');
   const authenticator = new Authenticator(store, options);
-  const logger = options.logger ?? console;
+  const logger = hostLogger(options.logger);
   return function modelSwitchAuth(req, res, next) {
     let admitted: ModelSwitchContext | Promise<ModelSwitchContext>;
     try {

@@ -5,7 +5,7 @@ import { MISSING_OR_INVALID_HEADER, answerWithoutStack, authenticationError, inv
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
 import { DEFAULT_RATE_LIMIT, intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
 import { limitPeriod, usageInPeriod } from './spend.js';
-import { type Logger, StoreGuard, type StoreGuardOptions } from './store-guard.js';
+import { type Logger, StoreGuard, type StoreGuardOptions, hostLogger } from './store-guard.js';
 import type { AccountRecord, CounterState, KeyRecord, KeyStore, RateLimitSetting } from './types.js';
 
 /** A verified key as the middleware hands it on: the record without its hash. */
@@ -73,7 +73,7 @@ export class Authenticator {
     this.guard = new StoreGuard(store, options);
     this.hasher = options.hasher ?? defaultKeyHasher();
     this.now = options.now ?? Date.now;
-    this.logger = options.logger ?? console;
+    this.logger = hostLogger(options.logger);
     const fallback = options.defaultRateLimit === undefined ? DEFAULT_RATE_LIMIT : options.defaultRateLimit;
     if (fallback !== null && (!Number.isInteger(fallback.requests) || fallback.requests < 1 || intervalToMs(fallback.interval) === null)) {
       throw new TypeError('defaultRateLimit needs an integer requests ≥ 1 and an interval like "10s", "1m", "1h" or "1d"');

@@ -6,6 +6,30 @@ export interface Logger {
   error(message: string): void;
 }
 
+/**
+ * The host's logger (default `console`), safe to call: what it throws is dropped, so a broken logger
+ * never changes an answer, loses a settlement or leaves a response open.
+ */
+export function hostLogger(logger: Logger | undefined): Logger {
+  const target = logger ?? console;
+  return {
+    warn(message) {
+      try {
+        target.warn(message);
+      } catch {
+        // Dropped: see above.
+      }
+    },
+    error(message) {
+      try {
+        target.error(message);
+      } catch {
+        // Dropped: see above.
+      }
+    },
+  };
+}
+
 /** Options shared by every factory that talks to the store. */
 export interface StoreGuardOptions {
   /** A store call slower than this fails the request with 503 `store_unavailable`. Default 2000 ms. */
@@ -44,7 +68,7 @@ export class StoreGuard {
       throw new TypeError('storeTimeoutMs must be a positive number of milliseconds');
     }
     this.sweepEveryMs = Math.max(1, Math.min(250, this.timeoutMs / 4));
-    this.logger = options.logger ?? console;
+    this.logger = hostLogger(options.logger);
     const known = outageByStore.get(store);
     this.outage = known ?? { down: false };
     if (!known) outageByStore.set(store, this.outage);

@@ -60,6 +60,29 @@ describe.each(FRAMEWORKS)('a failing store under %s', (framework) => {
     expect(logger.lines).toHaveLength(2);
   });
 
+  it('answers the same 503 when the host logger throws too (a broken log sink never turns it into a 500)', async () => {
+    const { store, setMode } = faultyStore();
+    const seeded = await seedAccount(store, { hasher });
+    const fail = (): void => {
+      throw new Error('log sink down');
+    };
+    const app = buildApp(framework, store, { hasher, logger: { warn: fail, error: fail } });
+    setMode('throw');
+    for (const [path, key] of [
+      ['/v1/whoami', seeded.proxyKey],
+      ['/api/keys', seeded.billingKey],
+    ] as const) {
+      const response = await request(app).get(path).set('Authorization', `Bearer ${key}`);
+      expect({ status: response.status, type: response.headers['content-type'], body: response.body }).toEqual({
+        status: 503,
+        type: 'application/json',
+        body: UNAVAILABLE,
+      });
+    }
+    setMode('ok');
+    expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status).toBe(200);
+  });
+
   it('answers 503 when the store hangs longer than storeTimeoutMs', async () => {
     const { store, setMode } = faultyStore();
     const seeded = await seedAccount(store, { hasher });

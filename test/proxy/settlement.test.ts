@@ -34,6 +34,51 @@ describe('proxyRouter settlement when the store fails', () => {
   });
 });
 
+describe("proxyRouter when the host's logger or clock throws", () => {
+  const brokenLogger = {
+    warn(): void {
+      throw new Error('log sink down');
+    },
+    error(): void {
+      throw new Error('log sink down');
+    },
+  };
+
+  it('still answers and charges when the logger throws while settling', async () => {
+    gateway = await startGateway({ proxy: { logger: brokenLogger } });
+    // No usage in the answer: settling logs a warning (charged the reservation) through the broken logger.
+    gateway.upstream.behaviour = { omitUsage: true };
+    const res = await post(gateway, '/chat/completions', chat({ max_tokens: 100 }));
+    expect({ status: res.status, object: (JSON.parse(res.text) as { object: string }).object }).toEqual({
+      status: 200,
+      object: 'chat.completion',
+    });
+    await gateway.proxy.drain();
+    expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.223, reserved: 0 });
+  });
+
+  it('still ends the answer when the clock throws while settling, and keeps the reservation for a hand reconciliation', async () => {
+    gateway = await startGateway({
+      proxy: {
+        now: () => {
+          if (gateway.upstream.requests.length > 0) throw new Error('clock broke');
+          return gateway.clock.now();
+        },
+      },
+    });
+    const res = await post(gateway, '/chat/completions', chat({ max_tokens: 100 }));
+    expect({ status: res.status, object: (JSON.parse(res.text) as { object: string }).object }).toEqual({
+      status: 200,
+      object: 'chat.completion',
+    });
+    await gateway.proxy.drain();
+    expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0, reserved: 0.223 });
+    expect(gateway.logger.lines).toEqual([
+      `error: modelswitch-keys: could not settle key ${gateway.proxyKeyId} (reserved 0.223): clock broke; reconcile by hand`,
+    ]);
+  });
+});
+
 describe('proxyRouter.drain() for a graceful shutdown', () => {
   it('resolves when nothing is pending', async () => {
     gateway = await startGateway();
