@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type KeyType, type ParsedApiKey, hasKeyShape, hasValidChecksum, keyParts } from './api-key.js';
+import { KEY_LENGTH, type KeyType, type ParsedApiKey, hasKeyShape, hasValidChecksum, keyParts } from './api-key.js';
 import { readBearerToken } from './bearer.js';
 import { MISSING_OR_INVALID_HEADER, answerWithoutStack, authenticationError, invalidApiKey } from './errors.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
@@ -92,11 +92,12 @@ export class Authenticator {
    */
   admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
     const token = presentedToken(req);
-    if (!hasKeyShape(token)) throw invalidApiKey();
-    // The cache (one SHA-256) before the checksum: a key found there passed the checksum when it
-    // verified. Any other key is checked against its checksum before the store is read.
+    // Only the length before the cache (one SHA-256), so nothing longer is ever hashed: a key found
+    // there passed the shape and checksum checks when it verified. Any other key is checked for both
+    // before the store is read.
+    if (token.length !== KEY_LENGTH) throw invalidApiKey();
     const verifiedHash = this.hasher.verifiedHash(token);
-    if (verifiedHash === undefined && !hasValidChecksum(token)) throw invalidApiKey();
+    if (verifiedHash === undefined && !(hasKeyShape(token) && hasValidChecksum(token))) throw invalidApiKey();
     const parsed = keyParts(token);
     if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
     const store = this.store;

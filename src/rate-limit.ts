@@ -34,6 +34,9 @@ export function intervalToMs(interval: string): number | null {
  */
 export const DEFAULT_RATE_LIMIT: Readonly<RateLimitSetting> = { requests: 1000, interval: '10s' };
 
+/** The two header values that depend on the limit alone, for the last limit seen (most requests share one). */
+let lastFixed = { requests: Number.NaN, windowMs: Number.NaN, policy: '', limit: '' };
+
 /**
  * Counter state turned into `RateLimit-*` headers (IETF draft "RateLimit header fields", draft 6).
  * Names go out in lower case (header names are case-insensitive, RFC 9110 §5.1, and HTTP/2 sends
@@ -48,8 +51,18 @@ export function setRateLimitHeaders(
   resetAt: number,
   now: number,
 ): void {
-  res.setHeader('ratelimit-policy', `${limit.requests};w=${Math.ceil(windowMs / 1000)}`);
-  res.setHeader('ratelimit-limit', String(limit.requests));
+  let fixed = lastFixed;
+  if (fixed.requests !== limit.requests || fixed.windowMs !== windowMs) {
+    fixed = {
+      requests: limit.requests,
+      windowMs,
+      policy: `${limit.requests};w=${Math.ceil(windowMs / 1000)}`,
+      limit: String(limit.requests),
+    };
+    lastFixed = fixed;
+  }
+  res.setHeader('ratelimit-policy', fixed.policy);
+  res.setHeader('ratelimit-limit', fixed.limit);
   res.setHeader('ratelimit-remaining', String(Math.max(0, limit.requests - count)));
   res.setHeader('ratelimit-reset', String(Math.max(0, Math.ceil((resetAt - now) / 1000))));
 }

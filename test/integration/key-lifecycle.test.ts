@@ -159,6 +159,32 @@ describe.each(FRAMEWORKS)('key lifecycle end to end under %s', (framework) => {
     expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status).toBe(200);
   });
 
+  it('sends each key its own RateLimit headers when keys with different limits alternate', async () => {
+    const hourly = await createKey({ name: 'Hourly', rate_limit: { requests: 50, interval: '1h' } });
+    clock.set(Date.parse('2026-11-22T12:00:03Z'));
+    const headersOf = async (key: string) => {
+      const response = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${key}`);
+      return [
+        response.status,
+        response.headers['ratelimit-policy'],
+        response.headers['ratelimit-limit'],
+        response.headers['ratelimit-remaining'],
+        response.headers['ratelimit-reset'],
+      ];
+    };
+    expect([
+      await headersOf(hourly.key),
+      await headersOf(seeded.proxyKey),
+      await headersOf(hourly.key),
+      await headersOf(seeded.proxyKey),
+    ]).toEqual([
+      [200, '50;w=3600', '50', '49', '3597'],
+      [200, '1000;w=10', '1000', '999', '7'],
+      [200, '50;w=3600', '50', '48', '3597'],
+      [200, '1000;w=10', '1000', '998', '7'],
+    ]);
+  });
+
   it('still answers key info at a zero balance (it never spends)', async () => {
     await store.adjustBalance(seeded.account.id, -1500.5);
     const info = await request(app).get('/v1/auth/key').set('Authorization', `Bearer ${seeded.proxyKey}`);

@@ -1,6 +1,6 @@
 import express from 'express';
 import request from 'supertest';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { type KeyStore, MemoryKeyStore, proxyRouter } from '../../src/index.js';
 import { buildApp } from '../app.js';
 import { type SeededAccount, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
@@ -111,14 +111,25 @@ describe('a key seen before, on a store without sync', () => {
     const scryptBefore = hasher.scryptRuns;
     const lastChanged = `${seeded.proxyKey.slice(0, -1)}${seeded.proxyKey.endsWith('A') ? 'B' : 'A'}`;
     const secretChanged = `${seeded.proxyKey.slice(0, 20)}${seeded.proxyKey[20] === 'q' ? 'r' : 'q'}${seeded.proxyKey.slice(21)}`;
-    for (const token of [lastChanged, secretChanged, `ms-${'a'.repeat(10_240)}`, 'not-a-key']) {
+    // A key's length, but not its characters or prefix: refused after the cache lookup, by the shape check.
+    const notBase62 = `${seeded.proxyKey.slice(0, 20)}_${seeded.proxyKey.slice(21)}`;
+    const otherPrefix = `mx-${seeded.proxyKey.slice(3)}`;
+    const hashed = vi.spyOn(hasher, 'verifiedHash');
+    for (const token of [lastChanged, secretChanged, notBase62, otherPrefix, `ms-${'a'.repeat(10_240)}`, 'not-a-key']) {
       const response = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${token}`);
       expect({ status: response.status, body: response.body }).toEqual({
         status: 401,
         body: { error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } },
       });
     }
-    expect({ waves, scryptRuns: hasher.scryptRuns - scryptBefore }).toEqual({ waves: [], scryptRuns: 0 });
+    // Only tokens of a key's length are ever hashed for the cache lookup.
+    const hashedLengths = hashed.mock.calls.map(([token]) => token.length);
+    hashed.mockRestore();
+    expect({ waves, scryptRuns: hasher.scryptRuns - scryptBefore, hashedLengths }).toEqual({
+      waves: [],
+      scryptRuns: 0,
+      hashedLengths: [41, 41, 41, 41],
+    });
   });
 
   it("never counts a guess at a seen key's handle against that key's rate limit", async () => {
