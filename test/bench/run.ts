@@ -18,6 +18,8 @@ const CONFIG = quick
       cacheBound: { cacheSize: 1_000, keys: 2_500 },
       coldKeys: 40,
       inProcessCalls: 20_000,
+      hotRounds: 3,
+      hotDurationS: 1,
     }
   : {
       warmupS: 2,
@@ -29,6 +31,10 @@ const CONFIG = quick
       cacheBound: { cacheSize: 10_000, keys: 25_000 },
       coldKeys: 100,
       inProcessCalls: 200_000,
+      // Scenario 1's target is a few per cent wide, under the spread of one round on this machine:
+      // more, shorter rounds give its medians more samples.
+      hotRounds: 11,
+      hotDurationS: 3,
     };
 if (process.argv.includes('--redis-1m')) CONFIG.redisScaleSizes.push(1_000_000);
 /** `--only=hot,stack,scale,attack,cold,proxy` runs a subset (for working on one scenario). */
@@ -111,16 +117,23 @@ function checkClean(name: string, result: LoadResult): void {
   }
 }
 
-/** Warm-up, then `rounds` rounds in which every target runs once, the order rotating each round. */
-async function compare(targets: Target[], cpuOf?: CpuProbe): Promise<Record<string, Summary>> {
+/**
+ * Warm-up, then `rounds` rounds (default `CONFIG.rounds` of `CONFIG.durationS`) in which every
+ * target runs once, the order rotating each round.
+ */
+async function compare(
+  targets: Target[],
+  cpuOf?: CpuProbe,
+  { rounds = CONFIG.rounds, durationS = CONFIG.durationS } = {},
+): Promise<Record<string, Summary>> {
   for (const target of targets) await load(target, CONFIG.warmupS);
   const results: Record<string, LoadResult[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
   const cpu: Record<string, number[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
-  for (let round = 0; round < CONFIG.rounds; round++) {
+  for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < targets.length; i++) {
       const target = targets[(i + round) % targets.length] as Target;
       const before = cpuOf ? await cpuOf.call<{ micros: number }>('cpu') : undefined;
-      const result = await load(target, CONFIG.durationS);
+      const result = await load(target, durationS);
       if (cpuOf && before) {
         // Every target of one comparison lives in this one child, and only one is loaded at a time.
         const after = await cpuOf.call<{ micros: number }>('cpu');
@@ -147,7 +160,16 @@ async function hotPath(): Promise<Summary | undefined> {
   console.log(`\n${scenario}`);
   const servers = await child('./servers.ts');
   const setup = await servers.call<{
-    ports: { bare: number; express: number; mounted: number; ours: number; timed: number; timedPassThrough: number };
+    ports: {
+      bare: number;
+      express: number;
+      mounted: number;
+      ours: number;
+      floor: number;
+      timed: number;
+      timedPassThrough: number;
+      timedFloor: number;
+    };
     keys: string[];
   }>('hotPath');
   const before = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
@@ -160,14 +182,17 @@ async function hotPath(): Promise<Summary | undefined> {
       { name: 'express', url: url(setup.ports.express), headers },
       { name: 'express + pass-through middleware', url: url(setup.ports.mounted), headers },
       { name: 'express + modelSwitchAuth', url: url(setup.ports.ours), headers },
+      { name: 'express + contract floor', url: url(setup.ports.floor), headers },
     ],
     servers,
+    { rounds: CONFIG.hotRounds, durationS: CONFIG.hotDurationS },
   );
   const stats = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
   // Outside the compared rounds: each middleware's own time per request inside a loaded server.
   const inside: Record<string, number | null> = {};
   for (const [name, port] of [
     ['pass-through', setup.ports.timedPassThrough],
+    ['contract floor', setup.ports.timedFloor],
     ['modelSwitchAuth', setup.ports.timed],
   ] as const) {
     const target = { name: `express + ${name}, timed`, url: url(port), headers };
@@ -176,7 +201,7 @@ async function hotPath(): Promise<Summary | undefined> {
     checkClean(target.name, await load(target, CONFIG.durationS * 2));
     inside[name] = (await servers.call<{ micros: number | null }>('stopwatch', { name })).micros;
   }
-  const calls = await servers.call<Record<'passThrough' | 'cached' | 'invented', { micros: number; synchronousNext: number }>>(
+  const calls = await servers.call<Record<'passThrough' | 'floor' | 'cached' | 'invented', { micros: number; synchronousNext: number }>>(
     'inProcess',
     { calls: CONFIG.inProcessCalls },
   );
@@ -188,9 +213,13 @@ async function hotPath(): Promise<Summary | undefined> {
   const plain = summaries.express as Summary;
   const ours = summaries['express + modelSwitchAuth'] as Summary;
   const mounted = summaries['express + pass-through middleware'] as Summary;
+  const floor = summaries['express + contract floor'] as Summary;
   report.ratio(scenario, 'modelSwitchAuth / express (requests/s)', ours.rps / plain.rps, 0.95);
   report.ratio(scenario, 'modelSwitchAuth / express + pass-through middleware (requests/s)', ours.rps / mounted.rps, 0.95);
   report.ratio(scenario, 'pass-through middleware / express (requests/s)', mounted.rps / plain.rps, null);
+  // The least the contract costs (see contractFloor in servers.ts), and how far ours is from it.
+  report.ratio(scenario, 'contract floor / express (requests/s)', floor.rps / plain.rps, null);
+  report.ratio(scenario, 'modelSwitchAuth / contract floor (requests/s)', ours.rps / floor.rps, null);
   for (const [name, summary] of Object.entries(summaries)) {
     if (summary.cpuMicrosPerRequest !== undefined) {
       report.add({ scenario, measure: `${name}: server CPU per request`, value: round(summary.cpuMicrosPerRequest, 1), unit: 'µs' });
@@ -209,6 +238,7 @@ async function hotPath(): Promise<Summary | undefined> {
   // Without HTTP: the middleware's own work, free of the load generator and of Express.
   for (const [name, measure] of [
     ['passThrough', 'pass-through middleware'],
+    ['floor', 'contract floor'],
     ['cached', 'modelSwitchAuth, cached key (memory store)'],
     ['invented', 'modelSwitchAuth, invented key (401)'],
   ] as const) {
@@ -222,6 +252,7 @@ async function hotPath(): Promise<Summary | undefined> {
   });
   for (const [name, measure] of [
     ['pass-through', 'pass-through middleware'],
+    ['contract floor', 'contract floor'],
     ['modelSwitchAuth', 'modelSwitchAuth, cached key'],
   ] as const) {
     const micros = inside[name];
@@ -637,7 +668,7 @@ async function proxy(): Promise<void> {
 async function main(): Promise<void> {
   const started = performance.now();
   console.log(
-    `modelswitch-keys benchmark${quick ? ' (--quick)' : ''}: ${CONFIG.rounds} rounds of ${CONFIG.durationS}s, ${CONFIG.connections} connections, median reported`,
+    `modelswitch-keys benchmark${quick ? ' (--quick)' : ''}: ${CONFIG.rounds} rounds of ${CONFIG.durationS}s (the hot path: ${CONFIG.hotRounds} of ${CONFIG.hotDurationS}s), ${CONFIG.connections} connections, median reported`,
   );
   const plain = selected('hot') ? await hotPath() : undefined;
   if (selected('stack')) await stack(plain);
