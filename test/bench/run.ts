@@ -303,6 +303,14 @@ async function stack(memoryBaseline: Summary | undefined): Promise<void> {
     report.ratio(scenario, 'ours on Redis / bare express, scenario 1 (requests/s)', get('ours-redis').rps / memoryBaseline.rps, null);
 }
 
+/** What the scale child answers once its store holds `size` keys. */
+interface ScaleSetup {
+  ports: { ours: number };
+  keys: string[];
+  seedMs: number;
+  heapBytesPer100k: number | null;
+}
+
 async function scale(): Promise<void> {
   const scenario = '3 scale';
   console.log(`\n${scenario}`);
@@ -313,20 +321,18 @@ async function scale(): Promise<void> {
   const raw: Record<string, unknown> = {};
   for (const [kind, sizes] of kinds) {
     const bySize = new Map<number, Summary>();
+    // Every size in its own process (its own heap), all started first, then measured in the same
+    // interleaved rounds: the machine's drift between sizes must not read as a cost of size.
+    const started: Array<{ size: number; servers: BenchChild; setup: ScaleSetup; name: string }> = [];
     for (const size of sizes) {
       const servers = await child('./servers.ts');
-      const setup = await servers.call<{ ports: { ours: number }; keys: string[]; seedMs: number; heapBytesPer100k: number | null }>(
-        'scale',
-        {
-          size,
-          kind,
-        },
-      );
-      const summaries = await compare([
-        { name: `${kind} ${size.toLocaleString('en-US')} keys`, url: url(setup.ports.ours), keys: setup.keys },
-      ]);
-      await release(servers);
-      const summary = Object.values(summaries)[0] as Summary;
+      const setup = await servers.call<ScaleSetup>('scale', { size, kind });
+      started.push({ size, servers, setup, name: `${kind} ${size.toLocaleString('en-US')} keys` });
+    }
+    const summaries = await compare(started.map(({ setup, name }) => ({ name, url: url(setup.ports.ours), keys: setup.keys })));
+    for (const { servers } of started) await release(servers);
+    for (const { size, setup, name } of started) {
+      const summary = summaries[name] as Summary;
       bySize.set(size, summary);
       raw[`${kind}-${size}`] = { ...summary, seedMs: setup.seedMs, heapBytesPer100k: setup.heapBytesPer100k };
       const label = `${kind}, ${size.toLocaleString('en-US')} keys`;
