@@ -9,6 +9,19 @@ const UNAVAILABLE = {
   error: { message: 'The key store is unavailable. Please retry shortly.', type: 'api_error', code: 'store_unavailable' },
 };
 
+/** GETs each path with its key and expects the contract's 503 `store_unavailable` JSON. */
+async function expectUnavailable(app: Parameters<typeof request>[0], gets: ReadonlyArray<readonly [string, string]>): Promise<void> {
+  for (const [path, key] of gets) {
+    const response = await request(app).get(path).set('Authorization', `Bearer ${key}`);
+    expect({ path, status: response.status, type: response.headers['content-type'], body: response.body }).toEqual({
+      path,
+      status: 503,
+      type: 'application/json',
+      body: UNAVAILABLE,
+    });
+  }
+}
+
 type Mode = 'ok' | 'throw' | 'hang';
 
 /** A MemoryKeyStore whose every call can be switched to throw or to never answer. */
@@ -36,18 +49,11 @@ describe.each(FRAMEWORKS)('a failing store under %s', (framework) => {
     const logger = recordingLogger();
     const app = buildApp(framework, store, { hasher, logger });
     setMode('throw');
-    for (const [path, key] of [
+    await expectUnavailable(app, [
       ['/v1/whoami', seeded.proxyKey],
       ['/v1/auth/key', seeded.proxyKey],
       ['/api/keys', seeded.billingKey],
-    ] as const) {
-      const response = await request(app).get(path).set('Authorization', `Bearer ${key}`);
-      expect({ status: response.status, type: response.headers['content-type'], body: response.body }).toEqual({
-        status: 503,
-        type: 'application/json',
-        body: UNAVAILABLE,
-      });
-    }
+    ]);
     const created = await request(app).post('/api/keys').set('Authorization', `Bearer ${seeded.billingKey}`).send({ name: 'x' });
     expect(created.status).toBe(503);
     expect(logger.lines).toEqual([
@@ -68,17 +74,10 @@ describe.each(FRAMEWORKS)('a failing store under %s', (framework) => {
     };
     const app = buildApp(framework, store, { hasher, logger: { warn: fail, error: fail } });
     setMode('throw');
-    for (const [path, key] of [
+    await expectUnavailable(app, [
       ['/v1/whoami', seeded.proxyKey],
       ['/api/keys', seeded.billingKey],
-    ] as const) {
-      const response = await request(app).get(path).set('Authorization', `Bearer ${key}`);
-      expect({ status: response.status, type: response.headers['content-type'], body: response.body }).toEqual({
-        status: 503,
-        type: 'application/json',
-        body: UNAVAILABLE,
-      });
-    }
+    ]);
     setMode('ok');
     expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status).toBe(200);
   });

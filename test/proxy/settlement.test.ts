@@ -35,6 +35,14 @@ describe('proxyRouter settlement when the store fails', () => {
 });
 
 describe("proxyRouter when the host's logger or clock throws", () => {
+  /** The whole answer arrived: a 200 chat completion. */
+  function expectCompletion(res: { status: number; text: string }): void {
+    expect({ status: res.status, object: (JSON.parse(res.text) as { object: string }).object }).toEqual({
+      status: 200,
+      object: 'chat.completion',
+    });
+  }
+
   const brokenLogger = {
     warn(): void {
       throw new Error('log sink down');
@@ -49,10 +57,7 @@ describe("proxyRouter when the host's logger or clock throws", () => {
     // No usage in the answer: settling logs a warning (charged the reservation) through the broken logger.
     gateway.upstream.behaviour = { omitUsage: true };
     const res = await post(gateway, '/chat/completions', chat({ max_tokens: 100 }));
-    expect({ status: res.status, object: (JSON.parse(res.text) as { object: string }).object }).toEqual({
-      status: 200,
-      object: 'chat.completion',
-    });
+    expectCompletion(res);
     await gateway.proxy.drain();
     expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.223, reserved: 0 });
   });
@@ -67,10 +72,7 @@ describe("proxyRouter when the host's logger or clock throws", () => {
       },
     });
     const res = await post(gateway, '/chat/completions', chat({ max_tokens: 100 }));
-    expect({ status: res.status, object: (JSON.parse(res.text) as { object: string }).object }).toEqual({
-      status: 200,
-      object: 'chat.completion',
-    });
+    expectCompletion(res);
     await gateway.proxy.drain();
     expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0, reserved: 0.223 });
     expect(gateway.logger.lines).toEqual([
