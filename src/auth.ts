@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type AuthOptions, Authenticator, type ModelSwitchContext } from './authenticate.js';
 import { ConfigurationError, ModelSwitchError, sendError } from './errors.js';
 import type { KeyStore } from './types.js';
-import { hostLogger } from './store-guard.js';
+import { errorText, hostLogger } from './store-guard.js';
 
 /** A Connect/Express `next`. */
 export type NextFunction = (error?: unknown) => void;
@@ -33,7 +33,7 @@ export function answerError(res: ServerResponse, error: unknown, logger: Pick<Co
     sendError(res, error);
     return;
   }
-  logger.error(`modelswitch-keys: unexpected error: ${error instanceof Error ? error.message : String(error)}`);
+  logger.error(`modelswitch-keys: unexpected error: ${errorText(error)}`);
   sendError(res, new ModelSwitchError('store_unavailable', 'The service is temporarily unavailable. Please retry shortly.'));
 }
 

@@ -10,7 +10,7 @@ import { type ModelPrice, type Pricing, type TokenUsage, costOf, priceOf, readUs
 import { checkTokenRate, countTokens, maxCost, maxOutputTokens, refusal } from './proxy-metering.js';
 import { MAX_USD, limitPeriod } from './spend.js';
 import { SseUsageScanner } from './sse-usage.js';
-import { hostLogger } from './store-guard.js';
+import { errorText, hostLogger } from './store-guard.js';
 import type { KeyStore, ReservationResult, SpendReservation } from './types.js';
 import { InFlight } from './in-flight.js';
 import { type ResolvedUpstream, type Upstream, findUpstream, listModels, resolveProxyPaths, resolveUpstreams } from './upstreams.js';
@@ -320,7 +320,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       // Only the host's now() can throw here (store failures are retried above, the logger is safe):
       // nothing was charged and the reservation stays held, but the answer still ends.
       logger.error(
-        `modelswitch-keys: could not settle key ${exchange.context.key.id} (reserved ${exchange.reserved}): ${error instanceof Error ? error.message : String(error)}; reconcile by hand`,
+        `modelswitch-keys: could not settle key ${exchange.context.key.id} (reserved ${exchange.reserved}): ${errorText(error)}; reconcile by hand`,
       );
     });
     inFlight.track(exchange.settlement);

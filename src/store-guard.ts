@@ -7,27 +7,36 @@ export interface Logger {
 }
 
 /**
- * The host's logger (default `console`), safe to call: what it throws is dropped, so a broken logger
- * never changes an answer, loses a settlement or leaves a response open.
+ * The host's logger (default `console`), safe to call: what it throws, or a promise it returns
+ * rejecting, is dropped, so a broken logger never changes an answer, loses a settlement or leaves a
+ * response open.
  */
 export function hostLogger(logger: Logger | undefined): Logger {
   const target = logger ?? console;
-  return {
-    warn(message) {
-      try {
-        target.warn(message);
-      } catch {
-        // Dropped: see above.
+  const call = (write: () => unknown): void => {
+    try {
+      const result = write();
+      // An async logger (typed `void`, but a promise all the same) must not reject unhandled.
+      if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
+        Promise.resolve(result).catch(() => {});
       }
-    },
-    error(message) {
-      try {
-        target.error(message);
-      } catch {
-        // Dropped: see above.
-      }
-    },
+    } catch {
+      // Dropped: see above.
+    }
   };
+  return {
+    warn: (message) => call(() => target.warn(message)),
+    error: (message) => call(() => target.error(message)),
+  };
+}
+
+/** What was thrown, as text for a log line; never throws itself, whatever was thrown. */
+export function errorText(error: unknown): string {
+  try {
+    return error instanceof Error ? error.message : String(error);
+  } catch {
+    return 'an error that cannot be printed';
+  }
 }
 
 /** Options shared by every factory that talks to the store. */
@@ -146,7 +155,7 @@ export class StoreGuard {
       this.logger.error(`modelswitch-keys: the key store refused ${operation}: ${error.message}`);
     } else if (!this.outage.down) {
       this.outage.down = true;
-      const reason = error instanceof Error ? error.message : String(error);
+      const reason = errorText(error);
       this.logger.error(
         `modelswitch-keys: key store unavailable (${operation}: ${reason}); requests that need it answer 503 until it recovers`,
       );

@@ -161,6 +161,8 @@ describe.each(FRAMEWORKS)('key lifecycle end to end under %s', (framework) => {
 
   it('sends each key its own RateLimit headers when keys with different limits alternate', async () => {
     const hourly = await createKey({ name: 'Hourly', rate_limit: { requests: 50, interval: '1h' } });
+    // The default's number of requests, over another window.
+    const perMinute = await createKey({ name: 'Per minute', rate_limit: { requests: 1000, interval: '1m' } });
     clock.set(Date.parse('2026-11-22T12:00:03Z'));
     const headersOf = async (key: string) => {
       const response = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${key}`);
@@ -175,13 +177,17 @@ describe.each(FRAMEWORKS)('key lifecycle end to end under %s', (framework) => {
     expect([
       await headersOf(hourly.key),
       await headersOf(seeded.proxyKey),
+      await headersOf(perMinute.key),
       await headersOf(hourly.key),
       await headersOf(seeded.proxyKey),
+      await headersOf(perMinute.key),
     ]).toEqual([
       [200, '50;w=3600', '50', '49', '3597'],
       [200, '1000;w=10', '1000', '999', '7'],
+      [200, '1000;w=60', '1000', '999', '57'],
       [200, '50;w=3600', '50', '48', '3597'],
       [200, '1000;w=10', '1000', '998', '7'],
+      [200, '1000;w=60', '1000', '998', '57'],
     ]);
   });
 

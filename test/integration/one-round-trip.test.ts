@@ -123,12 +123,12 @@ describe('a key seen before, on a store without sync', () => {
       });
     }
     // Only tokens of a key's length are ever hashed for the cache lookup.
-    const hashedLengths = hashed.mock.calls.map(([token]) => token.length);
+    const hashedLengths = [...new Set(hashed.mock.calls.map(([token]) => token.length))];
     hashed.mockRestore();
     expect({ waves, scryptRuns: hasher.scryptRuns - scryptBefore, hashedLengths }).toEqual({
       waves: [],
       scryptRuns: 0,
-      hashedLengths: [41, 41, 41, 41],
+      hashedLengths: [41],
     });
   });
 

@@ -66,20 +66,56 @@ describe.each(FRAMEWORKS)('a failing store under %s', (framework) => {
     expect(logger.lines).toHaveLength(2);
   });
 
-  it('answers the same 503 when the host logger throws too (a broken log sink never turns it into a 500)', async () => {
-    const { store, setMode } = faultyStore();
+  /** A logger that throws, and one that returns a rejecting promise (an async logger whose sink is down). */
+  const throwing = (): void => {
+    throw new Error('log sink down');
+  };
+  const asyncRejecting = (() => Promise.reject(new Error('log sink down'))) as () => void;
+  const brokenLoggers = [
+    ['throws', { warn: throwing, error: throwing }],
+    ['rejects asynchronously', { warn: asyncRejecting, error: asyncRejecting }],
+  ] as const;
+
+  it.each(brokenLoggers)(
+    'answers the same 503 when the host logger %s (a broken log sink never turns it into a 500)',
+    async (_kind, logger) => {
+      const { store, setMode } = faultyStore();
+      const seeded = await seedAccount(store, { hasher });
+      const app = buildApp(framework, store, { hasher, logger });
+      setMode('throw');
+      await expectUnavailable(app, [
+        ['/v1/whoami', seeded.proxyKey],
+        ['/api/keys', seeded.billingKey],
+      ]);
+      setMode('ok');
+      expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status).toBe(200);
+    },
+  );
+
+  it.each(brokenLoggers)('answers an unexpected error (a clock that throws) with 503 when the host logger %s', async (_kind, logger) => {
+    const store = new MemoryKeyStore();
     const seeded = await seedAccount(store, { hasher });
-    const fail = (): void => {
-      throw new Error('log sink down');
-    };
-    const app = buildApp(framework, store, { hasher, logger: { warn: fail, error: fail } });
-    setMode('throw');
-    await expectUnavailable(app, [
+    const app = buildApp(framework, store, {
+      hasher,
+      logger,
+      now: () => {
+        throw new Error('clock broke');
+      },
+    });
+    for (const [path, key] of [
       ['/v1/whoami', seeded.proxyKey],
       ['/api/keys', seeded.billingKey],
-    ]);
-    setMode('ok');
-    expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`)).status).toBe(200);
+    ] as const) {
+      const response = await request(app).get(path).set('Authorization', `Bearer ${key}`);
+      expect({ path, status: response.status, type: response.headers['content-type'], body: response.body }).toEqual({
+        path,
+        status: 503,
+        type: 'application/json',
+        body: {
+          error: { message: 'The service is temporarily unavailable. Please retry shortly.', type: 'api_error', code: 'store_unavailable' },
+        },
+      });
+    }
   });
 
   it('answers 503 when the store hangs longer than storeTimeoutMs', async () => {

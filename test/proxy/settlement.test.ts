@@ -62,23 +62,29 @@ describe("proxyRouter when the host's logger or clock throws", () => {
     expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.223, reserved: 0 });
   });
 
-  it('still ends the answer when the clock throws while settling, and keeps the reservation for a hand reconciliation', async () => {
-    gateway = await startGateway({
-      proxy: {
-        now: () => {
-          if (gateway.upstream.requests.length > 0) throw new Error('clock broke');
-          return gateway.clock.now();
+  it.each([
+    ['an Error', new Error('clock broke'), 'clock broke'],
+    ['a value that cannot be printed', Object.create(null) as unknown, 'an error that cannot be printed'],
+  ])(
+    'still ends the answer when the clock throws %s while settling, and keeps the reservation for a hand reconciliation',
+    async (_kind, thrown, text) => {
+      gateway = await startGateway({
+        proxy: {
+          now: () => {
+            if (gateway.upstream.requests.length > 0) throw thrown;
+            return gateway.clock.now();
+          },
         },
-      },
-    });
-    const res = await post(gateway, '/chat/completions', chat({ max_tokens: 100 }));
-    expectCompletion(res);
-    await gateway.proxy.drain();
-    expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0, reserved: 0.223 });
-    expect(gateway.logger.lines).toEqual([
-      `error: modelswitch-keys: could not settle key ${gateway.proxyKeyId} (reserved 0.223): clock broke; reconcile by hand`,
-    ]);
-  });
+      });
+      const res = await post(gateway, '/chat/completions', chat({ max_tokens: 100 }));
+      expectCompletion(res);
+      await gateway.proxy.drain();
+      expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0, reserved: 0.223 });
+      expect(gateway.logger.lines).toEqual([
+        `error: modelswitch-keys: could not settle key ${gateway.proxyKeyId} (reserved 0.223): ${text}; reconcile by hand`,
+      ]);
+    },
+  );
 });
 
 describe('proxyRouter.drain() for a graceful shutdown', () => {
