@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type AuthOptions, Authenticator, type ModelSwitchContext } from './authenticate.js';
 import { ConfigurationError, ModelSwitchError, sendError } from './errors.js';
 import type { KeyStore } from './types.js';
-import { errorText, hostLogger } from './store-guard.js';
+import { errorText } from './store-guard.js';
 
 /** A Connect/Express `next`. */
 export type NextFunction = (error?: unknown) => void;
@@ -56,7 +56,7 @@ export function answerError(res: ServerResponse, error: unknown, logger: Pick<Co
 export function modelSwitchAuth(store: KeyStore, options: AuthOptions = {}): Middleware {
   assertStore(store, 'modelSwitchAuth');
   const authenticator = new Authenticator(store, options);
-  const logger = hostLogger(options.logger);
+  const { logger } = authenticator;
   return function modelSwitchAuth(req, res, next) {
     let admitted: ModelSwitchContext | Promise<ModelSwitchContext>;
     try {

@@ -52,7 +52,8 @@ export class Authenticator {
   readonly now: () => number;
   private readonly hasher: KeyHasher;
   private readonly defaultRateLimit: RateLimitSetting | null;
-  private readonly logger: Logger;
+  /** The host's logger, safe to call (see `hostLogger`): the factories log through it too. */
+  readonly logger: Logger;
   /** When this process last wrote each key's lastUsedAt. */
   private readonly touchedAt = new Map<number, number>();
   /** Keys admitted on the async path, by handle: what `admitSeen` reads and counts in one go. */

@@ -4,7 +4,6 @@ import { type Middleware, answerError, assertStore } from './auth.js';
 import { type AuthOptions, Authenticator, type ModelSwitchContext } from './authenticate.js';
 import { isJsonObject, readJsonBody } from './body.js';
 import { ModelSwitchError, invalidRequest, sendError, sendJson } from './errors.js';
-import { hostLogger } from './store-guard.js';
 import type { KeyChanges, KeyRecord, KeyStore } from './types.js';
 import {
   validateActive,
@@ -64,10 +63,9 @@ const ITEM = /^\/keys\/([^/]*)\/?$/;
 export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Middleware {
   assertStore(store, 'keysRouter');
   const authenticator = new Authenticator(store, { ...options, keyType: 'billing' });
-  const { guard, now } = authenticator;
+  const { guard, now, logger } = authenticator;
   const maxBodyBytes = options.maxBodyBytes ?? 16_384;
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) throw new TypeError('keysRouter: maxBodyBytes must be a positive integer');
-  const logger = hostLogger(options.logger);
 
   /** The key with this id if it is one of the caller's proxy keys; 404 otherwise (never 403). */
   async function ownKey(context: ModelSwitchContext, rawId: string): Promise<KeyRecord> {

@@ -10,7 +10,7 @@ import { type ModelPrice, type Pricing, type TokenUsage, costOf, priceOf, readUs
 import { checkTokenRate, countTokens, maxCost, maxOutputTokens, refusal } from './proxy-metering.js';
 import { MAX_USD, limitPeriod } from './spend.js';
 import { SseUsageScanner } from './sse-usage.js';
-import { errorText, hostLogger } from './store-guard.js';
+import { errorText } from './store-guard.js';
 import type { KeyStore, ReservationResult, SpendReservation } from './types.js';
 import { InFlight } from './in-flight.js';
 import { type ResolvedUpstream, type Upstream, findUpstream, listModels, resolveProxyPaths, resolveUpstreams } from './upstreams.js';
@@ -229,8 +229,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
     throw new ConfigurationError('ERR_MS_OPTION', 'proxyRouter(store, options): options with upstreams and pricing are required');
   }
   const authenticator = new Authenticator(store, { ...options, keyType: 'proxy' });
-  const { guard, now } = authenticator;
-  const logger = hostLogger(options.logger);
+  const { guard, now, logger } = authenticator;
   const pricing = validatePricing(options.pricing);
   const allowUnpriced = options.allowUnpricedModels ?? false;
   const defaultMaxTokens = options.defaultMaxTokens ?? 4096;
