@@ -554,16 +554,12 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
     const period = limitPeriod(context.key.limitReset, at);
     // Counted from here until the request is refused, or its exchange (below) closes.
     inFlight.enter();
-    let result: ReservationResult;
     try {
-      result = await reserve({ keyId: context.key.id, accountId: context.account.id, amount: reserved, period });
+      const result = await reserve({ keyId: context.key.id, accountId: context.account.id, amount: reserved, period });
+      if (!result.ok) throw refusal(result, context, reserved);
     } catch (error) {
       inFlight.leave();
       throw error;
-    }
-    if (!result.ok) {
-      inFlight.leave();
-      throw refusal(result, context, reserved);
     }
 
     const exchange: Exchange = {
