@@ -384,7 +384,10 @@ async function attack(): Promise<void> {
   const setup = await servers.call<{ ports: Record<string, number>; legitimate: string; handles: string[] }>('attack', {
     withUnthrottled: !quick,
   });
-  const legit = (name: string): Target => ({ name, url: url(setup.ports[name] as number), keys: [setup.legitimate] });
+  // One key on every request: a fixed header, so the legitimate client's requests are built once (as
+  // in scenario 1), not again for every request.
+  const legitHeaders = { authorization: `Bearer ${setup.legitimate}` };
+  const legit = (name: string): Target => ({ name, url: url(setup.ports[name] as number), headers: legitHeaders });
   type Mode = FloodOptions['mode'] | 'alone';
   // Interleaved, round after round. Flood (b) is not among them: its per-handle throttle has state
   // (when each handle's next scrypt turn is), so it is measured as one sustained flood below.
@@ -406,14 +409,16 @@ async function attack(): Promise<void> {
   const rounds: Record<string, LoadResult[]> = Object.fromEntries([...conditions, sustained].map((c) => [c.name, []]));
   const scrypt: Record<string, number> = Object.fromEntries([...conditions, sustained].map((c) => [c.name, 0]));
   const floodSent: Record<string, number> = Object.fromEntries([...conditions, sustained].map((c) => [c.name, 0]));
+  /** Share of one core the attacker's own process used, per round of each condition. */
+  const floodCpu: Record<string, number[]> = Object.fromEntries([...conditions, sustained].map((c) => [c.name, []]));
   const warmupScrypt: Record<string, number> = {};
   async function once(condition: (typeof conditions)[number], durationS: number): Promise<LoadResult> {
     const hasher = condition.server === 'ours' ? 'ours' : 'unthrottled';
     const before = await servers.call<{ scryptRuns: number }>('stats', { hasher });
     const flood =
       condition.mode === 'alone'
-        ? Promise.resolve({ sent: 0 })
-        : attacker.call<{ sent: number }>('flood', {
+        ? Promise.resolve({ sent: 0, cpuShare: 0 })
+        : attacker.call<{ sent: number; cpuShare: number }>('flood', {
             url: url(setup.ports[condition.server] as number),
             connections: FLOOD.connections,
             durationS,
@@ -429,6 +434,7 @@ async function attack(): Promise<void> {
     const after = await servers.call<{ scryptRuns: number }>('stats', { hasher });
     scrypt[condition.name] = (scrypt[condition.name] ?? 0) + after.scryptRuns - before.scryptRuns;
     floodSent[condition.name] = (floodSent[condition.name] ?? 0) + flooded.sent;
+    if (condition.mode !== 'alone') floodCpu[condition.name]?.push(flooded.cpuShare);
     return result;
   }
   // Warm-up: the legitimate client alone, twice, then once more for as long as a round: that run
@@ -446,6 +452,7 @@ async function attack(): Promise<void> {
     warmupScrypt[name] = scrypt[name] ?? 0;
     scrypt[name] = 0;
     floodSent[name] = 0;
+    floodCpu[name] = [];
   }
   for (let round = 0; round < CONFIG.rounds; round++) {
     for (let i = 0; i < conditions.length; i++) {
@@ -461,7 +468,7 @@ async function attack(): Promise<void> {
   const settleS = 2;
   const measuredS = quick ? 6 : 32;
   const scryptBefore = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
-  const sustainedFlood = attacker.call<{ sent: number }>('flood', {
+  const sustainedFlood = attacker.call<{ sent: number; cpuShare: number }>('flood', {
     url: url(setup.ports.ours as number),
     connections: FLOOD.connections,
     durationS: settleS + measuredS + 1,
@@ -478,7 +485,9 @@ async function attack(): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   const scryptMeasured = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
-  floodSent[sustained.name] = (await sustainedFlood).sent;
+  const sustainedSent = await sustainedFlood;
+  floodSent[sustained.name] = sustainedSent.sent;
+  floodCpu[sustained.name]?.push(sustainedSent.cpuShare);
   warmupScrypt[sustained.name] = scryptSettled.scryptRuns - scryptBefore.scryptRuns;
   scrypt[sustained.name] = scryptMeasured.scryptRuns - scryptSettled.scryptRuns;
   const stats = await servers.call<{ throttled: number }>('stats', { hasher: 'ours' });
@@ -491,6 +500,7 @@ async function attack(): Promise<void> {
     scryptRuns: scrypt,
     warmupScrypt,
     floodSent,
+    floodCpu,
     throttledVerifications: stats.throttled,
   };
   report.add({
@@ -510,6 +520,12 @@ async function attack(): Promise<void> {
         measure: `  scrypt runs during ${condition.name}`,
         value: scrypt[condition.name] ?? 0,
         unit: `(flood sent ${floodSent[condition.name]})`,
+      });
+      report.add({
+        scenario,
+        measure: `  attacker's own CPU during ${condition.name} (median round)`,
+        value: `${Math.round(median(floodCpu[condition.name] ?? []) * 100)} %`,
+        unit: 'of one core',
       });
     }
   }

@@ -3,7 +3,6 @@
  * runner's questions (scrypt runs, cache size, heap) over IPC. Never generates load itself.
  */
 import * as crypto from 'node:crypto';
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { type IncomingMessage, type Server, ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -242,7 +241,7 @@ const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encodi
 
 /** SHA-256 in hex, for the token lookups of theirs and of the contract floor. */
 function sha256(text: string): string {
-  return oneShotHash ? oneShotHash('sha256', text, 'hex') : createHash('sha256').update(text).digest('hex');
+  return oneShotHash ? oneShotHash('sha256', text, 'hex') : crypto.createHash('sha256').update(text).digest('hex');
 }
 
 /** Scenario 2: theirs vs ours, on memory and (when available) on Redis. */
