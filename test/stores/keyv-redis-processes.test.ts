@@ -1,0 +1,240 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
+import { issueKey } from '../../src/index.js';
+import { fastHasher, seedAccount, testClock } from '../helpers.js';
+import { type MockUpstream, startTestUpstream } from '../proxy/mock-upstream.js';
+import { chat, deferred } from '../proxy/harness.js';
+import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
+
+/** One gateway process (test/stores/redis-gateway-process.ts) and what it wrote to stderr. */
+interface GatewayProcess {
+  child: ChildProcess;
+  /** `http://127.0.0.1:<port>/v1` */
+  v1: string;
+  /** `http://127.0.0.1:<port>/api` */
+  api: string;
+  stderr: string[];
+}
+
+async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/stores/redis-gateway-process.ts'], {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const stderr: string[] = [];
+  createInterface({ input: child.stderr as NonNullable<ChildProcess['stderr']> }).on('line', (line) => stderr.push(line));
+  const lines = createInterface({ input: child.stdout as NonNullable<ChildProcess['stdout']> });
+  const exited = once(child, 'exit').then(([code]) => {
+    throw new Error(`gateway process exited with ${code} before listening: ${stderr.join('\n')}`);
+  });
+  const [line] = (await Promise.race([once(lines, 'line'), exited])) as [string];
+  const { port } = JSON.parse(line) as { port: number };
+  return { child, v1: `http://127.0.0.1:${port}/v1`, api: `http://127.0.0.1:${port}/api`, stderr };
+}
+
+/** Ends a gateway process the way it expects (stdin closes: close, drain, exit) and waits for it. */
+async function stopGatewayProcess(gateway: GatewayProcess): Promise<number | null> {
+  if (gateway.child.exitCode !== null) return gateway.child.exitCode;
+  const exited = once(gateway.child, 'exit');
+  gateway.child.stdin?.end();
+  const [code] = (await exited) as [number | null];
+  return code;
+}
+
+function headersOf(response: Response, names: string[]): Record<string, string | null> {
+  return Object.fromEntries(names.map((name) => [name, response.headers.get(name)]));
+}
+
+const RATE_LIMIT_HEADERS = ['ratelimit-policy', 'ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset'];
+
+describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSkipReason ? ` (${redisSkipReason})` : ''}`, () => {
+  const url = REDIS_URL as string;
+  const prefix = runPrefix();
+  // Every process runs on this same fixed instant (GATEWAY_NOW): on the hour, so a 1 h window has 3600 s left.
+  const clock = testClock(Date.parse('2026-11-22T12:00:00Z'));
+  const hasher = fastHasher();
+  const store = new KeyvKeyStore(redisKeyv(url), { prefix });
+  let upstream: MockUpstream;
+  let gateways: GatewayProcess[] = [];
+
+  beforeAll(async () => {
+    upstream = await startTestUpstream();
+    gateways = await Promise.all(
+      [0, 1, 2].map(() =>
+        startGatewayProcess({
+          REDIS_URL: url,
+          GATEWAY_PREFIX: prefix,
+          GATEWAY_UPSTREAM: upstream.url,
+          GATEWAY_NOW: String(clock.now()),
+        }),
+      ),
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all(gateways.map(stopGatewayProcess));
+    await upstream?.close();
+    await store.close();
+    await removeKeys(url, prefix);
+  });
+
+  it('a rate limit of 30 per hour admits exactly 30 of 90 concurrent requests spread over three processes, each counted once', async () => {
+    const seeded = await seedAccount(store, { hasher, now: clock.now() });
+    const { key } = await issueKey(
+      store,
+      { accountId: seeded.account.id, type: 'proxy', name: 'burst', rateLimit: { requests: 30, interval: '1h' } },
+      { hasher, now: clock.now() },
+    );
+    const responses = await Promise.all(
+      Array.from({ length: 90 }, (_, i) =>
+        fetch(`${(gateways[i % 3] as GatewayProcess).v1}/auth/key`, { headers: { authorization: `Bearer ${key}` } }),
+      ),
+    );
+    const admitted = responses.filter((r) => r.status === 200);
+    const refused = responses.filter((r) => r.status === 429);
+    expect({ admitted: admitted.length, refused: refused.length }).toEqual({ admitted: 30, refused: 60 });
+    // Every admitted request was counted once, in one shared window: the remaining counts are 29 down to 0, each once.
+    expect(admitted.map((r) => Number(r.headers.get('ratelimit-remaining'))).sort((a, b) => a - b)).toEqual(
+      Array.from({ length: 30 }, (_, i) => i),
+    );
+    for (const response of admitted) {
+      expect(await response.json()).toEqual({
+        data: { label: 'burst', usage: 0, limit: 10, is_free_tier: false, rate_limit: { requests: 30, interval: '1h' } },
+      });
+    }
+    for (const response of refused) {
+      expect({
+        status: response.status,
+        headers: headersOf(response, ['content-type', 'cache-control', 'retry-after', ...RATE_LIMIT_HEADERS]),
+        body: await response.json(),
+      }).toEqual({
+        status: 429,
+        headers: {
+          'content-type': 'application/json',
+          'cache-control': 'no-store',
+          'retry-after': '3600',
+          'ratelimit-policy': '30;w=3600',
+          'ratelimit-limit': '30',
+          'ratelimit-remaining': '0',
+          'ratelimit-reset': '3600',
+        },
+        body: {
+          error: {
+            message: 'Rate limit exceeded: 30 requests per 1h for this key. Retry after the window resets.',
+            type: 'rate_limit_error',
+            code: 'rate_limit_exceeded',
+          },
+        },
+      });
+    }
+  });
+
+  it('45 concurrent streams over three processes reserve exactly what the spend limit holds, and every settlement lands', async () => {
+    const seeded = await seedAccount(store, { hasher, balance: 100, now: clock.now() });
+    // Each request reserves its 1000 output tokens ($2.00) plus its estimated prompt (~$0.03): 10 fit in $21, 11 do not.
+    await store.updateKey(seeded.proxyKeyId, { limit: 21 });
+    const gate = deferred();
+    upstream.behaviour = { holdBeforeFirstChunk: gate.promise };
+    const received = upstream.requests.length;
+    const body = JSON.stringify(chat({ stream: true, max_tokens: 1000 }));
+    const responses = await Promise.all(
+      Array.from({ length: 45 }, (_, i) =>
+        fetch(`${(gateways[i % 3] as GatewayProcess).v1}/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${seeded.proxyKey}`, 'content-type': 'application/json' },
+          body,
+        }),
+      ),
+    );
+    // Every admitted stream is now held upstream, its reservation standing; the others were refused.
+    const admitted = responses.filter((r) => r.status === 200);
+    const refused = responses.filter((r) => r.status === 403);
+    expect({ admitted: admitted.length, refused: refused.length, upstream: upstream.requests.length - received }).toEqual({
+      admitted: 10,
+      refused: 35,
+      upstream: 10,
+    });
+    const held = await store.getKey(seeded.proxyKeyId);
+    expect(held?.reserved).toBeGreaterThan(20);
+    expect(held?.reserved).toBeLessThanOrEqual(21);
+    for (const response of refused) {
+      expect({
+        status: response.status,
+        headers: headersOf(response, ['content-type', 'x-should-retry']),
+        body: await response.json(),
+      }).toEqual({
+        status: 403,
+        headers: { 'content-type': 'application/json', 'x-should-retry': 'false' },
+        body: {
+          error: {
+            message: expect.stringMatching(
+              /^This request could cost up to \$2\.0\d+, more than the \$[0-9.]+ left of this key's spend limit of \$21\. Lower max_tokens or raise the key's limit\.$/,
+            ),
+            type: 'permission_error',
+            code: 'spend_limit_reached',
+          },
+        },
+      });
+    }
+    gate.resolve();
+    // The client did not ask for stream_options.include_usage, so the usage chunk the proxy asked for is not forwarded.
+    const chunk = (delta: object, finish: string | null) =>
+      `data: ${JSON.stringify({
+        id: 'chatcmpl-mock',
+        object: 'chat.completion.chunk',
+        created: 1700000000,
+        model: 'mock-model',
+        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+      })}\n\n`;
+    const stream = [
+      chunk({ role: 'assistant', content: '' }, null),
+      chunk({ content: 'Hello' }, null),
+      chunk({ content: ' world' }, null),
+      chunk({}, 'stop'),
+      'data: [DONE]\n\n',
+    ].join('');
+    expect(await Promise.all(admitted.map((r) => r.text()))).toEqual(Array.from({ length: 10 }, () => stream));
+    upstream.behaviour = {};
+    // Each process settles in the background once its stream ended: wait for the ten charges to land.
+    await vi.waitFor(async () => expect((await store.getKey(seeded.proxyKeyId))?.reserved).toBe(0), { timeout: 10_000 });
+    const key = await store.getKey(seeded.proxyKeyId);
+    const account = await store.getAccount(seeded.account.id);
+    // 12 prompt + 8 completion tokens at the mock price: $0.028 each, ten times.
+    expect(key?.usage).toBeCloseTo(0.28, 10);
+    expect(account?.reserved).toBeCloseTo(0, 10);
+    expect(account?.balance).toBeCloseTo(100 - 0.28, 10);
+  });
+
+  it('a key deactivated through one process is refused at once by the two others, which had verified and cached it', async () => {
+    const seeded = await seedAccount(store, { hasher, now: clock.now() });
+    const auth = { authorization: `Bearer ${seeded.proxyKey}` };
+    const statuses = async () => Promise.all(gateways.map(async (g) => (await fetch(`${g.v1}/auth/key`, { headers: auth })).status));
+    expect(await statuses()).toEqual([200, 200, 200]);
+
+    const patch = (gateway: GatewayProcess, active: boolean) =>
+      fetch(`${gateway.api}/keys/${seeded.proxyKeyId}`, {
+        method: 'PATCH',
+        headers: { authorization: `Bearer ${seeded.billingKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ active }),
+      });
+    expect((await patch(gateways[0] as GatewayProcess, false)).status).toBe(200);
+    for (const gateway of gateways.slice(1)) {
+      const refused = await fetch(`${gateway.v1}/auth/key`, { headers: auth });
+      expect({ status: refused.status, contentType: refused.headers.get('content-type'), body: await refused.json() }).toEqual({
+        status: 403,
+        contentType: 'application/json',
+        body: { error: { message: 'API key has been deactivated', type: 'permission_error', code: 'key_deactivated' } },
+      });
+    }
+    expect((await patch(gateways[2] as GatewayProcess, true)).status).toBe(200);
+    expect(await statuses()).toEqual([200, 200, 200]);
+  });
+
+  it('the processes logged nothing and each exits cleanly once its stdin closes', async () => {
+    const codes = await Promise.all(gateways.map(stopGatewayProcess));
+    expect({ codes, stderr: gateways.map((g) => g.stderr) }).toEqual({ codes: [0, 0, 0], stderr: [[], [], []] });
+  });
+});
