@@ -1,7 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
 import { issueKey } from '../../src/index.js';
 import { fastHasher, seedAccount, testClock } from '../helpers.js';
@@ -19,11 +20,15 @@ interface GatewayProcess {
   stderr: string[];
 }
 
-async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/stores/redis-gateway-process.ts'], {
+const GATEWAY_SCRIPT = fileURLToPath(new URL('./redis-gateway-process.ts', import.meta.url));
+
+/** Spawns a gateway process; `started` gets the child at once, so a failed start still gets stopped. */
+async function startGatewayProcess(env: Record<string, string>, started: ChildProcess[]): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', GATEWAY_SCRIPT], {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
+  started.push(child);
   const stderr: string[] = [];
   createInterface({ input: child.stderr as NonNullable<ChildProcess['stderr']> }).on('line', (line) => stderr.push(line));
   const lines = createInterface({ input: child.stdout as NonNullable<ChildProcess['stdout']> });
@@ -35,13 +40,23 @@ async function startGatewayProcess(env: Record<string, string>): Promise<Gateway
   return { child, v1: `http://127.0.0.1:${port}/v1`, api: `http://127.0.0.1:${port}/api`, stderr };
 }
 
-/** Ends a gateway process the way it expects (stdin closes: close, drain, exit) and waits for it. */
-async function stopGatewayProcess(gateway: GatewayProcess): Promise<number | null> {
-  if (gateway.child.exitCode !== null) return gateway.child.exitCode;
-  const exited = once(gateway.child, 'exit');
-  gateway.child.stdin?.end();
-  const [code] = (await exited) as [number | null];
-  return code;
+/**
+ * Ends a gateway process the way it expects (stdin closes: it closes, drains and exits) and waits
+ * until its output is closed too, so every line it wrote was read. One that has not ended after
+ * 10 s is killed. Resolves with its exit code, or the signal that ended it.
+ */
+async function stopGatewayProcess(child: ChildProcess): Promise<number | string | null> {
+  const ended = () => child.exitCode ?? child.signalCode;
+  if (ended() !== null && child.stdout?.readableEnded !== false) return ended();
+  const closed = once(child, 'close');
+  child.stdin?.end();
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  try {
+    await closed;
+  } finally {
+    clearTimeout(timer);
+  }
+  return ended();
 }
 
 function headersOf(response: Response, names: string[]): Record<string, string | null> {
@@ -57,29 +72,33 @@ describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSki
   const clock = testClock(Date.parse('2026-11-22T12:00:00Z'));
   const hasher = fastHasher();
   const store = new KeyvKeyStore(redisKeyv(url), { prefix });
-  let upstream: MockUpstream;
+  let upstream: MockUpstream | undefined;
   let gateways: GatewayProcess[] = [];
+  /** Every child spawned, started or not. */
+  const children: ChildProcess[] = [];
 
   beforeAll(async () => {
-    upstream = await startTestUpstream();
+    const mock = await startTestUpstream();
+    upstream = mock;
     gateways = await Promise.all(
       [0, 1, 2].map(() =>
-        startGatewayProcess({
-          REDIS_URL: url,
-          GATEWAY_PREFIX: prefix,
-          GATEWAY_UPSTREAM: upstream.url,
-          GATEWAY_NOW: String(clock.now()),
-        }),
+        startGatewayProcess(
+          { REDIS_URL: url, GATEWAY_PREFIX: prefix, GATEWAY_UPSTREAM: mock.url, GATEWAY_NOW: String(clock.now()) },
+          children,
+        ),
       ),
     );
   }, 60_000);
 
   afterAll(async () => {
-    await Promise.all(gateways.map(stopGatewayProcess));
-    await upstream?.close();
-    await store.close();
-    await removeKeys(url, prefix);
-  });
+    try {
+      await Promise.all(children.map(stopGatewayProcess));
+      await upstream?.close();
+    } finally {
+      await store.close();
+      await removeKeys(url, prefix);
+    }
+  }, 30_000);
 
   it('a rate limit of 30 per hour admits exactly 30 of 90 concurrent requests spread over three processes, each counted once', async () => {
     const seeded = await seedAccount(store, { hasher, now: clock.now() });
@@ -133,53 +152,61 @@ describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSki
   });
 
   it('45 concurrent streams over three processes reserve exactly what the spend limit holds, and every settlement lands', async () => {
+    const mock = upstream as MockUpstream;
     const seeded = await seedAccount(store, { hasher, balance: 100, now: clock.now() });
-    // Each request reserves its 1000 output tokens ($2.00) plus its estimated prompt (~$0.03): 10 fit in $21, 11 do not.
+    // Each request reserves its 1000 output tokens ($2.00) plus its estimated prompt (the 145-byte body
+    // sent upstream: 37 tokens, $0.037): $2.037 each, so 10 fit in $21 ($20.37) and 11 do not.
     await store.updateKey(seeded.proxyKeyId, { limit: 21 });
     const gate = deferred();
-    upstream.behaviour = { holdBeforeFirstChunk: gate.promise };
-    const received = upstream.requests.length;
-    const body = JSON.stringify(chat({ stream: true, max_tokens: 1000 }));
-    const responses = await Promise.all(
-      Array.from({ length: 45 }, (_, i) =>
-        fetch(`${(gateways[i % 3] as GatewayProcess).v1}/chat/completions`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${seeded.proxyKey}`, 'content-type': 'application/json' },
-          body,
-        }),
-      ),
-    );
-    // Every admitted stream is now held upstream, its reservation standing; the others were refused.
-    const admitted = responses.filter((r) => r.status === 200);
-    const refused = responses.filter((r) => r.status === 403);
-    expect({ admitted: admitted.length, refused: refused.length, upstream: upstream.requests.length - received }).toEqual({
-      admitted: 10,
-      refused: 35,
-      upstream: 10,
-    });
-    const held = await store.getKey(seeded.proxyKeyId);
-    expect(held?.reserved).toBeGreaterThan(20);
-    expect(held?.reserved).toBeLessThanOrEqual(21);
-    for (const response of refused) {
-      expect({
-        status: response.status,
-        headers: headersOf(response, ['content-type', 'x-should-retry']),
-        body: await response.json(),
-      }).toEqual({
-        status: 403,
-        headers: { 'content-type': 'application/json', 'x-should-retry': 'false' },
-        body: {
-          error: {
-            message: expect.stringMatching(
-              /^This request could cost up to \$2\.0\d+, more than the \$[0-9.]+ left of this key's spend limit of \$21\. Lower max_tokens or raise the key's limit\.$/,
-            ),
-            type: 'permission_error',
-            code: 'spend_limit_reached',
-          },
-        },
+    mock.behaviour = { holdBeforeFirstChunk: gate.promise };
+    const received = mock.requests.length;
+    let admitted: Response[] = [];
+    try {
+      const body = JSON.stringify(chat({ stream: true, max_tokens: 1000 }));
+      const responses = await Promise.all(
+        Array.from({ length: 45 }, (_, i) =>
+          fetch(`${(gateways[i % 3] as GatewayProcess).v1}/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${seeded.proxyKey}`, 'content-type': 'application/json' },
+            body,
+          }),
+        ),
+      );
+      // Every admitted stream is now held upstream, its reservation standing; the others were refused.
+      admitted = responses.filter((r) => r.status === 200);
+      const refused = responses.filter((r) => r.status === 403);
+      expect({ admitted: admitted.length, refused: refused.length, upstream: mock.requests.length - received }).toEqual({
+        admitted: 10,
+        refused: 35,
+        upstream: 10,
       });
+      const held = await store.getKey(seeded.proxyKeyId);
+      expect(held?.reserved).toBeGreaterThan(20);
+      expect(held?.reserved).toBeLessThanOrEqual(21);
+      for (const response of refused) {
+        expect({
+          status: response.status,
+          headers: headersOf(response, ['content-type', 'x-should-retry']),
+          body: await response.json(),
+        }).toEqual({
+          status: 403,
+          headers: { 'content-type': 'application/json', 'x-should-retry': 'false' },
+          body: {
+            error: {
+              message: expect.stringMatching(
+                /^This request could cost up to \$2\.0\d+, more than the \$[0-9.]+ left of this key's spend limit of \$21\. Lower max_tokens or raise the key's limit\.$/,
+              ),
+              type: 'permission_error',
+              code: 'spend_limit_reached',
+            },
+          },
+        });
+      }
+    } finally {
+      // Whatever failed above, the held streams end (and settle) before the next test.
+      gate.resolve();
+      mock.behaviour = {};
     }
-    gate.resolve();
     // The client did not ask for stream_options.include_usage, so the usage chunk the proxy asked for is not forwarded.
     const chunk = (delta: object, finish: string | null) =>
       `data: ${JSON.stringify({
@@ -197,12 +224,11 @@ describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSki
       'data: [DONE]\n\n',
     ].join('');
     expect(await Promise.all(admitted.map((r) => r.text()))).toEqual(Array.from({ length: 10 }, () => stream));
-    upstream.behaviour = {};
-    // Each process settles in the background once its stream ended: wait for the ten charges to land.
-    await vi.waitFor(async () => expect((await store.getKey(seeded.proxyKeyId))?.reserved).toBe(0), { timeout: 10_000 });
+    // Each process settles a stream before it ends it: once the ten bodies are read, the ten charges have landed.
     const key = await store.getKey(seeded.proxyKeyId);
     const account = await store.getAccount(seeded.account.id);
     // 12 prompt + 8 completion tokens at the mock price: $0.028 each, ten times.
+    expect(key?.reserved).toBe(0);
     expect(key?.usage).toBeCloseTo(0.28, 10);
     expect(account?.reserved).toBeCloseTo(0, 10);
     expect(account?.balance).toBeCloseTo(100 - 0.28, 10);
@@ -234,7 +260,7 @@ describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSki
   });
 
   it('the processes logged nothing and each exits cleanly once its stdin closes', async () => {
-    const codes = await Promise.all(gateways.map(stopGatewayProcess));
+    const codes = await Promise.all(gateways.map((g) => stopGatewayProcess(g.child)));
     expect({ codes, stderr: gateways.map((g) => g.stderr) }).toEqual({ codes: [0, 0, 0], stderr: [[], [], []] });
   });
 });
