@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KEY_LENGTH, type KeyType, type ParsedApiKey, hasKeyShape, hasValidChecksum, keyParts } from './api-key.js';
 import { readBearerToken } from './bearer.js';
-import { MISSING_OR_INVALID_HEADER, answerWithoutStack, authenticationError, invalidApiKey } from './errors.js';
+import { MISSING_OR_INVALID_HEADER, ModelSwitchError, answerWithoutStack, authenticationError, invalidApiKey } from './errors.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
 import { DEFAULT_RATE_LIMIT, intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
 import { limitPeriod, usageInPeriod } from './spend.js';
@@ -44,6 +44,8 @@ const TYPE_MISMATCH: Record<KeyType, string> = {
 };
 /** Write `lastUsedAt` at most this often per key, so the hot path stays read-only. */
 const TOUCH_INTERVAL_MS = 60_000;
+/** At most one log line a minute about verifications refused for scrypt load. */
+const BUSY_LOG_INTERVAL_MS = 60_000;
 
 /** Checks a request's key and rate limit: the hot path of DESIGN.md. One per factory call. */
 export class Authenticator {
@@ -62,6 +64,8 @@ export class Authenticator {
   private readonly counterNames = new Map<number, { windowMs: number; name: string }>();
   /** `intervalToMs` of each rate limit interval seen (`null`: unreadable). */
   private readonly windows = new Map<string, number | null>();
+  /** When a refusal for scrypt load (`verification_busy`) was last logged. */
+  private busyLoggedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly store: KeyStore,
@@ -228,14 +232,32 @@ export class Authenticator {
       !record ||
       record.type !== parsed.type ||
       // The cached check first: a repeat request then costs no promise at all.
-      !(
-        (verifiedHash !== undefined && verifiedHash === record.hash) ||
-        (await this.hasher.verify(parsed.value, record.hash, parsed.handle))
-      )
+      !((verifiedHash !== undefined && verifiedHash === record.hash) || (await this.verify(parsed, record.hash)))
     ) {
       throw invalidApiKey();
     }
     return record;
+  }
+
+  /**
+   * scrypt through the hasher. A verification refused because too many already wait for scrypt
+   * (`maxQueuedVerifications`) answers 503 `verification_busy`; the first one of each minute is logged.
+   */
+  private async verify(parsed: ParsedApiKey, hash: string): Promise<boolean> {
+    try {
+      return await this.hasher.verify(parsed.value, hash, parsed.handle);
+    } catch (error) {
+      if (error instanceof ModelSwitchError && error.code === 'verification_busy') {
+        const now = this.now();
+        if (!(now - this.busyLoggedAt < BUSY_LOG_INTERVAL_MS)) {
+          this.busyLoggedAt = now;
+          this.logger.warn(
+            'modelswitch-keys: too many key verifications are waiting for scrypt; new ones are refused with 503 verification_busy until the queue drains (KeyHasher maxQueuedVerifications)',
+          );
+        }
+      }
+      throw error;
+    }
   }
 
   /** Throws 401 for an expired key, 403 for a deactivated one; writes `lastUsedAt` at most once a minute. */

@@ -16,6 +16,7 @@ export type ModelSwitchErrorCode =
   | 'request_too_large'
   | 'upstream_error'
   | 'store_unavailable'
+  | 'verification_busy'
   | 'upstream_timeout';
 
 /** The `error.type` values of the error JSON (OpenAI's families). */
@@ -53,6 +54,7 @@ const statusAndType: Record<ModelSwitchErrorCode, [number, ModelSwitchErrorType]
   request_too_large: [413, 'invalid_request_error'],
   upstream_error: [502, 'api_error'],
   store_unavailable: [503, 'api_error'],
+  verification_busy: [503, 'api_error'],
   upstream_timeout: [504, 'api_error'],
 };
 

@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import * as scryptModule from 'scrypt-kdf';
+import { type ModelSwitchError, answerWithoutStack } from './errors.js';
 
 // scrypt-kdf 4 is ESM with only a default export (a class with static kdf/verify), while its
 // typings declare named exports: named imports are undefined at run time. Take the default
@@ -37,6 +38,14 @@ export interface KeyHasherOptions {
   handleFailureLimit?: number | null;
   /** The window of `handleFailureLimit`. Default 60,000 ms. */
   handleFailureWindowMs?: number;
+  /**
+   * How many verifications may wait for a scrypt slot at once, besides the `maxConcurrentHashes`
+   * running. Beyond it, a verification that needs scrypt is refused at once (`verify` rejects with
+   * a 503 `verification_busy` {@link ModelSwitchError} carrying `Retry-After`), so a flood over many
+   * real handles cannot queue unbounded work. Cached keys are never affected. `null`: no bound.
+   * Default 256 (about 13 s of work at logN 15 on two slots).
+   */
+  maxQueuedVerifications?: number | null;
   /** Clock, injectable for tests. Default `Date.now`. */
   now?: () => number;
 }
@@ -122,7 +131,9 @@ class BoundedCache<V> {
  *   costs one hash comparison. A cache hit only counts when the record's current hash is the one
  *   that verified, so a re-created record is never trusted by mistake.
  * - Concurrent verifications of the same key and hash share one scrypt run.
- * - At most `maxConcurrentHashes` scrypt runs are in flight; the rest queue.
+ * - At most `maxConcurrentHashes` scrypt runs are in flight; the rest queue, at most
+ *   `maxQueuedVerifications` verifications of them: beyond that, `verify` rejects at once with a
+ *   503 `verification_busy` error instead of queueing more (a cached key is never refused).
  * - A failed verification is remembered for `failureTtlMs` (never as valid), so a flood of one
  *   wrong key costs one scrypt run.
  * - Wrong secrets are throttled per handle: at most `handleFailureLimit` scrypt runs per handle in
@@ -163,6 +174,11 @@ export class KeyHasher {
   scryptRuns = 0;
   /** How many verifications the per-handle throttle refused without running scrypt. */
   throttledVerifications = 0;
+  /** How many verifications were refused because `maxQueuedVerifications` were already waiting. */
+  refusedVerifications = 0;
+  private readonly maxQueued: number | null;
+  /** Recent scrypt run time (ms, moving average), for the `Retry-After` of a refused verification. */
+  private runMs = 100;
 
   constructor(options: KeyHasherOptions = {}) {
     this.scrypt = { ...DEFAULT_SCRYPT, ...definedOnly(options.scrypt ?? {}) };
@@ -172,6 +188,7 @@ export class KeyHasher {
     this.now = options.now ?? Date.now;
     this.handleFailureLimit = options.handleFailureLimit === undefined ? 2 : options.handleFailureLimit;
     this.handleFailureWindowMs = options.handleFailureWindowMs ?? 60_000;
+    this.maxQueued = options.maxQueuedVerifications === undefined ? 256 : options.maxQueuedVerifications;
     const counts: Record<string, number> = {
       cacheSize,
       maxConcurrentHashes: this.maxConcurrent,
@@ -182,6 +199,9 @@ export class KeyHasher {
       if (!Number.isInteger(value) || value < 1) {
         throw new TypeError(`KeyHasher: ${name} must be a positive integer, got ${String(value)}`);
       }
+    }
+    if (this.maxQueued !== null && (!Number.isInteger(this.maxQueued) || this.maxQueued < 0)) {
+      throw new TypeError(`KeyHasher: maxQueuedVerifications must be an integer ≥ 0 or null, got ${String(this.maxQueued)}`);
     }
     const { logN, r, p } = this.scrypt;
     if (!Number.isInteger(logN) || logN < 1 || logN > 30 || !Number.isInteger(r) || r < 1 || !Number.isInteger(p) || p < 1) {
@@ -234,6 +254,8 @@ export class KeyHasher {
   /**
    * Whether `key` matches the stored `hash`. Cached, coalesced and bounded as described above; pass
    * the key's `handle` to throttle wrong secrets per handle (without it there is no per-handle bound).
+   * Rejects with a {@link ModelSwitchError} 503 `verification_busy` (with `Retry-After`) when it would
+   * need scrypt while `maxQueuedVerifications` verifications already wait.
    */
   async verify(key: string, hash: string, handle?: string): Promise<boolean> {
     // A record without a hash (a broken store) must never match the empty cache slot.
@@ -245,6 +267,11 @@ export class KeyHasher {
     const flightId = `${id}\n${hash}`;
     const pending = this.inFlight.get(flightId);
     if (pending) return pending;
+    if (this.maxQueued !== null && this.running >= this.maxConcurrent && this.waiting.length >= this.maxQueued) {
+      // Before the handle's turn is taken: a refusal for load must not cost the real key its turn.
+      this.refusedVerifications++;
+      throw this.busy();
+    }
     const slot = handle === undefined ? null : this.takeFailureSlot(handle);
     if (slot === false) {
       // Not remembered as failed: without scrypt we do not know that it is wrong.
@@ -291,6 +318,14 @@ export class KeyHasher {
     else this.handleNextRun.set(slot.handle, slot.previous);
   }
 
+  /** The 503 of a verification refused for load, with the queue's expected wait as `Retry-After`. */
+  private busy(): ModelSwitchError {
+    const waitMs = ((this.waiting.length + this.running) / this.maxConcurrent) * this.runMs;
+    return answerWithoutStack('verification_busy', 'Too many API keys are being verified right now. Please retry shortly.', {
+      headers: { 'Retry-After': String(Math.min(60, Math.max(1, Math.ceil(waitMs / 1000)))) },
+    });
+  }
+
   private async limited<T>(work: () => Promise<T>): Promise<T> {
     if (this.running >= this.maxConcurrent) {
       await new Promise<void>((resolve) => this.waiting.push(resolve));
@@ -298,9 +333,11 @@ export class KeyHasher {
       this.running++;
     }
     this.scryptRuns++;
+    const started = performance.now();
     try {
       return await work();
     } finally {
+      this.runMs = this.runMs * 0.8 + (performance.now() - started) * 0.2;
       const next = this.waiting.shift();
       if (next) next();
       else this.running--;

@@ -1,10 +1,14 @@
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateApiKey } from '../../src/api-key.js';
+import { ModelSwitchError } from '../../src/errors.js';
 import { KeyHasher, type KeyHasherOptions } from '../../src/hashing.js';
-import { testClock } from '../helpers.js';
+import { MemoryKeyStore, issueKey } from '../../src/index.js';
+import { buildApp } from '../app.js';
+import { recordingLogger, seedAccount, testClock } from '../helpers.js';
+import request from 'supertest';
 
 // Wrap scrypt-kdf's verify so the tests can see how many runs are in flight at once.
-const scryptProbe = vi.hoisted(() => ({ inFlight: 0, maxInFlight: 0 }));
+const scryptProbe = vi.hoisted(() => ({ inFlight: 0, maxInFlight: 0, hold: undefined as Promise<void> | undefined }));
 vi.mock('scrypt-kdf', async (importOriginal) => {
   // scrypt-kdf's real export is a default class with static kdf/verify.
   const original = (await importOriginal<{ default: typeof import('scrypt-kdf') }>()).default;
@@ -12,6 +16,8 @@ vi.mock('scrypt-kdf', async (importOriginal) => {
     scryptProbe.inFlight++;
     scryptProbe.maxInFlight = Math.max(scryptProbe.maxInFlight, scryptProbe.inFlight);
     try {
+      // A test can hold every scrypt run here, to fill the hasher's queue deterministically.
+      if (scryptProbe.hold) await scryptProbe.hold;
       return await original.verify(...args);
     } finally {
       scryptProbe.inFlight--;
@@ -266,6 +272,164 @@ describe('KeyHasher', () => {
       expect(() => hasher({ handleFailureLimit: 0 })).toThrow(
         new TypeError('KeyHasher: handleFailureLimit must be a positive integer, got 0'),
       );
+    });
+  });
+
+  describe('maxQueuedVerifications', () => {
+    let releaseHeld = () => {};
+    // A test that failed while scrypt was held must not leave its runs hanging for the next one.
+    afterEach(() => releaseHeld());
+
+    /** Holds every scrypt run until the returned function is called. */
+    function holdScrypt(): () => void {
+      let release: () => void = () => {};
+      scryptProbe.hold = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      releaseHeld = () => {
+        scryptProbe.hold = undefined;
+        release();
+      };
+      return releaseHeld;
+    }
+    const outcome = (promise: Promise<boolean>) =>
+      promise.then(
+        (ok) => ({ ok }),
+        (error: unknown) =>
+          error instanceof ModelSwitchError ? { status: error.status, body: error.toJSON(), headers: error.headers } : { error },
+      );
+    const BUSY = {
+      status: 503,
+      body: {
+        error: {
+          message: 'Too many API keys are being verified right now. Please retry shortly.',
+          type: 'api_error',
+          code: 'verification_busy',
+        },
+      },
+      headers: { 'Retry-After': '1' },
+    };
+
+    it('refuses at once, with a 503 and Retry-After, a verification that would wait behind the bound; cached and coalesced keys pass', async () => {
+      const subject = hasher({ maxConcurrentHashes: 1, maxQueuedVerifications: 2 });
+      const cached = await storedKey();
+      expect(await subject.verify(cached.key, cached.hash, cached.handle)).toBe(true);
+      const keys = await Promise.all(Array.from({ length: 5 }, () => storedKey()));
+      const release = holdScrypt();
+      try {
+        // One runs (held), two wait, the last two are refused without taking a slot.
+        const pending = keys.map(({ key, hash, handle }) => outcome(subject.verify(key, hash, handle)));
+        expect(await Promise.all(pending.slice(3))).toEqual([BUSY, BUSY]);
+        expect(subject.hashesInFlight).toBe(3);
+        expect(subject.refusedVerifications).toBe(2);
+        // Still answered while the queue is full: a cached key, and a key already being verified.
+        expect(await subject.verify(cached.key, cached.hash, cached.handle)).toBe(true);
+        const joined = subject.verify(keys[0]?.key as string, keys[0]?.hash as string, keys[0]?.handle);
+        release();
+        expect(await Promise.all([...pending.slice(0, 3), outcome(joined)])).toEqual([
+          { ok: true },
+          { ok: true },
+          { ok: true },
+          { ok: true },
+        ]);
+      } finally {
+        release();
+      }
+      expect(subject.scryptRuns).toBe(1 + 3);
+      // Once the queue drained, the refused keys verify.
+      expect(await subject.verify(keys[4]?.key as string, keys[4]?.hash as string, keys[4]?.handle)).toBe(true);
+    });
+
+    it("does not spend the handle's wrong-secret turn on a refused verification", async () => {
+      const subject = hasher({ maxConcurrentHashes: 1, maxQueuedVerifications: 0, handleFailureLimit: 1 });
+      const busy = await storedKey();
+      const guessed = await storedKey();
+      const release = holdScrypt();
+      let running: Promise<boolean> | undefined;
+      try {
+        running = subject.verify(busy.key, busy.hash, busy.handle);
+        expect(await outcome(subject.verify(guessFor(guessed.handle), guessed.hash, guessed.handle))).toEqual(BUSY);
+      } finally {
+        release();
+      }
+      expect(await running).toBe(true);
+      // The handle's one turn is still there: this guess runs scrypt (and fails), the next is throttled.
+      expect(await subject.verify(guessFor(guessed.handle), guessed.hash, guessed.handle)).toBe(false);
+      expect(await subject.verify(guessFor(guessed.handle), guessed.hash, guessed.handle)).toBe(false);
+      expect({ scryptRuns: subject.scryptRuns, throttled: subject.throttledVerifications, refused: subject.refusedVerifications }).toEqual({
+        scryptRuns: 2,
+        throttled: 1,
+        refused: 1,
+      });
+    });
+
+    it('can be turned off with null, and rejects anything but an integer ≥ 0 at creation', async () => {
+      const subject = hasher({ maxConcurrentHashes: 1, maxQueuedVerifications: null });
+      const keys = await Promise.all(Array.from({ length: 6 }, () => storedKey()));
+      expect(await Promise.all(keys.map(({ key, hash, handle }) => subject.verify(key, hash, handle)))).toEqual(keys.map(() => true));
+      for (const wrong of [-1, 1.5, Number.NaN]) {
+        expect(() => hasher({ maxQueuedVerifications: wrong })).toThrow(
+          new TypeError(`KeyHasher: maxQueuedVerifications must be an integer ≥ 0 or null, got ${String(wrong)}`),
+        );
+      }
+    });
+
+    it('answers the request 503 verification_busy over HTTP, logged once a minute, while the first key is still being verified', async () => {
+      const subject = hasher({ maxConcurrentHashes: 1, maxQueuedVerifications: 0 });
+      const store = new MemoryKeyStore();
+      const clock = testClock();
+      const logger = recordingLogger();
+      const seeded = await seedAccount(store, { hasher: subject, now: clock.now() });
+      const second = await issueKey(
+        store,
+        { accountId: seeded.account.id, type: 'proxy', name: 'Second' },
+        { hasher: subject, now: clock.now() },
+      );
+      const third = await issueKey(
+        store,
+        { accountId: seeded.account.id, type: 'proxy', name: 'Third' },
+        { hasher: subject, now: clock.now() },
+      );
+      const app = buildApp('express5', store, { hasher: subject, now: clock.now, logger });
+      const release = holdScrypt();
+      let first: Promise<request.Response> | undefined;
+      try {
+        first = request(app)
+          .get('/v1/whoami')
+          .set('Authorization', `Bearer ${seeded.proxyKey}`)
+          .then((r) => r);
+        await vi.waitFor(() => expect(scryptProbe.inFlight).toBe(1));
+        for (const key of [second.key, third.key]) {
+          const refused = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${key}`);
+          expect({
+            status: refused.status,
+            retryAfter: refused.headers['retry-after'],
+            contentType: refused.headers['content-type'],
+            cacheControl: refused.headers['cache-control'],
+            authenticate: refused.headers['www-authenticate'],
+            body: refused.body,
+          }).toEqual({
+            status: 503,
+            retryAfter: '1',
+            contentType: 'application/json',
+            cacheControl: 'no-store',
+            authenticate: undefined,
+            body: BUSY.body,
+          });
+        }
+      } finally {
+        release();
+      }
+      const admitted = await first;
+      expect({ status: admitted?.status, body: admitted?.body }).toEqual({
+        status: 200,
+        body: { keyId: expect.any(Number), accountId: seeded.account.id },
+      });
+      expect(logger.lines).toEqual([
+        'warn: modelswitch-keys: too many key verifications are waiting for scrypt; new ones are refused with 503 verification_busy until the queue drains (KeyHasher maxQueuedVerifications)',
+      ]);
+      // Once the queue drained, the refused key is verified like any other.
+      expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${second.key}`)).status).toBe(200);
     });
   });
 });
