@@ -40,10 +40,11 @@ export interface KeyHasherOptions {
   handleFailureWindowMs?: number;
   /**
    * How many verifications may wait for a scrypt slot at once, besides the `maxConcurrentHashes`
-   * running. Beyond it, a verification that needs scrypt is refused at once (`verify` rejects with
-   * a 503 `verification_busy` {@link ModelSwitchError} carrying `Retry-After`), so a flood over many
-   * real handles cannot queue unbounded work. Cached keys are never affected. `null`: no bound.
-   * Default 256 (about 13 s of work at logN 15 on two slots).
+   * running (hashes of new keys wait in the same queue but are not counted or refused). Beyond it,
+   * a verification that needs scrypt is refused at once (`verify` rejects with a 503
+   * `verification_busy` {@link ModelSwitchError} carrying `Retry-After`), so a flood over many real
+   * handles cannot queue unbounded work. Cached keys are never affected. `null`: no bound.
+   * Default 256 (about 13–14 s of work at logN 15 on two slots).
    */
   maxQueuedVerifications?: number | null;
   /** Clock, injectable for tests. Default `Date.now`. */
@@ -170,6 +171,8 @@ export class KeyHasher {
   private readonly now: () => number;
   private running = 0;
   private readonly waiting: Array<() => void> = [];
+  /** How many of `waiting` are verifications (the rest hash new keys): what `maxQueuedVerifications` bounds. */
+  private waitingVerifications = 0;
   /** How many scrypt runs this hasher has started (hashes and verifications); for tests and benchmarks. */
   scryptRuns = 0;
   /** How many verifications the per-handle throttle refused without running scrypt. */
@@ -267,18 +270,19 @@ export class KeyHasher {
     const flightId = `${id}\n${hash}`;
     const pending = this.inFlight.get(flightId);
     if (pending) return pending;
-    if (this.maxQueued !== null && this.running >= this.maxConcurrent && this.waiting.length >= this.maxQueued) {
-      // Before the handle's turn is taken: a refusal for load must not cost the real key its turn.
-      this.refusedVerifications++;
-      throw this.busy();
-    }
     const slot = handle === undefined ? null : this.takeFailureSlot(handle);
     if (slot === false) {
       // Not remembered as failed: without scrypt we do not know that it is wrong.
       this.throttledVerifications++;
       return false;
     }
-    const run = this.limited(() => Scrypt.verify(Buffer.from(hash, 'base64'), key))
+    if (this.maxQueued !== null && this.running >= this.maxConcurrent && this.waitingVerifications >= this.maxQueued) {
+      // A refusal for load must not cost the real key its handle's turn: give it back.
+      if (slot) this.releaseFailureSlot(slot);
+      this.refusedVerifications++;
+      throw this.busy();
+    }
+    const run = this.limited(() => Scrypt.verify(Buffer.from(hash, 'base64'), key), true)
       .catch(() => false)
       .then((ok) => {
         if (ok) {
@@ -321,14 +325,19 @@ export class KeyHasher {
   /** The 503 of a verification refused for load, with the queue's expected wait as `Retry-After`. */
   private busy(): ModelSwitchError {
     const waitMs = ((this.waiting.length + this.running) / this.maxConcurrent) * this.runMs;
+    // Up to a quarter more, at random, so that clients refused together do not all come back together.
+    const seconds = Math.ceil((waitMs * (1 + Math.random() / 4)) / 1000);
     return answerWithoutStack('verification_busy', 'Too many API keys are being verified right now. Please retry shortly.', {
-      headers: { 'Retry-After': String(Math.min(60, Math.max(1, Math.ceil(waitMs / 1000)))) },
+      headers: { 'Retry-After': String(Math.min(60, Math.max(1, seconds))) },
     });
   }
 
-  private async limited<T>(work: () => Promise<T>): Promise<T> {
+  /** Runs `work` in a scrypt slot, waiting for one if all are taken (`verification`: counted in `waitingVerifications` while it waits). */
+  private async limited<T>(work: () => Promise<T>, verification = false): Promise<T> {
     if (this.running >= this.maxConcurrent) {
+      if (verification) this.waitingVerifications++;
       await new Promise<void>((resolve) => this.waiting.push(resolve));
+      if (verification) this.waitingVerifications--;
     } else {
       this.running++;
     }

@@ -23,7 +23,11 @@ vi.mock('scrypt-kdf', async (importOriginal) => {
       scryptProbe.inFlight--;
     }
   }
-  return { default: { kdf: original.kdf.bind(original), verify } };
+  async function kdf(...args: Parameters<typeof original.kdf>): ReturnType<typeof original.kdf> {
+    if (scryptProbe.hold) await scryptProbe.hold;
+    return original.kdf(...args);
+  }
+  return { default: { kdf, verify } };
 });
 
 /** scrypt at logN 10, as fastHasher() in test/helpers.ts, with options for the behaviour under test. */
@@ -363,14 +367,83 @@ describe('KeyHasher', () => {
       });
     });
 
-    it('can be turned off with null, and rejects anything but an integer ≥ 0 at creation', async () => {
-      const subject = hasher({ maxConcurrentHashes: 1, maxQueuedVerifications: null });
-      const keys = await Promise.all(Array.from({ length: 6 }, () => storedKey()));
-      expect(await Promise.all(keys.map(({ key, hash, handle }) => subject.verify(key, hash, handle)))).toEqual(keys.map(() => true));
+    it('refuses beyond 256 waiting by default, never with null; rejects anything but an integer ≥ 0 at creation', async () => {
+      // 300 verifications at once of keys never seen (a stand-in hash: what scrypt answers does not matter here).
+      const keys = Array.from({ length: 300 }, () => generateApiKey('proxy'));
+      for (const [options, refused] of [
+        [{}, 300 - 2 - 256],
+        [{ maxQueuedVerifications: null }, 0],
+      ] as const) {
+        const subject = hasher(options);
+        const release = holdScrypt();
+        const pending = keys.map(({ value, handle }) => outcome(subject.verify(value, 'c2NyeXB0', handle)));
+        expect({ refused: subject.refusedVerifications, inFlight: subject.hashesInFlight }).toEqual({ refused, inFlight: 300 - refused });
+        release();
+        const outcomes = await Promise.all(pending);
+        expect(outcomes.filter((o) => 'ok' in o)).toHaveLength(300 - refused);
+      }
       for (const wrong of [-1, 1.5, Number.NaN]) {
         expect(() => hasher({ maxQueuedVerifications: wrong })).toThrow(
           new TypeError(`KeyHasher: maxQueuedVerifications must be an integer ≥ 0 or null, got ${String(wrong)}`),
         );
+      }
+    });
+
+    it('counts only verifications against the bound: hashes of new keys waiting in the same queue are never refused', async () => {
+      const subject = hasher({ maxConcurrentHashes: 1, maxQueuedVerifications: 1 });
+      const [first, second, third] = await Promise.all([storedKey(), storedKey(), storedKey()]);
+      if (!first || !second || !third) throw new Error('unreachable');
+      const release = holdScrypt();
+      const running = subject.verify(first.key, first.hash, first.handle);
+      const hashes = Array.from({ length: 3 }, () => subject.hash(generateApiKey('proxy').value));
+      const waiting = outcome(subject.verify(second.key, second.hash, second.handle));
+      expect(await outcome(subject.verify(third.key, third.hash, third.handle))).toEqual(BUSY);
+      release();
+      expect(await Promise.all([running, waiting, ...hashes.map((h) => h.then((hash) => typeof hash))])).toEqual([
+        true,
+        { ok: true },
+        'string',
+        'string',
+        'string',
+      ]);
+    });
+
+    it('sets Retry-After from the queue and the recent scrypt time, at most 60 s', async () => {
+      // Every scrypt run "takes" 10 s: the hasher reads performance.now() once before and once after each run.
+      let clock = 0;
+      const spy = vi.spyOn(performance, 'now').mockImplementation(() => {
+        clock += 10_000;
+        return clock;
+      });
+      try {
+        const subject = hasher({ maxConcurrentHashes: 1, maxQueuedVerifications: 1 });
+        const keys = await Promise.all(Array.from({ length: 7 }, () => storedKey()));
+        for (const { key, hash, handle } of keys.slice(0, 5)) expect(await subject.verify(key, hash, handle)).toBe(true);
+        // Five runs of 10 s pull the moving average from 100 ms to 6,756 ms.
+        const release = holdScrypt();
+        const running = subject.verify(keys[5]?.key as string, keys[5]?.hash as string, keys[5]?.handle);
+        const waiting = subject.verify(keys[6]?.key as string, keys[6]?.hash as string, keys[6]?.handle);
+        const refused = await outcome(subject.verify(guessFor(keys[0]?.handle as string), keys[0]?.hash as string));
+        // Two runs ahead on one slot: 13.5 s, plus up to a quarter at random.
+        const seconds = Number((refused as { headers: Record<string, string> }).headers['Retry-After']);
+        expect(seconds).toBeGreaterThanOrEqual(14);
+        expect(seconds).toBeLessThanOrEqual(17);
+        release();
+        expect(await Promise.all([running, waiting])).toEqual([true, true]);
+
+        const wide = hasher({ maxConcurrentHashes: 1, maxQueuedVerifications: 20 });
+        for (const { key, hash, handle } of keys.slice(0, 5)) expect(await wide.verify(key, hash, handle)).toBe(true);
+        const releaseWide = holdScrypt();
+        const queued = Array.from({ length: 21 }, () => {
+          const { value, handle } = generateApiKey('proxy');
+          return outcome(wide.verify(value, 'c2NyeXB0', handle));
+        });
+        const capped = await outcome(wide.verify(generateApiKey('proxy').value, 'c2NyeXB0'));
+        expect((capped as { headers: Record<string, string> }).headers).toEqual({ 'Retry-After': '60' });
+        releaseWide();
+        await Promise.all(queued);
+      } finally {
+        spy.mockRestore();
       }
     });
 
@@ -380,16 +453,9 @@ describe('KeyHasher', () => {
       const clock = testClock();
       const logger = recordingLogger();
       const seeded = await seedAccount(store, { hasher: subject, now: clock.now() });
-      const second = await issueKey(
-        store,
-        { accountId: seeded.account.id, type: 'proxy', name: 'Second' },
-        { hasher: subject, now: clock.now() },
-      );
-      const third = await issueKey(
-        store,
-        { accountId: seeded.account.id, type: 'proxy', name: 'Third' },
-        { hasher: subject, now: clock.now() },
-      );
+      const issue = async (name: string) =>
+        (await issueKey(store, { accountId: seeded.account.id, type: 'proxy', name }, { hasher: subject, now: clock.now() })).key;
+      const [second, third, fourth] = [await issue('Second'), await issue('Third'), await issue('Fourth')];
       const app = buildApp('express5', store, { hasher: subject, now: clock.now, logger });
       const release = holdScrypt();
       let first: Promise<request.Response> | undefined;
@@ -399,7 +465,9 @@ describe('KeyHasher', () => {
           .set('Authorization', `Bearer ${seeded.proxyKey}`)
           .then((r) => r);
         await vi.waitFor(() => expect(scryptProbe.inFlight).toBe(1));
-        for (const key of [second.key, third.key]) {
+        for (const key of [second, third, fourth]) {
+          // A minute after the first refusal was logged, the next one is logged again.
+          if (key === fourth) clock.advance(60_000);
           const refused = await request(app).get('/v1/whoami').set('Authorization', `Bearer ${key}`);
           expect({
             status: refused.status,
@@ -425,11 +493,11 @@ describe('KeyHasher', () => {
         status: 200,
         body: { keyId: expect.any(Number), accountId: seeded.account.id },
       });
-      expect(logger.lines).toEqual([
-        'warn: modelswitch-keys: too many key verifications are waiting for scrypt; new ones are refused with 503 verification_busy until the queue drains (KeyHasher maxQueuedVerifications)',
-      ]);
+      const line =
+        'warn: modelswitch-keys: too many key verifications are waiting for scrypt; new ones are refused with 503 verification_busy until the queue drains (KeyHasher maxQueuedVerifications)';
+      expect(logger.lines).toEqual([line, line]);
       // Once the queue drained, the refused key is verified like any other.
-      expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${second.key}`)).status).toBe(200);
+      expect((await request(app).get('/v1/whoami').set('Authorization', `Bearer ${second}`)).status).toBe(200);
     });
   });
 });
