@@ -391,8 +391,11 @@ async function attack(): Promise<void> {
   type Mode = FloodOptions['mode'] | 'alone';
   // Interleaved, round after round. Flood (b) is not among them: its per-handle throttle has state
   // (when each handle's next scrypt turn is), so it is measured as one sustained flood below.
-  const conditions: Array<{ name: string; server: string; mode: Mode; heavy?: boolean }> = [
-    { name: 'alone', server: 'ours', mode: 'alone' },
+  type Condition = { name: string; server: string; mode: Mode; heavy?: boolean };
+  /** The legitimate client without a flood: the warm-up, the rounds' baseline and the sustained flood's brackets. */
+  const aloneCondition: Condition = { name: 'alone', server: 'ours', mode: 'alone' };
+  const conditions: Condition[] = [
+    aloneCondition,
     { name: 'flood without Authorization (reference)', server: 'ours', mode: 'none' },
     { name: 'flood (a) invented keys', server: 'ours', mode: 'invented' },
   ];
@@ -418,7 +421,7 @@ async function attack(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
-  async function once(condition: (typeof conditions)[number], durationS: number): Promise<LoadResult> {
+  async function once(condition: Condition, durationS: number): Promise<LoadResult> {
     const hasher = condition.server === 'ours' ? 'ours' : 'unthrottled';
     const before = await servers.call<{ scryptRuns: number }>('stats', { hasher });
     const flood =
@@ -444,9 +447,9 @@ async function attack(): Promise<void> {
   // Warm-up: the legitimate client alone, twice, then once more for as long as a round: that run
   // sets the flood rates (the first seconds after setup answer well below the rounds' rate);
   // then the unthrottled guess flood.
-  await once(conditions[0] as (typeof conditions)[number], CONFIG.warmupS);
-  await once(conditions[0] as (typeof conditions)[number], CONFIG.warmupS);
-  const capacity = (await once(conditions[0] as (typeof conditions)[number], CONFIG.durationS)).rps;
+  await once(aloneCondition, CONFIG.warmupS);
+  await once(aloneCondition, CONFIG.warmupS);
+  const capacity = (await once(aloneCondition, CONFIG.durationS)).rps;
   rate.main = Math.max(50, Math.round((capacity * FLOOD.share) / 10) * 10);
   rate.heavy = Math.max(150, Math.round((capacity * FLOOD.heavyShare) / 10) * 10);
   console.log(`  capacity in the warm-up: ${Math.round(capacity)} req/s; flood ${rate.main} req/s, heavy flood ${rate.heavy} req/s`);
@@ -460,7 +463,7 @@ async function attack(): Promise<void> {
   }
   for (let round = 0; round < CONFIG.rounds; round++) {
     for (let i = 0; i < conditions.length; i++) {
-      const condition = conditions[(i + round) % conditions.length] as (typeof conditions)[number];
+      const condition = conditions[(i + round) % conditions.length] as Condition;
       const result = await once(condition, CONFIG.durationS);
       checkClean(`legitimate (${condition.name})`, result);
       rounds[condition.name]?.push(result);
@@ -475,7 +478,7 @@ async function attack(): Promise<void> {
   const settleS = 2;
   const measuredS = quick ? 6 : 32;
   const bracketS = quick ? CONFIG.durationS : CONFIG.durationS * 2;
-  const aloneBefore = await once(conditions[0] as (typeof conditions)[number], bracketS);
+  const aloneBefore = await once(aloneCondition, bracketS);
   const scryptBefore = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
   const sustainedFlood = attacker.call<{ sent: number; cpuShare: number }>('flood', {
     url: url(setup.ports.ours as number),
@@ -497,7 +500,7 @@ async function attack(): Promise<void> {
   floodCpu[sustained.name]?.push(sustainedSent.cpuShare);
   // Guesses the flood sent in its last second may still be queued: the "after" run starts on a quiet server.
   await scryptQuiet('ours');
-  const aloneAfter = await once(conditions[0] as (typeof conditions)[number], bracketS);
+  const aloneAfter = await once(aloneCondition, bracketS);
   checkClean('legitimate (alone, around the sustained flood)', aloneBefore);
   checkClean('legitimate (alone, around the sustained flood)', aloneAfter);
   const aloneAround = (aloneBefore.rps + aloneAfter.rps) / 2;

@@ -296,6 +296,11 @@ describe('KeyHasher', () => {
       };
       return releaseHeld;
     }
+    /** Verifies a key made by `storedKey()` (the index of an array of them, which must exist). */
+    const verifyStored = (subject: KeyHasher, stored: { key: string; handle: string; hash: string } | undefined) => {
+      if (!stored) throw new Error('no such stored key');
+      return subject.verify(stored.key, stored.hash, stored.handle);
+    };
     const outcome = (promise: Promise<boolean>) =>
       promise.then(
         (ok) => ({ ok }),
@@ -328,7 +333,7 @@ describe('KeyHasher', () => {
         expect(subject.refusedVerifications).toBe(2);
         // Still answered while the queue is full: a cached key, and a key already being verified.
         expect(await subject.verify(cached.key, cached.hash, cached.handle)).toBe(true);
-        const joined = subject.verify(keys[0]?.key as string, keys[0]?.hash as string, keys[0]?.handle);
+        const joined = verifyStored(subject, keys[0]);
         release();
         expect(await Promise.all([...pending.slice(0, 3), outcome(joined)])).toEqual([
           { ok: true },
@@ -341,7 +346,7 @@ describe('KeyHasher', () => {
       }
       expect(subject.scryptRuns).toBe(1 + 3);
       // Once the queue drained, the refused keys verify.
-      expect(await subject.verify(keys[4]?.key as string, keys[4]?.hash as string, keys[4]?.handle)).toBe(true);
+      expect(await verifyStored(subject, keys[4])).toBe(true);
     });
 
     it("does not spend the handle's wrong-secret turn on a refused verification", async () => {
@@ -421,8 +426,8 @@ describe('KeyHasher', () => {
         for (const { key, hash, handle } of keys.slice(0, 5)) expect(await subject.verify(key, hash, handle)).toBe(true);
         // Five runs of 10 s pull the moving average from 100 ms to 6,756 ms.
         const release = holdScrypt();
-        const running = subject.verify(keys[5]?.key as string, keys[5]?.hash as string, keys[5]?.handle);
-        const waiting = subject.verify(keys[6]?.key as string, keys[6]?.hash as string, keys[6]?.handle);
+        const running = verifyStored(subject, keys[5]);
+        const waiting = verifyStored(subject, keys[6]);
         const refused = await outcome(subject.verify(guessFor(keys[0]?.handle as string), keys[0]?.hash as string));
         // Two runs ahead on one slot: 13.5 s, plus up to a quarter at random.
         const seconds = Number((refused as { headers: Record<string, string> }).headers['Retry-After']);
