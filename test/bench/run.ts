@@ -2,6 +2,14 @@ import { request } from 'node:http';
 import { type BenchChild, startChild } from './child.js';
 import { median } from './common.js';
 import type { FloodOptions } from './flood.js';
+import {
+  INSTRUCTION_REQUESTS,
+  INSTRUCTION_VARIANTS,
+  type InstructionVariant,
+  countInstructions,
+  nativeCpu,
+  valgrindUnavailableReason,
+} from './instructions.js';
 import { type LoadResult, runLoad } from './load.js';
 import { Report, round } from './report.js';
 import { redisUnavailableReason } from './stores.js';
@@ -37,12 +45,16 @@ const CONFIG = quick
       hotDurationS: 3,
     };
 if (process.argv.includes('--redis-1m')) CONFIG.redisScaleSizes.push(1_000_000);
-/** `--only=hot,stack,scale,attack,cold,proxy` runs a subset (for working on one scenario). */
+/**
+ * `--only=hot,stack,scale,attack,cold,proxy` runs a subset (for working on one scenario).
+ * `--only=instructions` counts scenario 1 in instructions under valgrind, which the full run leaves out.
+ */
 const only = process.argv
   .find((arg) => arg.startsWith('--only='))
   ?.slice('--only='.length)
   .split(',');
 const selected = (name: string) => only === undefined || only.includes(name);
+const INSTRUCTIONS_SCENARIO = '1 auth hot path, in instructions';
 /**
  * The attacker: its request rate as a share of the server's capacity (the legitimate client's
  * throughput alone, measured in the warm-up), so the scenario means the same on a fast and a slow
@@ -276,6 +288,94 @@ async function hotPath(): Promise<Summary | undefined> {
     pass: stats.scryptRuns === before.scryptRuns,
   });
   return plain;
+}
+
+/**
+ * Scenario 1 counted in instructions per request under callgrind (see instructions.ts): the same
+ * servers, without the machine's noise. Also what each step of the contract floor adds on its own.
+ */
+async function instructionCount(): Promise<void> {
+  const scenario = INSTRUCTIONS_SCENARIO;
+  const { warm, windows, settlingWindows, perWindow } = INSTRUCTION_REQUESTS;
+  console.log(
+    `\n${scenario} (callgrind, each server alone, one request at a time: ${warm} to warm up, then ${windows} windows of ${perWindow}, the first ${settlingWindows} left out)`,
+  );
+  const reason = valgrindUnavailableReason();
+  if (reason) {
+    report.skip(scenario, reason);
+    return;
+  }
+  const counted = await countInstructions();
+  report.raw.instructions = { requests: INSTRUCTION_REQUESTS, counted };
+  const per = Object.fromEntries(INSTRUCTION_VARIANTS.map((v) => [v, counted[v].perRequest])) as Record<InstructionVariant, number>;
+  // How far apart the windows of one server came out: the count's own precision.
+  const spread = Math.max(
+    ...INSTRUCTION_VARIANTS.map((v) => {
+      const kept = counted[v].windows.slice(settlingWindows);
+      return Math.max(...kept) / Math.min(...kept) - 1;
+    }),
+  );
+  report.add({
+    scenario,
+    measure: 'largest difference between the counted windows of one server',
+    value: `${round(spread * 100, 2)} %`,
+    unit: '',
+  });
+  for (const variant of INSTRUCTION_VARIANTS) {
+    report.add({ scenario, measure: `instructions per request: ${variant}`, value: Math.round(per[variant]), unit: '' });
+  }
+  const ours = per.modelSwitchAuth;
+  report.ratio(scenario, 'express / modelSwitchAuth (instructions per request)', per.express / ours, 0.95);
+  report.ratio(
+    scenario,
+    'express + pass-through middleware / modelSwitchAuth (instructions per request)',
+    per['pass-through'] / ours,
+    0.95,
+  );
+  report.ratio(scenario, 'express / contract floor (instructions per request)', per.express / per['contract floor'], null);
+  report.ratio(scenario, 'contract floor / modelSwitchAuth (instructions per request)', per['contract floor'] / ours, null);
+  // The budget the target leaves, and what each part of the floor spends of it.
+  report.add({
+    scenario,
+    measure: 'instructions a middleware may add for 0.95 of express',
+    value: Math.round(per.express / 0.95 - per.express),
+    unit: '',
+  });
+  report.add({
+    scenario,
+    measure: 'added by mounting a pass-through middleware at /v1',
+    value: Math.round(per['pass-through'] - per.express),
+    unit: '',
+  });
+  // callgrind counts the process's own instructions, not the kernel's work on its sockets, which is
+  // the same for every server: its share of Express's CPU, measured natively, one request at a time.
+  const cpu = { express: await nativeCpu('express'), modelSwitchAuth: await nativeCpu('modelSwitchAuth') };
+  report.raw.instructionsNativeCpu = cpu;
+  for (const [name, { user, system }] of Object.entries(cpu)) {
+    report.add({
+      scenario,
+      measure: `native, one request at a time: ${name} CPU per request, user / system`,
+      value: `${round(user, 1)} / ${round(system, 1)}`,
+      unit: 'µs',
+    });
+  }
+  const kernelShare = cpu.express.system / (cpu.express.user + cpu.express.system);
+  report.add({ scenario, measure: "kernel's share of express's CPU (system / all)", value: `${round(kernelShare * 100, 1)} %`, unit: '' });
+  // If the process's own CPU time follows its instructions and the kernel's is the same for both:
+  report.ratio(
+    scenario,
+    'express / modelSwitchAuth in CPU, estimated from instructions and the kernel share',
+    1 / (1 + (ours / per.express - 1) * (1 - kernelShare)),
+    null,
+  );
+  for (const step of ['floor: token + SHA-256 lookup', 'floor: count + four headers', 'floor: req.modelSwitch'] as const) {
+    report.add({
+      scenario,
+      measure: `added by ${step.slice('floor: '.length)} (vs pass-through)`,
+      value: Math.round(per[step] - per['pass-through']),
+      unit: '',
+    });
+  }
 }
 
 async function stack(memoryBaseline: Summary | undefined): Promise<void> {
@@ -727,6 +827,9 @@ async function main(): Promise<void> {
   if (selected('attack')) await attack();
   if (selected('cold')) await coldStart();
   if (selected('proxy')) await proxy();
+  if (only?.includes('instructions')) await instructionCount();
+  else if (only === undefined)
+    report.skip(INSTRUCTIONS_SCENARIO, 'not in the full run (about 10 minutes under valgrind): npm run bench -- --only=instructions');
   const elapsedS = (performance.now() - started) / 1000;
   console.log(`\n${report.table()}\n\nTook ${Math.round(elapsedS)} s.`);
   report.write('bench-results.json', {

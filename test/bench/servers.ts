@@ -2,24 +2,23 @@
  * Child process of the benchmark: builds the servers of one scenario on 127.0.0.1 and answers the
  * runner's questions (scrypt runs, cache size, heap) over IPC. Never generates load itself.
  */
-import * as crypto from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { type IncomingMessage, type Server, ServerResponse, createServer } from 'node:http';
+import { type Server, ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import express, { type Request, type Response } from 'express';
+import express from 'express';
 import { rateLimit } from 'express-rate-limit';
 import passport from 'passport';
 import { Strategy as BearerStrategy } from 'passport-http-bearer';
 import { RedisStore } from 'rate-limit-redis';
 import type { KeyHasher as KeyHasherType } from '../../src/hashing.js';
-import type { KeyStore } from '../../src/types.js';
 import { serveCommands } from './child.js';
 import { bearerRequest } from '../bearer-request.js';
 import { latencySummary, median } from './common.js';
-import { KeyHasher, modelSwitchAuth, proxyRouter } from './package.js';
-import { type BenchStore, UNLIMITED, issueProxyKeys, openStore, seedFillerKeys } from './stores.js';
+import { type PlainMiddleware, HELLO, contractFloor, expressApp, oursApp, passThrough, prewarm, quietAuth, sha256 } from './hot-path.js';
+import { KeyHasher, proxyRouter } from './package.js';
+import { type BenchStore, issueProxyKeys, openStore, seedFillerKeys } from './stores.js';
 
 const servers: Server[] = [];
 const stores: BenchStore[] = [];
@@ -30,45 +29,6 @@ function listen(handler: Parameters<typeof createServer>[1]): Promise<number> {
   const server = createServer({ keepAliveTimeout: 60_000 }, handler);
   servers.push(server);
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
-}
-
-const HELLO = JSON.stringify({ ok: true });
-
-/** The trivial /v1 handler every variant ends in. */
-function hello(_req: Request, res: Response): void {
-  res.json({ ok: true });
-}
-
-function expressApp(...middleware: express.RequestHandler[]): express.Express {
-  const app = express();
-  app.disable('x-powered-by');
-  if (middleware.length > 0) app.use('/v1', ...middleware);
-  app.get('/v1/hello', hello);
-  return app;
-}
-
-type PlainMiddleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
-
-/** modelSwitchAuth as every bench server mounts it: the given hasher, no log lines. */
-function quietAuth(store: KeyStore, hasher: KeyHasherType): PlainMiddleware {
-  return modelSwitchAuth(store, { hasher, logger: { warn() {}, error() {} } });
-}
-
-/** A middleware that only calls next(): Express's own cost of one more layer. */
-const passThrough: PlainMiddleware = function passThrough(_req, _res, next) {
-  next();
-};
-
-/** Ours: modelSwitchAuth (with its per-key rate limit) in front of the trivial handler. */
-function oursApp(store: KeyStore, hasher: KeyHasherType): express.Express {
-  return expressApp(quietAuth(store, hasher) as express.RequestHandler);
-}
-
-async function prewarm(hasher: KeyHasherType, store: KeyStore, keys: ReadonlyArray<{ key: string; handle: string }>): Promise<void> {
-  for (const { key, handle } of keys) {
-    const record = await store.getKeyByHandle(handle);
-    if (!record || !(await hasher.verify(key, record.hash, handle))) throw new Error('pre-warm failed');
-  }
 }
 
 function heapUsed(): number {
@@ -106,52 +66,6 @@ async function setupHotPath() {
   const timedPassThrough = await listen(expressApp(timedMiddleware('pass-through', passThrough)));
   const timedFloor = await listen(expressApp(timedMiddleware('contract floor', contractFloor(keys[0]?.key as string))));
   return { ports: { bare, express: plain, mounted, ours, floor, timed, timedPassThrough, timedFloor }, keys: keys.map((k) => k.key) };
-}
-
-/**
- * The contract's floor: the least a middleware can do per request and still keep the contract for a
- * verified key, written inline with nothing of ours: read the Bearer token, look its SHA-256 up among
- * the verified keys (a key is never held in plaintext), check the record is active and unexpired,
- * count the request in a fixed window, set the four `RateLimit-*` headers and hand on a context
- * prepared once. No checksum, no store interface, no copies, no 401/403/429 bodies (it is only ever
- * sent the one valid key). What it costs is what the contract costs on this machine.
- */
-function contractFloor(key: string): PlainMiddleware {
-  const bearer = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
-  // The bench keys' own limit (UNLIMITED: 10^9 per 10 s), so the headers carry the same values as ours.
-  const { requests } = UNLIMITED;
-  const windowMs = 10_000;
-  const policy = `${requests};w=${windowMs / 1000}`;
-  const limit = String(requests);
-  const record = {
-    active: true,
-    expiresAt: null as number | null,
-    count: 0,
-    resetAt: 0,
-    context: { key: { id: 1 }, account: { id: 'a' } },
-  };
-  const verified = new Map([[sha256(key), record]]);
-  return function contractFloor(req, res, next) {
-    const match = bearer.exec(req.headers.authorization ?? '');
-    const found = match ? verified.get(sha256(match[1] as string)) : undefined;
-    const now = Date.now();
-    if (!found?.active || (found.expiresAt !== null && now >= found.expiresAt)) {
-      res.statusCode = 401;
-      res.end();
-      return;
-    }
-    if (now >= found.resetAt) {
-      found.count = 0;
-      found.resetAt = now + windowMs;
-    }
-    found.count++;
-    res.setHeader('ratelimit-policy', policy);
-    res.setHeader('ratelimit-limit', limit);
-    res.setHeader('ratelimit-remaining', String(Math.max(0, requests - found.count)));
-    res.setHeader('ratelimit-reset', String(Math.ceil((found.resetAt - now) / 1000)));
-    (req as IncomingMessage & { modelSwitch?: object }).modelSwitch = found.context;
-    next();
-  };
 }
 
 /** Time spent inside each timed middleware of scenario 1, since the last reset. */
@@ -234,14 +148,6 @@ function theirsApp(theirs: Theirs): express.Express {
     ...(theirs.rateLimitStore ? { store: theirs.rateLimitStore } : {}),
   });
   return expressApp(authenticator.initialize(), authenticator.authenticate('bearer', { session: false }), limiter);
-}
-
-// One-shot `crypto.hash` where Node has it (≥ 20.12), as the package itself uses.
-const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encoding: 'hex') => string }).hash;
-
-/** SHA-256 in hex, for the token lookups of theirs and of the contract floor. */
-function sha256(text: string): string {
-  return oneShotHash ? oneShotHash('sha256', text, 'hex') : crypto.createHash('sha256').update(text).digest('hex');
 }
 
 /** Scenario 2: theirs vs ours, on memory and (when available) on Redis. */

@@ -1,0 +1,202 @@
+/**
+ * Scenario 1 counted in instructions instead of time: each hot-path server runs alone under
+ * valgrind's callgrind and answers requests one at a time on one keep-alive connection.
+ * Instructions do not depend on the machine's load, so this figure does not move between runs the
+ * way requests/s does. After `WARM` requests (start-up, the key's issue and verification, and the
+ * JIT's compilations), `WINDOWS` windows of `PER_WINDOW` requests are counted one by one: before
+ * each, a full garbage collection (not counted; `callgrind_control --zero` after it), after each
+ * `callgrind_control --dump`. The first window is kept in bench-results.json but left out of the
+ * per-request figure, the mean of the others: in trials it still counted more than the later ones.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { readFile, rm } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+/** The variants instructions-server.ts knows, in the order they are reported. */
+export const INSTRUCTION_VARIANTS = [
+  'node:http',
+  'express',
+  'pass-through',
+  'modelSwitchAuth',
+  'contract floor',
+  'floor: token + SHA-256 lookup',
+  'floor: count + four headers',
+  'floor: req.modelSwitch',
+] as const;
+export type InstructionVariant = (typeof INSTRUCTION_VARIANTS)[number];
+
+const WARM = 6000;
+const WINDOWS = 4;
+/** Windows counted but left out of the mean (see above). */
+const SETTLING_WINDOWS = 1;
+const PER_WINDOW = 2000;
+/** One valgrind run far beyond what it takes here (about three minutes) means something hangs. */
+const RUN_TIMEOUT_MS = 15 * 60_000;
+
+/** Why instructions cannot be counted on this machine, or null. */
+export function valgrindUnavailableReason(): string | null {
+  const probe = spawnSync('valgrind', ['--version'], { encoding: 'utf8' });
+  if (probe.error || probe.status !== 0) return 'valgrind is not installed (Debian: apt-get install -y valgrind)';
+  return null;
+}
+
+/** Sends `count` GETs of /v1/hello one after another on one keep-alive connection; throws on any non-200. */
+async function sendSequentially(port: number, key: string, count: number): Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const headers = { authorization: `Bearer ${key}` };
+  try {
+    for (let i = 0; i < count; i++) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: '/v1/hello', agent, headers }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      if (status !== 200) throw new Error(`instruction count: request ${i + 1} answered ${status}, not 200`);
+    }
+  } finally {
+    agent.destroy();
+  }
+}
+
+/** GETs `path` of the server's own routes (`/gc`, `/cpu`) and resolves with the body. */
+function serverRoute(port: number, path: '/gc' | '/cpu'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Starts instructions-server.ts for `variant` as `command args…`; resolves with the child, its port and key. */
+async function startServer(command: string, args: string[], variant: InstructionVariant) {
+  const server = fileURLToPath(new URL('./instructions-server.ts', import.meta.url));
+  const child = spawn(command, [...args, '--expose-gc', '--import', 'tsx', server, variant], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const ready = (await lines.next()).value as string | undefined;
+  const key = (await lines.next()).value as string | undefined;
+  const port = Number(/^ready (\d+)$/.exec(ready ?? '')?.[1]);
+  if (!port || !key || child.pid === undefined) {
+    child.kill('SIGKILL');
+    throw new Error(`instruction count: ${variant} did not start: ${stderr.slice(-500)}`);
+  }
+  return { child, port, key, pid: child.pid, exited, stderr: () => stderr };
+}
+
+/**
+ * User and system CPU per request (µs) of `variant` run natively (no valgrind), one request at a
+ * time: how much of a server's CPU the kernel's socket work takes, which callgrind does not count.
+ */
+export async function nativeCpu(variant: InstructionVariant, warm = 5000, counted = 10_000): Promise<{ user: number; system: number }> {
+  const started = await startServer(process.execPath, [], variant);
+  const timer = setTimeout(() => started.child.kill('SIGKILL'), RUN_TIMEOUT_MS);
+  try {
+    await sendSequentially(started.port, started.key, warm);
+    const cpu = async () => JSON.parse(await serverRoute(started.port, '/cpu')) as { user: number; system: number };
+    const before = await cpu();
+    await sendSequentially(started.port, started.key, counted);
+    const after = await cpu();
+    return { user: (after.user - before.user) / counted, system: (after.system - before.system) / counted };
+  } finally {
+    started.child.stdin.end();
+    await started.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Instructions `file` (a callgrind dump) counted: its `totals:` line, once callgrind has written it. */
+async function dumpTotal(file: string): Promise<number> {
+  for (let attempt = 0; attempt < 600; attempt++) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    const total = /^totals: (\d+)$/m.exec(text)?.[1];
+    if (total) return Number(total);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`instruction count: callgrind wrote no totals to ${file}`);
+}
+
+/** Dumps (`--dump`) or zeroes (`--zero`) the counters of the callgrind process `pid`. */
+function control(action: '--dump' | '--zero', pid: number): void {
+  const result = spawnSync('callgrind_control', [action, String(pid)], { encoding: 'utf8', timeout: 60_000 });
+  if (result.status !== 0) throw new Error(`instruction count: callgrind_control failed: ${result.stderr || result.error}`);
+}
+
+/** Instructions per request of `variant` in each counted window. */
+async function countRun(variant: InstructionVariant): Promise<number[]> {
+  const out = join(tmpdir(), `modelswitch-callgrind-${process.pid}-${Math.random().toString(36).slice(2)}.out`);
+  // --single-threaded: no background compiler or GC threads, whose share would vary between runs.
+  const started = await startServer(
+    'valgrind',
+    ['--tool=callgrind', `--callgrind-out-file=${out}`, process.execPath, '--single-threaded'],
+    variant,
+  );
+  const timer = setTimeout(() => started.child.kill('SIGKILL'), RUN_TIMEOUT_MS);
+  try {
+    await sendSequentially(started.port, started.key, WARM);
+    const windows: number[] = [];
+    for (let window = 1; window <= WINDOWS; window++) {
+      // Every window starts from a collected heap, not counted, so that the windows of one server
+      // and the servers compare alike whichever collections the requests before them left due.
+      const collected = await serverRoute(started.port, '/gc');
+      if (collected !== 'collected') throw new Error(`instruction count: ${variant}: ${collected}`);
+      control('--zero', started.pid);
+      await sendSequentially(started.port, started.key, PER_WINDOW);
+      control('--dump', started.pid);
+      windows.push((await dumpTotal(`${out}.${window}`)) / PER_WINDOW);
+    }
+    started.child.stdin.end();
+    const code = await started.exited;
+    if (code !== 0) throw new Error(`instruction count: ${variant} exited with ${code}: ${started.stderr().slice(-500)}`);
+    return windows;
+  } finally {
+    clearTimeout(timer);
+    if (started.child.exitCode === null && started.child.signalCode === null) started.child.kill('SIGKILL');
+    await Promise.all(Array.from({ length: WINDOWS + 1 }, (_, i) => rm(i === 0 ? out : `${out}.${i}`, { force: true })));
+  }
+}
+
+/** Instructions per request of each variant (mean of its windows after the settling ones, and every window), `parallel` servers at a time (valgrind runs one core each). */
+export async function countInstructions(
+  variants: readonly InstructionVariant[] = INSTRUCTION_VARIANTS,
+  parallel = Math.max(1, availableParallelism()),
+): Promise<Record<InstructionVariant, { perRequest: number; windows: number[] }>> {
+  const counted = new Map<InstructionVariant, number[]>();
+  let next = 0;
+  async function worker(): Promise<void> {
+    while (next < variants.length) {
+      const variant = variants[next++] as InstructionVariant;
+      const windows = await countRun(variant);
+      counted.set(variant, windows);
+      console.log(
+        `  ${variant}: ${windows.map((w) => Math.round(w).toLocaleString('en-US')).join(', ')} instructions per request, window by window`,
+      );
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(parallel, variants.length) }, worker));
+  const result = {} as Record<InstructionVariant, { perRequest: number; windows: number[] }>;
+  for (const variant of variants) {
+    const windows = counted.get(variant) as number[];
+    const kept = windows.slice(SETTLING_WINDOWS);
+    result[variant] = { perRequest: kept.reduce((a, b) => a + b, 0) / kept.length, windows };
+  }
+  return result;
+}
+
+export const INSTRUCTION_REQUESTS = { warm: WARM, windows: WINDOWS, settlingWindows: SETTLING_WINDOWS, perWindow: PER_WINDOW };
