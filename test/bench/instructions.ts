@@ -8,13 +8,16 @@
  * `callgrind_control --dump`. The first window is kept in bench-results.json but left out of the
  * per-request figure, the mean of the others: in trials it still counted more than the later ones.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 
 /** The variants instructions-server.ts knows, in the order they are reported. */
 export const INSTRUCTION_VARIANTS = [
@@ -65,10 +68,13 @@ async function sendSequentially(port: number, key: string, count: number): Promi
   }
 }
 
-/** GETs `path` of the server's own routes (`/gc`, `/cpu`) and resolves with the body. */
+/**
+ * GETs `path` of the server's own routes (`/gc`, `/cpu`) and resolves with the body. On a connection
+ * of its own that closes with the answer (no agent), so no idle socket times out in a counted window.
+ */
 function serverRoute(port: number, path: '/gc' | '/cpu'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8').on('data', (chunk: string) => {
         body += chunk;
@@ -80,24 +86,55 @@ function serverRoute(port: number, path: '/gc' | '/cpu'): Promise<string> {
   });
 }
 
-/** Starts instructions-server.ts for `variant` as `command args…`; resolves with the child, its port and key. */
+/** Every server child still running, so that a failed count stops the others too. */
+const running = new Set<ChildProcess>();
+
+/** Kills every server child still running (after a failure). */
+function killAll(): void {
+  for (const child of running) child.kill('SIGKILL');
+}
+
+/**
+ * Starts instructions-server.ts for `variant` as `command args…` (with the throughput bench's
+ * heap flags) and waits for its port and key. The child is killed after `RUN_TIMEOUT_MS`, whatever
+ * it is doing then; `stop()` ends it normally (stdin closed) and clears that timer.
+ */
 async function startServer(command: string, args: string[], variant: InstructionVariant) {
   const server = fileURLToPath(new URL('./instructions-server.ts', import.meta.url));
-  const child = spawn(command, [...args, '--expose-gc', '--import', 'tsx', server, variant], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(command, [...args, '--expose-gc', '--max-old-space-size=8192', '--import', 'tsx', server, variant], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  running.add(child);
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
   });
-  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  const ready = (await lines.next()).value as string | undefined;
-  const key = (await lines.next()).value as string | undefined;
-  const port = Number(/^ready (\d+)$/.exec(ready ?? '')?.[1]);
-  if (!port || !key || child.pid === undefined) {
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('close', (code) => {
+      running.delete(child);
+      resolve(code);
+    }),
+  );
+  const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);
+  const stop = async (): Promise<number | null> => {
+    child.stdin.end();
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  };
+  try {
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const ready = (await lines.next()).value as string | undefined;
+    const key = (await lines.next()).value as string | undefined;
+    const port = Number(/^ready (\d+)$/.exec(ready ?? '')?.[1]);
+    if (!port || !key || child.pid === undefined) throw new Error(`instruction count: ${variant} did not start: ${stderr.slice(-500)}`);
+    return { child, port, key, pid: child.pid, stop, stderr: () => stderr };
+  } catch (error) {
     child.kill('SIGKILL');
-    throw new Error(`instruction count: ${variant} did not start: ${stderr.slice(-500)}`);
+    await exited;
+    clearTimeout(timer);
+    throw error;
   }
-  return { child, port, key, pid: child.pid, exited, stderr: () => stderr };
 }
 
 /**
@@ -105,8 +142,8 @@ async function startServer(command: string, args: string[], variant: Instruction
  * time: how much of a server's CPU the kernel's socket work takes, which callgrind does not count.
  */
 export async function nativeCpu(variant: InstructionVariant, warm = 5000, counted = 10_000): Promise<{ user: number; system: number }> {
-  const started = await startServer(process.execPath, [], variant);
-  const timer = setTimeout(() => started.child.kill('SIGKILL'), RUN_TIMEOUT_MS);
+  // --single-threaded, as under callgrind: background threads' CPU would count as user time.
+  const started = await startServer(process.execPath, ['--single-threaded'], variant);
   try {
     await sendSequentially(started.port, started.key, warm);
     const cpu = async () => JSON.parse(await serverRoute(started.port, '/cpu')) as { user: number; system: number };
@@ -115,9 +152,7 @@ export async function nativeCpu(variant: InstructionVariant, warm = 5000, counte
     const after = await cpu();
     return { user: (after.user - before.user) / counted, system: (after.system - before.system) / counted };
   } finally {
-    started.child.stdin.end();
-    await started.exited;
-    clearTimeout(timer);
+    await started.stop();
   }
 }
 
@@ -132,42 +167,50 @@ async function dumpTotal(file: string): Promise<number> {
   throw new Error(`instruction count: callgrind wrote no totals to ${file}`);
 }
 
-/** Dumps (`--dump`) or zeroes (`--zero`) the counters of the callgrind process `pid`. */
-function control(action: '--dump' | '--zero', pid: number): void {
-  const result = spawnSync('callgrind_control', [action, String(pid)], { encoding: 'utf8', timeout: 60_000 });
-  if (result.status !== 0) throw new Error(`instruction count: callgrind_control failed: ${result.stderr || result.error}`);
+/**
+ * Dumps (`--dump`) or zeroes (`--zero`) the counters of the callgrind process `pid`. Asynchronous:
+ * a blocked runner would leave the other server it drives idle in the middle of a counted window.
+ * `callgrind_control` reaches a process waiting in a system call through `vgdb`, with ptrace: as
+ * root, or with `kernel.yama.ptrace_scope` 0.
+ */
+async function control(action: '--dump' | '--zero', pid: number): Promise<void> {
+  try {
+    await execFileAsync('callgrind_control', [action, String(pid)], { encoding: 'utf8', timeout: 60_000 });
+  } catch (error) {
+    throw new Error(`instruction count: callgrind_control ${action} failed (ptrace allowed?): ${String(error)}`);
+  }
 }
 
 /** Instructions per request of `variant` in each counted window. */
 async function countRun(variant: InstructionVariant): Promise<number[]> {
   const out = join(tmpdir(), `modelswitch-callgrind-${process.pid}-${Math.random().toString(36).slice(2)}.out`);
-  // --single-threaded: no background compiler or GC threads, whose share would vary between runs.
-  const started = await startServer(
-    'valgrind',
-    ['--tool=callgrind', `--callgrind-out-file=${out}`, process.execPath, '--single-threaded'],
-    variant,
-  );
-  const timer = setTimeout(() => started.child.kill('SIGKILL'), RUN_TIMEOUT_MS);
   try {
-    await sendSequentially(started.port, started.key, WARM);
+    // --single-threaded: no background compiler or GC threads, whose share would vary between runs.
+    const started = await startServer(
+      'valgrind',
+      ['--tool=callgrind', `--callgrind-out-file=${out}`, process.execPath, '--single-threaded'],
+      variant,
+    );
+    let code: number | null;
     const windows: number[] = [];
-    for (let window = 1; window <= WINDOWS; window++) {
-      // Every window starts from a collected heap, not counted, so that the windows of one server
-      // and the servers compare alike whichever collections the requests before them left due.
-      const collected = await serverRoute(started.port, '/gc');
-      if (collected !== 'collected') throw new Error(`instruction count: ${variant}: ${collected}`);
-      control('--zero', started.pid);
-      await sendSequentially(started.port, started.key, PER_WINDOW);
-      control('--dump', started.pid);
-      windows.push((await dumpTotal(`${out}.${window}`)) / PER_WINDOW);
+    try {
+      await sendSequentially(started.port, started.key, WARM);
+      for (let window = 1; window <= WINDOWS; window++) {
+        // Every window starts from a collected heap, not counted, so that the windows of one server
+        // and the servers compare alike whichever collections the requests before them left due.
+        const collected = await serverRoute(started.port, '/gc');
+        if (collected !== 'collected') throw new Error(`instruction count: ${variant}: ${collected}`);
+        await control('--zero', started.pid);
+        await sendSequentially(started.port, started.key, PER_WINDOW);
+        await control('--dump', started.pid);
+        windows.push((await dumpTotal(`${out}.${window}`)) / PER_WINDOW);
+      }
+    } finally {
+      code = await started.stop();
     }
-    started.child.stdin.end();
-    const code = await started.exited;
     if (code !== 0) throw new Error(`instruction count: ${variant} exited with ${code}: ${started.stderr().slice(-500)}`);
     return windows;
   } finally {
-    clearTimeout(timer);
-    if (started.child.exitCode === null && started.child.signalCode === null) started.child.kill('SIGKILL');
     await Promise.all(Array.from({ length: WINDOWS + 1 }, (_, i) => rm(i === 0 ? out : `${out}.${i}`, { force: true })));
   }
 }
@@ -189,7 +232,12 @@ export async function countInstructions(
       );
     }
   }
-  await Promise.all(Array.from({ length: Math.min(parallel, variants.length) }, worker));
+  try {
+    await Promise.all(Array.from({ length: Math.min(parallel, variants.length) }, worker));
+  } catch (error) {
+    killAll();
+    throw error;
+  }
   const result = {} as Record<InstructionVariant, { perRequest: number; windows: number[] }>;
   for (const variant of variants) {
     const windows = counted.get(variant) as number[];
