@@ -1,8 +1,8 @@
 /**
- * Scenario 1 counted in instructions instead of time: each hot-path server runs alone under
- * valgrind's callgrind and answers requests one at a time on one keep-alive connection.
- * Instructions do not depend on the machine's load, so this figure does not move between runs the
- * way requests/s does. After `WARM` requests (start-up, the key's issue and verification, and the
+ * Scenario 1 counted in instructions instead of time: each hot-path server runs in its own process
+ * under valgrind's callgrind and answers requests one at a time on one keep-alive connection.
+ * Instructions depend far less on the machine's load than requests/s, so this figure moves much
+ * less between runs. After `WARM` requests (start-up, the key's issue and verification, and the
  * JIT's compilations), `WINDOWS` windows of `PER_WINDOW` requests are counted one by one: before
  * each, a full garbage collection (not counted; `callgrind_control --zero` after it), after each
  * `callgrind_control --dump`. The first window is kept in bench-results.json but left out of the

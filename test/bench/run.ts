@@ -298,7 +298,7 @@ async function instructionCount(): Promise<void> {
   const scenario = INSTRUCTIONS_SCENARIO;
   const { warm, windows, settlingWindows, perWindow } = INSTRUCTION_REQUESTS;
   console.log(
-    `\n${scenario} (callgrind, each server alone, one request at a time: ${warm} to warm up, then ${windows} windows of ${perWindow}, the first ${settlingWindows} left out)`,
+    `\n${scenario} (callgrind, each server in its own process, one request at a time: ${warm} to warm up, then ${windows} windows of ${perWindow}, the first ${settlingWindows} left out)`,
   );
   const reason = valgrindUnavailableReason();
   if (reason) {
