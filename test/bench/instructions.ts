@@ -47,20 +47,33 @@ export function valgrindUnavailableReason(): string | null {
   return null;
 }
 
+/** One GET of `path` on 127.0.0.1:`port` through `agent` (`false`: a connection that closes with the answer). */
+function get(
+  port: number,
+  path: string,
+  agent: Agent | false,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** Sends `count` GETs of /v1/hello one after another on one keep-alive connection; throws on any non-200. */
 async function sendSequentially(port: number, key: string, count: number): Promise<void> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const headers = { authorization: `Bearer ${key}` };
   try {
     for (let i = 0; i < count; i++) {
-      const status = await new Promise<number>((resolve, reject) => {
-        const req = request({ host: '127.0.0.1', port, path: '/v1/hello', agent, headers }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        });
-        req.on('error', reject);
-        req.end();
-      });
+      const { status } = await get(port, '/v1/hello', agent, headers);
       if (status !== 200) throw new Error(`instruction count: request ${i + 1} answered ${status}, not 200`);
     }
   } finally {
@@ -72,27 +85,12 @@ async function sendSequentially(port: number, key: string, count: number): Promi
  * GETs `path` of the server's own routes (`/gc`, `/cpu`) and resolves with the body. On a connection
  * of its own that closes with the answer (no agent), so no idle socket times out in a counted window.
  */
-function serverRoute(port: number, path: '/gc' | '/cpu'): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (chunk: string) => {
-        body += chunk;
-      });
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.end();
-  });
+async function serverRoute(port: number, path: '/gc' | '/cpu'): Promise<string> {
+  return (await get(port, path, false)).body;
 }
 
 /** Every server child still running, so that a failed count stops the others too. */
 const running = new Set<ChildProcess>();
-
-/** Kills every server child still running (after a failure). */
-function killAll(): void {
-  for (const child of running) child.kill('SIGKILL');
-}
 
 /**
  * Starts instructions-server.ts for `variant` as `command args…` (with the throughput bench's
@@ -215,11 +213,18 @@ async function countRun(variant: InstructionVariant): Promise<number[]> {
   }
 }
 
-/** Instructions per request of each variant (mean of its windows after the settling ones, and every window), `parallel` servers at a time (valgrind runs one core each). */
+/** What one server counted: every window, the mean of those after the settling ones, and how far those apart (max / min − 1). */
+export interface InstructionCount {
+  windows: number[];
+  perRequest: number;
+  spread: number;
+}
+
+/** Instructions per request of each variant, `parallel` servers at a time (valgrind runs one core each). */
 export async function countInstructions(
   variants: readonly InstructionVariant[] = INSTRUCTION_VARIANTS,
   parallel = Math.max(1, availableParallelism()),
-): Promise<Record<InstructionVariant, { perRequest: number; windows: number[] }>> {
+): Promise<Record<InstructionVariant, InstructionCount>> {
   const counted = new Map<InstructionVariant, number[]>();
   let next = 0;
   async function worker(): Promise<void> {
@@ -235,14 +240,18 @@ export async function countInstructions(
   try {
     await Promise.all(Array.from({ length: Math.min(parallel, variants.length) }, worker));
   } catch (error) {
-    killAll();
+    for (const child of running) child.kill('SIGKILL');
     throw error;
   }
-  const result = {} as Record<InstructionVariant, { perRequest: number; windows: number[] }>;
+  const result = {} as Record<InstructionVariant, InstructionCount>;
   for (const variant of variants) {
     const windows = counted.get(variant) as number[];
     const kept = windows.slice(SETTLING_WINDOWS);
-    result[variant] = { perRequest: kept.reduce((a, b) => a + b, 0) / kept.length, windows };
+    result[variant] = {
+      windows,
+      perRequest: kept.reduce((a, b) => a + b, 0) / kept.length,
+      spread: Math.max(...kept) / Math.min(...kept) - 1,
+    };
   }
   return result;
 }

@@ -309,12 +309,7 @@ async function instructionCount(): Promise<void> {
   report.raw.instructions = { requests: INSTRUCTION_REQUESTS, counted };
   const per = Object.fromEntries(INSTRUCTION_VARIANTS.map((v) => [v, counted[v].perRequest])) as Record<InstructionVariant, number>;
   // How far apart the windows of one server came out: the count's own precision.
-  const spread = Math.max(
-    ...INSTRUCTION_VARIANTS.map((v) => {
-      const kept = counted[v].windows.slice(settlingWindows);
-      return Math.max(...kept) / Math.min(...kept) - 1;
-    }),
-  );
+  const spread = Math.max(...INSTRUCTION_VARIANTS.map((v) => counted[v].spread));
   report.add({
     scenario,
     measure: 'largest difference between the counted windows of one server',
