@@ -1,4 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { request } from 'node:http';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { type BenchChild, startChild } from './child.js';
 import { median } from './common.js';
 import type { FloodOptions } from './flood.js';
@@ -54,6 +57,12 @@ const only = process.argv
   ?.slice('--only='.length)
   .split(',');
 const selected = (name: string) => only === undefined || only.includes(name);
+/**
+ * `--node=24` runs the whole bench (runner, servers, load, floods, valgrind children) on that Node
+ * major, from the npm registry (`npx -y node@24`), when another one runs this file. Every child is
+ * started with `process.execPath`, so all of them then run on it.
+ */
+const nodeMajor = process.argv.find((arg) => arg.startsWith('--node='))?.slice('--node='.length);
 const INSTRUCTIONS_SCENARIO = '1 auth hot path, in instructions';
 /**
  * The attacker: its request rate as a share of the server's capacity (the legitimate client's
@@ -818,7 +827,7 @@ async function proxy(): Promise<void> {
 async function main(): Promise<void> {
   const started = performance.now();
   console.log(
-    `modelswitch-keys benchmark${quick ? ' (--quick)' : ''}: ${CONFIG.rounds} rounds of ${CONFIG.durationS}s (the hot path: ${CONFIG.hotRounds} of ${CONFIG.hotDurationS}s), ${CONFIG.connections} connections, median reported`,
+    `modelswitch-keys benchmark${quick ? ' (--quick)' : ''}, Node ${process.version}: ${CONFIG.rounds} rounds of ${CONFIG.durationS}s (the hot path: ${CONFIG.hotRounds} of ${CONFIG.hotDurationS}s), ${CONFIG.connections} connections, median reported`,
   );
   const plain = selected('hot') ? await hotPath() : undefined;
   if (selected('stack')) await stack(plain);
@@ -841,13 +850,24 @@ async function main(): Promise<void> {
   console.log('Wrote bench-results.json');
 }
 
-main()
-  .catch((error: unknown) => {
-    console.error(error);
-    process.exitCode = 1;
-  })
-  .finally(async () => {
-    for (const started of [...children]) await started.close();
-  });
+if (nodeMajor !== undefined && !/^[1-9][0-9]*$/.test(nodeMajor)) {
+  console.error(`--node takes a Node major version, such as --node=24 (got "${nodeMajor}")`);
+  process.exitCode = 2;
+} else if (nodeMajor !== undefined && nodeMajor !== process.versions.node.split('.')[0]) {
+  const tsx = createRequire(import.meta.url).resolve('tsx/cli');
+  const args = ['-y', `node@${nodeMajor}`, tsx, fileURLToPath(import.meta.url), ...process.argv.slice(2)];
+  const rerun = spawnSync('npx', args, { stdio: 'inherit' });
+  if (rerun.error) console.error(`could not start Node ${nodeMajor} with npx: ${rerun.error.message}`);
+  process.exitCode = rerun.status ?? 1;
+} else {
+  main()
+    .catch((error: unknown) => {
+      console.error(error);
+      process.exitCode = 1;
+    })
+    .finally(async () => {
+      for (const started of [...children]) await started.close();
+    });
+}
 
 export type { Summary, Target };
