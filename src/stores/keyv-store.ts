@@ -23,6 +23,7 @@ import type {
   SpendReservation,
   SpendSettlement,
 } from '../types.js';
+import { keyvJsonParser } from './keyv-json.js';
 import { KeyvKeyIndex } from './keyv-key-index.js';
 import { type KeyvRedisAdapter, RedisRunner, isKeyvRedisAdapter } from './keyv-redis.js';
 
@@ -78,6 +79,8 @@ export class KeyvKeyStore implements KeyStore {
   readonly sharedAcrossProcesses: boolean;
   private readonly prefix: string;
   private readonly redis: RedisRunner | undefined;
+  /** Parses the Keyv JSON that Redis answers (see `keyvJsonParser`): set with `redis`. */
+  private readonly deserialize: (raw: string) => unknown = parseUnavailable;
   private readonly copyOnRead: boolean;
   private readonly lock: { tail: Promise<unknown> };
 
@@ -105,6 +108,7 @@ export class KeyvKeyStore implements KeyStore {
         );
       }
       this.redis = new RedisRunner(adapter, redisKeyPrefix(keyv, adapter, this.prefix));
+      this.deserialize = keyvJsonParser(keyv);
     }
     this.sharedAcrossProcesses = this.redis !== undefined;
     const known = locks.get(keyv);
@@ -323,7 +327,7 @@ export class KeyvKeyStore implements KeyStore {
   /** A Keyv-serialized record (as a Lua script returns it), or `null` for a script's `false`. */
   private async parse<T>(raw: unknown): Promise<T | null> {
     if (typeof raw !== 'string') return null;
-    const entry = (await (this.keyv.deserialize as NonNullable<Keyv['deserialize']>)(raw)) as { value?: T } | undefined;
+    const entry = (await this.deserialize(raw)) as { value?: T } | undefined;
     return entry?.value ?? null;
   }
 
@@ -333,6 +337,10 @@ export class KeyvKeyStore implements KeyStore {
     this.lock.tail = run.catch(() => undefined);
     return run;
   }
+}
+
+function parseUnavailable(): never {
+  throw new Error('KeyvKeyStore: raw Keyv JSON is only parsed on Redis');
 }
 
 function ignoreEmittedError(): void {

@@ -1,0 +1,55 @@
+import { Keyv } from 'keyv';
+
+/**
+ * Keyv's default deserializer (`@keyv/serialize`), the function itself: `keyvJsonParser` stands in
+ * for it only when a Keyv instance uses this very function.
+ */
+let keyvDefaultDeserializer: Keyv['deserialize'] | null = null;
+
+/**
+ * What a store reading raw Keyv JSON (Redis `GET`s and script answers) should parse with: Keyv's
+ * default deserializer is replaced by {@link parseKeyvJson}, which gives the same result faster; any
+ * other deserializer is kept.
+ */
+export function keyvJsonParser(keyv: Pick<Keyv, 'deserialize'>): (raw: string) => unknown | Promise<unknown> {
+  keyvDefaultDeserializer ??= new Keyv().deserialize;
+  const own = keyv.deserialize;
+  if (own === undefined || own === keyvDefaultDeserializer) return parseKeyvJson;
+  return (raw) => own(raw);
+}
+
+/**
+ * Parses what Keyv's default serializer wrote, with the same result as its default deserializer:
+ * a string value that starts with `:` loses that first `:` (the serializer doubled it), and one
+ * that starts with `:base64:` becomes a Buffer. Keyv's own deserializer does this in a
+ * `JSON.parse` reviver, which V8 runs several times slower than a plain `JSON.parse` and a walk
+ * over the result (about 2.5 times on Node 20, 4.5 times on Node 24, for a key record).
+ */
+export function parseKeyvJson(raw: string): unknown {
+  return unescapeStrings(JSON.parse(raw));
+}
+
+function unescapeStrings(value: unknown): unknown {
+  if (typeof value === 'string') {
+    // 58 is ':'. Most strings do not start with one: no copy, no startsWith.
+    if (value.charCodeAt(0) !== 58) return value;
+    return value.startsWith(':base64:') ? Buffer.from(value.slice(8), 'base64') : value.slice(1);
+  }
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i];
+      const revived = unescapeStrings(item);
+      if (revived !== item) value[i] = revived;
+    }
+    return value;
+  }
+  const object = value as Record<string, unknown>;
+  for (const key of Object.keys(object)) {
+    const item = object[key];
+    const revived = unescapeStrings(item);
+    // An own data property (JSON.parse makes "__proto__" one too): assigning writes to it.
+    if (revived !== item) object[key] = revived;
+  }
+  return object;
+}
