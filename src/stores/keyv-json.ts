@@ -1,21 +1,16 @@
 import { Keyv } from 'keyv';
 
-/**
- * Keyv's default deserializer (`@keyv/serialize`), the function itself: `keyvJsonParser` stands in
- * for it only when a Keyv instance uses this very function.
- */
+/** Keyv's default deserializer (`@keyv/serialize`'s), the function itself, once asked for. */
 let keyvDefaultDeserializer: Keyv['deserialize'] | null = null;
 
 /**
- * What a store reading raw Keyv JSON (Redis `GET`s and script answers) should parse with: Keyv's
- * default deserializer is replaced by {@link parseKeyvJson}, which gives the same result faster; any
- * other deserializer is kept.
+ * Whether `deserialize` is Keyv's default deserializer, the very function (as the `keyv` package this
+ * one depends on sets it), for which {@link parseKeyvJson} may stand in. A copy from another install
+ * of `keyv` or `@keyv/serialize`, or any other function, is not.
  */
-export function keyvJsonParser(keyv: Pick<Keyv, 'deserialize'>): (raw: string) => unknown | Promise<unknown> {
+export function isKeyvDefaultDeserializer(deserialize: Keyv['deserialize']): boolean {
   keyvDefaultDeserializer ??= new Keyv().deserialize;
-  const own = keyv.deserialize;
-  if (own === undefined || own === keyvDefaultDeserializer) return parseKeyvJson;
-  return (raw) => own(raw);
+  return deserialize !== undefined && deserialize === keyvDefaultDeserializer;
 }
 
 /**
@@ -23,7 +18,7 @@ export function keyvJsonParser(keyv: Pick<Keyv, 'deserialize'>): (raw: string) =
  * a string value that starts with `:` loses that first `:` (the serializer doubled it), and one
  * that starts with `:base64:` becomes a Buffer. Keyv's own deserializer does this in a
  * `JSON.parse` reviver, which V8 runs several times slower than a plain `JSON.parse` and a walk
- * over the result (about 2.5 times on Node 20, 4.5 times on Node 24, for a key record).
+ * over the result (for a key record, about 8 µs against 3 µs on Node 20, 12 µs against 3 µs on Node 24).
  */
 export function parseKeyvJson(raw: string): unknown {
   return unescapeStrings(JSON.parse(raw));

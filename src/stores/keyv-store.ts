@@ -23,7 +23,7 @@ import type {
   SpendReservation,
   SpendSettlement,
 } from '../types.js';
-import { keyvJsonParser } from './keyv-json.js';
+import { isKeyvDefaultDeserializer, parseKeyvJson } from './keyv-json.js';
 import { KeyvKeyIndex } from './keyv-key-index.js';
 import { type KeyvRedisAdapter, RedisRunner, isKeyvRedisAdapter } from './keyv-redis.js';
 
@@ -79,8 +79,6 @@ export class KeyvKeyStore implements KeyStore {
   readonly sharedAcrossProcesses: boolean;
   private readonly prefix: string;
   private readonly redis: RedisRunner | undefined;
-  /** Parses the Keyv JSON that Redis answers (see `keyvJsonParser`): set with `redis`. */
-  private readonly deserialize: (raw: string) => unknown = parseUnavailable;
   private readonly copyOnRead: boolean;
   private readonly lock: { tail: Promise<unknown> };
 
@@ -108,7 +106,6 @@ export class KeyvKeyStore implements KeyStore {
         );
       }
       this.redis = new RedisRunner(adapter, redisKeyPrefix(keyv, adapter, this.prefix));
-      this.deserialize = keyvJsonParser(keyv);
     }
     this.sharedAcrossProcesses = this.redis !== undefined;
     const known = locks.get(keyv);
@@ -324,10 +321,17 @@ export class KeyvKeyStore implements KeyStore {
     return (await (this.keyv.serialize as NonNullable<Keyv['serialize']>)({ value })) as string;
   }
 
-  /** A Keyv-serialized record (as a Lua script returns it), or `null` for a script's `false`. */
+  /**
+   * A Keyv-serialized record (as a Lua script returns it), or `null` for a script's `false`. Read
+   * with the instance's deserializer as it is now; Keyv's default one is stood in for by the
+   * equivalent, faster `parseKeyvJson`.
+   */
   private async parse<T>(raw: unknown): Promise<T | null> {
     if (typeof raw !== 'string') return null;
-    const entry = (await this.deserialize(raw)) as { value?: T } | undefined;
+    const deserialize = this.keyv.deserialize as NonNullable<Keyv['deserialize']>;
+    const entry = (isKeyvDefaultDeserializer(deserialize) ? parseKeyvJson(raw) : await deserialize.call(this.keyv, raw)) as
+      | { value?: T }
+      | undefined;
     return entry?.value ?? null;
   }
 
@@ -337,10 +341,6 @@ export class KeyvKeyStore implements KeyStore {
     this.lock.tail = run.catch(() => undefined);
     return run;
   }
-}
-
-function parseUnavailable(): never {
-  throw new Error('KeyvKeyStore: raw Keyv JSON is only parsed on Redis');
 }
 
 function ignoreEmittedError(): void {

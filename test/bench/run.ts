@@ -62,7 +62,7 @@ const selected = (name: string) => only === undefined || only.includes(name);
  * major, from the npm registry (`npx -y node@24`), when another one runs this file. Every child is
  * started with `process.execPath`, so all of them then run on it.
  */
-const nodeMajor = process.argv.find((arg) => arg.startsWith('--node='))?.slice('--node='.length);
+const nodeMajor = process.argv.find((arg) => arg === '--node' || arg.startsWith('--node='))?.slice('--node='.length);
 const INSTRUCTIONS_SCENARIO = '1 auth hot path, in instructions';
 /**
  * The attacker: its request rate as a share of the server's capacity (the legitimate client's
@@ -854,11 +854,18 @@ if (nodeMajor !== undefined && !/^[1-9][0-9]*$/.test(nodeMajor)) {
   console.error(`--node takes a Node major version, such as --node=24 (got "${nodeMajor}")`);
   process.exitCode = 2;
 } else if (nodeMajor !== undefined && nodeMajor !== process.versions.node.split('.')[0]) {
-  const tsx = createRequire(import.meta.url).resolve('tsx/cli');
-  const args = ['-y', `node@${nodeMajor}`, tsx, fileURLToPath(import.meta.url), ...process.argv.slice(2)];
-  const rerun = spawnSync('npx', args, { stdio: 'inherit' });
-  if (rerun.error) console.error(`could not start Node ${nodeMajor} with npx: ${rerun.error.message}`);
-  process.exitCode = rerun.status ?? 1;
+  if (process.env.MODELSWITCH_BENCH_RERUN !== undefined) {
+    // Started by the branch below, yet on another major: npx ran some other node. Never re-run again.
+    console.error(`--node=${nodeMajor}: npx -y node@${nodeMajor} started Node ${process.version}; not running the bench`);
+    process.exitCode = 2;
+  } else {
+    const tsx = createRequire(import.meta.url).resolve('tsx/cli');
+    const args = ['-y', `node@${nodeMajor}`, tsx, fileURLToPath(import.meta.url), ...process.argv.slice(2)];
+    const rerun = spawnSync('npx', args, { stdio: 'inherit', env: { ...process.env, MODELSWITCH_BENCH_RERUN: '1' } });
+    if (rerun.error) console.error(`could not start Node ${nodeMajor} with npx: ${rerun.error.message}`);
+    if (rerun.signal) console.error(`the bench on Node ${nodeMajor} was stopped by ${rerun.signal}`);
+    process.exitCode = rerun.status ?? 1;
+  }
 } else {
   main()
     .catch((error: unknown) => {
