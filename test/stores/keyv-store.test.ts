@@ -60,19 +60,22 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore configuration on Redis${redisSkipReaso
     const prefix = runPrefix();
     const keyv = redisKeyv(REDIS_URL as string);
     const store = new KeyvKeyStore(keyv, { prefix });
-    const account = await store.createAccount({ id: 'acct_:own', balance: 5, reserved: 0, isFreeTier: false, createdAt: 0 });
-    expect(await store.getAccount(account.id)).toEqual(account);
-    const standard = keyv.deserialize as NonNullable<typeof keyv.deserialize>;
-    const calledOn: unknown[] = [];
-    keyv.deserialize = function own(this: unknown, raw: string) {
-      calledOn.push(this);
-      return standard(raw);
-    };
-    expect(await store.getAccount(account.id)).toEqual(account);
-    expect(calledOn).toEqual([keyv]);
-    expect(calledOn[0]).toBe(keyv);
-    await store.close();
-    await removeKeys(REDIS_URL as string, prefix);
+    try {
+      const account = await store.createAccount({ id: 'acct_:own', balance: 5, reserved: 0, isFreeTier: false, createdAt: 0 });
+      expect(await store.getAccount(account.id)).toEqual(account);
+      const standard = keyv.deserialize as NonNullable<typeof keyv.deserialize>;
+      const calledOn: unknown[] = [];
+      keyv.deserialize = function own(this: unknown, raw: string) {
+        calledOn.push(this);
+        return standard(raw);
+      };
+      expect(await store.getAccount(account.id)).toEqual(account);
+      expect(calledOn).toHaveLength(1);
+      expect(calledOn[0]).toBe(keyv);
+    } finally {
+      await store.close();
+      await removeKeys(REDIS_URL as string, prefix);
+    }
   });
 
   it('refuses a custom serializer with ERR_MS_STORE, since its Lua scripts edit the stored JSON', () => {
