@@ -5,7 +5,7 @@
 import KeyvRedis from '@keyv/redis';
 import Keyv from 'keyv';
 import { type KeyStore, MemoryKeyStore } from '../src/index.js';
-import { KeyvKeyStore } from '../src/stores/keyv-store.js';
+import { KeyvKeyStore } from '../src/store/keyv/keyv-store.js';
 
 /** A store and one line saying which one it is, for the startup log. */
 export interface ExampleStore {

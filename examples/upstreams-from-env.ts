@@ -8,8 +8,8 @@
  *
  * Either way the same pricing table meters the answers.
  */
-import type { Pricing } from '../src/pricing.js';
-import type { ProxyRouterOptions } from '../src/proxy-router.js';
+import type { Pricing } from '../src/proxy/pricing.js';
+import type { ProxyRouterOptions } from '../src/proxy/proxy-router.js';
 import { startMockUpstream } from './mock-upstream.js';
 
 /** USD per million tokens (OpenAI's list prices when this was written; check before relying on them). */

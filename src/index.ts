@@ -1,36 +1,33 @@
-export { modelSwitchAuth, type Middleware, type NextFunction } from './auth.js';
-export type { AuthOptions, AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './authenticate.js';
-export { keyInfoRoute, type KeyInfoResponse } from './key-info.js';
-export { keysRouter, type KeysRouterOptions } from './keys-router.js';
-export { proxyRouter, type ProxyRouter, type ProxyRouterOptions } from './proxy-router.js';
-export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './pricing.js';
-export { DEFAULT_PROXY_PATHS, type Upstream } from './upstreams.js';
+export { modelSwitchAuth } from './auth/model-switch-auth.js';
+export type { Middleware, NextFunction } from './http/middleware.js';
+export type { AuthOptions, AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './auth/authenticator.js';
+export { keyInfoRoute, type KeyInfoResponse } from './auth/key-info.js';
+export { keysRouter, type KeysRouterOptions } from './management/keys-router.js';
+export { proxyRouter, type ProxyRouter, type ProxyRouterOptions } from './proxy/proxy-router.js';
+export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './proxy/pricing.js';
+export { DEFAULT_PROXY_PATHS, type Upstream } from './proxy/upstreams.js';
 export {
   createAccount,
   creditBalance,
   issueKey,
   prepareKey,
-  publicKey,
   type IssueKeyInput,
   type IssuedKey,
   type NewAccountInput,
   type PreparedKey,
-  type PublicKey,
-} from './accounts.js';
-export { API_KEY_PATTERN, generateApiKey, parseApiKey, type KeyType, type ParsedApiKey } from './api-key.js';
-export { DEFAULT_SCRYPT, KeyHasher, type KeyHasherOptions, type ScryptParameters } from './hashing.js';
-export {
-  ConfigurationError,
-  ModelSwitchError,
-  type ErrorBody,
-  type ModelSwitchErrorCode,
-  type ModelSwitchErrorType,
-} from './errors.js';
-export { DEFAULT_RATE_LIMIT, intervalToMs } from './rate-limit.js';
-export { limitPeriod } from './spend.js';
-export type { Logger, StoreGuardOptions } from './store-guard.js';
-export { KeyvKeyStore, type KeyvKeyStoreOptions } from './stores/keyv-store.js';
-export { MemoryKeyStore, type MemoryKeyStoreOptions } from './stores/memory-store.js';
+} from './keys/accounts.js';
+export { publicKey, type PublicKey } from './keys/public-key.js';
+export { API_KEY_PATTERN, generateApiKey, parseApiKey, type ParsedApiKey } from './keys/api-key.js';
+export type { KeyType } from './store/types.js';
+export { DEFAULT_SCRYPT, KeyHasher, type KeyHasherOptions, type ScryptParameters } from './keys/hashing.js';
+export { ConfigurationError } from './errors/configuration-error.js';
+export { ModelSwitchError, type ErrorBody, type ModelSwitchErrorCode, type ModelSwitchErrorType } from './errors/errors.js';
+export { DEFAULT_RATE_LIMIT, intervalToMs } from './auth/rate-limit.js';
+export { limitPeriod } from './store/spend-rules.js';
+export type { Logger } from './log.js';
+export type { StoreGuardOptions } from './store/guard.js';
+export { KeyvKeyStore, type KeyvKeyStoreOptions } from './store/keyv/keyv-store.js';
+export { MemoryKeyStore, type MemoryKeyStoreOptions } from './store/memory/memory-store.js';
 export type {
   AccountRecord,
   CounterState,
@@ -46,4 +43,4 @@ export type {
   SpendReservation,
   SpendSettlement,
   SyncHotPath,
-} from './types.js';
+} from './store/types.js';

@@ -1,4 +1,5 @@
-import { type AccountRecord, KeyHasher, type KeyStore, type Logger, createAccount, issueKey } from '../src/index.js';
+import { type AccountRecord, KeyHasher, type KeyStore, createAccount, issueKey } from '../src/index.js';
+import type { Logger } from '../src/log.js';
 
 /** scrypt at logN 10 (about 1 ms): tests check behaviour, the benchmark checks the real cost. */
 export function fastHasher(): KeyHasher {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { generateApiKey } from '../api-key.js';
-import type { AccountRecord, KeyStore, NewKeyRecord } from '../types.js';
+import { generateApiKey } from '../keys/api-key.js';
+import type { AccountRecord, KeyStore, NewKeyRecord } from '../store/types.js';
 
 /** A test registrar such as vitest's, jest's, mocha's or `node:test`'s `it`. */
 export type TestFunction = (name: string, fn: () => Promise<void>, timeoutMs?: number) => unknown;

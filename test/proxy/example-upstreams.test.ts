@@ -4,9 +4,9 @@ import express from 'express';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { upstreamsFromEnv } from '../../examples/upstreams-from-env.js';
-import { modelSwitchAuth } from '../../src/auth.js';
-import { proxyRouter } from '../../src/proxy-router.js';
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
+import { modelSwitchAuth } from '../../src/auth/model-switch-auth.js';
+import { proxyRouter } from '../../src/proxy/proxy-router.js';
+import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
 import { fastHasher, recordingLogger, seedAccount } from '../helpers.js';
 
 const cleanups: (() => Promise<void>)[] = [];

@@ -1,8 +1,8 @@
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
-import type { ReservationResult, SpendReservation } from '../../src/types.js';
+import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
+import type { ReservationResult, SpendReservation } from '../../src/store/types.js';
 import { type Gateway, chat, post, startGateway } from './harness.js';
 
 let gateway: Gateway;

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
-import type { ReservationResult, SpendReservation } from '../../src/types.js';
+import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
+import type { ReservationResult, SpendReservation } from '../../src/store/types.js';
 import { type Gateway, KEY_IN_BODY, KEY_IN_URL, chat, deferred, post, startGateway } from './harness.js';
 
 let gateway: Gateway;

@@ -2,10 +2,10 @@ import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import compression from 'compression';
 import express from 'express';
-import { modelSwitchAuth } from '../../src/auth.js';
-import { type ProxyRouter, type ProxyRouterOptions, proxyRouter } from '../../src/proxy-router.js';
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
-import type { KeyStore } from '../../src/types.js';
+import { modelSwitchAuth } from '../../src/auth/model-switch-auth.js';
+import { type ProxyRouter, type ProxyRouterOptions, proxyRouter } from '../../src/proxy/proxy-router.js';
+import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
+import type { KeyStore } from '../../src/store/types.js';
 import { type SeededAccount, type TestClock, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 import { type MockUpstream, startTestUpstream } from './mock-upstream.js';
 

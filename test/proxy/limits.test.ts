@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { LimitReset } from '../../src/types.js';
+import type { LimitReset } from '../../src/store/types.js';
 import { type Gateway, chat, post, startGateway } from './harness.js';
 
 let gateway: Gateway;

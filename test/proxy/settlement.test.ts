@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
+import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
 import { type Gateway, chat, deferred, post, startGateway, storeFailingSettlements } from './harness.js';
 
 let gateway: Gateway;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { costOf, readUsage } from '../../src/pricing.js';
-import { SseUsageScanner } from '../../src/sse-usage.js';
+import { costOf, readUsage } from '../../src/proxy/pricing.js';
+import { SseUsageScanner } from '../../src/proxy/sse-usage.js';
 
 const content = 'data: {"choices":[{"index":0,"delta":{"content":"h\u00e9llo"}}],"usage":null}\n\n';
 const usageChunk = 'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}\n\n';

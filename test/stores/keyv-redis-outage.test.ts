@@ -1,7 +1,7 @@
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { generateApiKey } from '../../src/api-key.js';
-import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
+import { generateApiKey } from '../../src/keys/api-key.js';
+import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
 import { buildApp } from '../app.js';
 import { fastHasher, recordingLogger, seedAccount } from '../helpers.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, runPrefix } from './redis-env.js';

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
+import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
 import { issueKey } from '../../src/index.js';
 import { fastHasher, seedAccount, testClock } from '../helpers.js';
 import { type MockUpstream, startTestUpstream } from '../proxy/mock-upstream.js';

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { generateApiKey } from '../../src/api-key.js';
-import type { RedisRunner } from '../../src/stores/keyv-redis.js';
-import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
-import type { KeyRecord } from '../../src/types.js';
+import { generateApiKey } from '../../src/keys/api-key.js';
+import type { RedisRunner } from '../../src/store/keyv/keyv-redis.js';
+import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
+import type { KeyRecord } from '../../src/store/types.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
 
 // The TypeScript side refuses bad amounts before any script runs; these tests call the Lua scripts

@@ -1,6 +1,6 @@
 import Keyv from 'keyv';
 import { afterAll, describe, expect, it } from 'vitest';
-import { KeyvKeyStore } from '../../src/stores/keyv-store.js';
+import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
 import { keyStoreSuite } from '../../src/testing/index.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
 

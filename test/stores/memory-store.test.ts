@@ -10,7 +10,7 @@ describe('MemoryKeyStore', () => {
     const previous = process.env.NODE_ENV;
     process.env.NODE_ENV = 'production';
     try {
-      const { MemoryKeyStore: Fresh } = await import('../../src/stores/memory-store.js');
+      const { MemoryKeyStore: Fresh } = await import('../../src/store/memory/memory-store.js');
       const warn = vi.fn();
       new Fresh({ warn });
       new Fresh({ warn });

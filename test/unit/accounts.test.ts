@@ -1,7 +1,7 @@
 import request from 'supertest';
 import { describe, expect, it, vi } from 'vitest';
+import { ConfigurationError } from '../../src/errors/configuration-error.js';
 import {
-  ConfigurationError,
   MemoryKeyStore,
   createAccount,
   creditBalance,

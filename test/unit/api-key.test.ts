@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { API_KEY_PATTERN, generateApiKey, parseApiKey } from '../../src/index.js';
-import { hasKeyShape, hasValidChecksum, keyParts } from '../../src/api-key.js';
+import { hasKeyShape, hasValidChecksum, keyParts } from '../../src/keys/api-key.js';
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 

@@ -1,8 +1,9 @@
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { ModelSwitchError, answerWithoutStack, authenticationError, sendError } from '../../src/errors.js';
-import { rateLimitExceeded } from '../../src/rate-limit.js';
+import { ModelSwitchError, answerWithoutStack, authenticationError } from '../../src/errors/errors.js';
+import { sendError } from '../../src/http/respond.js';
+import { rateLimitExceeded } from '../../src/auth/rate-limit.js';
 
 /** What sendError wrote: status, headers and body. */
 function sent(error: ModelSwitchError) {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { generateApiKey } from '../../src/api-key.js';
-import { ModelSwitchError } from '../../src/errors.js';
-import { KeyHasher, type KeyHasherOptions } from '../../src/hashing.js';
+import { generateApiKey } from '../../src/keys/api-key.js';
+import { ModelSwitchError } from '../../src/errors/errors.js';
+import { KeyHasher, type KeyHasherOptions } from '../../src/keys/hashing.js';
 import { MemoryKeyStore, issueKey } from '../../src/index.js';
 import { buildApp } from '../app.js';
 import { recordingLogger, seedAccount, testClock } from '../helpers.js';

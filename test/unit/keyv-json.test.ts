@@ -1,6 +1,6 @@
 import Keyv from 'keyv';
 import { describe, expect, it } from 'vitest';
-import { isKeyvDefaultDeserializer, parseKeyvJson } from '../../src/stores/keyv-json.js';
+import { isKeyvDefaultDeserializer, parseKeyvJson } from '../../src/store/keyv/keyv-json.js';
 
 // What Keyv's own default serializer and deserializer do: the reference parseKeyvJson must match.
 const keyv = new Keyv();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createAccount, creditBalance, prepareKey } from '../../src/accounts.js';
+import { createAccount, creditBalance, prepareKey } from '../../src/keys/accounts.js';
 import {
   MAX_USD,
   applyReservation,
@@ -9,10 +9,10 @@ import {
   checkReservation,
   checkSettlement,
   isEarlierPeriod,
-} from '../../src/spend.js';
-import { MemoryKeyStore } from '../../src/stores/memory-store.js';
+} from '../../src/store/spend-rules.js';
+import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
 import { sampleKeyRecord } from '../../src/testing/index.js';
-import type { AccountRecord, KeyRecord } from '../../src/types.js';
+import type { AccountRecord, KeyRecord } from '../../src/store/types.js';
 import { fastHasher } from '../helpers.js';
 
 const hasher = fastHasher();

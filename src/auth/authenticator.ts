@@ -1,0 +1,396 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { KEY_LENGTH, type ParsedApiKey, hasKeyShape, hasValidChecksum, keyParts } from '../keys/api-key.js';
+import type { KeyType } from '../store/types.js';
+import { readBearerToken } from '../http/bearer.js';
+import { MISSING_OR_INVALID_HEADER, ModelSwitchError, answerWithoutStack, authenticationError, invalidApiKey } from '../errors/errors.js';
+import { type KeyHasher, defaultKeyHasher } from '../keys/hashing.js';
+import { DEFAULT_RATE_LIMIT, intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
+import { limitPeriod, usageInPeriod } from '../store/spend-rules.js';
+import { type Logger, hostLogger } from '../log.js';
+import { StoreGuard, type StoreGuardOptions } from '../store/guard.js';
+import type { AccountRecord, CounterState, KeyRecord, KeyStore, RateLimitSetting } from '../store/types.js';
+
+/** A verified key as the middleware hands it on: the record without its hash. */
+export type AuthenticatedKey = Omit<KeyRecord, 'hash'>;
+
+/** What `req.modelSwitch` holds after authentication; read fresh from the store for this request. */
+export interface ModelSwitchContext {
+  key: AuthenticatedKey;
+  account: AccountRecord;
+  /** The key's USD usage in its current limit period. */
+  usage: number;
+  /** The key's current limit period (see `KeyRecord.usagePeriod`). */
+  period: string | null;
+  /** The rate limit in force for this key (its own, or the host default), or `null` for none. */
+  rateLimit: RateLimitSetting | null;
+}
+
+/** A request after `modelSwitchAuth` (or `keysRouter`) let it through. */
+export type AuthenticatedRequest = IncomingMessage & { modelSwitch: ModelSwitchContext };
+
+/** Options of the authenticating factories. Every field is optional. */
+export interface AuthOptions extends StoreGuardOptions {
+  /** Which key type this route takes. `modelSwitchAuth` defaults to `proxy` (`ms-`). */
+  keyType?: KeyType;
+  /** Hashing, verified-key cache and scrypt concurrency. Default: one process-wide `KeyHasher`. */
+  hasher?: KeyHasher;
+  /** Rate limit for keys without their own `rateLimit`; `null` for none. Default 1000 per `10s` (the docs'). */
+  defaultRateLimit?: RateLimitSetting | null;
+  /** Clock in epoch ms, injectable for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+const TYPE_MISMATCH: Record<KeyType, string> = {
+  proxy: 'This endpoint needs a proxy key (ms-). Billing keys (mk-) only work with the management API (/api).',
+  billing: 'This endpoint needs a billing key (mk-). Proxy keys (ms-) only work with the inference API (/v1).',
+};
+/** Write `lastUsedAt` at most this often per key, so the hot path stays read-only. */
+const TOUCH_INTERVAL_MS = 60_000;
+/** At most one log line a minute about verifications refused for scrypt load. */
+const BUSY_LOG_INTERVAL_MS = 60_000;
+
+/** Checks a request's key and rate limit: the hot path of DESIGN.md. One per factory call. */
+export class Authenticator {
+  readonly keyType: KeyType;
+  readonly guard: StoreGuard;
+  readonly now: () => number;
+  private readonly hasher: KeyHasher;
+  private readonly defaultRateLimit: RateLimitSetting | null;
+  /** The host's logger, safe to call (see `hostLogger`): the factories log through it too. */
+  readonly logger: Logger;
+  /** When this process last wrote each key's lastUsedAt. */
+  private readonly touchedAt = new Map<number, number>();
+  /** Keys admitted on the async path, by handle: what `admitSeen` reads and counts in one go. */
+  private readonly seen = new Map<string, SeenKey>();
+  /** Each key's last counter name: the same string every request, so the store's lookup hashes it once. */
+  private readonly counterNames = new Map<number, { windowMs: number; name: string }>();
+  /** `intervalToMs` of each rate limit interval seen (`null`: unreadable). */
+  private readonly windows = new Map<string, number | null>();
+  /** When a refusal for scrypt load (`verification_busy`) was last logged. */
+  private busyLoggedAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    readonly store: KeyStore,
+    options: AuthOptions,
+  ) {
+    this.keyType = options.keyType ?? 'proxy';
+    if (this.keyType !== 'proxy' && this.keyType !== 'billing') {
+      throw new TypeError("keyType must be 'proxy' or 'billing'");
+    }
+    this.guard = new StoreGuard(store, options);
+    this.hasher = options.hasher ?? defaultKeyHasher();
+    this.now = options.now ?? Date.now;
+    this.logger = hostLogger(options.logger);
+    const fallback = options.defaultRateLimit === undefined ? DEFAULT_RATE_LIMIT : options.defaultRateLimit;
+    if (fallback !== null && (!Number.isInteger(fallback.requests) || fallback.requests < 1 || intervalToMs(fallback.interval) === null)) {
+      throw new TypeError('defaultRateLimit needs an integer requests ≥ 1 and an interval like "10s", "1m", "1h" or "1d"');
+    }
+    // Frozen: every request's `req.modelSwitch.rateLimit` may be this one object.
+    this.defaultRateLimit = fallback === null ? null : Object.freeze({ ...fallback });
+  }
+
+  /**
+   * Verifies the request's key and counts it against the key's rate limit. Sets `RateLimit-*`
+   * headers; throws a `ModelSwitchError` (401/403/429/503) when the request does not pass.
+   *
+   * With an in-process store (`KeyStore.sync`) and a key already in the verified-key cache, this
+   * answers synchronously, without a promise: the hot path of the memory store. Otherwise it returns
+   * a promise, reading the account and hitting the counter in parallel (one store round trip fewer).
+   */
+  admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
+    const token = presentedToken(req);
+    // Only the length before the cache (one SHA-256), so nothing longer is ever hashed: a key found
+    // there passed the shape and checksum checks when it verified. Any other key is checked for both
+    // before the store is read.
+    if (token.length !== KEY_LENGTH) throw invalidApiKey();
+    const verifiedHash = this.hasher.verifiedHash(token);
+    if (verifiedHash === undefined && !(hasKeyShape(token) && hasValidChecksum(token))) throw invalidApiKey();
+    const parsed = keyParts(token);
+    if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
+    const store = this.store;
+    const sync = store.sync;
+    // Only while the store the host gave us still has the very methods `sync` stands in for: a
+    // wrapper, subclass or patch that replaces one of them must not be bypassed.
+    if (
+      sync === undefined ||
+      store.getKeyByHandle !== sync.standsFor.getKeyByHandle ||
+      store.getAccount !== sync.standsFor.getAccount ||
+      store.hitCounter !== sync.standsFor.hitCounter
+    ) {
+      return this.admitAsync(parsed, res, undefined, verifiedHash);
+    }
+    // Only the store calls are guarded: what they throw is a store failure (503), like a rejection.
+    let record: Readonly<KeyRecord> | null;
+    try {
+      record = sync.getKeyByHandle(parsed.handle);
+    } catch (error) {
+      throw this.guard.fail('getKeyByHandle', error);
+    }
+    if (!record || record.type !== parsed.type) throw invalidApiKey();
+    // Not verified yet (a cold key, or a guess): scrypt, asynchronously.
+    if (verifiedHash === undefined || verifiedHash !== record.hash) return this.admitAsync(parsed, res, record, verifiedHash);
+    const now = this.now();
+    this.checkUsable(record, now);
+    let read: Readonly<AccountRecord> | null;
+    try {
+      read = sync.getAccount(record.accountId);
+    } catch (error) {
+      throw this.guard.fail('getAccount', error);
+    }
+    const account = existing(read);
+    const rateLimit = record.rateLimit ?? this.defaultRateLimit;
+    const windowMs = this.windowOf(record.id, rateLimit);
+    if (rateLimit !== null && windowMs !== null) {
+      let counter: CounterState;
+      try {
+        counter = sync.hitCounter(this.counterName(record.id, windowMs), windowMs, now);
+      } catch (error) {
+        throw this.guard.fail('hitCounter', error);
+      }
+      this.applyCounter(rateLimit, windowMs, counter, res, now);
+    }
+    this.guard.succeeded();
+    return this.context(record, { ...account }, now);
+  }
+
+  /** `known`: the record `admit` already read; `verifiedHash`: the hash the key verified against, if cached. */
+  private async admitAsync(
+    parsed: ParsedApiKey,
+    res: ServerResponse,
+    known: Readonly<KeyRecord> | undefined,
+    verifiedHash: string | undefined,
+  ): Promise<ModelSwitchContext> {
+    if (known === undefined) {
+      const seen = this.seen.get(parsed.handle);
+      // Only for the very key that verified (never a guess at its handle): a guess must not count
+      // against the key's rate limit.
+      if (seen !== undefined && verifiedHash !== undefined && verifiedHash === seen.hash) {
+        const admitted = await this.admitSeen(parsed, seen, res);
+        if (admitted !== null) return admitted;
+      }
+    }
+    const record = await this.verifiedRecord(parsed, known, verifiedHash);
+    const now = this.now();
+    this.checkUsable(record, now);
+    const rateLimit = record.rateLimit ?? this.defaultRateLimit;
+    const windowMs = this.windowOf(record.id, rateLimit);
+    const [account] = await Promise.all([this.accountOf(record), this.hitRateLimit(record.id, rateLimit, windowMs, res, now)]);
+    if (known === undefined) this.remember(parsed.handle, record, windowMs);
+    return this.context(record, account, now);
+  }
+
+  /**
+   * A key this process admitted before, on a store without `sync`: reads the key and the account
+   * and counts the hit all at once (one store round trip instead of two), with the account and the
+   * rate-limit window the key had last time; the fresh record then confirms them. Returns `null`
+   * when the key changed in a way only the full path handles (deleted, re-created, new hash).
+   */
+  private async admitSeen(parsed: ParsedApiKey, seen: SeenKey, res: ServerResponse): Promise<ModelSwitchContext | null> {
+    const now = this.now();
+    const { keyId, accountId, windowMs: seenWindow } = seen;
+    const [record, account, counter] = await Promise.all([
+      this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle)),
+      this.guard.run('getAccount', () => this.store.getAccount(accountId)),
+      seenWindow === null
+        ? null
+        : this.guard.run('hitCounter', () => this.store.hitCounter(this.counterName(keyId, seenWindow), seenWindow, now)),
+    ]);
+    if (!record || record.id !== keyId || record.hash !== seen.hash || record.accountId !== accountId || record.type !== parsed.type) {
+      this.seen.delete(parsed.handle);
+      return null;
+    }
+    this.checkUsable(record, now);
+    const owner = existing(account);
+    const rateLimit = record.rateLimit ?? this.defaultRateLimit;
+    const windowMs = this.windowOf(record.id, rateLimit);
+    if (windowMs !== seenWindow) {
+      // The key's rate-limit window changed since: count this request in the new window (the hit
+      // above went to the old window's counter, which nothing reads any more).
+      this.remember(parsed.handle, record, windowMs);
+      await this.hitRateLimit(record.id, rateLimit, windowMs, res, now);
+    } else if (rateLimit !== null && windowMs !== null && counter !== null) {
+      this.applyCounter(rateLimit, windowMs, counter, res, now);
+    }
+    return this.context(record, owner, now);
+  }
+
+  /** Keeps what a key's next request needs to fetch its state in one round trip (see `admitSeen`). */
+  private remember(handle: string, record: Readonly<KeyRecord>, windowMs: number | null): void {
+    if (this.seen.size >= 100_000) this.seen.clear();
+    this.seen.set(handle, { keyId: record.id, accountId: record.accountId, hash: record.hash, windowMs });
+  }
+
+  /**
+   * The key's record once its secret is verified (`known`: the record already read; `verifiedHash`:
+   * the hash the key verified against, if cached); throws 401/503.
+   */
+  private async verifiedRecord(
+    parsed: ParsedApiKey,
+    known: Readonly<KeyRecord> | undefined,
+    verifiedHash: string | undefined,
+  ): Promise<Readonly<KeyRecord>> {
+    const record = known ?? (await this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle)));
+    if (
+      !record ||
+      record.type !== parsed.type ||
+      // The cached check first: a repeat request then costs no promise at all.
+      !((verifiedHash !== undefined && verifiedHash === record.hash) || (await this.verify(parsed, record.hash)))
+    ) {
+      throw invalidApiKey();
+    }
+    return record;
+  }
+
+  /**
+   * scrypt through the hasher. A verification refused because too many already wait for scrypt
+   * (`maxQueuedVerifications`) answers 503 `verification_busy`; the first one of each minute is logged.
+   */
+  private async verify(parsed: ParsedApiKey, hash: string): Promise<boolean> {
+    try {
+      return await this.hasher.verify(parsed.value, hash, parsed.handle);
+    } catch (error) {
+      if (error instanceof ModelSwitchError && error.code === 'verification_busy') {
+        const now = this.now();
+        if (!(now - this.busyLoggedAt < BUSY_LOG_INTERVAL_MS)) {
+          this.busyLoggedAt = now;
+          this.logger.warn(
+            'modelswitch-keys: too many key verifications are waiting for scrypt; new ones are refused with 503 verification_busy until the queue drains (KeyHasher maxQueuedVerifications)',
+          );
+        }
+      }
+      throw error;
+    }
+  }
+
+  /** Throws 401 for an expired key, 403 for a deactivated one; writes `lastUsedAt` at most once a minute. */
+  private checkUsable(record: Readonly<KeyRecord>, now: number): void {
+    if (record.expiresAt !== null && now >= record.expiresAt) {
+      throw authenticationError('expired_api_key', 'API key has expired', true);
+    }
+    if (!record.active) throw answerWithoutStack('key_deactivated', 'API key has been deactivated');
+    const touched = this.touchedAt.get(record.id);
+    if (
+      (record.lastUsedAt === null || now - record.lastUsedAt >= TOUCH_INTERVAL_MS) &&
+      (touched === undefined || now - touched >= TOUCH_INTERVAL_MS)
+    ) {
+      // A burst of requests all read the same old lastUsedAt: write it once per key and minute.
+      if (this.touchedAt.size >= 100_000) this.touchedAt.clear();
+      this.touchedAt.set(record.id, now);
+      const id = record.id;
+      this.guard
+        .run('touchKey', () => this.store.touchKey(id, now))
+        .catch(() => {
+          // Already logged by the guard; a missed lastUsedAt update must not fail the request.
+        });
+    }
+  }
+
+  private async accountOf(record: Readonly<KeyRecord>): Promise<AccountRecord> {
+    return existing(await this.guard.run('getAccount', () => this.store.getAccount(record.accountId)));
+  }
+
+  private context(record: Readonly<KeyRecord>, account: AccountRecord, now: number): ModelSwitchContext {
+    // The record may be the store's own (KeyStore.sync): copy, field by field rather than a rest
+    // spread, as this runs on every request.
+    const ownLimit = record.rateLimit === null ? null : { ...record.rateLimit };
+    const key: AuthenticatedKey = {
+      id: record.id,
+      handle: record.handle,
+      type: record.type,
+      accountId: record.accountId,
+      name: record.name,
+      prefix: record.prefix,
+      active: record.active,
+      createdAt: record.createdAt,
+      expiresAt: record.expiresAt,
+      lastUsedAt: record.lastUsedAt,
+      usage: record.usage,
+      usagePeriod: record.usagePeriod,
+      reserved: record.reserved,
+      limit: record.limit,
+      limitReset: record.limitReset,
+      rateLimit: ownLimit,
+    };
+    const period = limitPeriod(record.limitReset, now);
+    return { key, account, usage: usageInPeriod(record, period), period, rateLimit: ownLimit ?? this.defaultRateLimit };
+  }
+
+  /** Counts a hit in the window `windowOf` gave for `limit` (none when either is null). */
+  private async hitRateLimit(
+    keyId: number,
+    limit: RateLimitSetting | null,
+    windowMs: number | null,
+    res: ServerResponse,
+    now: number,
+  ): Promise<void> {
+    if (limit === null || windowMs === null) return;
+    const counter = await this.guard.run('hitCounter', () => this.store.hitCounter(this.counterName(keyId, windowMs), windowMs, now));
+    this.applyCounter(limit, windowMs, counter, res, now);
+  }
+
+  /** The store counter of a key's rate-limit window: `requests:<key id>:<window ms>`. */
+  private counterName(keyId: number, windowMs: number): string {
+    const known = this.counterNames.get(keyId);
+    if (known !== undefined && known.windowMs === windowMs) return known.name;
+    if (this.counterNames.size >= 100_000) this.counterNames.clear();
+    const name = `requests:${keyId}:${windowMs}`;
+    this.counterNames.set(keyId, { windowMs, name });
+    return name;
+  }
+
+  /** The window of `limit` in ms, or `null` for no limit (logged when the interval is unreadable). */
+  private windowOf(keyId: number, limit: RateLimitSetting | null): number | null {
+    if (limit === null) return null;
+    let windowMs = this.windows.get(limit.interval);
+    if (windowMs === undefined) {
+      windowMs = intervalToMs(limit.interval);
+      // Intervals are few ("10s", "1m"…); the bound only guards against a store full of odd ones.
+      if (this.windows.size >= 1000) this.windows.clear();
+      this.windows.set(limit.interval, windowMs);
+    }
+    if (windowMs === null) {
+      this.logger.warn(`modelswitch-keys: key ${keyId} has an unreadable rate limit interval; not rate limiting it`);
+    }
+    return windowMs;
+  }
+
+  /** Sets the `RateLimit-*` headers from the counter after this request's hit; throws 429 when over. */
+  private applyCounter(limit: RateLimitSetting, windowMs: number, counter: CounterState, res: ServerResponse, now: number): void {
+    setRateLimitHeaders(res, limit, windowMs, counter.count, counter.resetAt, now);
+    if (counter.count > limit.requests) {
+      throw rateLimitExceeded(
+        `Rate limit exceeded: ${limit.requests} requests per ${limit.interval} for this key. Retry after the window resets.`,
+        counter.resetAt,
+        now,
+      );
+    }
+  }
+}
+
+/** What the last admitted request of a key showed (see `Authenticator.admitSeen`). */
+interface SeenKey {
+  keyId: number;
+  accountId: string;
+  /** The stored hash the key verified against. */
+  hash: string;
+  /** The rate-limit window counted (`null`: none). */
+  windowMs: number | null;
+}
+
+/** The request's Bearer token; throws 401 when there is none or the header is not a Bearer one. */
+function presentedToken(req: IncomingMessage): string {
+  const credentials = readBearerToken(req);
+  if (credentials.kind === 'invalid') {
+    throw authenticationError('invalid_api_key', MISSING_OR_INVALID_HEADER, credentials.presented);
+  }
+  return credentials.token;
+}
+
+/**
+ * The key's account, or a 401: a key whose account is gone cannot be used, like an unknown key.
+ * Falsy rather than `null` only: a store answering `undefined` must not let the key through.
+ */
+function existing<T extends Readonly<AccountRecord>>(account: T | null | undefined): T {
+  if (!account) throw invalidApiKey();
+  return account;
+}

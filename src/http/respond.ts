@@ -1,0 +1,51 @@
+import type { ServerResponse } from 'node:http';
+import { ModelSwitchError } from '../errors/errors.js';
+import { errorText } from '../log.js';
+
+/**
+ * Writes an error answer with the plain Node response API, so it works under Express 4, Express 5
+ * and Connect alike. Does nothing if the headers were already sent (the socket is closed instead).
+ */
+export function sendError(res: ServerResponse, error: ModelSwitchError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  let encoded = encodedBodies.get(error);
+  if (encoded === undefined) {
+    const body = JSON.stringify(error.toJSON());
+    encoded = { body, length: Buffer.byteLength(body) };
+    // A frozen error is answered again and again (see authenticationError): keep its body.
+    if (Object.isFrozen(error)) encodedBodies.set(error, encoded);
+  }
+  res.statusCode = error.status;
+  const headers = error.headers;
+  for (const name in headers) res.setHeader(name, headers[name] as string);
+  res.setHeader('Content-Type', 'application/json');
+  res.setHeader('Content-Length', encoded.length);
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(encoded.body);
+}
+
+/** JSON bodies of the errors answered repeatedly. */
+const encodedBodies = new WeakMap<ModelSwitchError, { body: string; length: number }>();
+
+/** Writes a JSON success answer with the plain Node response API. */
+export function sendJson(res: ServerResponse, status: number, payload: unknown): void {
+  const body = JSON.stringify(payload);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(body);
+}
+
+/** Sends a thrown error as the contract's JSON; anything unexpected is a 503, never a 500 or a stack trace. */
+export function answerError(res: ServerResponse, error: unknown, logger: Pick<Console, 'error'>): void {
+  if (error instanceof ModelSwitchError) {
+    sendError(res, error);
+    return;
+  }
+  logger.error(`modelswitch-keys: unexpected error: ${errorText(error)}`);
+  sendError(res, new ModelSwitchError('store_unavailable', 'The service is temporarily unavailable. Please retry shortly.'));
+}

@@ -1,0 +1,115 @@
+import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+
+import type { KeyType } from '../store/types.js';
+
+export type { KeyType };
+
+/** The prefix of each key type. */
+export const KEY_PREFIXES: Readonly<Record<KeyType, 'ms-' | 'mk-'>> = { proxy: 'ms-', billing: 'mk-' };
+
+const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+/** Characters of the non-secret lookup handle (62^10 ≈ 2^59.5 handles). */
+export const HANDLE_LENGTH = 10;
+/** Characters of the secret: 22 base62 characters carry 131 bits from `crypto.randomBytes`. */
+export const SECRET_LENGTH = 22;
+/** Characters of the CRC-32 checksum, base62, fixed width. */
+export const CHECKSUM_LENGTH = 6;
+/** Length of a whole key: 3 (prefix) + 10 + 22 + 6. */
+export const KEY_LENGTH = 3 + HANDLE_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH;
+
+/**
+ * The one regular expression every key matches; give it to secret scanners (`gitleaks`,
+ * GitHub push protection custom patterns, trufflehog) to find leaked keys.
+ *
+ * @example
+ * ```ts
+ * API_KEY_PATTERN.test('ms-…'); // true for every key this package issues
+ * ```
+ */
+export const API_KEY_PATTERN = /\bm[sk]-[0-9A-Za-z]{38}\b/;
+
+const WHOLE_KEY = /^m[sk]-[0-9A-Za-z]{38}$/;
+
+/** The parts of a well-formed key. The secret stays inside the full `value`. */
+export interface ParsedApiKey {
+  type: KeyType;
+  /** The non-secret lookup handle the store indexes the key record by. */
+  handle: string;
+  /** The first 7 characters (`ms-` + 4), shown in listings. */
+  prefix: string;
+  /** The whole key, as presented. Never log it. */
+  value: string;
+}
+
+function randomBase62(length: number): string {
+  let out = '';
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      // 248 = 4 * 62: rejecting larger bytes keeps every character equally likely.
+      if (byte < 248 && out.length < length) out += ALPHABET[byte % 62];
+    }
+  }
+  return out;
+}
+
+function checksumOf(text: string): string {
+  let n = crc32(text);
+  let out = '';
+  for (let i = 0; i < CHECKSUM_LENGTH; i++) {
+    out = ALPHABET[n % 62] + out;
+    n = Math.floor(n / 62);
+  }
+  return out;
+}
+
+/**
+ * Makes a new random key of the given type: prefix, handle, secret, checksum.
+ *
+ * @example
+ * ```ts
+ * const { value, handle, prefix } = generateApiKey('proxy');
+ * // value: 'ms-' + 38 base62 characters, e.g. prefix 'ms-8fQ2'
+ * ```
+ */
+export function generateApiKey(type: KeyType): ParsedApiKey {
+  const prefix = KEY_PREFIXES[type];
+  const handle = randomBase62(HANDLE_LENGTH);
+  const body = prefix + handle + randomBase62(SECRET_LENGTH);
+  const value = body + checksumOf(body);
+  return { type, handle, prefix: value.slice(0, 7), value };
+}
+
+/**
+ * Checks a presented key's shape and checksum without touching any store. Returns `null` for a
+ * wrong length, character, prefix or checksum.
+ *
+ * @example
+ * ```ts
+ * parseApiKey('ms-not-a-key'); // null
+ * parseApiKey(generateApiKey('billing').value)?.type; // 'billing'
+ * ```
+ */
+export function parseApiKey(value: string): ParsedApiKey | null {
+  return hasKeyShape(value) && hasValidChecksum(value) ? keyParts(value) : null;
+}
+
+/** Whether `value` has a key's length and characters (`ms-`/`mk-` and 38 base62), checksum not checked. */
+export function hasKeyShape(value: string): boolean {
+  return value.length === KEY_LENGTH && WHOLE_KEY.test(value);
+}
+
+/** Whether the last 6 characters of a key-shaped value are the checksum of the rest. */
+export function hasValidChecksum(value: string): boolean {
+  return checksumOf(value.slice(0, KEY_LENGTH - CHECKSUM_LENGTH)) === value.slice(KEY_LENGTH - CHECKSUM_LENGTH);
+}
+
+/** The parts of a key-shaped value (see {@link hasKeyShape}). */
+export function keyParts(value: string): ParsedApiKey {
+  return {
+    type: value.startsWith('ms-') ? 'proxy' : 'billing',
+    handle: value.slice(3, 3 + HANDLE_LENGTH),
+    prefix: value.slice(0, 7),
+    value,
+  };
+}

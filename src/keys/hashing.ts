@@ -1,0 +1,366 @@
+import * as crypto from 'node:crypto';
+import { createHash } from 'node:crypto';
+import * as scryptModule from 'scrypt-kdf';
+import { type ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
+
+// scrypt-kdf 4 is ESM with only a default export (a class with static kdf/verify), while its
+// typings declare named exports: named imports are undefined at run time. Take the default
+// when there is one, so both the real module and the typings' shape work.
+const Scrypt: Pick<typeof scryptModule, 'kdf' | 'verify'> =
+  (scryptModule as unknown as { default?: Pick<typeof scryptModule, 'kdf' | 'verify'> }).default ?? scryptModule;
+
+/** scrypt cost parameters. The defaults (logN 15, r 8, p 1) take about 32 MiB and ~50–100 ms per hash. */
+export interface ScryptParameters {
+  /** log2 of the CPU/memory cost N. Default 15. */
+  logN: number;
+  /** Block size. Default 8. */
+  r: number;
+  /** Parallelisation. Default 1. */
+  p: number;
+}
+
+/** Options of {@link KeyHasher}. Every field is optional; `undefined` means the default. */
+export interface KeyHasherOptions {
+  /** scrypt parameters for new hashes (old hashes keep the parameters they were made with). */
+  scrypt?: Partial<ScryptParameters>;
+  /** How many verified keys the in-process cache keeps (least recently used go first). Default 10,000. */
+  cacheSize?: number;
+  /** How many scrypt runs may be in flight at once; more wait their turn. Default 2. */
+  maxConcurrentHashes?: number;
+  /** How long a failed verification is remembered, so repeating it costs no scrypt. Default 60,000 ms. */
+  failureTtlMs?: number;
+  /**
+   * How many scrypt runs per handle may end in a wrong secret within any `handleFailureWindowMs`,
+   * spread evenly: one every `handleFailureWindowMs / handleFailureLimit` ms. In between, an
+   * uncached key with that handle is refused without running scrypt. Keys already in the verified
+   * cache are never affected. `null` turns the throttle off. Default 2 (one run every 30 s).
+   */
+  handleFailureLimit?: number | null;
+  /** The window of `handleFailureLimit`. Default 60,000 ms. */
+  handleFailureWindowMs?: number;
+  /**
+   * How many verifications may wait for a scrypt slot at once, besides the `maxConcurrentHashes`
+   * running (hashes of new keys wait in the same queue but are not counted or refused). Beyond it,
+   * a verification that needs scrypt is refused at once (`verify` rejects with a 503
+   * `verification_busy` {@link ModelSwitchError} carrying `Retry-After`), so a flood over many real
+   * handles cannot queue unbounded work. Cached keys are never affected. `null`: no bound.
+   * Default 256 (about 13–14 s of work at logN 15 on two slots).
+   */
+  maxQueuedVerifications?: number | null;
+  /** Clock, injectable for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+/**
+ * The default scrypt parameters.
+ *
+ * @example
+ * ```ts
+ * new KeyHasher({ scrypt: { ...DEFAULT_SCRYPT, logN: 16 } }); // stronger new hashes; old ones still verify
+ * ```
+ */
+export const DEFAULT_SCRYPT: Readonly<ScryptParameters> = { logN: 15, r: 8, p: 1 };
+
+// One-shot `crypto.hash` (Node ≥ 20.12) skips the Hash object that `createHash` allocates.
+const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encoding: 'base64') => string }).hash;
+
+function fingerprint(key: string): string {
+  return oneShotHash ? oneShotHash('sha256', key, 'base64') : createHash('sha256').update(key).digest('base64');
+}
+
+/** A turn of a handle's wrong-secret budget, given back if its key turns out right. */
+interface FailureSlot {
+  handle: string;
+  /** When the handle's next run was allowed before this one took its turn (undefined: any time). */
+  previous: number | undefined;
+  /** When the next run is allowed now. */
+  granted: number;
+}
+
+/** One cached value and whether it was read since the evictor last passed it. */
+interface CacheEntry<V> {
+  value: V;
+  used: boolean;
+}
+
+/**
+ * A map with a fixed bound that evicts entries not read recently first ("second chance", the CLOCK
+ * approximation of least-recently-used): a hit only sets a flag, where a true LRU moves the entry
+ * (a delete and an insert on every hit of the hot path).
+ */
+class BoundedCache<V> {
+  private readonly entries = new Map<string, CacheEntry<V>>();
+  constructor(private readonly bound: number) {}
+  get(id: string): V | undefined {
+    const entry = this.entries.get(id);
+    if (entry === undefined) return undefined;
+    entry.used = true;
+    return entry.value;
+  }
+  set(id: string, value: V): void {
+    const entry = this.entries.get(id);
+    if (entry !== undefined) {
+      entry.value = value;
+      entry.used = true;
+      return;
+    }
+    // Make room first, so the new entry is never the one evicted.
+    if (this.entries.size >= this.bound) this.evictOne();
+    this.entries.set(id, { value, used: false });
+  }
+  delete(id: string): void {
+    this.entries.delete(id);
+  }
+  get size(): number {
+    return this.entries.size;
+  }
+  /** Evicts the oldest entry not read since it was last passed; read ones move to the back, unflagged. */
+  private evictOne(): void {
+    for (const [id, entry] of this.entries) {
+      this.entries.delete(id);
+      if (!entry.used) return;
+      entry.used = false;
+      this.entries.set(id, entry);
+    }
+  }
+}
+
+/**
+ * Hashes keys with scrypt and verifies presented keys against stored hashes.
+ *
+ * - A bounded cache remembers (SHA-256 of key → stored hash) pairs that verified, so a repeat call
+ *   costs one hash comparison. A cache hit only counts when the record's current hash is the one
+ *   that verified, so a re-created record is never trusted by mistake.
+ * - Concurrent verifications of the same key and hash share one scrypt run.
+ * - At most `maxConcurrentHashes` scrypt runs are in flight; the rest queue, at most
+ *   `maxQueuedVerifications` verifications of them: beyond that, `verify` rejects at once with a
+ *   503 `verification_busy` error instead of queueing more (a cached key is never refused).
+ * - A failed verification is remembered for `failureTtlMs` (never as valid), so a flood of one
+ *   wrong key costs one scrypt run.
+ * - Wrong secrets are throttled per handle: at most `handleFailureLimit` scrypt runs per handle in
+ *   any `handleFailureWindowMs` may fail, one every window / limit (runs still in flight count as
+ *   failures until they succeed), so a flood of a real handle with ever-new wrong secrets costs a
+ *   steady, bounded trickle of scrypt. In between, an uncached key with that handle is refused
+ *   without scrypt.
+ *
+ * Trade-off of the throttle: scrypt cannot tell a legitimate key from a guess without running, so
+ * while one handle is being flooded, the legitimate key of that handle is refused too if it is not
+ * in the verified cache yet (first use since this process started, or evicted from the cache).
+ * Keys that verified once stay cached and keep working; the lock-out lasts while the flood does and
+ * only hits a handle whose value the attacker knows (handles are not shown anywhere but inside the
+ * key itself). Set `handleFailureLimit: null` to trade the bound on scrypt work for no lock-out.
+ *
+ * @example
+ * ```ts
+ * const hasher = new KeyHasher({ scrypt: { logN: 15 }, cacheSize: 50_000 });
+ * const hash = await hasher.hash(key);
+ * await hasher.verify(key, hash, handle); // true, and cached
+ * ```
+ */
+export class KeyHasher {
+  readonly scrypt: Readonly<ScryptParameters>;
+  private readonly verified: BoundedCache<string>;
+  private readonly failed: BoundedCache<{ hash: string; until: number }>;
+  private readonly inFlight = new Map<string, Promise<boolean>>();
+  private readonly maxConcurrent: number;
+  private readonly failureTtlMs: number;
+  /** When each recently guessed handle may run scrypt for a wrong secret again. */
+  private readonly handleNextRun: BoundedCache<number>;
+  private readonly handleFailureLimit: number | null;
+  private readonly handleFailureWindowMs: number;
+  private readonly now: () => number;
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+  /** How many of `waiting` are verifications (the rest hash new keys): what `maxQueuedVerifications` bounds. */
+  private waitingVerifications = 0;
+  /** How many scrypt runs this hasher has started (hashes and verifications); for tests and benchmarks. */
+  scryptRuns = 0;
+  /** How many verifications the per-handle throttle refused without running scrypt. */
+  throttledVerifications = 0;
+  /** How many verifications were refused because `maxQueuedVerifications` were already waiting. */
+  refusedVerifications = 0;
+  private readonly maxQueued: number | null;
+  /** Recent scrypt run time (ms, moving average), for the `Retry-After` of a refused verification. */
+  private runMs = 100;
+
+  constructor(options: KeyHasherOptions = {}) {
+    this.scrypt = { ...DEFAULT_SCRYPT, ...definedOnly(options.scrypt ?? {}) };
+    const cacheSize = options.cacheSize ?? 10_000;
+    this.maxConcurrent = options.maxConcurrentHashes ?? 2;
+    this.failureTtlMs = options.failureTtlMs ?? 60_000;
+    this.now = options.now ?? Date.now;
+    this.handleFailureLimit = options.handleFailureLimit === undefined ? 2 : options.handleFailureLimit;
+    this.handleFailureWindowMs = options.handleFailureWindowMs ?? 60_000;
+    this.maxQueued = options.maxQueuedVerifications === undefined ? 256 : options.maxQueuedVerifications;
+    const counts: Record<string, number> = {
+      cacheSize,
+      maxConcurrentHashes: this.maxConcurrent,
+      handleFailureWindowMs: this.handleFailureWindowMs,
+    };
+    if (this.handleFailureLimit !== null) counts.handleFailureLimit = this.handleFailureLimit;
+    for (const [name, value] of Object.entries(counts)) {
+      if (!Number.isInteger(value) || value < 1) {
+        throw new TypeError(`KeyHasher: ${name} must be a positive integer, got ${String(value)}`);
+      }
+    }
+    if (this.maxQueued !== null && (!Number.isInteger(this.maxQueued) || this.maxQueued < 0)) {
+      throw new TypeError(`KeyHasher: maxQueuedVerifications must be an integer ≥ 0 or null, got ${String(this.maxQueued)}`);
+    }
+    const { logN, r, p } = this.scrypt;
+    if (!Number.isInteger(logN) || logN < 1 || logN > 30 || !Number.isInteger(r) || r < 1 || !Number.isInteger(p) || p < 1) {
+      throw new TypeError('KeyHasher: scrypt needs integer logN (1–30), r ≥ 1 and p ≥ 1');
+    }
+    this.verified = new BoundedCache(cacheSize);
+    this.failed = new BoundedCache(cacheSize);
+    this.handleNextRun = new BoundedCache(cacheSize);
+  }
+
+  /** How many scrypt runs are running or waiting for a slot now (for benchmarks and health checks). */
+  get hashesInFlight(): number {
+    return this.running + this.waiting.length;
+  }
+
+  /** How many verified keys the cache holds now (never more than `cacheSize`). */
+  get cachedKeys(): number {
+    return this.verified.size;
+  }
+
+  /** Hashes a new key for storage: scrypt-kdf's self-describing format, base64. */
+  async hash(key: string): Promise<string> {
+    const derived = await this.limited(() => Scrypt.kdf(key, this.scrypt));
+    return Buffer.from(derived).toString('base64');
+  }
+
+  /** Whether this exact key already verified against this exact hash: the synchronous cache check of {@link verify}. */
+  isVerified(key: string, hash: string): boolean {
+    const verifiedHash = this.verifiedHash(key);
+    return verifiedHash !== undefined && verifiedHash === hash;
+  }
+
+  /**
+   * The stored hash this exact key last verified against, while the cache holds it (`undefined`
+   * otherwise). A key counts as verified only if the record's hash is still this one: only the very
+   * key string scrypt verified against that hash is ever cached under it.
+   *
+   * @example
+   * ```ts
+   * const cached = hasher.verifiedHash(key);
+   * if (cached !== undefined && cached === record.hash) {
+   *   // verified before: no scrypt
+   * }
+   * ```
+   */
+  verifiedHash(key: string): string | undefined {
+    return this.verified.get(fingerprint(key));
+  }
+
+  /**
+   * Whether `key` matches the stored `hash`. Cached, coalesced and bounded as described above; pass
+   * the key's `handle` to throttle wrong secrets per handle (without it there is no per-handle bound).
+   * Rejects with a {@link ModelSwitchError} 503 `verification_busy` (with `Retry-After`) when it would
+   * need scrypt while `maxQueuedVerifications` verifications already wait.
+   */
+  async verify(key: string, hash: string, handle?: string): Promise<boolean> {
+    // A record without a hash (a broken store) must never match the empty cache slot.
+    if (typeof hash !== 'string' || hash === '') return false;
+    const id = fingerprint(key);
+    if (this.verified.get(id) === hash) return true;
+    const failure = this.failed.get(id);
+    if (failure !== undefined && failure.hash === hash && failure.until > this.now()) return false;
+    const flightId = `${id}\n${hash}`;
+    const pending = this.inFlight.get(flightId);
+    if (pending) return pending;
+    const slot = handle === undefined ? null : this.takeFailureSlot(handle);
+    if (slot === false) {
+      // Not remembered as failed: without scrypt we do not know that it is wrong.
+      this.throttledVerifications++;
+      return false;
+    }
+    if (this.maxQueued !== null && this.running >= this.maxConcurrent && this.waitingVerifications >= this.maxQueued) {
+      // A refusal for load must not cost the real key its handle's turn: give it back.
+      if (slot) this.releaseFailureSlot(slot);
+      this.refusedVerifications++;
+      throw this.busy();
+    }
+    const run = this.limited(() => Scrypt.verify(Buffer.from(hash, 'base64'), key), true)
+      .catch(() => false)
+      .then((ok) => {
+        if (ok) {
+          this.verified.set(id, hash);
+          this.failed.delete(id);
+          if (slot) this.releaseFailureSlot(slot);
+        } else {
+          this.failed.set(id, { hash, until: this.now() + this.failureTtlMs });
+        }
+        return ok;
+      })
+      .finally(() => this.inFlight.delete(flightId));
+    this.inFlight.set(flightId, run);
+    return run;
+  }
+
+  /**
+   * Takes the handle's turn for a scrypt run before it starts (so a burst of concurrent guesses
+   * cannot all slip in before the first one fails): turns come one every window / limit ms, evenly,
+   * so a flood of guesses costs a steady trickle of scrypt rather than a burst each window.
+   * `false` when it is not this handle's turn yet; `null` when the throttle is off.
+   */
+  private takeFailureSlot(handle: string): FailureSlot | false | null {
+    if (this.handleFailureLimit === null) return null;
+    const now = this.now();
+    const previous = this.handleNextRun.get(handle);
+    if (previous !== undefined && now < previous) return false;
+    const granted = now + this.handleFailureWindowMs / this.handleFailureLimit;
+    this.handleNextRun.set(handle, granted);
+    return { handle, previous, granted };
+  }
+
+  /** A run that succeeded was not a failure: give its turn back (unless a later run took one since). */
+  private releaseFailureSlot(slot: FailureSlot): void {
+    if (this.handleNextRun.get(slot.handle) !== slot.granted) return;
+    if (slot.previous === undefined) this.handleNextRun.delete(slot.handle);
+    else this.handleNextRun.set(slot.handle, slot.previous);
+  }
+
+  /** The 503 of a verification refused for load, with the queue's expected wait as `Retry-After`. */
+  private busy(): ModelSwitchError {
+    const waitMs = ((this.waiting.length + this.running) / this.maxConcurrent) * this.runMs;
+    // Up to a quarter more, at random, so that clients refused together do not all come back together.
+    const seconds = Math.ceil((waitMs * (1 + Math.random() / 4)) / 1000);
+    return answerWithoutStack('verification_busy', 'Too many API keys are being verified right now. Please retry shortly.', {
+      headers: { 'Retry-After': String(Math.min(60, Math.max(1, seconds))) },
+    });
+  }
+
+  /** Runs `work` in a scrypt slot, waiting for one if all are taken (`verification`: counted in `waitingVerifications` while it waits). */
+  private async limited<T>(work: () => Promise<T>, verification = false): Promise<T> {
+    if (this.running >= this.maxConcurrent) {
+      if (verification) this.waitingVerifications++;
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      if (verification) this.waitingVerifications--;
+    } else {
+      this.running++;
+    }
+    this.scryptRuns++;
+    const started = performance.now();
+    try {
+      return await work();
+    } finally {
+      this.runMs = this.runMs * 0.8 + (performance.now() - started) * 0.2;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}
+
+function definedOnly<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+let sharedHasher: KeyHasher | undefined;
+/** The process-wide hasher the factories use when none is given. */
+export function defaultKeyHasher(): KeyHasher {
+  sharedHasher ??= new KeyHasher();
+  return sharedHasher;
+}

@@ -1,0 +1,199 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { prepareKey } from '../keys/accounts.js';
+import { publicKey } from '../keys/public-key.js';
+import type { Middleware } from '../http/middleware.js';
+import { answerError } from '../http/respond.js';
+import { assertStore } from '../store/assert-store.js';
+import { type AuthOptions, Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { isJsonObject, readJsonBody } from '../http/body.js';
+import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
+import { sendError, sendJson } from '../http/respond.js';
+import type { KeyChanges, KeyRecord, KeyStore } from '../store/types.js';
+import {
+  validateActive,
+  validateExpiresAt,
+  validateId,
+  validateLimit,
+  validateLimitReset,
+  validateName,
+  validateRateLimit,
+} from './validation.js';
+
+/** Options of {@link keysRouter}. Every field is optional. */
+export interface KeysRouterOptions extends Omit<AuthOptions, 'keyType'> {
+  /** Largest accepted JSON body in bytes; larger answers 413. Default 16384. */
+  maxBodyBytes?: number;
+}
+
+const CREATE_FIELDS = new Set(['name', 'expires_at', 'limit', 'limit_reset', 'rate_limit']);
+const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit']);
+const READ_ONLY_FIELDS = new Set([
+  'id',
+  'accountId',
+  'account_id',
+  'usage',
+  'hash',
+  'type',
+  'key',
+  'prefix',
+  'createdAt',
+  'created_at',
+  'lastUsedAt',
+  'last_used_at',
+]);
+const COLLECTION = /^\/keys\/?$/;
+const ITEM = /^\/keys\/([^/]*)\/?$/;
+
+/**
+ * The key management API, scoped to the billing key's account (`Authorization: Bearer mk-…`):
+ *
+ * | Route | Answer |
+ * |---|---|
+ * | `GET /keys?limit=&after=` | 200 `{"keys":[…],"has_more":bool}` |
+ * | `POST /keys` | 201 `{"id","key",…}`: the only time the key value appears |
+ * | `GET /keys/:id` | 200 key |
+ * | `PUT`/`PATCH /keys/:id` | 200 key |
+ * | `DELETE /keys/:id` | 200 `{"id","deleted":true}` |
+ *
+ * Paths are relative to where it is mounted; other paths go to `next()`. It manages proxy keys
+ * (`ms-`); billing keys are issued with `issueKey` and answer 404 here.
+ *
+ * @example
+ * ```ts
+ * app.use('/api', keysRouter(store));
+ * // curl -X POST localhost:3000/api/keys -H "Authorization: Bearer mk-…" -d '{"name":"Production"}'
+ * ```
+ */
+export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Middleware {
+  assertStore(store, 'keysRouter');
+  const authenticator = new Authenticator(store, { ...options, keyType: 'billing' });
+  const { guard, now, logger } = authenticator;
+  const maxBodyBytes = options.maxBodyBytes ?? 16_384;
+  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) throw new TypeError('keysRouter: maxBodyBytes must be a positive integer');
+
+  /** The key with this id if it is one of the caller's proxy keys; 404 otherwise (never 403). */
+  async function ownKey(context: ModelSwitchContext, rawId: string): Promise<KeyRecord> {
+    const id = validateId(rawId);
+    const record = await guard.run('getKey', () => store.getKey(id));
+    if (!record || record.accountId !== context.account.id || record.type !== 'proxy') {
+      throw new ModelSwitchError('key_not_found', `No API key with id ${id}`, { param: 'id' });
+    }
+    return record;
+  }
+
+  async function list(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
+    const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
+    let limit = 100;
+    let after: number | undefined;
+    for (const [name, value] of query) {
+      if (name === 'limit') {
+        limit = /^[0-9]{1,4}$/.test(value) ? Number(value) : 0;
+        if (limit < 1 || limit > 1000) throw invalidRequest('limit must be an integer from 1 to 1000', 'limit');
+      } else if (name === 'after') {
+        after = validateId(value, 'after');
+      } else {
+        throw invalidRequest(`Unknown query parameter ${name}`, name);
+      }
+    }
+    const page = await guard.run('listKeys', () =>
+      store.listKeys(context.account.id, { type: 'proxy', limit, ...(after === undefined ? {} : { after }) }),
+    );
+    const at = now();
+    sendJson(res, 200, { keys: page.keys.map((key) => publicKey(key, at)), has_more: page.hasMore });
+  }
+
+  async function create(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
+    const body = await objectBody(req, res, CREATE_FIELDS);
+    if (body.name === undefined) throw invalidRequest('name is required', 'name');
+    const at = now();
+    const input = {
+      accountId: context.account.id,
+      type: 'proxy' as const,
+      name: validateName(body.name),
+      expiresAt: body.expires_at === undefined ? null : validateExpiresAt(body.expires_at, at),
+      limit: body.limit === undefined ? null : validateLimit(body.limit),
+      limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
+      rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
+    };
+    const prepared = await prepareKey(input, { ...(options.hasher ? { hasher: options.hasher } : {}), now: at });
+    const record = await guard.run('insertKey', () => store.insertKey(prepared.record));
+    const { id, ...fields } = publicKey(record, at);
+    sendJson(res, 201, { id, key: prepared.key, ...fields });
+  }
+
+  async function update(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext, rawId: string): Promise<void> {
+    const current = await ownKey(context, rawId);
+    const body = await objectBody(req, res, UPDATE_FIELDS);
+    const at = now();
+    const changes: KeyChanges = {};
+    if (body.name !== undefined) changes.name = validateName(body.name);
+    if (body.active !== undefined) changes.active = validateActive(body.active);
+    if (body.expires_at !== undefined) changes.expiresAt = validateExpiresAt(body.expires_at, at);
+    if (body.limit !== undefined) changes.limit = validateLimit(body.limit);
+    if (body.limit_reset !== undefined) changes.limitReset = validateLimitReset(body.limit_reset);
+    if (body.rate_limit !== undefined) changes.rateLimit = validateRateLimit(body.rate_limit);
+    const updated = await guard.run('updateKey', () => store.updateKey(current.id, changes));
+    if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
+    sendJson(res, 200, publicKey(updated, at));
+  }
+
+  async function objectBody(req: IncomingMessage, res: ServerResponse, allowed: Set<string>): Promise<Record<string, unknown>> {
+    const { value } = await readJsonBody(req, res, maxBodyBytes);
+    if (!isJsonObject(value)) throw invalidRequest('Request body must be a JSON object');
+    for (const name of Object.keys(value)) {
+      if (READ_ONLY_FIELDS.has(name)) throw invalidRequest(`${name} cannot be set`, name);
+      if (!allowed.has(name)) throw invalidRequest(`Unknown field ${name}`, name);
+    }
+    return value;
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse, route: 'collection' | 'item', rawId: string): Promise<void> {
+    const context = await authenticator.admit(req, res);
+    (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
+    const method = req.method;
+    if (route === 'collection' && method !== 'POST') return list(req, res, context);
+    // Only the listing takes query parameters; anywhere else one is a mistake worth saying.
+    for (const [name] of new URLSearchParams((req.url ?? '').split('?')[1] ?? '')) {
+      throw invalidRequest(`Unknown query parameter ${name}`, name);
+    }
+    if (route === 'collection') return create(req, res, context);
+    if (method === 'PUT' || method === 'PATCH') return update(req, res, context, rawId);
+    const record = await ownKey(context, rawId);
+    if (method === 'DELETE') {
+      const deleted = await guard.run('deleteKey', () => store.deleteKey(record.id));
+      if (!deleted) throw new ModelSwitchError('key_not_found', `No API key with id ${record.id}`, { param: 'id' });
+      sendJson(res, 200, { id: record.id, deleted: true });
+      return;
+    }
+    sendJson(res, 200, publicKey(record, now()));
+  }
+
+  return function keysRouter(req, res, next) {
+    const path = (req.url ?? '/').split('?', 1)[0] as string;
+    const item = ITEM.exec(path);
+    const route = COLLECTION.test(path) ? 'collection' : item ? 'item' : null;
+    if (route === null || req.method === 'OPTIONS') {
+      next();
+      return;
+    }
+    const allowed = route === 'collection' ? ['GET', 'HEAD', 'POST'] : ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE'];
+    if (!allowed.includes(req.method ?? '')) {
+      sendError(
+        res,
+        new ModelSwitchError('method_not_allowed', `${req.method} is not supported on this route`, {
+          headers: { Allow: allowed.join(', ') },
+        }),
+      );
+      return;
+    }
+    handle(req, res, route, decodeURIComponentSafe(item?.[1] ?? '')).catch((error: unknown) => answerError(res, error, logger));
+  };
+}
+
+function decodeURIComponentSafe(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}

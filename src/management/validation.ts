@@ -1,0 +1,94 @@
+import { invalidRequest } from '../errors/errors.js';
+import { intervalToMs } from '../auth/rate-limit.js';
+import type { LimitReset, RateLimitSetting } from '../store/types.js';
+
+const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const ID = /^[1-9][0-9]{0,15}$/;
+
+/** `name`: a string of 1–100 characters without control characters. */
+export function validateName(value: unknown, param = 'name'): string {
+  if (typeof value !== 'string') throw invalidRequest(`${param} must be a string`, param);
+  const length = [...value].length;
+  if (length < 1 || length > 100) throw invalidRequest(`${param} must be 1 to 100 characters`, param);
+  if (CONTROL_CHARACTERS.test(value)) throw invalidRequest(`${param} must not contain control characters`, param);
+  // A lone surrogate is not text: stores that speak JSON to another process (Redis' cjson) refuse it.
+  if (LONE_SURROGATE.test(value)) throw invalidRequest(`${param} must be valid Unicode text`, param);
+  if (value.trim() === '') throw invalidRequest(`${param} must not be blank`, param);
+  return value;
+}
+
+/**
+ * `expires_at`: an ISO 8601 date (`2025-12-31`, midnight UTC) or date-time with a zone
+ * (`2025-12-31T00:00:00Z`, `…+02:00`) in the future, or `null` for never.
+ */
+export function validateExpiresAt(value: unknown, now: number, param = 'expires_at'): number | null {
+  if (value === null) return null;
+  if (typeof value !== 'string') throw invalidRequest(`${param} must be an ISO 8601 date-time string or null`, param);
+  const match = ISO_8601.exec(value);
+  const time = match ? Date.parse(match[4] === undefined ? `${value}T00:00:00Z` : value) : Number.NaN;
+  if (!match || Number.isNaN(time) || !isRealDate(Number(match[1]), Number(match[2]), Number(match[3])) || Number(match[4] ?? 0) > 23) {
+    throw invalidRequest(`${param} must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z`, param);
+  }
+  if (time <= now) throw invalidRequest(`${param} must be in the future`, param);
+  return time;
+}
+
+function isRealDate(year: number, month: number, day: number): boolean {
+  const date = new Date(Date.UTC(year, month - 1, day));
+  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+}
+
+/** `limit`: USD ≥ 0 (at most 1e12), or `null` for none. */
+export function validateLimit(value: unknown, param = 'limit'): number | null {
+  if (value === null) return null;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1e12) {
+    throw invalidRequest(`${param} must be a number of USD ≥ 0, or null`, param);
+  }
+  return value;
+}
+
+/** `limit_reset`: `daily`, `weekly`, `monthly` or `null`. */
+export function validateLimitReset(value: unknown, param = 'limit_reset'): LimitReset | null {
+  if (value === null || value === 'daily' || value === 'weekly' || value === 'monthly') return value;
+  throw invalidRequest(`${param} must be "daily", "weekly", "monthly" or null`, param);
+}
+
+/** `rate_limit`: `{requests: integer ≥ 1, interval: "<n>s|m|h|d", tokens?: integer ≥ 1}` or `null`. */
+export function validateRateLimit(value: unknown, param = 'rate_limit'): RateLimitSetting | null {
+  if (value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw invalidRequest(`${param} must be an object {requests, interval, tokens?} or null`, param);
+  }
+  const fields = value as Record<string, unknown>;
+  for (const name of Object.keys(fields)) {
+    if (name !== 'requests' && name !== 'interval' && name !== 'tokens') {
+      throw invalidRequest(`Unknown field ${param}.${name}`, `${param}.${name}`);
+    }
+  }
+  const { requests, interval, tokens } = fields;
+  if (!isCount(requests)) throw invalidRequest(`${param}.requests must be an integer ≥ 1`, `${param}.requests`);
+  if (typeof interval !== 'string' || intervalToMs(interval) === null) {
+    throw invalidRequest(`${param}.interval must look like "10s", "1m", "1h" or "1d" (at most 366 days)`, `${param}.interval`);
+  }
+  if (tokens !== undefined && !isCount(tokens)) throw invalidRequest(`${param}.tokens must be an integer ≥ 1`, `${param}.tokens`);
+  return tokens === undefined ? { requests, interval } : { requests, interval, tokens };
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 1;
+}
+
+/** `active`: a boolean. */
+export function validateActive(value: unknown, param = 'active'): boolean {
+  if (typeof value !== 'boolean') throw invalidRequest(`${param} must be true or false`, param);
+  return value;
+}
+
+/** A key id in a path or cursor: a positive integer. */
+export function validateId(value: string, param = 'id'): number {
+  const id = ID.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(id)) throw invalidRequest(`${param} must be a positive integer`, param);
+  return id;
+}

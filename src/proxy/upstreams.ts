@@ -1,0 +1,150 @@
+import { ConfigurationError } from '../errors/configuration-error.js';
+
+/**
+ * One provider the proxy forwards to. `target` is its OpenAI-compatible base URL including the
+ * version path (`https://api.openai.com/v1`); the path below the mount (`/chat/completions`) is
+ * appended to it.
+ */
+export interface Upstream {
+  /** A name for logs and `owned_by` in `GET /v1/models`. */
+  name: string;
+  /** Base URL, e.g. `https://api.openai.com/v1`. */
+  target: string;
+  /** Sent as `Authorization: Bearer <apiKey>`. Use `headers` for other schemes (`api-key`, `x-api-key`). */
+  apiKey?: string;
+  /** Extra headers set on every upstream request (they replace the client's headers of the same name). */
+  headers?: Record<string, string>;
+  /** Models this upstream serves: exact names, or `RegExp`s (exact names are listed by `GET /v1/models`). */
+  models: ReadonlyArray<string | RegExp>;
+  /** No answer (or no bytes mid-stream) for this long → 504 `upstream_timeout`. Default: the router's `timeoutMs`. */
+  timeoutMs?: number;
+}
+
+/** An upstream after validation: lower-cased header names, credential folded into `headers`. */
+export interface ResolvedUpstream {
+  name: string;
+  target: string;
+  headers: Record<string, string>;
+  exactModels: ReadonlySet<string>;
+  patterns: readonly RegExp[];
+  timeoutMs: number;
+}
+
+/** Validates the upstream list once, at creation; throws `ConfigurationError` `ERR_MS_UPSTREAM` with a fix. */
+export function resolveUpstreams(upstreams: readonly Upstream[] | undefined, defaultTimeoutMs: number): ResolvedUpstream[] {
+  if (!Array.isArray(upstreams) || upstreams.length === 0) {
+    throw new ConfigurationError(
+      'ERR_MS_UPSTREAM',
+      "proxyRouter: options.upstreams must be a non-empty array, e.g. [{ name: 'openai', target: 'https://api.openai.com/v1', apiKey: process.env.OPENAI_API_KEY, models: ['gpt-4o-mini'] }]",
+    );
+  }
+  return upstreams.map((upstream, index) => {
+    const where = `proxyRouter: options.upstreams[${index}]`;
+    if (typeof upstream.name !== 'string' || upstream.name === '')
+      throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.name must be a non-empty string`);
+    let url: URL;
+    try {
+      url = new URL(upstream.target);
+    } catch {
+      throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.target must be an absolute http(s) URL such as https://api.openai.com/v1`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.target must use http: or https:`);
+    }
+    const models: ReadonlyArray<unknown> = Array.isArray(upstream.models) ? upstream.models : [null];
+    if (models.length === 0 || models.some((m) => typeof m !== 'string' && !(m instanceof RegExp))) {
+      throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.models must be a non-empty array of model names or RegExps`);
+    }
+    const timeoutMs = upstream.timeoutMs ?? defaultTimeoutMs;
+    if (!(timeoutMs > 0)) throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.timeoutMs must be a positive number of milliseconds`);
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(upstream.headers ?? {})) headers[name.toLowerCase()] = String(value);
+    if (upstream.apiKey !== undefined) {
+      if (typeof upstream.apiKey !== 'string' || upstream.apiKey === '')
+        throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.apiKey must be a non-empty string`);
+      headers.authorization = `Bearer ${upstream.apiKey}`;
+    }
+    return {
+      name: upstream.name,
+      target: upstream.target.replace(/\/+$/, ''),
+      headers,
+      exactModels: new Set(models.filter((m): m is string => typeof m === 'string')),
+      patterns: models.filter((m): m is RegExp => m instanceof RegExp),
+      timeoutMs,
+    };
+  });
+}
+
+/** The first upstream serving `model` (exact names win over patterns), or `undefined`. */
+export function findUpstream(upstreams: readonly ResolvedUpstream[], model: string): ResolvedUpstream | undefined {
+  for (const upstream of upstreams) if (upstream.exactModels.has(model)) return upstream;
+  for (const upstream of upstreams) {
+    // A RegExp with the g or y flag keeps state between test() calls; reset it so routing is stable.
+    const served = upstream.patterns.some((pattern) => {
+      pattern.lastIndex = 0;
+      return pattern.test(model);
+    });
+    if (served) return upstream;
+  }
+  return undefined;
+}
+
+/** One entry of `GET /v1/models`, OpenAI's shape. */
+export interface ModelObject {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+}
+
+/** The exact model names of every upstream, in configuration order, each listed once. */
+export function listModels(upstreams: readonly ResolvedUpstream[], isListed: (model: string) => boolean): ModelObject[] {
+  const seen = new Set<string>();
+  const models: ModelObject[] = [];
+  for (const upstream of upstreams) {
+    for (const id of upstream.exactModels) {
+      if (seen.has(id) || !isListed(id)) continue;
+      seen.add(id);
+      models.push({ id, object: 'model', created: 0, owned_by: upstream.name });
+    }
+  }
+  return models;
+}
+
+/**
+ * The paths below the mount proxied by default: the OpenAI inference routes that report token
+ * `usage`, so every answer can be metered from what the provider says it used. Routes without
+ * usage (images, speech, moderations) can be added with `paths`; their 2xx answers are then
+ * charged the reservation.
+ *
+ * @example
+ * ```ts
+ * proxyRouter(store, { upstreams, pricing, paths: [...DEFAULT_PROXY_PATHS, '/images/generations'] });
+ * ```
+ */
+export const DEFAULT_PROXY_PATHS: readonly string[] = ['/chat/completions', '/completions', '/embeddings', '/responses'];
+
+/** Validates the `paths` option once, at creation; answers whether a path (no query, no trailing slash) is proxied. */
+export function resolveProxyPaths(paths: ReadonlyArray<string | RegExp> | undefined): (path: string) => boolean {
+  const list: ReadonlyArray<unknown> = paths ?? DEFAULT_PROXY_PATHS;
+  const valid =
+    Array.isArray(list) &&
+    list.length > 0 &&
+    list.every((p) => p instanceof RegExp || (typeof p === 'string' && p.startsWith('/') && !p.includes('?')));
+  if (!valid) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      "proxyRouter: options.paths must be a non-empty array of paths below the mount starting with '/' (like '/chat/completions') or RegExps",
+    );
+  }
+  const exact = new Set(list.filter((p): p is string => typeof p === 'string').map((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p)));
+  const patterns = list.filter((p): p is RegExp => p instanceof RegExp);
+  return function isProxiedPath(path: string): boolean {
+    if (exact.has(path)) return true;
+    return patterns.some((pattern) => {
+      // A RegExp with the g or y flag keeps state between test() calls.
+      pattern.lastIndex = 0;
+      return pattern.test(path);
+    });
+  };
+}

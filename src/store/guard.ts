@@ -1,0 +1,127 @@
+import { ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
+import { type Logger, errorText, hostLogger } from '../log.js';
+
+/** Options shared by every factory that talks to the store. */
+export interface StoreGuardOptions {
+  /** A store call slower than this fails the request with 503 `store_unavailable`. Default 2000 ms. */
+  storeTimeoutMs?: number;
+  /** Where outages are reported: one line when the store starts failing, one when it recovers. Default `console`. */
+  logger?: Logger;
+}
+
+const outageByStore = new WeakMap<object, { down: boolean }>();
+
+/** A store call in flight: when it must have answered, and how to fail it. */
+interface PendingCall {
+  deadline: number;
+  expire(): void;
+}
+
+/**
+ * Runs store calls with a timeout and turns any failure into 503 `store_unavailable` (fail closed),
+ * logging one line per outage (not per request) per store.
+ *
+ * The timeout costs no timer per call: calls in flight sit in a set that one unref'd interval sweeps
+ * (every quarter of the timeout, at most 250 ms), and the interval stops once nothing is in flight.
+ * A call therefore fails between `storeTimeoutMs` and 1.25 × `storeTimeoutMs` after it started.
+ */
+export class StoreGuard {
+  private readonly timeoutMs: number;
+  private readonly sweepEveryMs: number;
+  private readonly logger: Logger;
+  private readonly outage: { down: boolean };
+  private readonly pending = new Set<PendingCall>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(store: object, options: StoreGuardOptions = {}) {
+    this.timeoutMs = options.storeTimeoutMs ?? 2000;
+    if (!(this.timeoutMs > 0) || !Number.isFinite(this.timeoutMs)) {
+      throw new TypeError('storeTimeoutMs must be a positive number of milliseconds');
+    }
+    this.sweepEveryMs = Math.max(1, Math.min(250, this.timeoutMs / 4));
+    this.logger = hostLogger(options.logger);
+    const known = outageByStore.get(store);
+    this.outage = known ?? { down: false };
+    if (!known) outageByStore.set(store, this.outage);
+  }
+
+  /** Runs `call`; on error or timeout rejects with a 503 `ModelSwitchError`. */
+  run<T>(operation: string, call: () => Promise<T>): Promise<T> {
+    let started: Promise<T>;
+    try {
+      started = Promise.resolve(call());
+    } catch (error) {
+      return Promise.reject(this.fail(operation, error));
+    }
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const entry: PendingCall = {
+        deadline: performance.now() + this.timeoutMs,
+        expire: () => {
+          if (settled) return;
+          settled = true;
+          reject(this.fail(operation, new Error(`timed out after ${this.timeoutMs} ms`)));
+        },
+      };
+      this.pending.add(entry);
+      this.sweeper ??= setInterval(() => this.sweep(), this.sweepEveryMs).unref();
+      started.then(
+        (value) => {
+          this.pending.delete(entry);
+          if (settled) return;
+          settled = true;
+          this.succeeded();
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.pending.delete(entry);
+          if (settled) return;
+          settled = true;
+          reject(this.fail(operation, error));
+        },
+      );
+    });
+  }
+
+  private sweep(): void {
+    if (this.pending.size === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+      return;
+    }
+    const now = performance.now();
+    for (const entry of this.pending) {
+      if (entry.deadline <= now) {
+        this.pending.delete(entry);
+        entry.expire();
+      }
+    }
+  }
+
+  /** Records a store call that answered: logs the recovery when the store was down. */
+  succeeded(): void {
+    if (this.outage.down) {
+      this.outage.down = false;
+      this.logger.warn('modelswitch-keys: key store recovered');
+    }
+  }
+
+  /**
+   * The 503 `store_unavailable` error for a failed store call (a `ModelSwitchError` passes as is),
+   * logged once per outage; for synchronous store calls, which `run` does not wrap.
+   */
+  fail(operation: string, error: unknown): ModelSwitchError {
+    if (error instanceof ModelSwitchError) return error;
+    if (error instanceof TypeError) {
+      // The store refused an argument (say a NaN amount): a bug to fix, not an outage. Fail closed all the same.
+      this.logger.error(`modelswitch-keys: the key store refused ${operation}: ${error.message}`);
+    } else if (!this.outage.down) {
+      this.outage.down = true;
+      const reason = errorText(error);
+      this.logger.error(
+        `modelswitch-keys: key store unavailable (${operation}: ${reason}); requests that need it answer 503 until it recovers`,
+      );
+    }
+    return answerWithoutStack('store_unavailable', 'The key store is unavailable. Please retry shortly.', { cause: error });
+  }
+}

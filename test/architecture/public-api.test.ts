@@ -1,0 +1,112 @@
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+import { describe, expect, it } from 'vitest';
+
+const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
+
+/** Every name a module exports, values and types alike, sorted. */
+function exportedNames(entry: string): string[] {
+  const file = resolve(SRC, entry);
+  const program = ts.createProgram([file], {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+  });
+  const checker = program.getTypeChecker();
+  const source = program.getSourceFile(file);
+  if (source === undefined) throw new Error(`cannot read ${file}`);
+  const module = checker.getSymbolAtLocation(source);
+  if (module === undefined) throw new Error(`${file} is not a module`);
+  return checker
+    .getExportsOfModule(module)
+    .map((symbol) => symbol.getName())
+    .sort();
+}
+
+// The public faces of the package. A name added or removed here is a change of the public API:
+// make it on purpose, with its README row.
+const INDEX_EXPORTS = [
+  'API_KEY_PATTERN',
+  'AccountRecord',
+  'AuthOptions',
+  'AuthenticatedKey',
+  'AuthenticatedRequest',
+  'ConfigurationError',
+  'CounterState',
+  'DEFAULT_PROXY_PATHS',
+  'DEFAULT_RATE_LIMIT',
+  'DEFAULT_SCRYPT',
+  'ErrorBody',
+  'IssueKeyInput',
+  'IssuedKey',
+  'KeyChanges',
+  'KeyHasher',
+  'KeyHasherOptions',
+  'KeyInfoResponse',
+  'KeyPage',
+  'KeyPageRequest',
+  'KeyRecord',
+  'KeyStore',
+  'KeyType',
+  'KeysRouterOptions',
+  'KeyvKeyStore',
+  'KeyvKeyStoreOptions',
+  'LimitReset',
+  'Logger',
+  'MemoryKeyStore',
+  'MemoryKeyStoreOptions',
+  'Middleware',
+  'ModelPrice',
+  'ModelSwitchContext',
+  'ModelSwitchError',
+  'ModelSwitchErrorCode',
+  'ModelSwitchErrorType',
+  'NewAccountInput',
+  'NewKeyRecord',
+  'NextFunction',
+  'ParsedApiKey',
+  'PreparedKey',
+  'Pricing',
+  'ProxyRouter',
+  'ProxyRouterOptions',
+  'PublicKey',
+  'RateLimitSetting',
+  'ReservationResult',
+  'ScryptParameters',
+  'SpendReservation',
+  'SpendSettlement',
+  'StoreGuardOptions',
+  'SyncHotPath',
+  'TokenUsage',
+  'Upstream',
+  'costOf',
+  'createAccount',
+  'creditBalance',
+  'generateApiKey',
+  'intervalToMs',
+  'issueKey',
+  'keyInfoRoute',
+  'keysRouter',
+  'limitPeriod',
+  'modelSwitchAuth',
+  'parseApiKey',
+  'prepareKey',
+  'proxyRouter',
+  'publicKey',
+];
+
+const TESTING_EXPORTS = ['KeyStoreSuiteOptions', 'TestFunction', 'keyStoreSuite', 'sampleAccount', 'sampleKeyRecord'];
+
+describe('the public API', () => {
+  it('exports exactly the documented names from modelswitch-keys', () => {
+    expect(exportedNames('index.ts')).toEqual([...INDEX_EXPORTS].sort());
+  });
+
+  it('exports exactly the documented names from modelswitch-keys/testing', () => {
+    expect(exportedNames('testing/index.ts')).toEqual([...TESTING_EXPORTS].sort());
+  });
+});
