@@ -1,4 +1,13 @@
 /**
+ * What a `ConfigurationError` is about, so `switch (error.code)` narrows:
+ * - `ERR_MS_STORE`: the factory was given no `KeyStore`;
+ * - `ERR_MS_OPTION`: an option has the wrong type or is out of range;
+ * - `ERR_MS_UPSTREAM`: an entry of `proxyRouter`'s `upstreams` is invalid;
+ * - `ERR_MS_PRICING`: `proxyRouter`'s `pricing` (or a price it returned) is invalid.
+ */
+export type ConfigurationErrorCode = 'ERR_MS_STORE' | 'ERR_MS_OPTION' | 'ERR_MS_UPSTREAM' | 'ERR_MS_PRICING';
+
+/**
  * A programmer mistake in the options given to a factory, caught when the middleware is created.
  * Its `code` starts with `ERR_MS_` and its message says how to fix it.
  *
@@ -9,8 +18,8 @@
  */
 export class ConfigurationError extends TypeError {
   /** A stable code such as `ERR_MS_STORE` or `ERR_MS_OPTION`. */
-  readonly code: string;
-  constructor(code: string, message: string) {
+  readonly code: ConfigurationErrorCode;
+  constructor(code: ConfigurationErrorCode, message: string) {
     super(message);
     this.name = new.target.name;
     this.code = code;

@@ -10,7 +10,7 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
  * only; two folders on one layer are peers and do not import each other.
  */
 const LAYERS: readonly (readonly string[])[] = [
-  ['log.ts', 'errors'],
+  ['log.ts', 'defaults.ts', 'errors'],
   ['store', 'http'],
   ['keys', 'ledger'],
   ['auth', 'testing'],
