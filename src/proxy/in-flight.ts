@@ -1,3 +1,14 @@
+/** A timer {@link InFlight} can hold the process open with (`ref`) or not (`unref`), as Node's `setTimeout` returns. */
+export interface ScheduledTimer {
+  ref(): unknown;
+  unref(): unknown;
+}
+
+/** Runs `run` once after `ms` milliseconds. Node's `setTimeout` by default; tests pass a scheduler they advance by hand. */
+export type Scheduler = (run: () => void, ms: number) => ScheduledTimer;
+
+const nodeScheduler: Scheduler = (run, ms) => setTimeout(run, ms);
+
 /**
  * What `ProxyRouter.drain()` waits for: requests between the start of their reservation and the
  * close of their response, settlements and releases under way, and retry timers. The timers do not
@@ -5,10 +16,12 @@
  */
 export class InFlight {
   private readonly work = new Set<Promise<unknown>>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly timers = new Set<ScheduledTimer>();
   private requests = 0;
   private waiting: Array<() => void> = [];
   private draining = false;
+
+  constructor(private readonly schedule: Scheduler = nodeScheduler) {}
 
   /** A request starts reserving; it must reach `leave()` exactly once (refused, or response closed). */
   enter(): void {
@@ -30,9 +43,9 @@ export class InFlight {
     this.wake();
   }
 
-  /** `setTimeout` whose timer holds the process open only once draining. */
+  /** Runs `run` after `ms` on the scheduler; its timer holds the process open only once draining. */
   later(run: () => void, ms: number): void {
-    const timer = setTimeout(() => {
+    const timer = this.schedule(() => {
       this.timers.delete(timer);
       run();
     }, ms);

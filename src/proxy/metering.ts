@@ -54,7 +54,12 @@ export function maxCost(price: ModelPrice | undefined, promptTokens: number, out
 }
 
 /** Throws 429 when the key has used its tokens for the current minute (read only: amount 0). */
-export async function checkTokenRate(store: KeyStore, guard: StoreGuard, context: ModelSwitchContext, now: number): Promise<void> {
+export async function checkTokenRate(
+  store: Pick<KeyStore, 'hitCounter'>,
+  guard: Pick<StoreGuard, 'run'>,
+  context: ModelSwitchContext,
+  now: number,
+): Promise<void> {
   const tokens = context.rateLimit?.tokens;
   if (tokens === undefined) return;
   const counter = await guard.run('hitCounter', () => store.hitCounter(tokenCounterName(context.key.id), TOKEN_WINDOW_MS, now, 0));
@@ -69,8 +74,8 @@ export async function checkTokenRate(store: KeyStore, guard: StoreGuard, context
 
 /** Adds metered tokens to the key's token-per-minute counter. */
 export async function countTokens(
-  store: KeyStore,
-  guard: StoreGuard,
+  store: Pick<KeyStore, 'hitCounter'>,
+  guard: Pick<StoreGuard, 'run'>,
   context: ModelSwitchContext,
   usage: TokenUsage,
   now: number,

@@ -1,4 +1,21 @@
+import { validateHeaderName, validateHeaderValue } from 'node:http';
+import { DEFAULT_PROXY_PATHS } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
+
+export { DEFAULT_PROXY_PATHS };
+
+/** The longest timer Node keeps (2^31 − 1 ms, about 24.8 days); a longer one would fire after 1 ms. */
+export const MAX_TIMEOUT_MS = 2_147_483_647;
+
+/** Whether `ms` can be a socket timeout: a number of milliseconds above 0 and at most {@link MAX_TIMEOUT_MS}. */
+export function isTimeoutMs(ms: unknown): ms is number {
+  return typeof ms === 'number' && ms > 0 && ms <= MAX_TIMEOUT_MS;
+}
+
+/** A copy of a caller's RegExp: resetting `lastIndex` before each test (for the g and y flags) then never touches theirs. */
+function ownCopy(pattern: RegExp): RegExp {
+  return new RegExp(pattern);
+}
 
 /**
  * One provider the proxy forwards to. `target` is its OpenAI-compatible base URL including the
@@ -22,12 +39,12 @@ export interface Upstream {
 
 /** An upstream after validation: lower-cased header names, credential folded into `headers`. */
 export interface ResolvedUpstream {
-  name: string;
-  target: string;
-  headers: Record<string, string>;
-  exactModels: ReadonlySet<string>;
-  patterns: readonly RegExp[];
-  timeoutMs: number;
+  readonly name: string;
+  readonly target: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly exactModels: ReadonlySet<string>;
+  readonly patterns: readonly RegExp[];
+  readonly timeoutMs: number;
 }
 
 /** Validates the upstream list once, at creation; throws `ConfigurationError` `ERR_MS_UPSTREAM` with a fix. */
@@ -40,6 +57,12 @@ export function resolveUpstreams(upstreams: readonly Upstream[] | undefined, def
   }
   return upstreams.map((upstream, index) => {
     const where = `proxyRouter: options.upstreams[${index}]`;
+    if (typeof upstream !== 'object' || upstream === null) {
+      throw new ConfigurationError(
+        'ERR_MS_UPSTREAM',
+        `${where} must be an object like { name, target, apiKey?, headers?, models, timeoutMs? }`,
+      );
+    }
     if (typeof upstream.name !== 'string' || upstream.name === '')
       throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.name must be a non-empty string`);
     let url: URL;
@@ -56,23 +79,75 @@ export function resolveUpstreams(upstreams: readonly Upstream[] | undefined, def
       throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.models must be a non-empty array of model names or RegExps`);
     }
     const timeoutMs = upstream.timeoutMs ?? defaultTimeoutMs;
-    if (!(timeoutMs > 0)) throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.timeoutMs must be a positive number of milliseconds`);
-    const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(upstream.headers ?? {})) headers[name.toLowerCase()] = String(value);
+    if (!isTimeoutMs(timeoutMs)) {
+      throw new ConfigurationError(
+        'ERR_MS_UPSTREAM',
+        `${where}.timeoutMs must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS} (or left out for the router's timeoutMs)`,
+      );
+    }
+    const headers = resolveHeaders(upstream.headers, where);
     if (upstream.apiKey !== undefined) {
-      if (typeof upstream.apiKey !== 'string' || upstream.apiKey === '')
-        throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.apiKey must be a non-empty string`);
-      headers.authorization = `Bearer ${upstream.apiKey}`;
+      const authorization = `Bearer ${upstream.apiKey}`;
+      if (typeof upstream.apiKey !== 'string' || upstream.apiKey === '' || !isHeaderValue(authorization))
+        throw new ConfigurationError(
+          'ERR_MS_UPSTREAM',
+          `${where}.apiKey must be a non-empty string without line breaks or control characters`,
+        );
+      headers.authorization = authorization;
     }
     return {
       name: upstream.name,
       target: upstream.target.replace(/\/+$/, ''),
       headers,
       exactModels: new Set(models.filter((m): m is string => typeof m === 'string')),
-      patterns: models.filter((m): m is RegExp => m instanceof RegExp),
+      patterns: models.filter((m): m is RegExp => m instanceof RegExp).map(ownCopy),
       timeoutMs,
     };
   });
+}
+
+/**
+ * An upstream's `headers` with lower-cased names, checked once as Node checks them when they are set
+ * on a request, so a bad name or value (a line break, say) fails at creation rather than on every request.
+ */
+function resolveHeaders(headers: Readonly<Record<string, string>> | undefined, where: string): Record<string, string> {
+  if (headers !== undefined && (typeof headers !== 'object' || headers === null || Array.isArray(headers))) {
+    throw new ConfigurationError(
+      'ERR_MS_UPSTREAM',
+      `${where}.headers must be an object of header names to values, like { 'x-api-key': '…' }`,
+    );
+  }
+  const resolved: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    const text = String(value);
+    if (!isHeaderName(name) || !isHeaderValue(text)) {
+      throw new ConfigurationError(
+        'ERR_MS_UPSTREAM',
+        `${where}.headers["${name}"] is not a valid HTTP header: use a token name and a value without line breaks or control characters`,
+      );
+    }
+    resolved[name.toLowerCase()] = text;
+  }
+  return resolved;
+}
+
+function isHeaderName(name: string): boolean {
+  try {
+    validateHeaderName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isHeaderValue(value: string): boolean {
+  try {
+    // The name only labels Node's own error, which is not shown.
+    validateHeaderValue('x', value);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The first upstream serving `model` (exact names win over patterns), or `undefined`. */
@@ -111,19 +186,6 @@ export function listModels(upstreams: readonly ResolvedUpstream[], isListed: (mo
   return models;
 }
 
-/**
- * The paths below the mount proxied by default: the OpenAI inference routes that report token
- * `usage`, so every answer can be metered from what the provider says it used. Routes without
- * usage (images, speech, moderations) can be added with `paths`; their 2xx answers are then
- * charged the reservation.
- *
- * @example
- * ```ts
- * proxyRouter(store, { upstreams, pricing, paths: [...DEFAULT_PROXY_PATHS, '/images/generations'] });
- * ```
- */
-export const DEFAULT_PROXY_PATHS: readonly string[] = ['/chat/completions', '/completions', '/embeddings', '/responses'];
-
 /** Validates the `paths` option once, at creation; answers whether a path (no query, no trailing slash) is proxied. */
 export function resolveProxyPaths(paths: ReadonlyArray<string | RegExp> | undefined): (path: string) => boolean {
   const list: ReadonlyArray<unknown> = paths ?? DEFAULT_PROXY_PATHS;
@@ -138,7 +200,7 @@ export function resolveProxyPaths(paths: ReadonlyArray<string | RegExp> | undefi
     );
   }
   const exact = new Set(list.filter((p): p is string => typeof p === 'string').map((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p)));
-  const patterns = list.filter((p): p is RegExp => p instanceof RegExp);
+  const patterns = list.filter((p): p is RegExp => p instanceof RegExp).map(ownCopy);
   return function isProxiedPath(path: string): boolean {
     if (exact.has(path)) return true;
     return patterns.some((pattern) => {

@@ -1,0 +1,130 @@
+import type { AuthOptions } from '../auth/authenticator.js';
+import {
+  DEFAULT_PROXY_ALLOW_UNPRICED_MODELS,
+  DEFAULT_PROXY_BYTES_PER_PROMPT_TOKEN,
+  DEFAULT_PROXY_MAX_BODY_BYTES,
+  DEFAULT_PROXY_MAX_TOKENS,
+  DEFAULT_PROXY_TIMEOUT_MS,
+} from '../defaults.js';
+import { ConfigurationError } from '../errors/configuration-error.js';
+import { MAX_OUTPUT_TOKENS } from './metering.js';
+import { type Pricing, validatePricing } from './pricing.js';
+import { MAX_TIMEOUT_MS, type ResolvedUpstream, type Upstream, isTimeoutMs, resolveProxyPaths, resolveUpstreams } from './upstreams.js';
+
+/** Options of {@link proxyRouter}. `upstreams` and `pricing` are required; every other field is optional (`undefined` means the default). */
+export interface ProxyRouterOptions extends Omit<AuthOptions, 'keyType'> {
+  /** Where requests go, chosen by the body's `model`. */
+  upstreams: readonly Upstream[];
+  /** USD per million tokens by model (table or function). A model without a price is refused (404) unless `allowUnpricedModels`. */
+  pricing: Pricing;
+  /** Serve models that have no price, free of charge (still needing a positive balance). Default false. */
+  allowUnpricedModels?: boolean;
+  /** Output tokens reserved when a request sets no `max_tokens`/`max_completion_tokens`/`max_output_tokens`. Default 4096. */
+  defaultMaxTokens?: number;
+  /** Prompt tokens reserved for a request body. Default: one token per 4 bytes of JSON. */
+  estimatePromptTokens?: (body: Readonly<Record<string, unknown>>, bodyBytes: number) => number;
+  /** Upstream silent for this long (before or during the answer) → 504 `upstream_timeout`. Default 600000 (10 minutes). */
+  timeoutMs?: number;
+  /** Largest accepted JSON body in bytes; larger answers 413. Default 4194304 (4 MiB). */
+  maxBodyBytes?: number;
+  /**
+   * Paths below the mount that are proxied (for `POST`): exact paths or `RegExp`s tested on the
+   * path without its query. Other paths go to `next()`. Default {@link DEFAULT_PROXY_PATHS}:
+   * `/chat/completions`, `/completions`, `/embeddings`, `/responses`.
+   */
+  paths?: ReadonlyArray<string | RegExp>;
+}
+
+/** {@link ProxyRouterOptions} after {@link resolveProxyOptions}: every field present, checked, and the caller's objects copied. */
+export interface ResolvedProxyOptions {
+  /** The upstreams, validated, in configuration order (each with its own timeout resolved). */
+  readonly upstreams: readonly ResolvedUpstream[];
+  /** A copy of the pricing table, or the host's pricing function. */
+  readonly pricing: Pricing;
+  readonly allowUnpricedModels: boolean;
+  readonly defaultMaxTokens: number;
+  readonly estimatePromptTokens: (body: Readonly<Record<string, unknown>>, bodyBytes: number) => number;
+  /** The router's upstream timeout (an upstream's own `timeoutMs` wins: see `upstreams`). */
+  readonly timeoutMs: number;
+  readonly maxBodyBytes: number;
+  /** Whether a path below the mount (no query, no trailing slash) is proxied, from `paths`. */
+  readonly isProxiedPath: (path: string) => boolean;
+  /** The authentication options, for the proxy's own `Authenticator` (used when it is mounted without `modelSwitchAuth`). */
+  readonly auth: AuthOptions & { readonly keyType: 'proxy' };
+}
+
+/**
+ * The default `estimatePromptTokens`: one token per {@link DEFAULT_PROXY_BYTES_PER_PROMPT_TOKEN}
+ * bytes of the body sent upstream, rounded up (a generous bound for English text and JSON).
+ *
+ * @example
+ * ```ts
+ * estimatePromptTokensFromBytes({ model: 'gpt-4o-mini' }, 26); // 7
+ * ```
+ */
+export function estimatePromptTokensFromBytes(_body: Readonly<Record<string, unknown>>, bodyBytes: number): number {
+  return Math.ceil(bodyBytes / DEFAULT_PROXY_BYTES_PER_PROMPT_TOKEN);
+}
+
+function optionError(message: string): ConfigurationError {
+  return new ConfigurationError('ERR_MS_OPTION', `proxyRouter: options.${message}`);
+}
+
+/**
+ * Checks `proxyRouter`'s options once, at creation, and answers them complete: every default
+ * applied from its named constant in `defaults.ts`. Never changes the caller's object. Throws
+ * `ConfigurationError` (`ERR_MS_OPTION`, `ERR_MS_UPSTREAM` or `ERR_MS_PRICING`) whose message says
+ * how to fix the option. The authentication options (`hasher`, `now`, `logger`, …) are passed on
+ * to the `Authenticator`, which checks them.
+ *
+ * @example
+ * ```ts
+ * const resolved = resolveProxyOptions({
+ *   upstreams: [{ name: 'openai', target: 'https://api.openai.com/v1', apiKey: process.env.OPENAI_API_KEY, models: ['gpt-4o-mini'] }],
+ *   pricing: { 'gpt-4o-mini': { inputPerMillion: 0.15, outputPerMillion: 0.6 } },
+ * });
+ * resolved.defaultMaxTokens; // 4096
+ * resolved.isProxiedPath('/chat/completions'); // true
+ * ```
+ */
+export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new ConfigurationError('ERR_MS_OPTION', 'proxyRouter(store, options): options with upstreams and pricing are required');
+  }
+  const { upstreams, pricing, allowUnpricedModels, defaultMaxTokens, estimatePromptTokens, timeoutMs, maxBodyBytes, paths, ...auth } =
+    options;
+  const resolvedPricing = validatePricing(pricing);
+  const allowUnpriced = allowUnpricedModels ?? DEFAULT_PROXY_ALLOW_UNPRICED_MODELS;
+  if (typeof allowUnpriced !== 'boolean') throw optionError('allowUnpricedModels must be true or false');
+  const maxTokens = defaultMaxTokens ?? DEFAULT_PROXY_MAX_TOKENS;
+  if (!Number.isInteger(maxTokens) || maxTokens < 0 || maxTokens > MAX_OUTPUT_TOKENS) {
+    throw optionError(
+      `defaultMaxTokens must be an integer from 0 to ${MAX_OUTPUT_TOKENS}: the output tokens reserved when a request sets no cap`,
+    );
+  }
+  const estimate = estimatePromptTokens ?? estimatePromptTokensFromBytes;
+  if (typeof estimate !== 'function') {
+    throw optionError('estimatePromptTokens must be a function (body, bodyBytes) => prompt tokens, or left out for one token per 4 bytes');
+  }
+  const bodyLimit = maxBodyBytes ?? DEFAULT_PROXY_MAX_BODY_BYTES;
+  if (!Number.isSafeInteger(bodyLimit) || bodyLimit < 1) {
+    throw optionError('maxBodyBytes must be a positive integer number of bytes, e.g. 4194304 for 4 MiB');
+  }
+  const timeout = timeoutMs ?? DEFAULT_PROXY_TIMEOUT_MS;
+  if (!isTimeoutMs(timeout)) {
+    throw optionError(`timeoutMs must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}, e.g. 600000 for 10 minutes`);
+  }
+  const resolvedUpstreams = resolveUpstreams(upstreams, timeout);
+  const isProxiedPath = resolveProxyPaths(paths);
+  return {
+    upstreams: resolvedUpstreams,
+    pricing: resolvedPricing,
+    allowUnpricedModels: allowUnpriced,
+    defaultMaxTokens: maxTokens,
+    estimatePromptTokens: estimate,
+    timeoutMs: timeout,
+    maxBodyBytes: bodyLimit,
+    isProxiedPath,
+    auth: { ...auth, keyType: 'proxy' },
+  };
+}

@@ -1,0 +1,130 @@
+import type { ModelSwitchContext } from '../auth/authenticator.js';
+import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
+import { type JsonBody, isJsonObject } from '../http/body.js';
+import { limitPeriod } from '../store/spend-rules.js';
+import { ANY_KEY } from './key-scan.js';
+import { maxCost, maxOutputTokens } from './metering.js';
+import type { ResolvedProxyOptions } from './options.js';
+import { type ModelPrice, priceOf } from './pricing.js';
+import { type ResolvedUpstream, findUpstream } from './upstreams.js';
+
+/** A proxied request ready to reserve and send: what {@link prepare} answers for a body it accepts. */
+export interface PreparedRequest {
+  readonly ok: true;
+  /** The body's `model`: chooses the upstream and the price. */
+  readonly model: string;
+  readonly upstream: ResolvedUpstream;
+  /** `undefined` for an unpriced model the host serves free (`allowUnpricedModels`). */
+  readonly price: ModelPrice | undefined;
+  /** The body as sent upstream: the parsed value that was priced, serialized again. */
+  readonly body: Buffer;
+  /** The proxy asked for `stream_options.include_usage` on the client's behalf, so the usage-only chunk is not the client's to see. */
+  readonly stripUsageChunk: boolean;
+  /** USD to reserve: the most the request can cost. */
+  readonly reserved: number;
+  /** The key's limit period at `at`, which the reservation and its settlement are charged to. */
+  readonly period: string | null;
+  /** When the request was priced (epoch ms): its token-rate window and its period. */
+  readonly at: number;
+}
+
+/** A request {@link prepare} refuses, before any store call or upstream request. */
+export interface RefusedRequest {
+  readonly ok: false;
+  /** The answer to send. */
+  readonly error: ModelSwitchError;
+  /** For a refusal caused by the host's configuration (a price or estimate that cannot be used): the line to log as an error. */
+  readonly hostBug: string | undefined;
+}
+
+/** What {@link prepare} answers. */
+export type Preparation = PreparedRequest | RefusedRequest;
+
+/** The 404 of a model no upstream serves (`unknown`) or that has no price while unpriced models are refused (`unpriced`). */
+export function modelNotFound(model: string, reason: 'unknown' | 'unpriced'): ModelSwitchError {
+  const message =
+    reason === 'unknown'
+      ? `The model '${model}' does not exist or is not served by this gateway.`
+      : `The model '${model}' has no price configured on this gateway, so it cannot be metered.`;
+  return new ModelSwitchError('model_not_found', message, { param: 'model' });
+}
+
+function refused(error: ModelSwitchError, hostBug?: string): RefusedRequest {
+  return { ok: false, error, hostBug };
+}
+
+/** A host bug (a bad estimate or price): the request is refused without going upstream. */
+function hostBug(line: string): RefusedRequest {
+  return refused(new ModelSwitchError('store_unavailable', 'The service is temporarily unavailable. Please retry shortly.'), line);
+}
+
+/**
+ * Decides, from the parsed body alone, where a proxied request goes and what it may cost: the
+ * model, its upstream and price, the body to send, and the reservation (amount and period). No
+ * I/O: it reads the resolved options, the authenticated context and the clock, and calls only the
+ * host's `pricing` and `estimatePromptTokens` functions (what they throw is thrown).
+ *
+ * Refuses with 400 (a body that is not a JSON object, no `model`, a ModelSwitch key in the body,
+ * an output cap out of range), 404 (a model no upstream serves, or without a price) or 503 with a
+ * `hostBug` line (an estimate or reservation that is not a finite number ≥ 0).
+ *
+ * @example
+ * ```ts
+ * const prepared = prepare(await readJsonBody(req, res, options.maxBodyBytes), '/chat/completions', options, req.modelSwitch, Date.now);
+ * if (!prepared.ok) throw prepared.error;
+ * await store.reserveSpend({ keyId, accountId, amount: prepared.reserved, period: prepared.period });
+ * ```
+ */
+export function prepare(
+  { raw, value }: JsonBody,
+  path: string,
+  options: Pick<ResolvedProxyOptions, 'upstreams' | 'pricing' | 'allowUnpricedModels' | 'defaultMaxTokens' | 'estimatePromptTokens'>,
+  context: Pick<ModelSwitchContext, 'key'>,
+  now: () => number,
+): Preparation {
+  if (!isJsonObject(value)) return refused(invalidRequest('Request body must be a JSON object', 'body'));
+  const model = value.model;
+  if (typeof model !== 'string' || model === '') return refused(invalidRequest('model is required and must be a string', 'model'));
+  const upstream = findUpstream(options.upstreams, model);
+  if (upstream === undefined) return refused(modelNotFound(model, 'unknown'));
+  const price = priceOf(options.pricing, model);
+  if (price === undefined && !options.allowUnpricedModels) return refused(modelNotFound(model, 'unpriced'));
+  let sent: Record<string, unknown> = value;
+  let stripUsageChunk = false;
+  // Only the (chat) completions APIs know stream_options; the Responses API reports usage in response.completed.
+  if (value.stream === true && path.endsWith('/completions')) {
+    const streamOptions = isJsonObject(value.stream_options) ? value.stream_options : {};
+    if (streamOptions.include_usage !== true) {
+      stripUsageChunk = true;
+      sent = { ...value, stream_options: { ...streamOptions, include_usage: true } };
+    }
+  }
+  // What was priced is what is sent: the raw bytes could say otherwise (a duplicate "model" key
+  // that the upstream's parser resolves differently, say).
+  const body = Buffer.from(JSON.stringify(sent));
+  // Checked on the bytes as received and as sent (JSON escapes such as \u006d decoded), so no
+  // ms-/mk- value can reach a provider inside a prompt either.
+  if (ANY_KEY.test(raw.toString('latin1')) || ANY_KEY.test(body.toString('latin1'))) {
+    return refused(invalidRequest('The request body contains a ModelSwitch API key; remove it (keys are never sent to providers)'));
+  }
+  let outputTokens: number;
+  try {
+    outputTokens = maxOutputTokens(value, options.defaultMaxTokens);
+  } catch (error) {
+    if (error instanceof ModelSwitchError) return refused(error);
+    throw error;
+  }
+  const at = now();
+  const estimate: unknown = options.estimatePromptTokens(value, body.length);
+  if (typeof estimate !== 'number' || !Number.isFinite(estimate) || estimate < 0) {
+    return hostBug(
+      `modelswitch-keys: options.estimatePromptTokens returned ${String(estimate)} for model ${model}; it must return a finite number ≥ 0 (request refused)`,
+    );
+  }
+  const reserved = maxCost(price, Math.ceil(estimate), path.endsWith('/embeddings') ? 0 : outputTokens);
+  // A NaN or Infinity reservation would pass every check and poison the stored totals: fail closed.
+  if (!Number.isFinite(reserved) || reserved < 0) {
+    return hostBug(`modelswitch-keys: the reservation for model ${model} came to ${reserved} USD; check its price (request refused)`);
+  }
+  return { ok: true, model, upstream, price, body, stripUsageChunk, reserved, period: limitPeriod(context.key.limitReset, at), at };
+}

@@ -1,0 +1,269 @@
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import { type RequestHandler, createProxyMiddleware } from 'http-proxy-middleware';
+import { ModelSwitchError } from '../errors/errors.js';
+import { isJsonObject } from '../http/body.js';
+import { sendError } from '../http/respond.js';
+import type { Logger } from '../log.js';
+import type { Exchange } from './exchange.js';
+import { ANY_KEY } from './key-scan.js';
+import { type TokenUsage, readUsage } from './pricing.js';
+import { SseUsageScanner } from './sse-usage.js';
+import type { ResolvedUpstream } from './upstreams.js';
+
+/** Request headers never sent upstream: the gateway's credential and client state that is not the provider's business. */
+const DROPPED_REQUEST_HEADERS = new Set([
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'x-api-key',
+  'api-key',
+  'openai-organization',
+  'openai-project',
+  'expect',
+  'transfer-encoding',
+  'x-forwarded-for',
+  'x-real-ip',
+  'forwarded',
+]);
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1), upstream cookies, and what describes the operator's own
+ * provider account (its organization and project ids; its `x-ratelimit-*`, easily mistaken for the
+ * gateway's limits, and its IETF `RateLimit`/`RateLimit-*`, which would overwrite the gateway's own)
+ * never go back to the client.
+ */
+const DROPPED_RESPONSE_HEADERS = new Set([
+  'openai-organization',
+  'anthropic-organization-id',
+  'openai-project',
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'set-cookie',
+]);
+/** Bodies of non-streamed answers are kept up to this size to read their `usage`; larger ones are charged the reservation. */
+const MAX_METERED_BODY = 16 * 1024 * 1024;
+
+/** The provider's own rate-limit headers, OpenAI's, Anthropic's and the IETF's (names as Node gives them, lower case). */
+function isProviderRateLimit(name: string): boolean {
+  return (
+    name.startsWith('x-ratelimit-') || name === 'ratelimit' || name.startsWith('ratelimit-') || name.startsWith('anthropic-ratelimit-')
+  );
+}
+
+function flush(res: ServerResponse): void {
+  // compression() adds res.flush(); calling it pushes each SSE event out instead of waiting for a full gzip block.
+  (res as ServerResponse & { flush?: () => void }).flush?.();
+}
+
+function usageOfJson(body: Buffer): TokenUsage | undefined {
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    return isJsonObject(parsed) ? readUsage(parsed.usage) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The answer to a failed upstream call: 504 when it timed out, 502 otherwise. */
+function upstreamFailure(exchange: Exchange): ModelSwitchError {
+  const { upstream } = exchange.request;
+  return exchange.timedOut
+    ? new ModelSwitchError('upstream_timeout', `The upstream ${upstream.name} did not answer within ${upstream.timeoutMs} ms.`)
+    : new ModelSwitchError('upstream_error', `The upstream ${upstream.name} could not be reached or answered with an invalid response.`);
+}
+
+/**
+ * The http-proxy side of one `proxyRouter`: one http-proxy-middleware per upstream, whose events
+ * find the request's {@link Exchange} and report to it what the upstream did; the exchange does the
+ * accounting.
+ */
+export class UpstreamEvents {
+  private readonly proxies = new Map<ResolvedUpstream, RequestHandler<IncomingMessage, ServerResponse>>();
+
+  constructor(
+    upstreams: readonly ResolvedUpstream[],
+    /** The exchange of a request that reserved its spend, or `undefined` (the upstream call is then stopped). */
+    private readonly exchangeOf: (req: IncomingMessage) => Exchange | undefined,
+    private readonly logger: Logger,
+  ) {
+    // Made at creation, so a target http-proxy-middleware refuses fails then rather than on a request.
+    for (const upstream of upstreams) this.proxyFor(upstream);
+  }
+
+  /** The http-proxy-middleware of `upstream`, made once. */
+  private proxyFor(upstream: ResolvedUpstream): RequestHandler<IncomingMessage, ServerResponse> {
+    let proxy = this.proxies.get(upstream);
+    if (proxy === undefined) {
+      const events = this;
+      proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
+        target: upstream.target,
+        changeOrigin: true,
+        selfHandleResponse: true,
+        // Without the default plugins hpm neither logs nor writes its own plain-text error pages.
+        ejectPlugins: true,
+        plugins: [
+          function modelSwitchProxyEvents(proxyServer) {
+            proxyServer.on('proxyReq', events.onProxyReq);
+            proxyServer.on('proxyRes', events.onProxyRes);
+            proxyServer.on('error', events.onProxyError);
+            proxyServer.on('econnreset', events.onProxyError);
+          },
+        ],
+      });
+      this.proxies.set(upstream, proxy);
+    }
+    return proxy;
+  }
+
+  /**
+   * The request is about to go upstream: swap the client's credential and private headers for the
+   * upstream's, set the timeout, and send the body that was priced.
+   */
+  readonly onProxyReq = (proxyReq: ClientRequest, req: IncomingMessage): void => {
+    const exchange = this.exchangeOf(req);
+    if (exchange === undefined) {
+      proxyReq.destroy();
+      return;
+    }
+    const { upstream, body } = exchange.request;
+    exchange.attach(proxyReq);
+    for (const name of proxyReq.getHeaderNames()) {
+      const value = proxyReq.getHeader(name);
+      if (DROPPED_REQUEST_HEADERS.has(name) || ANY_KEY.test(String(value))) proxyReq.removeHeader(name);
+    }
+    for (const [name, value] of Object.entries(upstream.headers)) proxyReq.setHeader(name, value);
+    proxyReq.setHeader('content-type', 'application/json');
+    proxyReq.setHeader('content-length', body.length);
+    // Usage is read from the answer, so ask for it uncompressed.
+    proxyReq.setHeader('accept-encoding', 'identity');
+    proxyReq.setTimeout(upstream.timeoutMs, () => {
+      exchange.timeOut();
+      proxyReq.destroy(new Error('upstream timeout'));
+    });
+    // The body was read to route the request (STYLE: fixRequestBody): send it again, as rewritten.
+    proxyReq.write(body);
+  };
+
+  /**
+   * The upstream answered: pass its status and headers on (less the dropped ones), stream its body
+   * through (SSE event by event, reading the usage on the way; a JSON body also kept to read its
+   * usage), and settle when it ends or breaks off.
+   */
+  readonly onProxyRes = (proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void => {
+    const exchange = this.exchangeOf(req);
+    if (exchange === undefined || res.destroyed) {
+      proxyRes.destroy();
+      return;
+    }
+    const status = proxyRes.statusCode ?? 502;
+    const contentType = String(proxyRes.headers['content-type'] ?? '');
+    const isStream = contentType.includes('text/event-stream');
+    const metered = status >= 200 && status < 300;
+    exchange.answered(metered);
+    res.statusCode = status;
+    for (const [name, value] of Object.entries(proxyRes.headers)) {
+      if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name) || isProviderRateLimit(name)) continue;
+      if (isStream && name === 'content-length') continue;
+      res.setHeader(name, value);
+    }
+    const scanner = isStream && metered ? new SseUsageScanner(exchange.request.stripUsageChunk) : undefined;
+    let kept: Buffer[] | undefined = !isStream && metered ? [] : undefined;
+    let keptBytes = 0;
+    if (isStream) {
+      // no-transform keeps compression() (and other transforming proxies) from buffering the stream.
+      res.setHeader('cache-control', 'no-cache, no-transform');
+      res.setHeader('x-accel-buffering', 'no');
+      res.flushHeaders();
+    }
+    let ended = false;
+    proxyRes.on('data', function forwardChunk(chunk: Buffer) {
+      const out = scanner ? scanner.push(chunk) : chunk;
+      exchange.reportUsage(scanner?.usage);
+      exchange.forwarded(out.length);
+      if (kept !== undefined) {
+        keptBytes += chunk.length;
+        if (keptBytes > MAX_METERED_BODY) kept = undefined;
+        else kept.push(chunk);
+      }
+      if (out.length > 0 && !res.write(out)) {
+        proxyRes.pause();
+        res.once('drain', () => proxyRes.resume());
+      }
+      if (isStream) flush(res);
+    });
+    proxyRes.on('end', function finishAnswer() {
+      ended = true;
+      if (scanner) {
+        const rest = scanner.end();
+        if (rest.length > 0) {
+          exchange.forwarded(rest.length);
+          res.write(rest);
+        }
+        exchange.reportUsage(scanner.usage);
+      } else if (kept !== undefined) {
+        exchange.reportUsage(usageOfJson(Buffer.concat(kept, keptBytes)));
+      }
+      // Settle before ending, so the client's next request sees its spend.
+      void exchange.settle('completed').then(() => res.end());
+    });
+    proxyRes.on('close', function upstreamClosed() {
+      if (ended) return;
+      // The upstream broke off mid-answer: charge what it reported (or what was forwarded), cut the client's connection.
+      void exchange.settle('upstream_broke').then(() => res.destroy());
+    });
+  };
+
+  /** The upstream could not be reached, failed or timed out before or while answering: settle, then answer 502/504 or cut the connection. */
+  readonly onProxyError = (error: Error, req: IncomingMessage, res: ServerResponse | unknown): void => {
+    const exchange = this.exchangeOf(req);
+    const response = res as ServerResponse;
+    if (exchange === undefined) {
+      if (typeof response.destroy === 'function') response.destroy();
+      return;
+    }
+    // A client that hung up is not an upstream fault worth a log line.
+    if (!exchange.timedOut && !response.destroyed)
+      this.logger.warn(`modelswitch-keys: upstream ${exchange.request.upstream.name} failed: ${error.message}`);
+    void exchange.settle('failed').then(() => {
+      if (response.headersSent || response.destroyed) {
+        response.destroy();
+        return;
+      }
+      sendError(response, upstreamFailure(exchange));
+    });
+  };
+
+  /**
+   * Sends a request whose spend is reserved to its upstream: from here the exchange settles
+   * however the request ends (answered, failed, or the client gone), and closes with the response.
+   */
+  async send(exchange: Exchange, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const proxy = this.proxies.get(exchange.request.upstream);
+    if (proxy === undefined)
+      throw new TypeError(`UpstreamEvents.send: ${exchange.request.upstream.name} is not one of this router's upstreams`);
+    res.once('close', function clientClosed() {
+      // The client went away before the end of its answer: settle what it had (see Exchange).
+      if (!res.writableFinished) void exchange.clientClosed();
+      exchange.close();
+    });
+    if (res.destroyed) {
+      try {
+        await exchange.settle('client_closed');
+      } finally {
+        exchange.close();
+      }
+      return;
+    }
+    // The body is already read; hpm's proxyReq event must fire for it to be re-sent.
+    delete req.headers.expect;
+    const events = this;
+    await proxy(req, res, function proxyFailed(error?: unknown) {
+      events.onProxyError(error instanceof Error ? error : new Error(String(error)), req, res);
+    });
+  }
+}
