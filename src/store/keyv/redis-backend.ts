@@ -37,7 +37,7 @@ export class RedisBackend implements KeyvBackend {
   constructor(
     private readonly keyv: Keyv,
     adapter: KeyvRedisAdapter,
-    private readonly prefix: string,
+    prefix: string,
   ) {
     if (keyv.serialize === undefined || keyv.deserialize === undefined || keyv.opts?.compression !== undefined) {
       throw new ConfigurationError(
@@ -70,11 +70,9 @@ export class RedisBackend implements KeyvBackend {
   }
 
   async getKey(id: number): Promise<KeyRecord | null> {
-    // Keyv's own reads would queue while the client reconnects: fail at once instead.
-    await this.runner.ready();
-    const handle = (await this.keyv.get(`${this.prefix}key-id:${id}`)) as string | undefined;
-    if (handle === undefined) return null;
-    return ((await this.keyv.get(`${this.prefix}key:${handle}`)) as KeyRecord | undefined) ?? null;
+    // JSON would send NaN or Infinity as null, which the script cannot name a key with: no such key.
+    if (!Number.isFinite(id)) return null;
+    return this.parse<KeyRecord>(await this.runner.script('getKey', await this.serialize({ id })));
   }
 
   async getKeyByHandle(handle: string): Promise<KeyRecord | null> {
