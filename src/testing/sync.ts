@@ -5,7 +5,9 @@ import { randomAccountId, sampleAccount, sampleKeyRecord } from './samples.js';
 
 /**
  * The optional `sync` member (in-process stores only): its reads and counter answer exactly like the
- * async methods. A store without `sync` passes it as there is nothing to check.
+ * async methods, so it compares `sync.hitCounter` with `hitCounter` (the one group that uses another
+ * topic's operation: a store with `sync` keeps everything in memory and has counters). A store
+ * without `sync` passes it, as there is nothing to check.
  */
 export const syncTests: SuiteGroup = (test) => {
   test('a store with `sync` answers its synchronous reads and counter exactly like the async ones', async (store) => {
