@@ -93,6 +93,7 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore configuration on Redis${redisSkipReaso
       // Loaded beforehand, so no EVALSHA meets NOSCRIPT (the reload after a Redis restart is a second trip by design).
       for (const script of Object.values(REDIS_SCRIPTS)) await client.sendCommand(['SCRIPT', 'LOAD', script.source]);
       const address = /addr=(\S+)/.exec(String(await client.sendCommand(['CLIENT', 'INFO'])))?.[1];
+      expect(address).toMatch(/^[\d.:[\]a-f]+:\d+$/);
       // MONITOR lists every command Redis runs, in order: `<time> [<db> <client address>] "NAME" …`.
       const seen: string[] = [];
       let marked: (() => void) | undefined;
