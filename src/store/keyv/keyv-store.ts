@@ -52,6 +52,8 @@ type KeyvWithStore = Keyv & { store: unknown };
  *   operations are atomic **within one process only** (an in-process lock): run a single
  *   gateway instance.
  *
+ * Which of the two it is is decided once, from the adapter, when the store is built.
+ *
  * Errors are never swallowed: the store turns on `throwOnErrors` on the Keyv instance and its
  * adapter, so an outage rejects (the middleware answers 503 `store_unavailable`) instead of
  * reading as "key not found". While the Redis client reconnects, operations reject at once rather
