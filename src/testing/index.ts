@@ -1,1 +1,7 @@
-export { keyStoreSuite, sampleAccount, sampleKeyRecord, type KeyStoreSuiteOptions, type TestFunction } from './key-store-suite.js';
+export {
+  keyStoreSuite,
+  type KeyStoreSuiteGroup,
+  type KeyStoreSuiteOptions,
+  type TestFunction,
+} from './key-store-suite.js';
+export { sampleAccount, sampleKeyRecord } from './samples.js';

@@ -99,7 +99,7 @@ const INDEX_EXPORTS = [
   'publicKey',
 ];
 
-const TESTING_EXPORTS = ['KeyStoreSuiteOptions', 'TestFunction', 'keyStoreSuite', 'sampleAccount', 'sampleKeyRecord'];
+const TESTING_EXPORTS = ['KeyStoreSuiteGroup', 'KeyStoreSuiteOptions', 'TestFunction', 'keyStoreSuite', 'sampleAccount', 'sampleKeyRecord'];
 
 describe('the public API', () => {
   it('exports exactly the documented names from modelswitch-keys', () => {

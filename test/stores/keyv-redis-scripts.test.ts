@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/keys/api-key.js';
 import type { RedisRunner } from '../../src/store/keyv/keyv-redis.js';
+import type { RedisBackend } from '../../src/store/keyv/redis-backend.js';
 import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
 import type { KeyRecord } from '../../src/store/types.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
@@ -14,7 +15,7 @@ describe.skipIf(!REDIS_URL)(
     const url = REDIS_URL as string;
     const prefix = runPrefix();
     const store = new KeyvKeyStore(redisKeyv(url), { prefix });
-    const runner = (store as unknown as { redis: RedisRunner }).redis;
+    const runner = (store as unknown as { backend: RedisBackend }).backend.runner;
     const script = (name: Parameters<RedisRunner['script']>[0], value: unknown) => runner.script(name, JSON.stringify({ value }));
 
     afterAll(async () => {

@@ -1,7 +1,10 @@
+import { createClient } from '@keyv/redis';
 import Keyv from 'keyv';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
-import { keyStoreSuite } from '../../src/testing/index.js';
+import type { RedisCommandClient } from '../../src/store/keyv/keyv-redis.js';
+import { REDIS_SCRIPTS } from '../../src/store/keyv/keyv-redis-scripts.js';
+import { keyStoreSuite, sampleAccount, sampleKeyRecord } from '../../src/testing/index.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
 
 describe('KeyvKeyStore over Keyv’s in-memory Map', () => {
@@ -75,6 +78,65 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore configuration on Redis${redisSkipReaso
     } finally {
       await store.close();
       await removeKeys(REDIS_URL as string, prefix);
+    }
+  });
+
+  it('runs every operation as one Redis command or script: one round trip each, as Redis sees it', async () => {
+    const url = REDIS_URL as string;
+    const prefix = runPrefix();
+    const keyv = redisKeyv(url);
+    const store = new KeyvKeyStore(keyv, { prefix });
+    const monitor = createClient({ url });
+    try {
+      const account = await store.createAccount(sampleAccount({ balance: 10 }));
+      const client = (keyv.store as { client: RedisCommandClient }).client;
+      // Loaded beforehand, so no EVALSHA meets NOSCRIPT (the reload after a Redis restart is a second trip by design).
+      for (const script of Object.values(REDIS_SCRIPTS)) await client.sendCommand(['SCRIPT', 'LOAD', script.source]);
+      const address = /addr=(\S+)/.exec(String(await client.sendCommand(['CLIENT', 'INFO'])))?.[1];
+      expect(address).toMatch(/^[\d.:[\]a-f]+:\d+$/);
+      // MONITOR lists every command Redis runs, in order: `<time> [<db> <client address>] "NAME" …`.
+      const seen: string[] = [];
+      let marked: (() => void) | undefined;
+      await monitor.connect();
+      await monitor.monitor((line: string) => {
+        const tag = ` ${address}] `;
+        const at = line.indexOf(tag);
+        if (at < 0) return; // Another connection, or a command a Lua script ran (`[0 lua]`).
+        const [name, first] = line.slice(at + tag.length).split(' ');
+        if (name === '"ECHO"' && first === '"trips-marker"') marked?.();
+        else seen.push((name as string).replaceAll('"', '').toUpperCase());
+      });
+      // The commands the store's connection sent during `operation`: a marker sent after it shows where they end.
+      const trips = async (operation: () => Promise<unknown>) => {
+        const from = seen.length;
+        await operation();
+        await new Promise<void>((resolve, reject) => {
+          marked = resolve;
+          client.sendCommand(['ECHO', 'trips-marker']).catch(reject);
+        });
+        return seen.slice(from);
+      };
+      const record = sampleKeyRecord(account.id);
+      let id = 0;
+      expect(await trips(() => store.createAccount(sampleAccount()))).toEqual(['SET']);
+      expect(await trips(() => store.getAccount(account.id))).toEqual(['GET']);
+      expect(await trips(() => store.adjustBalance(account.id, 1))).toEqual(['EVALSHA']);
+      expect(await trips(async () => (id = (await store.insertKey(record)).id))).toEqual(['EVALSHA']);
+      expect(await trips(() => store.getKey(id))).toEqual(['EVALSHA']);
+      expect(await trips(() => store.getKeyByHandle(record.handle))).toEqual(['GET']);
+      expect(await trips(() => store.listKeys(account.id, { type: 'proxy', limit: 10 }))).toEqual(['EVALSHA']);
+      expect(await trips(() => store.updateKey(id, { name: 'renamed' }))).toEqual(['EVALSHA']);
+      expect(await trips(() => store.touchKey(id, 5))).toEqual(['EVALSHA']);
+      expect(await trips(() => store.reserveSpend({ keyId: id, accountId: account.id, amount: 1, period: null }))).toEqual(['EVALSHA']);
+      const settlement = { keyId: id, accountId: account.id, reserved: 1, cost: 0.5, period: null, now: 6 };
+      expect(await trips(() => store.settleSpend(settlement))).toEqual(['EVALSHA']);
+      expect(await trips(() => store.hitCounter(`requests:${account.id}`, 60_000, 0))).toEqual(['EVALSHA']);
+      expect(await trips(() => store.deleteKey(id))).toEqual(['EVALSHA']);
+      expect(await store.getKey(id)).toBeNull();
+    } finally {
+      monitor.destroy();
+      await store.close();
+      await removeKeys(url, prefix);
     }
   });
 

@@ -84,6 +84,13 @@ redis.call('ZADD', base .. 'account-keys:' .. raw(rec.type) .. ':' .. raw(rec.ac
 return id
 `;
 
+// getKey in one round trip: the handle by id, then the record, answered as Keyv stored it.
+const GET_KEY = `
+local handle = handle_of(payload.id)
+if not handle then return false end
+return redis.call('GET', base .. 'key:' .. raw(handle))
+`;
+
 const UPDATE_KEY = `
 local entry, key = key_entry(payload.id)
 if not entry then return false end
@@ -226,6 +233,7 @@ function script(body: string): RedisScript {
 /** Every script KeyvKeyStore runs on Redis. */
 export const REDIS_SCRIPTS = {
   insertKey: script(INSERT_KEY),
+  getKey: script(GET_KEY),
   updateKey: script(UPDATE_KEY),
   deleteKey: script(DELETE_KEY),
   touchKey: script(TOUCH_KEY),
