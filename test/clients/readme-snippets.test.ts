@@ -15,7 +15,7 @@ const SNIPPET_TIMEOUT_MS = 60_000;
 
 /** The TypeScript blocks of the README's "Use it from your code" section, in order. */
 async function snippets(): Promise<string[]> {
-  const readme = await readFile(join(root, 'docs/clients-snippet.md'), 'utf8');
+  const readme = await readFile(join(root, 'README.md'), 'utf8');
   const start = readme.indexOf(`${SECTION}\n`);
   expect(start, `README.md has no "${SECTION}" section`).toBeGreaterThanOrEqual(0);
   const end = readme.indexOf('\n## ', start + 1);
