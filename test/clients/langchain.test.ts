@@ -119,7 +119,7 @@ describe('LangChain (@langchain/openai) against the example gateway', () => {
   });
 
   it('passes on the openai error classes, marked for LangChain retry logic: none retryable but the 429', async () => {
-    const { unknownKey, noBalanceKey, spendLimitKey, unknownModel, rateLimitedKey } = g.refusals;
+    const { unknownKey, noBalanceKey, spendLimitKey, unknownModel } = g.refusals;
     const unauthorized = await rejection(chat({ apiKey: unknownKey }).invoke('Say hello'));
     expect(unauthorized).toBeInstanceOf(AuthenticationError);
     expect(unauthorized).toMatchObject({ status: 401, code: 'invalid_api_key', lc_error_code: 'MODEL_AUTHENTICATION' });
@@ -141,7 +141,7 @@ describe('LangChain (@langchain/openai) against the example gateway', () => {
     expect(unknown).toMatchObject({ status: 404, code: 'model_not_found', lc_error_code: 'MODEL_NOT_FOUND' });
     expect(getRetryable(unknown)).toBe(false);
 
-    const limited = await rejection(chat({ apiKey: rateLimitedKey }).invoke('Say hello'));
+    const limited = await rejection(g.rateLimited((apiKey) => chat({ apiKey }).invoke('Say hello')));
     expect(limited).toBeInstanceOf(RateLimitError);
     expect(limited).toMatchObject({ status: 429, code: 'rate_limit_exceeded', lc_error_code: 'MODEL_RATE_LIMIT' });
     expect(getRetryable(limited)).toBe(true);

@@ -233,7 +233,7 @@ describe('openai (the official SDK) against the example gateway', () => {
   });
 
   it('raises RateLimitError over the key rate limit, with the Retry-After its retry logic waits for', async () => {
-    const error = await rejection(client(g.refusals.rateLimitedKey).chat.completions.create({ model: 'gpt-4o-mini', messages }));
+    const error = await rejection(g.rateLimited((key) => client(key).chat.completions.create({ model: 'gpt-4o-mini', messages })));
     expect(error).toBeInstanceOf(RateLimitError);
     expect(error).toMatchObject({ status: 429, code: 'rate_limit_exceeded', type: 'rate_limit_error' });
     const retryAfter = Number(error.headers?.get('retry-after'));

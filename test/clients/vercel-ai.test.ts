@@ -82,15 +82,16 @@ describe('the Vercel AI SDK (ai + @ai-sdk/openai) against the example gateway', 
   });
 
   it('raises APICallError with each refusal status; only the 429 is retryable, with its Retry-After', async () => {
-    const refused = (apiKey: string, model = 'gpt-4o-mini') =>
-      callError(generateText({ model: provider(apiKey)(model), prompt: 'Say hello', maxRetries: 0 }));
-    const { unknownKey, noBalanceKey, spendLimitKey, unknownModel, rateLimitedKey } = g.refusals;
+    const generate = (apiKey: string, model = 'gpt-4o-mini') =>
+      generateText({ model: provider(apiKey)(model), prompt: 'Say hello', maxRetries: 0 });
+    const refused = (apiKey: string, model?: string) => callError(generate(apiKey, model));
+    const { unknownKey, noBalanceKey, spendLimitKey, unknownModel } = g.refusals;
     const errors = {
       401: await refused(unknownKey),
       402: await refused(noBalanceKey),
       403: await refused(spendLimitKey),
       404: await refused(g.apiKey, unknownModel),
-      429: await refused(rateLimitedKey),
+      429: await callError(g.rateLimited((key) => generate(key))),
     };
     for (const [status, error] of Object.entries(errors)) {
       expect(error.statusCode).toBe(Number(status));
