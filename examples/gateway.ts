@@ -7,7 +7,16 @@
  */
 import type { Server } from 'node:http';
 import express from 'express';
-import { type KeyStore, createAccount, issueKey, keysRouter, modelSwitchAuth, proxyRouter } from '../src/index.js';
+import {
+  type KeyStore,
+  ModelSwitchError,
+  createAccount,
+  issueKey,
+  keysRouter,
+  modelSwitchAuth,
+  proxyRouter,
+  sendError,
+} from '../src/index.js';
 import { exampleStore } from './example-store.js';
 import { upstreamsFromEnv } from './upstreams-from-env.js';
 
@@ -35,11 +44,9 @@ export async function startGateway(
   const upstreams = await upstreamsFromEnv();
   const proxy = proxyRouter(store, upstreams.options);
   app.use('/v1', modelSwitchAuth(store), proxy);
-  // Anything else: a 404 in the same error shape, as OpenAI answers an unknown URL.
+  // Anything else: a 404 written like every other error of the gateway (same JSON, no-store).
   app.use((req, res) => {
-    res
-      .status(404)
-      .json({ error: { message: `Unknown route: ${req.method} ${req.path}`, type: 'invalid_request_error', code: 'invalid_request' } });
+    sendError(res, new ModelSwitchError('route_not_found', `Unknown route: ${req.method} ${req.path}`));
   });
 
   const server = await new Promise<Server>((resolve) => {

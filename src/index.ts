@@ -22,6 +22,7 @@ export type { KeyType } from './store/types.js';
 export { DEFAULT_SCRYPT, KeyHasher, type KeyHasherOptions, type ScryptParameters } from './keys/hashing.js';
 export { ConfigurationError } from './errors/configuration-error.js';
 export { ModelSwitchError, type ErrorBody, type ModelSwitchErrorCode, type ModelSwitchErrorType } from './errors/errors.js';
+export { sendError } from './http/respond.js';
 export { DEFAULT_RATE_LIMIT, intervalToMs } from './auth/rate-limit.js';
 export { limitPeriod } from './store/spend-rules.js';
 export type { Logger } from './log.js';

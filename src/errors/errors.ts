@@ -11,6 +11,7 @@ export type ModelSwitchErrorCode =
   | 'method_not_allowed'
   | 'key_not_found'
   | 'model_not_found'
+  | 'route_not_found'
   | 'request_too_large'
   | 'upstream_error'
   | 'store_unavailable'
@@ -49,6 +50,9 @@ const statusAndType: Record<ModelSwitchErrorCode, [number, ModelSwitchErrorType]
   method_not_allowed: [405, 'invalid_request_error'],
   key_not_found: [404, 'not_found_error'],
   model_not_found: [404, 'not_found_error'],
+  // The host's own unknown URLs (the package's routers pass those to next()): OpenAI answers them
+  // 404 with this type.
+  route_not_found: [404, 'invalid_request_error'],
   request_too_large: [413, 'invalid_request_error'],
   upstream_error: [502, 'api_error'],
   store_unavailable: [503, 'api_error'],

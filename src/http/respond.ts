@@ -3,8 +3,21 @@ import { ModelSwitchError } from '../errors/errors.js';
 import { errorText } from '../log.js';
 
 /**
- * Writes an error answer with the plain Node response API, so it works under Express 4, Express 5
- * and Connect alike. Does nothing if the headers were already sent (the socket is closed instead).
+ * Writes a `ModelSwitchError` as the package's error answer: its status and headers,
+ * `Content-Type: application/json`, `Cache-Control: no-store` and the body
+ * `{"error":{"message","type","code","param"?}}`. It uses the plain Node response API, so it works
+ * under Express 4, Express 5 and Connect alike; a host uses it for its own errors (an unknown
+ * route, say) so they look like every other error of the gateway. If the headers were already
+ * sent, nothing can be answered any more: the connection is closed instead.
+ *
+ * @example
+ * ```ts
+ * import { ModelSwitchError, sendError } from 'modelswitch-keys';
+ * // Last in the app: unknown URLs answer 404 in the same shape as every other error.
+ * app.use((req, res) => {
+ *   sendError(res, new ModelSwitchError('route_not_found', `Unknown route: ${req.method} ${req.path}`));
+ * });
+ * ```
  */
 export function sendError(res: ServerResponse, error: ModelSwitchError): void {
   if (res.headersSent) {

@@ -97,6 +97,7 @@ const INDEX_EXPORTS = [
   'prepareKey',
   'proxyRouter',
   'publicKey',
+  'sendError',
 ];
 
 const TESTING_EXPORTS = ['KeyStoreSuiteGroup', 'KeyStoreSuiteOptions', 'TestFunction', 'keyStoreSuite', 'sampleAccount', 'sampleKeyRecord'];

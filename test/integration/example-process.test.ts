@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
+import { startGateway } from '../../examples/gateway.js';
+import { MemoryKeyStore } from '../../src/index.js';
 
 /** Starts `examples/gateway.ts` as `npm run example` does, on a free port, with the in-memory store. */
 function startExample(): { child: ChildProcess; output: () => string; ready: Promise<{ url: string; billingKey: string }> } {
@@ -40,4 +42,29 @@ describe('npm run example', () => {
       expect(example.output()).toContain(`${signal}: stopping`);
     });
   }
+});
+
+describe('the example gateway', () => {
+  it('answers an unknown route 404 in the error JSON, with Cache-Control: no-store like every other error', async () => {
+    const gateway = await startGateway({ port: 0, store: new MemoryKeyStore(), log: () => {} });
+    try {
+      const answer = await fetch(`${gateway.url}/nothing/here?x=1`, { method: 'POST' });
+      const body = await answer.text();
+      expect({
+        status: answer.status,
+        contentType: answer.headers.get('content-type'),
+        cacheControl: answer.headers.get('cache-control'),
+        contentLength: answer.headers.get('content-length'),
+        body: JSON.parse(body),
+      }).toEqual({
+        status: 404,
+        contentType: 'application/json',
+        cacheControl: 'no-store',
+        contentLength: String(Buffer.byteLength(body)),
+        body: { error: { message: 'Unknown route: POST /nothing/here', type: 'invalid_request_error', code: 'route_not_found' } },
+      });
+    } finally {
+      await gateway.close();
+    }
+  });
 });
