@@ -25,22 +25,35 @@ function startExample(): { child: ChildProcess; output: () => string; ready: Pro
   return { child, output: () => text, ready };
 }
 
+// A process that loads the example's TypeScript through tsx: seconds of CPU, which a busy machine
+// (two CI runs at once, other jobs) stretches past the default timeout, which is for hangs.
+const PROCESS_TIMEOUT_MS = 60_000;
+
 describe('npm run example', () => {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    it(`prints the billing key line, serves the API, and stops cleanly on ${signal}`, async () => {
-      const example = startExample();
-      const { url, billingKey } = await example.ready;
-      const info = await fetch(`${url}/api/keys`, { headers: { Authorization: `Bearer ${billingKey}` } });
-      expect(info.status).toBe(200);
-      expect(await info.json()).toEqual({ keys: [], has_more: false });
-      expect(example.output()).toMatch(/balance of 25 USD/);
-      expect(example.output()).toMatch(/OFFLINE MOCK/);
-      const exited = once(example.child, 'exit');
-      example.child.kill(signal);
-      const [code] = await exited;
-      expect(code).toBe(0);
-      expect(example.output()).toContain(`${signal}: stopping`);
-    });
+    it(
+      `prints the billing key line, serves the API, and stops cleanly on ${signal}`,
+      async () => {
+        const example = startExample();
+        try {
+          const { url, billingKey } = await example.ready;
+          const info = await fetch(`${url}/api/keys`, { headers: { Authorization: `Bearer ${billingKey}` } });
+          expect(info.status).toBe(200);
+          expect(await info.json()).toEqual({ keys: [], has_more: false });
+          expect(example.output()).toMatch(/balance of 25 USD/);
+          expect(example.output()).toMatch(/OFFLINE MOCK/);
+          const exited = once(example.child, 'exit');
+          example.child.kill(signal);
+          const [code] = await exited;
+          expect(code).toBe(0);
+          expect(example.output()).toContain(`${signal}: stopping`);
+        } finally {
+          // A failed assertion must not leave the gateway running.
+          if (example.child.exitCode === null && example.child.signalCode === null) example.child.kill('SIGKILL');
+        }
+      },
+      PROCESS_TIMEOUT_MS,
+    );
   }
 });
 
