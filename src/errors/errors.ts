@@ -1,3 +1,5 @@
+import { redactKeys } from './redact.js';
+
 /** Every `error.code` this package answers with, so `switch (err.code)` narrows. */
 export type ModelSwitchErrorCode =
   | 'invalid_api_key'
@@ -13,9 +15,12 @@ export type ModelSwitchErrorCode =
   | 'model_not_found'
   | 'route_not_found'
   | 'request_too_large'
+  | 'unsupported_content_encoding'
+  | 'internal_error'
   | 'upstream_error'
   | 'store_unavailable'
   | 'verification_busy'
+  | 'server_busy'
   | 'upstream_timeout';
 
 /** The `error.type` values of the error JSON (OpenAI's families). */
@@ -54,9 +59,12 @@ const statusAndType: Record<ModelSwitchErrorCode, [number, ModelSwitchErrorType]
   // 404 with this type.
   route_not_found: [404, 'invalid_request_error'],
   request_too_large: [413, 'invalid_request_error'],
+  unsupported_content_encoding: [415, 'invalid_request_error'],
+  internal_error: [500, 'api_error'],
   upstream_error: [502, 'api_error'],
   store_unavailable: [503, 'api_error'],
   verification_busy: [503, 'api_error'],
+  server_busy: [503, 'api_error'],
   upstream_timeout: [504, 'api_error'],
 };
 
@@ -65,8 +73,10 @@ export const AUTH_REALM = 'modelswitch';
 
 /**
  * An error that maps to one HTTP answer of the contract. Every error this package sends is one of
- * these; anything else thrown inside a handler is turned into a 503 (store) or 502 (upstream),
- * never a 500 or a stack trace.
+ * these: a store failure becomes a 503 `store_unavailable`, an upstream failure a 502 or 504, and
+ * anything else thrown inside a handler a 500 `internal_error` with a fixed message, never a stack
+ * trace. Its `message` and `param` are passed through `redactKeys`, so an error that quotes the
+ * request (a model name, a path, a field name) never echoes a ModelSwitch key.
  *
  * @example
  * ```ts
@@ -92,13 +102,14 @@ export class ModelSwitchError extends Error {
     message: string,
     options: { param?: string; headers?: Record<string, string>; cause?: unknown } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    // Redacted here rather than by each caller: one place, so no path can forget it (the stack's first line too).
+    super(redactKeys(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     const [status, type] = statusAndType[code];
     this.status = status;
     this.type = type;
     this.code = code;
-    this.param = options.param;
+    this.param = options.param === undefined ? undefined : redactKeys(options.param);
     this.headers = { ...options.headers };
   }
 

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { ModelSwitchError } from '../errors/errors.js';
+import { redactKeys } from '../errors/redact.js';
 import { errorText } from '../log.js';
 
 /**
@@ -53,12 +54,20 @@ export function sendJson(res: ServerResponse, status: number, payload: unknown):
   res.end(body);
 }
 
-/** Sends a thrown error as the contract's JSON; anything unexpected is a 503, never a 500 or a stack trace. */
+/** The message of every 500: fixed, so nothing of the unexpected error reaches the client. */
+export const INTERNAL_ERROR_MESSAGE = 'The server could not handle this request. Please retry; if it persists, contact the operator.';
+
+/**
+ * Sends a thrown error as the contract's JSON. A `ModelSwitchError` answers as it is (a store
+ * failure is one already: the store guard makes it a 503 `store_unavailable`); anything else is a
+ * bug, logged (key values redacted) and answered 500 `internal_error` with a fixed message: never a
+ * stack trace, and never dressed as a store outage, which clients would take for a passing one.
+ */
 export function answerError(res: ServerResponse, error: unknown, logger: Pick<Console, 'error'>): void {
   if (error instanceof ModelSwitchError) {
     sendError(res, error);
     return;
   }
-  logger.error(`modelswitch-keys: unexpected error: ${errorText(error)}`);
-  sendError(res, new ModelSwitchError('store_unavailable', 'The service is temporarily unavailable. Please retry shortly.'));
+  logger.error(`modelswitch-keys: unexpected error: ${redactKeys(errorText(error))}`);
+  sendError(res, new ModelSwitchError('internal_error', INTERNAL_ERROR_MESSAGE));
 }

@@ -1,6 +1,6 @@
 import type { ModelSwitchContext } from '../auth/authenticator.js';
 import { ModelSwitchError, invalidApiKey, invalidRequest } from '../errors/errors.js';
-import { type ModelPrice, type TokenUsage, costOf } from './pricing.js';
+import { MAX_OUTPUT_TOKENS, type ModelPrice, type TokenUsage, costOf } from './pricing.js';
 import { rateLimitExceeded } from '../auth/rate-limit.js';
 import type { StoreGuard } from '../store/guard.js';
 import type { KeyStore, ReservationResult } from '../store/types.js';
@@ -15,9 +15,8 @@ function tokenCounterName(keyId: number): string {
   return `tokens:${keyId}:${TOKEN_WINDOW_MS}`;
 }
 
-/** Largest output cap a request may set: far above any model's output window, small enough that costs stay finite. */
-export const MAX_OUTPUT_TOKENS = 1_000_000;
-/** Largest `n` (choices) a request may ask for: OpenAI's own maximum. */
+export { MAX_OUTPUT_TOKENS };
+/** Largest `n` (choices) or `best_of` a request may ask for: OpenAI's own maximum of `n`. */
 export const MAX_CHOICES = 128;
 const OUTPUT_CAP_FIELDS = ['max_completion_tokens', 'max_tokens', 'max_output_tokens'] as const;
 
@@ -31,20 +30,31 @@ function readCount(body: Record<string, unknown>, field: string, max: number): n
   return value;
 }
 
+/** The output a request may produce, as {@link outputCap} reads it from the body. */
+export interface OutputCap {
+  /** The request's largest cap (the upstream may honour any of the three names), or `undefined` when it sets none. */
+  readonly requested: number | undefined;
+  /**
+   * Choices the upstream generates and bills: `n`, or `best_of` when larger (the Completions API
+   * generates `best_of` completions server-side and bills them all).
+   */
+  readonly choices: number;
+}
+
 /**
- * Output tokens the request may produce: its largest cap (the upstream may honour any of the
- * three names), else `fallback`, times `n` choices. Throws 400 `invalid_request` (with `param`)
- * for a cap or `n` that is not an integer in range, so no client value can make the reservation
+ * Reads a request's output cap and choices. Throws 400 `invalid_request` (with `param`) for a cap,
+ * `n` or `best_of` that is not an integer in range, so no client value can make the reservation
  * Infinity or NaN.
  */
-export function maxOutputTokens(body: Record<string, unknown>, fallback: number): number {
-  let cap: number | undefined;
+export function outputCap(body: Record<string, unknown>): OutputCap {
+  let requested: number | undefined;
   for (const field of OUTPUT_CAP_FIELDS) {
     const value = readCount(body, field, MAX_OUTPUT_TOKENS);
-    if (value !== undefined) cap = Math.max(cap ?? 0, value);
+    if (value !== undefined) requested = Math.max(requested ?? 0, value);
   }
-  const choices = readCount(body, 'n', MAX_CHOICES) ?? 1;
-  return (cap ?? fallback) * choices;
+  const n = readCount(body, 'n', MAX_CHOICES) ?? 1;
+  const bestOf = readCount(body, 'best_of', MAX_CHOICES) ?? 1;
+  return { requested, choices: Math.max(n, bestOf) };
 }
 
 /** The most a request can cost: its prompt estimate plus its output cap, at the model's price. */

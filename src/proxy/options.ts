@@ -1,14 +1,18 @@
 import type { AuthOptions } from '../auth/authenticator.js';
 import {
+  DEFAULT_MAX_JSON_DEPTH,
   DEFAULT_PROXY_ALLOW_UNPRICED_MODELS,
-  DEFAULT_PROXY_BYTES_PER_PROMPT_TOKEN,
+  DEFAULT_PROXY_ENFORCE_MAX_TOKENS,
   DEFAULT_PROXY_MAX_BODY_BYTES,
+  DEFAULT_PROXY_MAX_BUFFERED_BYTES,
   DEFAULT_PROXY_MAX_TOKENS,
   DEFAULT_PROXY_TIMEOUT_MS,
 } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
-import { MAX_OUTPUT_TOKENS } from './metering.js';
-import { type Pricing, validatePricing } from './pricing.js';
+import { MAX_OUTPUT_TOKENS, type Pricing, validatePricing } from './pricing.js';
+import { countPromptTokens, estimatePromptTokensByModel } from './prompt-tokens.js';
+
+export { estimatePromptTokensFromBytes } from './prompt-tokens.js';
 import { MAX_TIMEOUT_MS, type ResolvedUpstream, type Upstream, isTimeoutMs, resolveProxyPaths, resolveUpstreams } from './upstreams.js';
 
 /** Options of {@link proxyRouter}. `upstreams` and `pricing` are required; every other field is optional (`undefined` means the default). */
@@ -19,14 +23,38 @@ export interface ProxyRouterOptions extends Omit<AuthOptions, 'keyType'> {
   pricing: Pricing;
   /** Serve models that have no price, free of charge (still needing a positive balance). Default false. */
   allowUnpricedModels?: boolean;
-  /** Output tokens reserved when a request sets no `max_tokens`/`max_completion_tokens`/`max_output_tokens`. Default 4096. */
+  /**
+   * Output tokens (per choice) a request that sets no `max_tokens`/`max_completion_tokens`/
+   * `max_output_tokens` is reserved, and sent as its cap (see `enforceMaxTokens`); a price's
+   * `maxOutputTokens` lowers it for that model. Default 4096.
+   */
   defaultMaxTokens?: number;
-  /** Prompt tokens reserved for a request body. Default: one token per 4 bytes of JSON. */
+  /**
+   * Send the reserved output cap upstream when a request sets none (`max_completion_tokens` for
+   * OpenAI's chat models, `max_tokens` for other chat models and completions, `max_output_tokens`
+   * for responses), so an upstream that obeys it can never cost more than was reserved. The
+   * trade-off: such an answer stops at `min(maxOutputTokens, defaultMaxTokens)` tokens. `false`
+   * forwards the request uncapped and reserves the model's `maxOutputTokens` (or `defaultMaxTokens`
+   * when its price has none, which then bounds nothing). Default true.
+   */
+  enforceMaxTokens?: boolean;
+  /**
+   * Prompt tokens reserved for a request body. Default: for OpenAI's models, an upper bound counted
+   * with the model's tokenizer (loaded on first use); for other models, one token per 4 bytes of JSON.
+   */
   estimatePromptTokens?: (body: Readonly<Record<string, unknown>>, bodyBytes: number) => number;
   /** Upstream silent for this long (before or during the answer) → 504 `upstream_timeout`. Default 600000 (10 minutes). */
   timeoutMs?: number;
-  /** Largest accepted JSON body in bytes; larger answers 413. Default 4194304 (4 MiB). */
+  /** Largest accepted JSON body in bytes (after decoding a `Content-Encoding`); larger answers 413. Default 4194304 (4 MiB). */
   maxBodyBytes?: number;
+  /**
+   * Request-body bytes held at once across this router's requests (a body counts from its first
+   * byte until its response closes); past it a request answers 503 `server_busy` with `Retry-After`.
+   * At least `maxBodyBytes`. Default 134217728 (128 MiB).
+   */
+  maxBufferedBytes?: number;
+  /** Deepest nesting of arrays and objects in a request body; deeper answers 400 before parsing. Default 64. */
+  maxJsonDepth?: number;
   /**
    * Paths below the mount that are proxied (for `POST`): exact paths or `RegExp`s tested on the
    * path without its query. Other paths go to `next()`. Default {@link DEFAULT_PROXY_PATHS}:
@@ -43,10 +71,18 @@ export interface ResolvedProxyOptions {
   readonly pricing: Pricing;
   readonly allowUnpricedModels: boolean;
   readonly defaultMaxTokens: number;
+  readonly enforceMaxTokens: boolean;
   readonly estimatePromptTokens: (body: Readonly<Record<string, unknown>>, bodyBytes: number) => number;
+  /**
+   * The asynchronous prompt count the router awaits before `prepare` (the tokenizer of OpenAI's
+   * models, loaded on first use), or `undefined` when the host gave its own `estimatePromptTokens`.
+   */
+  readonly countPromptTokens: ((body: unknown) => Promise<number | undefined>) | undefined;
   /** The router's upstream timeout (an upstream's own `timeoutMs` wins: see `upstreams`). */
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
+  readonly maxBufferedBytes: number;
+  readonly maxJsonDepth: number;
   /** Whether a path below the mount (no query, no trailing slash) is proxied, from `paths`. */
   readonly isProxiedPath: (path: string) => boolean;
   /** The authentication options, for the proxy's own `Authenticator` (used when it is mounted without `modelSwitchAuth`). */
@@ -54,17 +90,10 @@ export interface ResolvedProxyOptions {
 }
 
 /**
- * The default `estimatePromptTokens`: one token per {@link DEFAULT_PROXY_BYTES_PER_PROMPT_TOKEN}
- * bytes of the body sent upstream, rounded up (a generous bound for English text and JSON).
- *
- * @example
- * ```ts
- * estimatePromptTokensFromBytes({ model: 'gpt-4o-mini' }, 26); // 7
- * ```
+ * The deepest `maxJsonDepth` accepted: deeper, the recursive code after the parse (`JSON.stringify`
+ * of the body sent upstream) could overflow the stack, which the limit is there to prevent.
  */
-export function estimatePromptTokensFromBytes(_body: Readonly<Record<string, unknown>>, bodyBytes: number): number {
-  return Math.ceil(bodyBytes / DEFAULT_PROXY_BYTES_PER_PROMPT_TOKEN);
-}
+const MAX_JSON_DEPTH_OPTION = 1000;
 
 function optionError(message: string): ConfigurationError {
   return new ConfigurationError('ERR_MS_OPTION', `proxyRouter: options.${message}`);
@@ -91,8 +120,20 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
   if (typeof options !== 'object' || options === null) {
     throw new ConfigurationError('ERR_MS_OPTION', 'proxyRouter(store, options): options with upstreams and pricing are required');
   }
-  const { upstreams, pricing, allowUnpricedModels, defaultMaxTokens, estimatePromptTokens, timeoutMs, maxBodyBytes, paths, ...auth } =
-    options;
+  const {
+    upstreams,
+    pricing,
+    allowUnpricedModels,
+    defaultMaxTokens,
+    enforceMaxTokens,
+    estimatePromptTokens,
+    timeoutMs,
+    maxBodyBytes,
+    maxBufferedBytes,
+    maxJsonDepth,
+    paths,
+    ...auth
+  } = options;
   const resolvedPricing = validatePricing(pricing);
   const allowUnpriced = allowUnpricedModels ?? DEFAULT_PROXY_ALLOW_UNPRICED_MODELS;
   if (typeof allowUnpriced !== 'boolean') throw optionError('allowUnpricedModels must be true or false');
@@ -102,13 +143,27 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
       `defaultMaxTokens must be an integer from 0 to ${MAX_OUTPUT_TOKENS}: the output tokens reserved when a request sets no cap`,
     );
   }
-  const estimate = estimatePromptTokens ?? estimatePromptTokensFromBytes;
+  const enforce = enforceMaxTokens ?? DEFAULT_PROXY_ENFORCE_MAX_TOKENS;
+  if (typeof enforce !== 'boolean') throw optionError('enforceMaxTokens must be true or false');
+  const estimate = estimatePromptTokens ?? estimatePromptTokensByModel;
   if (typeof estimate !== 'function') {
-    throw optionError('estimatePromptTokens must be a function (body, bodyBytes) => prompt tokens, or left out for one token per 4 bytes');
+    throw optionError(
+      "estimatePromptTokens must be a function (body, bodyBytes) => prompt tokens, or left out for the model's tokenizer (OpenAI) or one token per 4 bytes",
+    );
   }
   const bodyLimit = maxBodyBytes ?? DEFAULT_PROXY_MAX_BODY_BYTES;
   if (!Number.isSafeInteger(bodyLimit) || bodyLimit < 1) {
     throw optionError('maxBodyBytes must be a positive integer number of bytes, e.g. 4194304 for 4 MiB');
+  }
+  const bufferLimit = maxBufferedBytes ?? Math.max(DEFAULT_PROXY_MAX_BUFFERED_BYTES, bodyLimit);
+  if (!Number.isSafeInteger(bufferLimit) || bufferLimit < bodyLimit) {
+    throw optionError(
+      `maxBufferedBytes must be an integer number of bytes of at least maxBodyBytes (${bodyLimit}), e.g. 134217728 for 128 MiB`,
+    );
+  }
+  const depth = maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
+  if (!Number.isSafeInteger(depth) || depth < 1 || depth > MAX_JSON_DEPTH_OPTION) {
+    throw optionError(`maxJsonDepth must be an integer from 1 to ${MAX_JSON_DEPTH_OPTION}, e.g. ${DEFAULT_MAX_JSON_DEPTH}`);
   }
   const timeout = timeoutMs ?? DEFAULT_PROXY_TIMEOUT_MS;
   if (!isTimeoutMs(timeout)) {
@@ -121,9 +176,13 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
     pricing: resolvedPricing,
     allowUnpricedModels: allowUnpriced,
     defaultMaxTokens: maxTokens,
+    enforceMaxTokens: enforce,
     estimatePromptTokens: estimate,
+    countPromptTokens: estimatePromptTokens === undefined ? countPromptTokens : undefined,
     timeoutMs: timeout,
     maxBodyBytes: bodyLimit,
+    maxBufferedBytes: bufferLimit,
+    maxJsonDepth: depth,
     isProxiedPath,
     auth: { ...auth, keyType: 'proxy' },
   };

@@ -1,11 +1,13 @@
 import type { ModelSwitchContext } from '../auth/authenticator.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { type JsonBody, isJsonObject } from '../http/body.js';
+import { INTERNAL_ERROR_MESSAGE } from '../http/respond.js';
 import { limitPeriod } from '../store/spend-rules.js';
 import { ANY_KEY } from './key-scan.js';
-import { maxCost, maxOutputTokens } from './metering.js';
+import { type OutputCap, maxCost, outputCap } from './metering.js';
 import type { ResolvedProxyOptions } from './options.js';
 import { type ModelPrice, priceOf } from './pricing.js';
+import { encodingOf } from './prompt-tokens.js';
 import { type ResolvedUpstream, findUpstream } from './upstreams.js';
 
 /** A proxied request ready to reserve and send: what {@link prepare} answers for a body it accepts. */
@@ -22,6 +24,8 @@ export interface PreparedRequest {
   readonly stripUsageChunk: boolean;
   /** USD to reserve: the most the request can cost. */
   readonly reserved: number;
+  /** The output tokens reserved (all choices), and the cap field the proxy set in the body sent upstream (`undefined`: none, the client's own cap or no cap stands). */
+  readonly output: { readonly tokens: number; readonly enforcedField: OutputCapField | undefined };
   /** The key's limit period at `at`, which the reservation and its settlement are charged to. */
   readonly period: string | null;
   /** When the request was priced (epoch ms): its token-rate window and its period. */
@@ -53,24 +57,66 @@ function refused(error: ModelSwitchError, hostBug?: string): RefusedRequest {
   return { ok: false, error, hostBug };
 }
 
-/** A host bug (a bad estimate or price): the request is refused without going upstream. */
+/** A host bug (a bad estimate or price): the request is refused without going upstream, with a 500, not a store outage. */
 function hostBug(line: string): RefusedRequest {
-  return refused(new ModelSwitchError('store_unavailable', 'The service is temporarily unavailable. Please retry shortly.'), line);
+  return refused(new ModelSwitchError('internal_error', INTERNAL_ERROR_MESSAGE), line);
+}
+
+/** The body field that caps a request's output, by API. */
+export type OutputCapField = 'max_completion_tokens' | 'max_tokens' | 'max_output_tokens';
+
+/**
+ * The field `enforceMaxTokens` sets on a request to `path` that has no cap, or `undefined` for a
+ * path whose API has none the proxy knows (embeddings produce no output; paths a host added).
+ * Chat Completions: `max_completion_tokens` for OpenAI's models (its reasoning models accept no
+ * other), `max_tokens` for other models (the name every OpenAI-compatible server knows).
+ */
+export function outputCapField(path: string, model: string): OutputCapField | undefined {
+  if (path.endsWith('/chat/completions')) return encodingOf(model) === undefined ? 'max_tokens' : 'max_completion_tokens';
+  if (path.endsWith('/completions')) return 'max_tokens';
+  if (path.endsWith('/responses')) return 'max_output_tokens';
+  return undefined;
+}
+
+/**
+ * Output tokens per choice to reserve, and whether to send that cap upstream: the client's own cap
+ * when it set one (sent as it is); else, when the cap can be enforced, `min(model maxOutputTokens,
+ * defaultMaxTokens)`, sent; else the model's `maxOutputTokens` (what it can produce), or
+ * `defaultMaxTokens` when the price does not say.
+ */
+function perChoiceCap(
+  cap: OutputCap,
+  field: OutputCapField | undefined,
+  price: ModelPrice | undefined,
+  options: Pick<ResolvedProxyOptions, 'defaultMaxTokens' | 'enforceMaxTokens'>,
+): { tokens: number; enforce: boolean } {
+  if (cap.requested !== undefined) return { tokens: cap.requested, enforce: false };
+  const modelMax = price?.maxOutputTokens;
+  if (options.enforceMaxTokens && field !== undefined) {
+    const tokens = Math.min(modelMax ?? options.defaultMaxTokens, options.defaultMaxTokens);
+    // A cap of 0 cannot be sent (the APIs take 1 and up): such a request goes uncapped.
+    return { tokens, enforce: tokens >= 1 };
+  }
+  return { tokens: modelMax ?? options.defaultMaxTokens, enforce: false };
 }
 
 /**
  * Decides, from the parsed body alone, where a proxied request goes and what it may cost: the
- * model, its upstream and price, the body to send, and the reservation (amount and period). No
- * I/O: it reads the resolved options, the authenticated context and the clock, and calls only the
- * host's `pricing` and `estimatePromptTokens` functions (what they throw is thrown).
+ * model, its upstream and price, the body to send (with `stream_options.include_usage` asked for a
+ * metered stream, and the reserved output cap set when the client set none and `enforceMaxTokens`
+ * is on), and the reservation (amount and period). No I/O: it reads the resolved options, the
+ * authenticated context and the clock, and calls only the host's `pricing` and, unless
+ * `promptTokens` is given (the router counts OpenAI prompts with their tokenizer beforehand), its
+ * `estimatePromptTokens` (what they throw is thrown).
  *
  * Refuses with 400 (a body that is not a JSON object, no `model`, a ModelSwitch key in the body,
- * an output cap out of range), 404 (a model no upstream serves, or without a price) or 503 with a
- * `hostBug` line (an estimate or reservation that is not a finite number ≥ 0).
+ * an output cap, `n` or `best_of` out of range), 404 (a model no upstream serves, or without a
+ * price) or 500 with a `hostBug` line (an estimate or reservation that is not a finite number ≥ 0).
  *
  * @example
  * ```ts
- * const prepared = prepare(await readJsonBody(req, res, options.maxBodyBytes), '/chat/completions', options, req.modelSwitch, Date.now);
+ * const body = await readJsonBody(req, res, options.maxBodyBytes);
+ * const prepared = prepare(body, '/chat/completions', options, req.modelSwitch, Date.now, await countPromptTokens(body.value));
  * if (!prepared.ok) throw prepared.error;
  * await store.reserveSpend({ keyId, accountId, amount: prepared.reserved, period: prepared.period });
  * ```
@@ -78,9 +124,13 @@ function hostBug(line: string): RefusedRequest {
 export function prepare(
   { raw, value }: JsonBody,
   path: string,
-  options: Pick<ResolvedProxyOptions, 'upstreams' | 'pricing' | 'allowUnpricedModels' | 'defaultMaxTokens' | 'estimatePromptTokens'>,
+  options: Pick<
+    ResolvedProxyOptions,
+    'upstreams' | 'pricing' | 'allowUnpricedModels' | 'defaultMaxTokens' | 'enforceMaxTokens' | 'estimatePromptTokens'
+  >,
   context: Pick<ModelSwitchContext, 'key'>,
   now: () => number,
+  promptTokens?: number,
 ): Preparation {
   if (!isJsonObject(value)) return refused(invalidRequest('Request body must be a JSON object', 'body'));
   const model = value.model;
@@ -89,6 +139,16 @@ export function prepare(
   if (upstream === undefined) return refused(modelNotFound(model, 'unknown'));
   const price = priceOf(options.pricing, model);
   if (price === undefined && !options.allowUnpricedModels) return refused(modelNotFound(model, 'unpriced'));
+  let cap: OutputCap;
+  try {
+    cap = outputCap(value);
+  } catch (error) {
+    if (error instanceof ModelSwitchError) return refused(error);
+    throw error;
+  }
+  const embeddings = path.endsWith('/embeddings');
+  const field = embeddings ? undefined : outputCapField(path, model);
+  const perChoice = perChoiceCap(cap, field, price, options);
   let sent: Record<string, unknown> = value;
   let stripUsageChunk = false;
   // Only the (chat) completions APIs know stream_options; the Responses API reports usage in response.completed.
@@ -96,9 +156,11 @@ export function prepare(
     const streamOptions = isJsonObject(value.stream_options) ? value.stream_options : {};
     if (streamOptions.include_usage !== true) {
       stripUsageChunk = true;
-      sent = { ...value, stream_options: { ...streamOptions, include_usage: true } };
+      sent = { ...sent, stream_options: { ...streamOptions, include_usage: true } };
     }
   }
+  // The cap that was reserved goes upstream, so an upstream that obeys it cannot produce more.
+  if (perChoice.enforce && field !== undefined) sent = { ...sent, [field]: perChoice.tokens };
   // What was priced is what is sent: the raw bytes could say otherwise (a duplicate "model" key
   // that the upstream's parser resolves differently, say).
   const body = Buffer.from(JSON.stringify(sent));
@@ -107,24 +169,29 @@ export function prepare(
   if (ANY_KEY.test(raw.toString('latin1')) || ANY_KEY.test(body.toString('latin1'))) {
     return refused(invalidRequest('The request body contains a ModelSwitch API key; remove it (keys are never sent to providers)'));
   }
-  let outputTokens: number;
-  try {
-    outputTokens = maxOutputTokens(value, options.defaultMaxTokens);
-  } catch (error) {
-    if (error instanceof ModelSwitchError) return refused(error);
-    throw error;
-  }
   const at = now();
-  const estimate: unknown = options.estimatePromptTokens(value, body.length);
+  const estimate: unknown = promptTokens ?? options.estimatePromptTokens(value, body.length);
   if (typeof estimate !== 'number' || !Number.isFinite(estimate) || estimate < 0) {
     return hostBug(
       `modelswitch-keys: options.estimatePromptTokens returned ${String(estimate)} for model ${model}; it must return a finite number ≥ 0 (request refused)`,
     );
   }
-  const reserved = maxCost(price, Math.ceil(estimate), path.endsWith('/embeddings') ? 0 : outputTokens);
+  const outputTokens = embeddings ? 0 : perChoice.tokens * cap.choices;
+  const reserved = maxCost(price, Math.ceil(estimate), outputTokens);
   // A NaN or Infinity reservation would pass every check and poison the stored totals: fail closed.
   if (!Number.isFinite(reserved) || reserved < 0) {
     return hostBug(`modelswitch-keys: the reservation for model ${model} came to ${reserved} USD; check its price (request refused)`);
   }
-  return { ok: true, model, upstream, price, body, stripUsageChunk, reserved, period: limitPeriod(context.key.limitReset, at), at };
+  return {
+    ok: true,
+    model,
+    upstream,
+    price,
+    body,
+    stripUsageChunk,
+    reserved,
+    output: { tokens: outputTokens, enforcedField: perChoice.enforce ? field : undefined },
+    period: limitPeriod(context.key.limitReset, at),
+    at,
+  };
 }

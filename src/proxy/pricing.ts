@@ -1,6 +1,9 @@
 import { ConfigurationError } from '../errors/configuration-error.js';
 import { roundUsd } from '../store/spend-rules.js';
 
+/** Largest output cap a request may set, and a price's `maxOutputTokens`: far above any model's output window, small enough that costs stay finite. */
+export const MAX_OUTPUT_TOKENS = 1_000_000;
+
 /** A model's price in USD per million tokens (the unit providers publish). */
 export interface ModelPrice {
   /** USD per 1M prompt (input) tokens. */
@@ -9,6 +12,13 @@ export interface ModelPrice {
   outputPerMillion: number;
   /** USD per 1M cached prompt tokens (`prompt_tokens_details.cached_tokens`). Default: `inputPerMillion`. */
   cachedInputPerMillion?: number;
+  /**
+   * The most output tokens the model produces for one choice (its output window, e.g. 16384 for
+   * `gpt-4o-mini`): what a request without an output cap is reserved when it is not capped upstream
+   * (`enforceMaxTokens: false`), and the ceiling of the cap it is sent when it is. An integer from 1
+   * to 1,000,000; without it, `defaultMaxTokens` stands in.
+   */
+  maxOutputTokens?: number;
 }
 
 /**
@@ -37,7 +47,7 @@ export function priceOf(pricing: Pricing, model: string): ModelPrice | undefined
   if (!isValidPrice(price)) {
     throw new ConfigurationError(
       'ERR_MS_PRICING',
-      `proxyRouter: the price of model "${model}" needs finite inputPerMillion and outputPerMillion ≥ 0`,
+      `proxyRouter: the price of model "${model}" needs finite inputPerMillion and outputPerMillion ≥ 0 (and maxOutputTokens, if set, an integer from 1 to ${MAX_OUTPUT_TOKENS})`,
     );
   }
   return price;
@@ -56,7 +66,7 @@ export function validatePricing(pricing: Pricing | undefined): Pricing {
     if (!isValidPrice(price)) {
       throw new ConfigurationError(
         'ERR_MS_PRICING',
-        `proxyRouter: options.pricing["${model}"] needs finite inputPerMillion and outputPerMillion ≥ 0`,
+        `proxyRouter: options.pricing["${model}"] needs finite inputPerMillion and outputPerMillion ≥ 0 (and maxOutputTokens, if set, an integer from 1 to ${MAX_OUTPUT_TOKENS})`,
       );
     }
   }
@@ -65,11 +75,14 @@ export function validatePricing(pricing: Pricing | undefined): Pricing {
 
 function isValidPrice(price: ModelPrice): boolean {
   const ok = (n: unknown) => typeof n === 'number' && Number.isFinite(n) && n >= 0;
+  const max = price?.maxOutputTokens;
   return (
     typeof price === 'object' &&
+    price !== null &&
     ok(price.inputPerMillion) &&
     ok(price.outputPerMillion) &&
-    (price.cachedInputPerMillion === undefined || ok(price.cachedInputPerMillion))
+    (price.cachedInputPerMillion === undefined || ok(price.cachedInputPerMillion)) &&
+    (max === undefined || (Number.isSafeInteger(max) && max >= 1 && max <= MAX_OUTPUT_TOKENS))
   );
 }
 

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
 import { isKeyInfoRequest, keyInfoBody } from '../auth/key-info.js';
 import { invalidRequest } from '../errors/errors.js';
-import { readJsonBody } from '../http/body.js';
+import { BufferBudget, readJsonBody } from '../http/body.js';
 import type { Middleware, NextFunction } from '../http/middleware.js';
 import { answerError, sendJson } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
@@ -76,11 +76,15 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const events = new UpstreamEvents(upstreams, (req) => exchanges.get(req), logger);
   const isListed = (model: string) => allowUnpricedModels || priceOf(pricing, model) !== undefined;
+  /** The request bodies this router holds, bounded by `maxBufferedBytes`. */
+  const budget = new BufferBudget(resolved.maxBufferedBytes);
 
   /** A POST to a proxied path: prepare it, check the key's token rate, reserve, then send it upstream. */
   async function forward(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
-    const body = await readJsonBody(req, res, resolved.maxBodyBytes);
-    const prepared = prepare(body, pathOf(req.url), resolved, context, now);
+    const body = await readJsonBody(req, res, resolved.maxBodyBytes, { maxDepth: resolved.maxJsonDepth, budget });
+    // OpenAI prompts are counted with their tokenizer here, in turns, so a large one does not hold other requests up.
+    const promptTokens = await resolved.countPromptTokens?.(body.value);
+    const prepared = prepare(body, pathOf(req.url), resolved, context, now, promptTokens);
     if (!prepared.ok) {
       if (prepared.hostBug !== undefined) logger.error(prepared.hostBug);
       throw prepared.error;

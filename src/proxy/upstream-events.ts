@@ -21,6 +21,8 @@ const DROPPED_REQUEST_HEADERS = new Set([
   'openai-project',
   'expect',
   'transfer-encoding',
+  // The body sent is the decoded JSON serialized again: the client's coding no longer describes it.
+  'content-encoding',
   'x-forwarded-for',
   'x-real-ip',
   'forwarded',

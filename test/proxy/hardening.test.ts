@@ -22,8 +22,13 @@ async function expectCharged(cost: number): Promise<void> {
   expect(await gateway.store.getAccount(gateway.account.id)).toMatchObject({ balance: Number((10 - cost).toFixed(10)), reserved: 0 });
 }
 
-const UNAVAILABLE = {
-  error: { message: 'The service is temporarily unavailable. Please retry shortly.', type: 'api_error', code: 'store_unavailable' },
+/** A host bug (an estimate or price that cannot be reserved) is a 500, not a store outage clients would wait out. */
+const INTERNAL = {
+  error: {
+    message: 'The server could not handle this request. Please retry; if it persists, contact the operator.',
+    type: 'api_error',
+    code: 'internal_error',
+  },
 };
 
 /** Opens a streamed completion and reads it until `until` appears; returns what was read and the abort switch. */
@@ -110,12 +115,12 @@ describe('proxyRouter output caps and reservation amounts', () => {
     ['Infinity', () => Number.POSITIVE_INFINITY],
     ['a negative number', () => -5],
   ] as const) {
-    it(`answers 503 without calling the upstream when estimatePromptTokens returns ${label}, and logs the host bug`, async () => {
+    it(`answers 500 without calling the upstream when estimatePromptTokens returns ${label}, and logs the host bug`, async () => {
       gateway = await startGateway({ proxy: { pricing: FREE_OUTPUT, estimatePromptTokens: estimate } });
       const res = await post(gateway, '/chat/completions', chat());
-      expect(res.status).toBe(503);
+      expect(res.status).toBe(500);
       expect(res.headers.get('content-type')).toBe('application/json');
-      expect(JSON.parse(res.text)).toEqual(UNAVAILABLE);
+      expect(JSON.parse(res.text)).toEqual(INTERNAL);
       expect(gateway.upstream.requests).toEqual([]);
       await expectNothingHeldOrCharged();
       expect(gateway.logger.lines).toEqual([
@@ -124,11 +129,11 @@ describe('proxyRouter output caps and reservation amounts', () => {
     });
   }
 
-  it('answers 503 without calling the upstream when the reservation amount is not finite (absurd price)', async () => {
+  it('answers 500 without calling the upstream when the reservation amount is not finite (absurd price)', async () => {
     gateway = await startGateway({ proxy: { pricing: () => ({ inputPerMillion: 1e308, outputPerMillion: 1e308 }) } });
     const res = await post(gateway, '/chat/completions', chat());
-    expect(res.status).toBe(503);
-    expect(JSON.parse(res.text)).toEqual(UNAVAILABLE);
+    expect(res.status).toBe(500);
+    expect(JSON.parse(res.text)).toEqual(INTERNAL);
     expect(gateway.upstream.requests).toEqual([]);
     await expectNothingHeldOrCharged();
     expect(gateway.logger.lines).toEqual([
@@ -314,9 +319,10 @@ describe('proxyRouter request bodies', () => {
     gateway = await startGateway();
     await post(gateway, '/responses', { model: 'mock-model', input: 'Hi', stream: true });
     await post(gateway, '/completions', { model: 'mock-model', prompt: 'Hi', stream: true });
+    // Each also carries the output cap that was reserved (defaultMaxTokens), in its API's field.
     expect(gateway.upstream.requests.map((r) => [r.url, JSON.parse(r.body)])).toEqual([
-      ['/v1/responses', { model: 'mock-model', input: 'Hi', stream: true }],
-      ['/v1/completions', { model: 'mock-model', prompt: 'Hi', stream: true, stream_options: { include_usage: true } }],
+      ['/v1/responses', { model: 'mock-model', input: 'Hi', stream: true, max_output_tokens: 100 }],
+      ['/v1/completions', { model: 'mock-model', prompt: 'Hi', stream: true, stream_options: { include_usage: true }, max_tokens: 100 }],
     ]);
   });
 
@@ -326,7 +332,7 @@ describe('proxyRouter request bodies', () => {
     const res = await post(gateway, '/chat/completions', raw);
     expect(res.status).toBe(200);
     const sent = gateway.upstream.requests[0];
-    const expected = JSON.stringify({ model: 'mock-model', messages: [{ role: 'user', content: 'Hi' }] });
+    const expected = JSON.stringify({ model: 'mock-model', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 100 });
     expect(sent?.body).toBe(expected);
     expect(sent?.headers['content-length']).toBe(String(Buffer.byteLength(expected)));
     expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.028, reserved: 0 });

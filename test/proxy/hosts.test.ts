@@ -104,7 +104,8 @@ describe('proxyRouter in different hosts', () => {
       const stream = await post(gateway, '/chat/completions', chat({ stream: true }));
       expect(stream.status).toBe(200);
       expect(stream.text.endsWith('data: [DONE]\n\n')).toBe(true);
-      expect(JSON.parse(upstream?.requests[0]?.body ?? '')).toEqual(chat());
+      // With the reserved output cap (the default 4096), as the client set none.
+      expect(JSON.parse(upstream?.requests[0]?.body ?? '')).toEqual(chat({ max_tokens: 4096 }));
       expect(await gateway.store.getKey(gateway.seeded.proxyKeyId)).toMatchObject({ usage: 0.056, reserved: 0 });
       const unauthenticated = await fetch(`${gateway.url}/models`);
       expect(unauthenticated.status).toBe(401);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_PROXY_PATHS } from '../../src/defaults.js';
 import { ConfigurationError, type ConfigurationErrorCode } from '../../src/errors/configuration-error.js';
 import { type ProxyRouterOptions, estimatePromptTokensFromBytes, resolveProxyOptions } from '../../src/proxy/options.js';
+import { countPromptTokens, estimatePromptTokensByModel } from '../../src/proxy/prompt-tokens.js';
 import { proxyRouter } from '../../src/proxy/proxy-router.js';
 import { findUpstream } from '../../src/proxy/upstreams.js';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
@@ -45,15 +46,32 @@ describe('resolveProxyOptions', () => {
       pricing: valid.pricing,
       allowUnpricedModels: false,
       defaultMaxTokens: 4096,
-      estimatePromptTokens: estimatePromptTokensFromBytes,
+      enforceMaxTokens: true,
+      estimatePromptTokens: estimatePromptTokensByModel,
+      countPromptTokens,
       timeoutMs: 600_000,
       maxBodyBytes: 4 * 1024 * 1024,
+      maxBufferedBytes: 128 * 1024 * 1024,
+      maxJsonDepth: 64,
       isProxiedPath: undefined,
       auth: { keyType: 'proxy' },
     });
     expect(DEFAULT_PROXY_PATHS.map(resolved.isProxiedPath)).toEqual([true, true, true, true]);
     expect(['/images/generations', '/models'].map(resolved.isProxiedPath)).toEqual([false, false]);
     expect(estimatePromptTokensFromBytes({}, 9)).toBe(3);
+  });
+
+  it("counts no prompt asynchronously when the host gives its own estimate: the host's function is used as it is", () => {
+    const estimatePromptTokens = () => 7;
+    const resolved = resolveProxyOptions({ ...valid, estimatePromptTokens });
+    expect({ estimate: resolved.estimatePromptTokens, count: resolved.countPromptTokens }).toEqual({
+      estimate: estimatePromptTokens,
+      count: undefined,
+    });
+  });
+
+  it('raises the default maxBufferedBytes to a larger maxBodyBytes, so one body always fits', () => {
+    expect(resolveProxyOptions({ ...valid, maxBodyBytes: 200 * 1024 * 1024 }).maxBufferedBytes).toBe(200 * 1024 * 1024);
   });
 
   it("passes the authentication options on for the proxy's own Authenticator, always for proxy keys", () => {
@@ -170,8 +188,32 @@ describe('resolveProxyOptions', () => {
       'a negative price',
       { ...valid, pricing: { m: { inputPerMillion: -1, outputPerMillion: 1 } } },
       'ERR_MS_PRICING',
-      'proxyRouter: options.pricing["m"] needs finite inputPerMillion and outputPerMillion ≥ 0',
+      'proxyRouter: options.pricing["m"] needs finite inputPerMillion and outputPerMillion ≥ 0 (and maxOutputTokens, if set, an integer from 1 to 1000000)',
     ],
+    ...[0, 1.5, 1_000_001, '16k'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `a maxOutputTokens of ${String(value)}`,
+      { ...valid, pricing: { m: { inputPerMillion: 1, outputPerMillion: 1, maxOutputTokens: value } } },
+      'ERR_MS_PRICING',
+      'proxyRouter: options.pricing["m"] needs finite inputPerMillion and outputPerMillion ≥ 0 (and maxOutputTokens, if set, an integer from 1 to 1000000)',
+    ]),
+    [
+      'enforceMaxTokens "yes"',
+      { ...valid, enforceMaxTokens: 'yes' },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.enforceMaxTokens must be true or false',
+    ],
+    ...[4 * 1024 * 1024 - 1, 1.5e9 + 0.5, '1gb'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `maxBufferedBytes ${String(value)}`,
+      { ...valid, maxBufferedBytes: value },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.maxBufferedBytes must be an integer number of bytes of at least maxBodyBytes (4194304), e.g. 134217728 for 128 MiB',
+    ]),
+    ...[0, 1001, 2.5, '64'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `maxJsonDepth ${String(value)}`,
+      { ...valid, maxJsonDepth: value },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.maxJsonDepth must be an integer from 1 to 1000, e.g. 64',
+    ]),
     [
       'allowUnpricedModels "yes"',
       { ...valid, allowUnpricedModels: 'yes' },
@@ -188,7 +230,7 @@ describe('resolveProxyOptions', () => {
       'estimatePromptTokens that is not a function',
       { ...valid, estimatePromptTokens: 4 },
       'ERR_MS_OPTION',
-      'proxyRouter: options.estimatePromptTokens must be a function (body, bodyBytes) => prompt tokens, or left out for one token per 4 bytes',
+      "proxyRouter: options.estimatePromptTokens must be a function (body, bodyBytes) => prompt tokens, or left out for the model's tokenizer (OpenAI) or one token per 4 bytes",
     ],
     ...[0, Number.POSITIVE_INFINITY, 2 ** 31, Number.NaN].map((value): [string, unknown, ConfigurationErrorCode, string] => [
       `timeoutMs ${value}`,

@@ -33,10 +33,12 @@ describe('prepare', () => {
       model: 'mock-model',
       upstream: resolvedOptions.upstreams[0],
       price: MOCK_PRICE,
-      body: Buffer.from(JSON.stringify(chat())),
+      // The client set no output cap: the 100 reserved are sent as its cap (max_tokens, as mock-model is not OpenAI's).
+      body: Buffer.from(JSON.stringify(chat({ max_tokens: 100 }))),
       stripUsageChunk: false,
       // 12 estimated prompt tokens and the default 100 output tokens, at $1000 and $2000 per million.
       reserved: 0.212,
+      output: { tokens: 100, enforcedField: 'max_tokens' },
       period: '2026-11-22',
       at: START,
     });
@@ -70,14 +72,14 @@ describe('prepare', () => {
     const prepared = prepareBody(chat({ stream: true, stream_options: { other: 1 } }));
     expect(prepared).toMatchObject({ ok: true, stripUsageChunk: true });
     expect(JSON.parse((prepared as { body: Buffer }).body.toString('utf8'))).toEqual(
-      chat({ stream: true, stream_options: { other: 1, include_usage: true } }),
+      chat({ stream: true, stream_options: { other: 1, include_usage: true }, max_tokens: 100 }),
     );
   });
 
   it('leaves the body alone when the client asked for stream usage itself, or on /responses', () => {
-    const asked = chat({ stream: true, stream_options: { include_usage: true } });
+    const asked = chat({ stream: true, stream_options: { include_usage: true }, max_tokens: 5 });
     expect(prepareBody(asked)).toMatchObject({ ok: true, stripUsageChunk: false, body: Buffer.from(JSON.stringify(asked)) });
-    const responses = { model: 'mock-model', input: 'Hi', stream: true };
+    const responses = { model: 'mock-model', input: 'Hi', stream: true, max_output_tokens: 5 };
     expect(prepareBody(responses, '/responses')).toMatchObject({
       ok: true,
       stripUsageChunk: false,
@@ -90,7 +92,7 @@ describe('prepare', () => {
     expect(prepareBody(JSON.parse(raw), '/chat/completions', resolvedOptions, raw)).toMatchObject({
       ok: true,
       model: 'mock-model',
-      body: Buffer.from('{"model":"mock-model","messages":[]}'),
+      body: Buffer.from('{"model":"mock-model","messages":[],"max_tokens":100}'),
     });
   });
 
@@ -143,28 +145,33 @@ describe('prepare', () => {
     });
   });
 
-  const unavailable = {
-    error: { message: 'The service is temporarily unavailable. Please retry shortly.', type: 'api_error', code: 'store_unavailable' },
+  // A host bug is a 500, not a store outage (it was a 503 store_unavailable, which clients wait out as a passing one).
+  const internal = {
+    error: {
+      message: 'The server could not handle this request. Please retry; if it persists, contact the operator.',
+      type: 'api_error',
+      code: 'internal_error',
+    },
   };
 
-  it('refuses with 503 and a host-bug line when the estimate is not a finite number ≥ 0', () => {
+  it('refuses with 500 and a host-bug line when the estimate is not a finite number ≥ 0', () => {
     const options = { ...resolvedOptions, estimatePromptTokens: () => Number.NaN };
     expect(refusal(prepareBody(chat(), '/chat/completions', options))).toEqual({
-      status: 503,
-      body: unavailable,
+      status: 500,
+      body: internal,
       hostBug:
         'modelswitch-keys: options.estimatePromptTokens returned NaN for model mock-model; it must return a finite number ≥ 0 (request refused)',
     });
   });
 
-  it('refuses with 503 and a host-bug line when the reservation is not finite', () => {
+  it('refuses with 500 and a host-bug line when the reservation is not finite', () => {
     const options = resolveProxyOptions({
       upstreams: [{ name: 'mock', target: 'http://127.0.0.1:9/v1', models: ['mock-model'] }],
       pricing: () => ({ inputPerMillion: 1e308, outputPerMillion: 1e308 }),
     });
     expect(refusal(prepareBody(chat(), '/chat/completions', options))).toEqual({
-      status: 503,
-      body: unavailable,
+      status: 500,
+      body: internal,
       hostBug: 'modelswitch-keys: the reservation for model mock-model came to Infinity USD; check its price (request refused)',
     });
   });

@@ -29,7 +29,8 @@ describe('proxyRouter routing', () => {
     });
     expect(gateway.upstream.requests).toHaveLength(1);
     expect(gateway.upstream.requests[0]).toMatchObject({ method: 'POST', url: '/v1/chat/completions' });
-    expect(JSON.parse(gateway.upstream.requests[0]?.body ?? '')).toEqual(chat());
+    // With the output cap that was reserved (defaultMaxTokens: 100), as the client set none.
+    expect(JSON.parse(gateway.upstream.requests[0]?.body ?? '')).toEqual(chat({ max_tokens: 100 }));
   });
 
   it('routes a model matched by a RegExp pattern', async () => {

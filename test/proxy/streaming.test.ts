@@ -61,7 +61,7 @@ describe('proxyRouter streaming', () => {
     expect(res.status).toBe(200);
     expect(res.text).toBe(expectedStream());
     const sent = JSON.parse(gateway.upstream.requests[0]?.body ?? '');
-    expect(sent).toEqual({ ...chat({ stream: true }), stream_options: { include_usage: true } });
+    expect(sent).toEqual({ ...chat({ stream: true }), stream_options: { include_usage: true }, max_tokens: 100 });
     // 12 prompt tokens at $1000/M + 8 completion tokens at $2000/M.
     expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.028, reserved: 0 });
     expect(await gateway.store.getAccount(gateway.account.id)).toMatchObject({ balance: 9.972, reserved: 0 });
