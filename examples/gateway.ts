@@ -20,6 +20,36 @@ import {
 import { exampleStore } from './example-store.js';
 import { upstreamsFromEnv } from './upstreams-from-env.js';
 
+/**
+ * How long a client may take to send a request's headers, and its whole request (headers and body),
+ * before Node answers 408 and closes the socket. Node's defaults (60 s and 300 s) let a client that
+ * trickles a body hold a socket and its buffer for five minutes; a 4 MiB body needs well under 30 s
+ * at any usable bandwidth. Answers are not bounded by these (a stream may run for minutes).
+ */
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+/**
+ * A log line that can never throw: stdout may be a pipe whose reader is gone (`| head`, a closed
+ * terminal), and a failed write must not stop the shutdown that settles and drains the proxy.
+ */
+export function safeLog(line: string): void {
+  try {
+    console.log(line);
+  } catch {
+    // Nowhere to write it: dropped.
+  }
+}
+
+/** A write to a closed pipe also fails later, as an 'error' event on the stream: without a listener that kills the process. */
+function ignoreBrokenPipes(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
+  }
+}
+
 export interface RunningGateway {
   server: Server;
   store: KeyStore;
@@ -32,7 +62,7 @@ export interface RunningGateway {
 export async function startGateway(
   options: { port?: number; initialBalance?: number; store?: KeyStore; log?: (line: string) => void } = {},
 ): Promise<RunningGateway> {
-  const log = options.log ?? console.log;
+  const log = options.log ?? safeLog;
   const chosen = options.store ? { store: options.store, description: 'key store: given by the caller' } : exampleStore();
   const store = chosen.store;
   const account = await createAccount(store, { balance: options.initialBalance ?? 10 });
@@ -44,7 +74,8 @@ export async function startGateway(
   const upstreams = await upstreamsFromEnv();
   const proxy = proxyRouter(store, upstreams.options);
   app.use('/v1', modelSwitchAuth(store), proxy);
-  // Anything else: a 404 written like every other error of the gateway (same JSON, no-store).
+  // Anything else: a 404 written like every other error of the gateway (same JSON, no-store). The path
+  // is the client's own text: ModelSwitchError redacts a key pasted into it (GET /api/ms-…).
   app.use((req, res) => {
     sendError(res, new ModelSwitchError('route_not_found', `Unknown route: ${req.method} ${req.path}`));
   });
@@ -52,6 +83,8 @@ export async function startGateway(
   const server = await new Promise<Server>((resolve) => {
     const listening = app.listen(options.port ?? 3000, '127.0.0.1', () => resolve(listening));
   });
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
   const address = server.address();
   const url = `http://localhost:${typeof address === 'object' && address ? address.port : options.port}`;
   log(`ModelSwitch example gateway on ${url}; ${chosen.description}`);
@@ -83,12 +116,13 @@ if (isMain) {
     console.error('MODELSWITCH_INITIAL_BALANCE must be a number of USD');
     process.exit(1);
   }
+  ignoreBrokenPipes();
   const gateway = await startGateway({ port: Number(process.env.PORT ?? 3000), initialBalance: balance });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`${signal}: stopping`);
+    safeLog(`${signal}: stopping`);
     gateway.close().then(
       () => process.exit(0),
       () => process.exit(1),

@@ -15,6 +15,7 @@ export {
   type IssuedKey,
   type NewAccountInput,
   type PreparedKey,
+  type PrepareKeyOptions,
 } from './keys/accounts.js';
 export { publicKey, type PublicKey } from './keys/public-key.js';
 export { API_KEY_PATTERN, generateApiKey, parseApiKey, type ParsedApiKey } from './keys/api-key.js';
@@ -23,6 +24,7 @@ export { DEFAULT_SCRYPT, KeyHasher, type KeyHasherOptions, type ScryptParameters
 export { ConfigurationError } from './errors/configuration-error.js';
 export { ModelSwitchError, type ErrorBody, type ModelSwitchErrorCode, type ModelSwitchErrorType } from './errors/errors.js';
 export { sendError } from './http/respond.js';
+export { redactKeys } from './errors/redact.js';
 export { DEFAULT_RATE_LIMIT, intervalToMs } from './auth/rate-limit.js';
 export { limitPeriod } from './store/spend-rules.js';
 export type { Logger } from './log.js';

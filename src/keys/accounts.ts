@@ -96,11 +96,7 @@ export interface IssuedKey {
  * console.log(`MODELSWITCH_BILLING_KEY=${key}`); // shown once
  * ```
  */
-export async function issueKey(
-  store: KeyStore,
-  input: IssueKeyInput,
-  options: { hasher?: KeyHasher; now?: number } = {},
-): Promise<IssuedKey> {
+export async function issueKey(store: KeyStore, input: IssueKeyInput, options: PrepareKeyOptions = {}): Promise<IssuedKey> {
   const prepared = await prepareKey(input, options);
   return { record: await store.insertKey(prepared.record), key: prepared.key };
 }
@@ -109,6 +105,21 @@ export async function issueKey(
 export interface PreparedKey {
   record: NewKeyRecord;
   key: string;
+}
+
+/** Options of {@link prepareKey} (and {@link issueKey}). */
+export interface PrepareKeyOptions {
+  /** The hasher (its queue and parameters). Default: the process-wide one the factories share. */
+  hasher?: KeyHasher;
+  /** Creation time (epoch ms). Default now. */
+  now?: number;
+  /**
+   * Count the hash against the hasher's `maxHashesPerAccount` for `input.accountId` and its
+   * `maxQueuedHashes`, rejecting past them with 429 `rate_limit_exceeded` or 503 `server_busy`, as
+   * `keysRouter` does for keys created over HTTP. Default false: a host's own calls wait their turn
+   * and are never refused.
+   */
+  boundedPerAccount?: boolean;
 }
 
 /**
@@ -120,13 +131,14 @@ export interface PreparedKey {
  * await store.insertKey(record);
  * ```
  */
-export async function prepareKey(input: IssueKeyInput, options: { hasher?: KeyHasher; now?: number } = {}): Promise<PreparedKey> {
+export async function prepareKey(input: IssueKeyInput, options: PrepareKeyOptions = {}): Promise<PreparedKey> {
   // Characters are code points, as the HTTP validation counts them: an emoji is one, not two.
   const nameLength = typeof input.name === 'string' ? [...input.name].length : 0;
   if (nameLength < 1 || nameLength > 100) throw new TypeError('issueKey: name must be 1–100 characters');
   if (input.type !== 'proxy' && input.type !== 'billing') throw new TypeError("issueKey: type must be 'proxy' or 'billing'");
   const generated = generateApiKey(input.type);
-  const hash = await (options.hasher ?? defaultKeyHasher()).hash(generated.value);
+  const hasher = options.hasher ?? defaultKeyHasher();
+  const hash = await hasher.hash(generated.value, options.boundedPerAccount === true ? { account: input.accountId } : {});
   const limitReset = input.limitReset ?? null;
   const now = options.now ?? Date.now();
   const record: NewKeyRecord = {

@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import * as scryptModule from 'scrypt-kdf';
+import { DEFAULT_MAX_HASHES_PER_ACCOUNT, DEFAULT_MAX_QUEUED_HASHES } from '../defaults.js';
 import { type ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
 
 // scrypt-kdf 4 is ESM with only a default export (a class with static kdf/verify), while its
@@ -40,13 +41,26 @@ export interface KeyHasherOptions {
   handleFailureWindowMs?: number;
   /**
    * How many verifications may wait for a scrypt slot at once, besides the `maxConcurrentHashes`
-   * running (hashes of new keys wait in the same queue but are not counted or refused). Beyond it,
+   * running (hashes of new keys wait in a queue of their own, see `maxQueuedHashes`). Beyond it,
    * a verification that needs scrypt is refused at once (`verify` rejects with a 503
    * `verification_busy` {@link ModelSwitchError} carrying `Retry-After`), so a flood over many real
    * handles cannot queue unbounded work. Cached keys are never affected. `null`: no bound.
    * Default 256 (about 13–14 s of work at logN 15 on two slots).
    */
   maxQueuedVerifications?: number | null;
+  /**
+   * How many hashes of new keys one account may have running or waiting at once, when the hash is
+   * made for an account (`hash(key, { account })`, as `keysRouter` does for `POST /keys`). Beyond
+   * it, `hash` rejects at once with a 429 `rate_limit_exceeded` {@link ModelSwitchError} carrying
+   * `Retry-After`, so one account creating keys in a loop cannot fill the queue. Default 4.
+   */
+  maxHashesPerAccount?: number;
+  /**
+   * How many hashes of new keys may wait for a scrypt slot at once (all accounts). Beyond it, a hash
+   * made for an account rejects at once with a 503 `server_busy` carrying `Retry-After`; a hash made
+   * for no account (the host's own `issueKey`) still waits. `null`: no bound. Default 32.
+   */
+  maxQueuedHashes?: number | null;
   /** Clock, injectable for tests. Default `Date.now`. */
   now?: () => number;
 }
@@ -135,6 +149,10 @@ class BoundedCache<V> {
  * - At most `maxConcurrentHashes` scrypt runs are in flight; the rest queue, at most
  *   `maxQueuedVerifications` verifications of them: beyond that, `verify` rejects at once with a
  *   503 `verification_busy` error instead of queueing more (a cached key is never refused).
+ * - Verifications go first: hashes of new keys wait in a queue of their own that gets a free slot
+ *   only when no verification waits, so creating keys never delays another account's requests by
+ *   more than the runs already started. Hashes made for an account are bounded per account
+ *   (`maxHashesPerAccount`, 429) and in all (`maxQueuedHashes`, 503).
  * - A failed verification is remembered for `failureTtlMs` (never as valid), so a flood of one
  *   wrong key costs one scrypt run.
  * - Wrong secrets are throttled per handle: at most `handleFailureLimit` scrypt runs per handle in
@@ -170,9 +188,16 @@ export class KeyHasher {
   private readonly handleFailureWindowMs: number;
   private readonly now: () => number;
   private running = 0;
-  private readonly waiting: Array<() => void> = [];
-  /** How many of `waiting` are verifications (the rest hash new keys): what `maxQueuedVerifications` bounds. */
-  private waitingVerifications = 0;
+  /** Verifications waiting for a slot: what `maxQueuedVerifications` bounds. Served before {@link waitingHashes}. */
+  private readonly waitingVerifications: Array<() => void> = [];
+  /** Hashes of new keys waiting for a slot: what `maxQueuedHashes` bounds. */
+  private readonly waitingHashes: Array<() => void> = [];
+  /** Hashes of new keys running or waiting, by the account they are made for. */
+  private readonly hashesByAccount = new Map<string, number>();
+  private readonly maxHashesPerAccount: number;
+  private readonly maxQueuedHashes: number | null;
+  /** How many hashes of new keys were refused, per account (429) or for the queue (503). */
+  refusedHashes = 0;
   /** How many scrypt runs this hasher has started (hashes and verifications); for tests and benchmarks. */
   scryptRuns = 0;
   /** How many verifications the per-handle throttle refused without running scrypt. */
@@ -192,10 +217,13 @@ export class KeyHasher {
     this.handleFailureLimit = options.handleFailureLimit === undefined ? 2 : options.handleFailureLimit;
     this.handleFailureWindowMs = options.handleFailureWindowMs ?? 60_000;
     this.maxQueued = options.maxQueuedVerifications === undefined ? 256 : options.maxQueuedVerifications;
+    this.maxHashesPerAccount = options.maxHashesPerAccount ?? DEFAULT_MAX_HASHES_PER_ACCOUNT;
+    this.maxQueuedHashes = options.maxQueuedHashes === undefined ? DEFAULT_MAX_QUEUED_HASHES : options.maxQueuedHashes;
     const counts: Record<string, number> = {
       cacheSize,
       maxConcurrentHashes: this.maxConcurrent,
       handleFailureWindowMs: this.handleFailureWindowMs,
+      maxHashesPerAccount: this.maxHashesPerAccount,
     };
     if (this.handleFailureLimit !== null) counts.handleFailureLimit = this.handleFailureLimit;
     for (const [name, value] of Object.entries(counts)) {
@@ -205,6 +233,9 @@ export class KeyHasher {
     }
     if (this.maxQueued !== null && (!Number.isInteger(this.maxQueued) || this.maxQueued < 0)) {
       throw new TypeError(`KeyHasher: maxQueuedVerifications must be an integer ≥ 0 or null, got ${String(this.maxQueued)}`);
+    }
+    if (this.maxQueuedHashes !== null && (!Number.isInteger(this.maxQueuedHashes) || this.maxQueuedHashes < 0)) {
+      throw new TypeError(`KeyHasher: maxQueuedHashes must be an integer ≥ 0 or null, got ${String(this.maxQueuedHashes)}`);
     }
     const { logN, r, p } = this.scrypt;
     if (!Number.isInteger(logN) || logN < 1 || logN > 30 || !Number.isInteger(r) || r < 1 || !Number.isInteger(p) || p < 1) {
@@ -217,7 +248,7 @@ export class KeyHasher {
 
   /** How many scrypt runs are running or waiting for a slot now (for benchmarks and health checks). */
   get hashesInFlight(): number {
-    return this.running + this.waiting.length;
+    return this.running + this.waitingVerifications.length + this.waitingHashes.length;
   }
 
   /** How many verified keys the cache holds now (never more than `cacheSize`). */
@@ -225,9 +256,48 @@ export class KeyHasher {
     return this.verified.size;
   }
 
-  /** Hashes a new key for storage: scrypt-kdf's self-describing format, base64. */
-  async hash(key: string): Promise<string> {
-    const derived = await this.limited(() => Scrypt.kdf(key, this.scrypt));
+  /**
+   * Hashes a new key for storage: scrypt-kdf's self-describing format, base64. It waits behind every
+   * verification. Made for an `account`, it is bounded: it rejects at once with a 429
+   * `rate_limit_exceeded` when the account already has `maxHashesPerAccount` hashes running or
+   * waiting, or a 503 `server_busy` when `maxQueuedHashes` wait already (both with `Retry-After`).
+   *
+   * @example
+   * ```ts
+   * const hash = await hasher.hash(key.value, { account: 'acct_1' });
+   * ```
+   */
+  async hash(key: string, options: { account?: string } = {}): Promise<string> {
+    const account = options.account;
+    if (account === undefined) return this.derive(key);
+    const held = this.hashesByAccount.get(account) ?? 0;
+    if (held >= this.maxHashesPerAccount) {
+      this.refusedHashes++;
+      throw answerWithoutStack(
+        'rate_limit_exceeded',
+        `Too many API keys are being created for this account right now (at most ${this.maxHashesPerAccount} at once). Create them one after another.`,
+        { headers: { 'Retry-After': this.retryAfter() } },
+      );
+    }
+    const mustWait = this.running >= this.maxConcurrent;
+    if (mustWait && this.maxQueuedHashes !== null && this.waitingHashes.length >= this.maxQueuedHashes) {
+      this.refusedHashes++;
+      throw answerWithoutStack('server_busy', 'Too many API keys are being created right now. Please retry shortly.', {
+        headers: { 'Retry-After': this.retryAfter() },
+      });
+    }
+    this.hashesByAccount.set(account, held + 1);
+    try {
+      return await this.derive(key);
+    } finally {
+      const left = (this.hashesByAccount.get(account) ?? 1) - 1;
+      if (left > 0) this.hashesByAccount.set(account, left);
+      else this.hashesByAccount.delete(account);
+    }
+  }
+
+  private async derive(key: string): Promise<string> {
+    const derived = await this.limited(() => Scrypt.kdf(key, this.scrypt), this.waitingHashes);
     return Buffer.from(derived).toString('base64');
   }
 
@@ -276,13 +346,13 @@ export class KeyHasher {
       this.throttledVerifications++;
       return false;
     }
-    if (this.maxQueued !== null && this.running >= this.maxConcurrent && this.waitingVerifications >= this.maxQueued) {
+    if (this.maxQueued !== null && this.running >= this.maxConcurrent && this.waitingVerifications.length >= this.maxQueued) {
       // A refusal for load must not cost the real key its handle's turn: give it back.
       if (slot) this.releaseFailureSlot(slot);
       this.refusedVerifications++;
       throw this.busy();
     }
-    const run = this.limited(() => Scrypt.verify(Buffer.from(hash, 'base64'), key), true)
+    const run = this.limited(() => Scrypt.verify(Buffer.from(hash, 'base64'), key), this.waitingVerifications)
       .catch(() => false)
       .then((ok) => {
         if (ok) {
@@ -324,20 +394,24 @@ export class KeyHasher {
 
   /** The 503 of a verification refused for load, with the queue's expected wait as `Retry-After`. */
   private busy(): ModelSwitchError {
-    const waitMs = ((this.waiting.length + this.running) / this.maxConcurrent) * this.runMs;
-    // Up to a quarter more, at random, so that clients refused together do not all come back together.
-    const seconds = Math.ceil((waitMs * (1 + Math.random() / 4)) / 1000);
     return answerWithoutStack('verification_busy', 'Too many API keys are being verified right now. Please retry shortly.', {
-      headers: { 'Retry-After': String(Math.min(60, Math.max(1, seconds))) },
+      headers: { 'Retry-After': this.retryAfter() },
     });
   }
 
-  /** Runs `work` in a scrypt slot, waiting for one if all are taken (`verification`: counted in `waitingVerifications` while it waits). */
-  private async limited<T>(work: () => Promise<T>, verification = false): Promise<T> {
+  /** The expected wait of the whole queue, in whole seconds from 1 to 60, for a `Retry-After`. */
+  private retryAfter(): string {
+    const queued = this.waitingVerifications.length + this.waitingHashes.length;
+    const waitMs = ((queued + this.running) / this.maxConcurrent) * this.runMs;
+    // Up to a quarter more, at random, so that clients refused together do not all come back together.
+    const seconds = Math.ceil((waitMs * (1 + Math.random() / 4)) / 1000);
+    return String(Math.min(60, Math.max(1, seconds)));
+  }
+
+  /** Runs `work` in a scrypt slot, waiting in `queue` for one if all are taken. */
+  private async limited<T>(work: () => Promise<T>, queue: Array<() => void>): Promise<T> {
     if (this.running >= this.maxConcurrent) {
-      if (verification) this.waitingVerifications++;
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-      if (verification) this.waitingVerifications--;
+      await new Promise<void>((resolve) => queue.push(resolve));
     } else {
       this.running++;
     }
@@ -347,7 +421,8 @@ export class KeyHasher {
       return await work();
     } finally {
       this.runMs = this.runMs * 0.8 + (performance.now() - started) * 0.2;
-      const next = this.waiting.shift();
+      // The slot passes on, verifications first: a key waiting to be checked is a request waiting.
+      const next = this.waitingVerifications.shift() ?? this.waitingHashes.shift();
       if (next) next();
       else this.running--;
     }

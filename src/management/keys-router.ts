@@ -115,7 +115,9 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
       limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
       rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
     };
-    const prepared = await prepareKey(input, { ...(options.hasher ? { hasher: options.hasher } : {}), now: at });
+    // Bounded per account, and behind every verification: one account's flood of creations neither
+    // fills the scrypt queue nor delays another account's requests (see KeyHasher).
+    const prepared = await prepareKey(input, { ...(options.hasher ? { hasher: options.hasher } : {}), now: at, boundedPerAccount: true });
     const record = await guard.run('insertKey', () => store.insertKey(prepared.record));
     const { id, ...fields } = publicKey(record, at);
     sendJson(res, 201, { id, key: prepared.key, ...fields });

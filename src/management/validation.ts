@@ -1,13 +1,27 @@
 import { invalidRequest } from '../errors/errors.js';
 import { intervalToMs } from '../auth/rate-limit.js';
+import { API_KEY_PATTERN } from '../keys/api-key.js';
 import type { LimitReset, RateLimitSetting } from '../store/types.js';
 
 const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+/** C0, DEL and C1 (U+0080–U+009F): every control character (Unicode category Cc). */
+const CONTROL_CHARACTERS = /\p{Cc}/u;
+/**
+ * What shows nothing: whitespace, format characters (zero-width space, joiners, BOM, bidi marks:
+ * category Cf), the other default-ignorable code points (variation selectors, Hangul fillers) and
+ * the Braille blank. A name made only of these is blank however long it is.
+ */
+const INVISIBLE_ONLY = /^[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
+/** A whole key, also glued to other characters: a name is shown in listings, so it must not carry one. */
+const KEY_IN_TEXT = new RegExp(API_KEY_PATTERN.source.replaceAll('\\b', ''));
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const ID = /^[1-9][0-9]{0,15}$/;
 
-/** `name`: a string of 1–100 characters without control characters. */
+/**
+ * `name`: a string of 1–100 characters (code points), with no control character (C0, DEL, C1), not
+ * blank (something visible: not only whitespace, zero-width or other invisible characters), and no
+ * ModelSwitch key in it (names are listed and shown; a key pasted into one would be shown too).
+ */
 export function validateName(value: unknown, param = 'name'): string {
   if (typeof value !== 'string') throw invalidRequest(`${param} must be a string`, param);
   const length = [...value].length;
@@ -15,7 +29,8 @@ export function validateName(value: unknown, param = 'name'): string {
   if (CONTROL_CHARACTERS.test(value)) throw invalidRequest(`${param} must not contain control characters`, param);
   // A lone surrogate is not text: stores that speak JSON to another process (Redis' cjson) refuse it.
   if (LONE_SURROGATE.test(value)) throw invalidRequest(`${param} must be valid Unicode text`, param);
-  if (value.trim() === '') throw invalidRequest(`${param} must not be blank`, param);
+  if (INVISIBLE_ONLY.test(value)) throw invalidRequest(`${param} must not be blank`, param);
+  if (KEY_IN_TEXT.test(value)) throw invalidRequest(`${param} must not contain an API key`, param);
   return value;
 }
 

@@ -69,6 +69,7 @@ const INDEX_EXPORTS = [
   'NewKeyRecord',
   'NextFunction',
   'ParsedApiKey',
+  'PrepareKeyOptions',
   'PreparedKey',
   'Pricing',
   'ProxyRouter',
@@ -97,6 +98,7 @@ const INDEX_EXPORTS = [
   'prepareKey',
   'proxyRouter',
   'publicKey',
+  'redactKeys',
   'sendError',
 ];
 
