@@ -44,6 +44,28 @@ export const spendTests: SuiteGroup = (test, { concurrency }) => {
     });
   });
 
+  test("two keys of one account reserve against the account's available balance, not each key's own holds", async (store) => {
+    const owner = await store.createAccount(sampleAccount({ balance: 5 }));
+    const keyA = await store.insertKey(sampleKeyRecord(owner.id));
+    const keyB = await store.insertKey(sampleKeyRecord(owner.id));
+    assert.deepEqual(await store.reserveSpend({ keyId: keyA.id, accountId: owner.id, amount: 4, period: null }), { ok: true });
+    // Key B holds nothing itself, but the account has only 1 of its 5 available.
+    assert.deepEqual(await store.reserveSpend({ keyId: keyB.id, accountId: owner.id, amount: 2, period: null }), {
+      ok: false,
+      reason: 'insufficient_balance',
+    });
+    assert.deepEqual(await store.reserveSpend({ keyId: keyB.id, accountId: owner.id, amount: 1, period: null }), { ok: true });
+    assertUsd((await store.getAccount(owner.id))?.reserved, 5, 'account reserved');
+    assertUsd((await store.getKey(keyB.id))?.reserved, 1, 'key B reserved');
+    // A's release makes room for B again.
+    await store.settleSpend({ keyId: keyA.id, accountId: owner.id, reserved: 4, cost: 1, period: null, now: 1 });
+    assert.deepEqual(await store.reserveSpend({ keyId: keyB.id, accountId: owner.id, amount: 3, period: null }), { ok: true });
+    assert.deepEqual(await store.reserveSpend({ keyId: keyA.id, accountId: owner.id, amount: 0.5, period: null }), {
+      ok: false,
+      reason: 'insufficient_balance',
+    });
+  });
+
   test('a key at its limit is refused even a reservation of zero', async (store) => {
     const owner = await store.createAccount(sampleAccount({ balance: 100 }));
     const atZero = await store.insertKey(sampleKeyRecord(owner.id, { limit: 0 }));

@@ -55,6 +55,21 @@ describe('npm run example', () => {
       PROCESS_TIMEOUT_MS,
     );
   }
+
+  it('still drains and exits 0 on SIGTERM when its stdout pipe is broken (EPIPE)', async () => {
+    const example = startExample();
+    const { url, billingKey } = await example.ready;
+    // A request in flight at shutdown must still be answered or cut, and its drain awaited.
+    const info = await fetch(`${url}/api/keys`, { headers: { Authorization: `Bearer ${billingKey}` } });
+    expect(info.status).toBe(200);
+    // The reader of its stdout goes away, as with `npm run example | head -3`.
+    example.child.stdout?.destroy();
+    const exited = once(example.child, 'exit');
+    example.child.kill('SIGTERM');
+    const [code, signal] = await exited;
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(example.output()).not.toMatch(/EPIPE|Error/);
+  });
 });
 
 describe('the example gateway', () => {
