@@ -70,7 +70,10 @@ describe('the layers of src/', () => {
       const from = unitOf(file);
       for (const specifier of relativeImports(file)) {
         const to = unitOf(resolve(dirname(file), specifier));
-        if ((from === 'http' || from === 'errors') && !['http', 'errors', 'log.ts'].includes(to)) offending.push(`${from} -> ${to}`);
+        // defaults.ts holds named constants and imports nothing: reading a default is not domain code.
+        if ((from === 'http' || from === 'errors') && !['http', 'errors', 'log.ts', 'defaults.ts'].includes(to)) {
+          offending.push(`${from} -> ${to}`);
+        }
         if (from === 'store' && to === 'http') offending.push(`${from} -> ${to}`);
       }
     }
