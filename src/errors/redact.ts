@@ -43,8 +43,3 @@ export function redactKeys(text: string): string {
   }
   return found ? current : text;
 }
-
-/** Whether `text` holds something {@link redactKeys} would redact. */
-export function containsKey(text: string): boolean {
-  return redactKeys(text) !== text;
-}
