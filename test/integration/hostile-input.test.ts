@@ -169,7 +169,7 @@ describe('the proxy and the example never echo a key', () => {
             error: {
               message: `Unknown route: GET ${redactKeys(decodeURIComponent(path))}`,
               type: 'invalid_request_error',
-              code: 'invalid_request',
+              code: 'route_not_found',
             },
           },
         });
