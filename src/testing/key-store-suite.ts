@@ -2,21 +2,36 @@ import type { KeyStore } from '../store/types.js';
 import { accountTests } from './accounts.js';
 import { counterTests } from './counters.js';
 import type { SuiteGroup } from './group.js';
+import { holdTests } from './holds.js';
 import { keyTests } from './keys.js';
+import { ledgerTests } from './ledger.js';
 import { listingTests } from './listing.js';
+import { modelTests } from './models.js';
+import { rotationTests } from './rotation.js';
 import { spendTests } from './spend.js';
 import { syncTests } from './sync.js';
 
 /**
  * A group of {@link keyStoreSuite}'s tests, by topic: `accounts`, `keys`, `listing`, `spend`,
- * `counters` and `sync` (the optional synchronous hot path). Used to name groups in `skip`.
+ * `ledger`, `holds`, `rotation`, `models`, `counters` and `sync` (the optional synchronous hot path).
+ * Used to name groups in `skip`.
  *
  * @example
  * ```ts
  * const skip: Partial<Record<KeyStoreSuiteGroup, boolean>> = { counters: true };
  * ```
  */
-export type KeyStoreSuiteGroup = 'accounts' | 'keys' | 'listing' | 'spend' | 'counters' | 'sync';
+export type KeyStoreSuiteGroup =
+  | 'accounts'
+  | 'keys'
+  | 'listing'
+  | 'spend'
+  | 'ledger'
+  | 'holds'
+  | 'rotation'
+  | 'models'
+  | 'counters'
+  | 'sync';
 
 /**
  * The topics of the suite, in the order they run, by the name that appears in their test names and
@@ -28,6 +43,10 @@ const GROUPS: Readonly<Record<KeyStoreSuiteGroup, SuiteGroup>> = {
   keys: keyTests,
   listing: listingTests,
   spend: spendTests,
+  ledger: ledgerTests,
+  holds: holdTests,
+  rotation: rotationTests,
+  models: modelTests,
   counters: counterTests,
   sync: syncTests,
 };
@@ -78,11 +97,14 @@ export interface KeyStoreSuiteOptions {
 }
 
 /**
- * The conformance suite every `KeyStore` must pass, in groups by topic: `accounts` (CRUD, balance
- * bounds), `keys` (id allocation, copies, updates, deletes), `listing` (pagination, account and
- * type scoping), `spend` (reservations and settlements under concurrency, limit periods, bad
- * amounts), `counters` (exact concurrent counts per fixed window) and `sync` (the optional
- * synchronous hot path). Test names read `KeyStore conformance: spend: …`. Register it in a test
+ * The conformance suite every `KeyStore` must pass, in groups by topic: `accounts` (create, read,
+ * opening balance bounds), `keys` (id allocation, copies, updates, deletes), `listing` (pagination,
+ * account and type scoping), `spend` (reservations and settlements under concurrency, two keys on
+ * one balance, limit periods, bad amounts), `ledger` (opening entries, idempotent balance changes,
+ * usage entries, the invariants under concurrency, paging, usage aggregates, trimming), `holds`
+ * (deadlines, release exactly once, extension), `rotation` (hash swap and grace period), `models`
+ * (the allow-list as given), `counters` (exact concurrent counts per fixed window) and `sync` (the
+ * optional synchronous hot path). Test names read `KeyStore conformance: spend: …`. Register it in a test
  * file of your own: a fresh store per test, or one shared store (the tests use random ids).
  *
  * @example

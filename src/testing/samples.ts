@@ -29,7 +29,7 @@ export function sampleAccount(overrides: Partial<AccountRecord> = {}): AccountRe
 
 /**
  * A key record ready for `insertKey`: a fresh random handle and prefix, a placeholder hash (no
- * scrypt: store tests need records, not verifiable keys), no limits.
+ * scrypt: store tests need records, not verifiable keys), no limits, every model allowed, no previous secret.
  *
  * @example
  * ```ts
@@ -55,6 +55,9 @@ export function sampleKeyRecord(accountIdValue: string, overrides: Partial<NewKe
     limit: null,
     limitReset: null,
     rateLimit: null,
+    models: null,
+    previousHash: null,
+    previousKeyExpiresAt: null,
     ...overrides,
   };
 }
