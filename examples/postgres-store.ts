@@ -15,16 +15,21 @@
 import type pg from 'pg';
 import type {
   AccountRecord,
+  BalanceChangeResult,
   CounterState,
   KeyChanges,
   KeyPage,
   KeyPageRequest,
   KeyRecord,
+  KeyRotation,
   KeyStore,
+  LedgerEntry,
+  LedgerPage,
   NewKeyRecord,
   ReservationResult,
   SpendReservation,
   SpendSettlement,
+  UsageRow,
 } from '../src/index.js';
 
 /** Options of {@link PostgresKeyStore}. */
@@ -51,6 +56,9 @@ interface KeyRow {
   limit: number | null;
   limit_reset: KeyRecord['limitReset'];
   rate_limit: KeyRecord['rateLimit'];
+  models: KeyRecord['models'];
+  previous_hash: string | null;
+  previous_key_expires_at: string | null;
 }
 
 interface AccountRow {
@@ -69,7 +77,16 @@ const CHANGE_COLUMNS = {
   limit: '"limit"',
   limitReset: 'limit_reset',
   rateLimit: 'rate_limit',
+  models: 'models',
 } as const;
+
+/** The answer of the members this example has no tables for yet (the ledger and hold deadlines). */
+function notYet(): Promise<never> {
+  return Promise.reject(new Error('not implemented in the PostgreSQL example yet'));
+}
+
+/** The start of a hold id here: the amount held follows, carried to the settlement (no hold table yet). */
+const HOLD_PREFIX = 'amount:';
 
 /** The largest magnitude (USD) of a balance or amount this store accepts, as the shipped stores do. */
 const MAX_USD = 1e12;
@@ -145,8 +162,14 @@ export class PostgresKeyStore implements KeyStore {
         reserved double precision NOT NULL,
         "limit" double precision,
         limit_reset text,
-        rate_limit jsonb
+        rate_limit jsonb,
+        models jsonb,
+        previous_hash text,
+        previous_key_expires_at bigint
       );
+      ALTER TABLE ${s}.keys ADD COLUMN IF NOT EXISTS models jsonb;
+      ALTER TABLE ${s}.keys ADD COLUMN IF NOT EXISTS previous_hash text;
+      ALTER TABLE ${s}.keys ADD COLUMN IF NOT EXISTS previous_key_expires_at bigint;
       -- Listing an account's keys reads this index only, never the whole table.
       CREATE INDEX IF NOT EXISTS keys_by_account ON ${s}.keys (account_id, type, id);
       CREATE TABLE IF NOT EXISTS ${s}.counters (
@@ -159,6 +182,8 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async createAccount(account: AccountRecord): Promise<AccountRecord> {
+    checkUsd(account.balance, 'createAccount balance', -MAX_USD);
+    if (account.reserved !== 0) throw new TypeError('PostgresKeyStore: createAccount reserved must be 0');
     // The primary key rejects a duplicate id.
     const { rows } = await this.pool.query<AccountRow>(
       `INSERT INTO ${this.schema}.accounts (id, balance, reserved, is_free_tier, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *`,
@@ -172,25 +197,16 @@ export class PostgresKeyStore implements KeyStore {
     return rows[0] ? toAccount(rows[0]) : null;
   }
 
-  async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
-    checkUsd(delta, 'adjustBalance delta', -MAX_USD);
-    // A balance beyond ±MAX_USD is refused in the same statement, so nothing is written.
-    const { rows } = await this.pool.query<AccountRow>(
-      `UPDATE ${this.schema}.accounts SET balance = round((balance + $2)::numeric, 10)::double precision
-       WHERE id = $1 AND abs(balance + $2) <= ${MAX_USD} RETURNING *`,
-      [accountId, delta],
-    );
-    if (rows[0]) return toAccount(rows[0]);
-    if ((await this.getAccount(accountId)) === null) return null;
-    throw new RangeError(`PostgresKeyStore: adjustBalance would take the balance beyond ±${MAX_USD} USD`);
+  changeBalance(): Promise<BalanceChangeResult | null> {
+    return notYet();
   }
 
   async insertKey(key: NewKeyRecord): Promise<KeyRecord> {
     // bigserial allocates ids atomically across connections; the UNIQUE handle rejects duplicates.
     const { rows } = await this.pool.query<KeyRow>(
       `INSERT INTO ${this.schema}.keys (handle, type, account_id, name, prefix, hash, active, created_at, expires_at, last_used_at,
-         usage, usage_period, reserved, "limit", limit_reset, rate_limit)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING *`,
+         usage, usage_period, reserved, "limit", limit_reset, rate_limit, models, previous_hash, previous_key_expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING *`,
       [
         key.handle,
         key.type,
@@ -208,6 +224,9 @@ export class PostgresKeyStore implements KeyStore {
         key.limit,
         key.limitReset,
         key.rateLimit === null ? null : JSON.stringify(key.rateLimit),
+        key.models === null ? null : JSON.stringify(key.models),
+        key.previousHash,
+        key.previousKeyExpiresAt,
       ],
     );
     return toKey(rows[0] as KeyRow);
@@ -238,7 +257,7 @@ export class PostgresKeyStore implements KeyStore {
     for (const [field, column] of Object.entries(CHANGE_COLUMNS) as Array<[keyof KeyChanges, string]>) {
       const value = changes[field];
       if (value === undefined) continue;
-      values.push(field === 'rateLimit' && value !== null ? JSON.stringify(value) : value);
+      values.push((field === 'rateLimit' || field === 'models') && value !== null ? JSON.stringify(value) : value);
       sets.push(`${column} = $${values.length}`);
     }
     if (sets.length === 0) return this.getKey(id);
@@ -258,8 +277,27 @@ export class PostgresKeyStore implements KeyStore {
     );
   }
 
+  async rotateKey(rotation: KeyRotation): Promise<KeyRecord | null> {
+    const { id, hash, previousKeyExpiresAt, now } = rotation;
+    if (typeof hash !== 'string' || hash === '') throw new TypeError('PostgresKeyStore: rotateKey hash must be a non-empty string');
+    if (!Number.isFinite(now) || (previousKeyExpiresAt !== null && !Number.isFinite(previousKeyExpiresAt))) {
+      throw new TypeError('PostgresKeyStore: rotateKey times must be finite');
+    }
+    const grace = previousKeyExpiresAt !== null && previousKeyExpiresAt > now;
+    // One UPDATE: the SET expressions read the row as it was, so previous_hash gets the old hash.
+    const { rows } = await this.pool.query<KeyRow>(
+      `UPDATE ${this.schema}.keys SET previous_hash = CASE WHEN $3 THEN hash ELSE NULL END, hash = $2, previous_key_expires_at = $4
+       WHERE id = $1 RETURNING *`,
+      [id, hash, grace, grace ? previousKeyExpiresAt : null],
+    );
+    return rows[0] ? toKey(rows[0]) : null;
+  }
+
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
     checkUsd(reservation.amount, 'reserveSpend amount', 0);
+    if (!Number.isFinite(reservation.now) || !Number.isFinite(reservation.expiresAt) || reservation.expiresAt <= reservation.now) {
+      throw new TypeError('PostgresKeyStore: reserveSpend needs a finite now and an expiresAt after it');
+    }
     return this.transaction(async (client) => {
       // Row locks, key first then account (as in settleSpend), serialize reservations on the same
       // key or account across every connection and process.
@@ -287,12 +325,14 @@ export class PostgresKeyStore implements KeyStore {
         `UPDATE ${this.schema}.accounts SET reserved = round((reserved + $2)::numeric, 10)::double precision WHERE id = $1`,
         [account.id, reservation.amount],
       );
-      return { ok: true } as const;
+      return { ok: true, holdId: `${HOLD_PREFIX}${reservation.amount}` } as const;
     });
   }
 
-  async settleSpend(settlement: SpendSettlement): Promise<void> {
-    const { keyId, accountId, reserved, cost, period, now } = settlement;
+  async settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null> {
+    const { keyId, accountId, holdId, cost, period, now } = settlement;
+    if (holdId !== null && typeof holdId !== 'string') throw new TypeError('PostgresKeyStore: settleSpend holdId must be a string or null');
+    const reserved = holdId?.startsWith(HOLD_PREFIX) ? Number(holdId.slice(HOLD_PREFIX.length)) : 0;
     checkUsd(reserved, 'settleSpend reserved', 0);
     checkUsd(cost, 'settleSpend cost', 0);
     if (!Number.isFinite(now)) throw new TypeError('PostgresKeyStore: settleSpend now must be a finite number');
@@ -324,6 +364,31 @@ export class PostgresKeyStore implements KeyStore {
         [accountId, reserved, cost],
       );
     });
+    return null;
+  }
+
+  extendHold(): Promise<boolean> {
+    return notYet();
+  }
+
+  releaseExpiredHolds(): Promise<number> {
+    return notYet();
+  }
+
+  listLedger(): Promise<LedgerPage> {
+    return notYet();
+  }
+
+  findUsageEntry(): Promise<LedgerEntry | null> {
+    return notYet();
+  }
+
+  getUsage(): Promise<UsageRow[]> {
+    return notYet();
+  }
+
+  trimLedger(): Promise<number> {
+    return notYet();
   }
 
   async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
@@ -401,5 +466,8 @@ function toKey(row: KeyRow): KeyRecord {
     limit: row.limit,
     limitReset: row.limit_reset,
     rateLimit: row.rate_limit,
+    models: row.models,
+    previousHash: row.previous_hash,
+    previousKeyExpiresAt: nullableNumber(row.previous_key_expires_at),
   };
 }

@@ -66,3 +66,20 @@ export const DEFAULT_PROXY_BYTES_PER_PROMPT_TOKEN = 4;
 export const DEFAULT_PROXY_PATHS: readonly string[] = ['/chat/completions', '/completions', '/embeddings', '/responses'];
 
 // end proxy
+
+// ledger
+
+/**
+ * `MemoryKeyStore` and `KeyvKeyStore` `ledgerRetentionDays`: ledger entries older than this many days
+ * are trimmed (lazily as the account's ledger is written, or by `trimLedger`). Usage aggregates,
+ * balances and the idempotency of top-up references are kept for good.
+ */
+export const DEFAULT_LEDGER_RETENTION_DAYS = 400;
+
+/** `prepareRotation` `gracePeriodMs`: the previous secret stops working at once. */
+export const DEFAULT_ROTATION_GRACE_PERIOD_MS = 0;
+
+/** The longest grace period of a rotation (`prepareRotation` `gracePeriodMs`): 7 days. */
+export const MAX_ROTATION_GRACE_PERIOD_MS = 7 * 24 * 3_600_000;
+
+// end ledger

@@ -7,15 +7,21 @@ export { proxyRouter, type ProxyRouter, type ProxyRouterOptions } from './proxy/
 export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './proxy/pricing.js';
 export { DEFAULT_PROXY_PATHS, type Upstream } from './proxy/upstreams.js';
 export {
+  adjustBalance,
   createAccount,
   creditBalance,
   issueKey,
   prepareKey,
+  prepareRotation,
+  type AdjustmentOptions,
+  type CreditOptions,
   type IssueKeyInput,
   type IssuedKey,
   type NewAccountInput,
   type PreparedKey,
   type PrepareKeyOptions,
+  type PreparedRotation,
+  type RotationOptions,
 } from './keys/accounts.js';
 export { publicKey, type PublicKey } from './keys/public-key.js';
 export { API_KEY_PATTERN, generateApiKey, parseApiKey, type ParsedApiKey } from './keys/api-key.js';
@@ -33,12 +39,19 @@ export { KeyvKeyStore, type KeyvKeyStoreOptions } from './store/keyv/keyv-store.
 export { MemoryKeyStore, type MemoryKeyStoreOptions } from './store/memory/memory-store.js';
 export type {
   AccountRecord,
+  BalanceChange,
+  BalanceChangeResult,
   CounterState,
   KeyChanges,
   KeyPage,
   KeyPageRequest,
   KeyRecord,
+  KeyRotation,
   KeyStore,
+  LedgerEntry,
+  LedgerEntryType,
+  LedgerPage,
+  LedgerQuery,
   LimitReset,
   NewKeyRecord,
   RateLimitSetting,
@@ -46,4 +59,7 @@ export type {
   SpendReservation,
   SpendSettlement,
   SyncHotPath,
+  UsageDetails,
+  UsageRange,
+  UsageRow,
 } from './store/types.js';

@@ -10,8 +10,8 @@ import { type Logger, hostLogger } from '../log.js';
 import { StoreGuard, type StoreGuardOptions } from '../store/guard.js';
 import type { AccountRecord, CounterState, KeyRecord, KeyStore, RateLimitSetting } from '../store/types.js';
 
-/** A verified key as the middleware hands it on: the record without its hash. */
-export type AuthenticatedKey = Omit<KeyRecord, 'hash'>;
+/** A verified key as the middleware hands it on: the record without its hashes. */
+export type AuthenticatedKey = Omit<KeyRecord, 'hash' | 'previousHash'>;
 
 /** What `req.modelSwitch` holds after authentication; read fresh from the store for this request. */
 export interface ModelSwitchContext {
@@ -310,6 +310,8 @@ export class Authenticator {
       limit: record.limit,
       limitReset: record.limitReset,
       rateLimit: ownLimit,
+      models: record.models === null ? null : [...record.models],
+      previousKeyExpiresAt: record.previousKeyExpiresAt,
     };
     const period = limitPeriod(record.limitReset, now);
     return { key, account, usage: usageInPeriod(record, period), period, rateLimit: ownLimit ?? this.defaultRateLimit };

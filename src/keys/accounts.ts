@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { KeyType } from '../store/types.js';
-import { generateApiKey } from './api-key.js';
+import { DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import type { BalanceChange, BalanceChangeResult, KeyRotation, KeyType } from '../store/types.js';
+import { generateApiKey, keyWithHandle } from './api-key.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
-import { MAX_USD, limitPeriod } from '../store/spend-rules.js';
+import { MAX_NOTE_LENGTH, MAX_REFERENCE_LENGTH, MAX_USD, limitPeriod } from '../store/spend-rules.js';
 import type { AccountRecord, KeyRecord, KeyStore, LimitReset, NewKeyRecord, RateLimitSetting } from '../store/types.js';
 
 /** What {@link createAccount} takes; all optional. */
@@ -18,9 +19,11 @@ export interface NewAccountInput {
 }
 
 /**
- * Creates an account, the owner of keys and of a USD balance. Throws a TypeError for an `id` that is
- * not 1–128 characters of letters, digits, `_ . : @ -` (a leading `:` is fine), or a `balance` that
- * is not finite or beyond ±1e12 USD.
+ * Creates an account, the owner of keys and of a USD balance. A starting balance other than 0 is the
+ * account's first ledger entry (a `credit`, or an `adjustment` if negative, reference `opening`),
+ * written by the store in the same step. Throws a TypeError for an `id` that is not 1–128 characters
+ * of letters, digits, `_ . : @ -` (a leading `:` is fine), or a `balance` that is not finite or
+ * beyond ±1e12 USD.
  *
  * @example
  * ```ts
@@ -48,19 +51,155 @@ function isUsd(value: unknown): value is number {
   return typeof value === 'number' && Number.isFinite(value) && Math.abs(value) <= MAX_USD;
 }
 
+/** Options of {@link creditBalance}. */
+export interface CreditOptions {
+  /**
+   * What makes the credit idempotent (1–200 characters, unique per account): the payment's or
+   * webhook event's id. A reference already in the account's ledger credits nothing and answers the
+   * first entry. Default: a random reference, so a call without one is NOT idempotent (a retry pays twice).
+   */
+  reference?: string;
+  /** Free text kept on the entry (at most 1000 characters). */
+  note?: string | null;
+  /** The entry's time (epoch ms). Default now. */
+  now?: number;
+}
+
+/** Options of {@link adjustBalance}: like {@link CreditOptions}, but the reference is required. */
+export interface AdjustmentOptions {
+  /** What makes the correction idempotent (1–200 characters, unique per account), e.g. a ticket id. */
+  reference: string;
+  /** Why: free text kept on the entry (at most 1000 characters). */
+  note?: string | null;
+  /** The entry's time (epoch ms). Default now. */
+  now?: number;
+}
+
 /**
- * Adds USD to an account's balance (negative to debit), atomically. Returns the account, or `null`
- * for an unknown id. Throws a TypeError for an amount that is not finite or beyond ±1e12 USD
- * (`MAX_USD`); the store refuses (rejects, changing nothing) a balance that would leave that range.
+ * Credits USD to an account (a top-up): the balance and its `credit` ledger entry change in one
+ * atomic step. Idempotent by `reference`: the same reference again credits nothing and answers
+ * `applied: false` with the first entry, so a payment webhook delivered twice pays once. Without a
+ * `reference` a random one is made and the call is not idempotent. Answers `null` for an unknown
+ * account. Throws a TypeError for an amount that is not a finite number above 0 and at most 1e12
+ * USD, a bad reference or note, or a balance that would pass 1e12 (nothing is changed).
  *
  * @example
  * ```ts
- * await creditBalance(store, account.id, 25); // after a payment clears
+ * // A payment webhook: Stripe may deliver the same event more than once.
+ * app.post('/webhooks/stripe', express.json(), async (req, res) => {
+ *   const event = req.body; // verify the signature first
+ *   if (event.type === 'checkout.session.completed') {
+ *     const session = event.data.object;
+ *     await creditBalance(store, session.client_reference_id, session.amount_total / 100, {
+ *       reference: event.id,
+ *       note: 'Stripe checkout',
+ *     });
+ *   }
+ *   res.sendStatus(200);
+ * });
  * ```
  */
-export async function creditBalance(store: KeyStore, accountId: string, amountUsd: number): Promise<AccountRecord | null> {
-  if (!isUsd(amountUsd)) throw new TypeError(`creditBalance: amountUsd must be a finite number between -${MAX_USD} and ${MAX_USD}`);
-  return store.adjustBalance(accountId, amountUsd);
+export async function creditBalance(
+  store: KeyStore,
+  accountId: string,
+  amountUsd: number,
+  options: CreditOptions = {},
+): Promise<BalanceChangeResult | null> {
+  if (!isUsd(amountUsd) || amountUsd <= 0) {
+    throw new TypeError(`creditBalance: amountUsd must be a finite number above 0 and at most ${MAX_USD}`);
+  }
+  const reference = options.reference ?? `credit_${randomBytes(12).toString('base64url')}`;
+  return store.changeBalance(balanceChange('creditBalance', accountId, 'credit', amountUsd, { ...options, reference }));
+}
+
+/**
+ * Corrects an account's balance by `amountUsd` (either sign, not 0): the balance and its
+ * `adjustment` ledger entry change in one atomic step, idempotent by the required `reference` (the
+ * same reference again changes nothing and answers `applied: false` with the first entry). Answers
+ * `null` for an unknown account. Throws a TypeError for an amount that is 0, not finite or beyond
+ * ±1e12 USD, a bad reference or note, or a balance that would leave ±1e12 (nothing is changed).
+ *
+ * @example
+ * ```ts
+ * await adjustBalance(store, accountId, -4.5, { reference: 'ticket-812', note: 'refund of a duplicate top-up' });
+ * ```
+ */
+export async function adjustBalance(
+  store: KeyStore,
+  accountId: string,
+  amountUsd: number,
+  options: AdjustmentOptions,
+): Promise<BalanceChangeResult | null> {
+  if (!isUsd(amountUsd) || amountUsd === 0) {
+    throw new TypeError(`adjustBalance: amountUsd must be a finite number other than 0, between -${MAX_USD} and ${MAX_USD}`);
+  }
+  return store.changeBalance(balanceChange('adjustBalance', accountId, 'adjustment', amountUsd, options ?? {}));
+}
+
+/** The store's balance change, its reference and note checked here so the error names the helper. */
+function balanceChange(
+  helper: string,
+  accountId: string,
+  type: BalanceChange['type'],
+  amount: number,
+  options: { reference?: string; note?: string | null; now?: number },
+): BalanceChange {
+  const { reference, note = null, now = Date.now() } = options;
+  if (typeof reference !== 'string' || reference.length === 0 || reference.length > MAX_REFERENCE_LENGTH) {
+    throw new TypeError(`${helper}: reference must be a string of 1–${MAX_REFERENCE_LENGTH} characters`);
+  }
+  if (note !== null && (typeof note !== 'string' || note.length > MAX_NOTE_LENGTH)) {
+    throw new TypeError(`${helper}: note must be null or a string of at most ${MAX_NOTE_LENGTH} characters`);
+  }
+  return { accountId, type, amount, reference, note, now };
+}
+
+/** Options of {@link prepareRotation}. */
+export interface RotationOptions {
+  /** Hashes the new secret. Default: the process-wide `KeyHasher`. */
+  hasher?: KeyHasher;
+  /** The rotation's time (epoch ms). Default now. */
+  now?: number;
+  /** How long the current secret keeps working, 0 to 7 days in ms. Default 0: it stops at once. */
+  gracePeriodMs?: number;
+}
+
+/** A rotation ready for `store.rotateKey`, and the new key value, which exists nowhere else. */
+export interface PreparedRotation {
+  /** The new full key: same handle (and prefix), new secret and checksum. Show it once. */
+  key: string;
+  /** What `store.rotateKey` takes: the new secret's hash and until when the current secret works. */
+  rotation: KeyRotation;
+}
+
+/**
+ * Makes a key's new secret: the same handle (the prefix identifies the key record, not the secret),
+ * a new random secret and checksum, its scrypt hash, and the previous secret's deadline
+ * (`now + gracePeriodMs`, or none for 0). Store it with `store.rotateKey(rotation)`, which swaps the
+ * hashes atomically. Throws a TypeError for a grace period that is not 0–7 days.
+ *
+ * @example
+ * ```ts
+ * const { key, rotation } = await prepareRotation(record, { gracePeriodMs: 3_600_000 });
+ * const rotated = await store.rotateKey(rotation); // null if the key was deleted meanwhile
+ * console.log(key, rotated?.previousKeyExpiresAt); // the old secret works for one more hour
+ * ```
+ */
+export async function prepareRotation(
+  record: Pick<KeyRecord, 'id' | 'type' | 'handle'>,
+  options: RotationOptions = {},
+): Promise<PreparedRotation> {
+  const grace = options.gracePeriodMs ?? DEFAULT_ROTATION_GRACE_PERIOD_MS;
+  if (typeof grace !== 'number' || !Number.isFinite(grace) || grace < 0 || grace > MAX_ROTATION_GRACE_PERIOD_MS) {
+    throw new TypeError(`prepareRotation: gracePeriodMs must be a number of ms from 0 to ${MAX_ROTATION_GRACE_PERIOD_MS} (7 days)`);
+  }
+  const now = options.now ?? Date.now();
+  const generated = keyWithHandle(record.type, record.handle);
+  const hash = await (options.hasher ?? defaultKeyHasher()).hash(generated.value);
+  return {
+    key: generated.value,
+    rotation: { id: record.id, hash, previousKeyExpiresAt: grace > 0 ? now + grace : null, now },
+  };
 }
 
 /** What {@link issueKey} takes. */
@@ -158,6 +297,9 @@ export async function prepareKey(input: IssueKeyInput, options: PrepareKeyOption
     limit: input.limit ?? null,
     limitReset,
     rateLimit: input.rateLimit ?? null,
+    models: null,
+    previousHash: null,
+    previousKeyExpiresAt: null,
   };
   return { record, key: generated.value };
 }

@@ -73,8 +73,21 @@ function checksumOf(text: string): string {
  * ```
  */
 export function generateApiKey(type: KeyType): ParsedApiKey {
+  return keyWithHandle(type, randomBase62(HANDLE_LENGTH));
+}
+
+const HANDLE = /^[0-9A-Za-z]+$/;
+
+/**
+ * A new random secret (and its checksum) for an existing handle: the key value a rotation gives the
+ * same key record. Throws a TypeError for a handle that is not {@link HANDLE_LENGTH} base62 characters.
+ */
+export function keyWithHandle(type: KeyType, handle: string): ParsedApiKey {
+  if (type !== 'proxy' && type !== 'billing') throw new TypeError("a key type is 'proxy' or 'billing'");
+  if (typeof handle !== 'string' || handle.length !== HANDLE_LENGTH || !HANDLE.test(handle)) {
+    throw new TypeError(`a key handle is ${HANDLE_LENGTH} base62 characters`);
+  }
   const prefix = KEY_PREFIXES[type];
-  const handle = randomBase62(HANDLE_LENGTH);
   const body = prefix + handle + randomBase62(SECRET_LENGTH);
   const value = body + checksumOf(body);
   return { type, handle, prefix: value.slice(0, 7), value };

@@ -17,6 +17,12 @@ const ENDING_TEXT: Record<Exclude<Ending, 'completed'>, string> = {
   failed: 'upstream failed',
 };
 
+/**
+ * How long a hold outlives the upstream's timeout: its deadline is the reservation's time + the
+ * upstream's `timeoutMs` + this, after which any instance may release it (its gateway died).
+ */
+export const HOLD_MARGIN_MS = 60_000;
+
 /** Pauses between settlement attempts when the store fails (ms): about 15 s in all. */
 export const SETTLE_RETRIES: readonly number[] = [100, 400, 1500, 4000, 9000];
 
@@ -95,6 +101,8 @@ export class Exchange {
     private readonly dependencies: ExchangeDependencies,
     readonly context: ModelSwitchContext,
     readonly request: PreparedRequest,
+    /** The hold the reservation made, released by the settlement. */
+    readonly holdId: string,
   ) {}
 
   /**
@@ -107,20 +115,25 @@ export class Exchange {
     const { inFlight } = dependencies;
     // Counted from here until the request is refused, or its response closes.
     inFlight.enter();
+    let holdId: string;
     try {
+      const now = dependencies.now();
       const reservation: SpendReservation = {
         keyId: context.key.id,
         accountId: context.account.id,
         amount: request.reserved,
         period: request.period,
+        now,
+        expiresAt: now + request.upstream.timeoutMs + HOLD_MARGIN_MS,
       };
       const result = await reserveThroughGuard(dependencies, reservation);
       if (!result.ok) throw refusal(result, context, request.reserved);
+      holdId = result.holdId;
     } catch (error) {
       inFlight.leave();
       throw error;
     }
-    return new Exchange(dependencies, context, request);
+    return new Exchange(dependencies, context, request, holdId);
   }
 
   /** The upstream timed out (see `timeOut`): the failure answers 504 rather than 502. */
@@ -187,10 +200,11 @@ export class Exchange {
       const cost = this.chargeFor(ending);
       const usage = this.usage;
       const at = now();
+      // Usage details (request and upstream ids) come with the X-Request-Id header, in a later change.
       const settlement: SpendSettlement = {
         keyId: key.id,
         accountId: account.id,
-        reserved: this.request.reserved,
+        holdId: this.holdId,
         cost,
         period: this.request.period,
         now: at,
@@ -271,7 +285,7 @@ async function reserveThroughGuard(dependencies: ExchangeDependencies, reservati
     // Tracked at once, so drain() waits for the store's late answer too.
     inFlight.track(
       pending.then(
-        (result) => (result?.ok === true ? releaseLateReservation(dependencies, reservation) : undefined),
+        (result) => (result?.ok === true ? releaseLateReservation(dependencies, reservation, result.holdId) : undefined),
         () => {
           // The store failed the call itself: nothing was reserved.
         },
@@ -281,11 +295,11 @@ async function reserveThroughGuard(dependencies: ExchangeDependencies, reservati
   }
 }
 
-async function releaseLateReservation(dependencies: ExchangeDependencies, reservation: SpendReservation): Promise<void> {
+async function releaseLateReservation(dependencies: ExchangeDependencies, reservation: SpendReservation, holdId: string): Promise<void> {
   const { store, guard, now, logger } = dependencies;
   const { keyId, accountId, amount, period } = reservation;
   try {
-    await guard.run('settleSpend', () => store.settleSpend({ keyId, accountId, reserved: amount, cost: 0, period, now: now() }));
+    await guard.run('settleSpend', () => store.settleSpend({ keyId, accountId, holdId, cost: 0, period, now: now() }));
     logger.warn(
       `modelswitch-keys: released a reservation of $${amount} for key ${keyId} that the store applied after the request was refused`,
     );

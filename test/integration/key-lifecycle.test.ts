@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { MemoryKeyStore, type KeyHasher } from '../../src/index.js';
+import { MemoryKeyStore, type KeyHasher, adjustBalance } from '../../src/index.js';
 import { FRAMEWORKS, buildApp } from '../app.js';
 import { type SeededAccount, type TestClock, fastHasher, seedAccount, testClock } from '../helpers.js';
 
@@ -192,7 +192,7 @@ describe.each(FRAMEWORKS)('key lifecycle end to end under %s', (framework) => {
   });
 
   it('still answers key info at a zero balance (it never spends)', async () => {
-    await store.adjustBalance(seeded.account.id, -1500.5);
+    await adjustBalance(store, seeded.account.id, -1500.5, { reference: 'spent-elsewhere', now: clock.now() });
     const info = await request(app).get('/v1/auth/key').set('Authorization', `Bearer ${seeded.proxyKey}`);
     expect(info.status).toBe(200);
     expect(info.body.data.limit).toBe(0);

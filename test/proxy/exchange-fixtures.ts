@@ -4,7 +4,7 @@ import { InFlight, type ScheduledTimer, type Scheduler } from '../../src/proxy/i
 import { resolveProxyOptions } from '../../src/proxy/options.js';
 import { type PreparedRequest, prepare } from '../../src/proxy/prepare.js';
 import { StoreGuard } from '../../src/store/guard.js';
-import type { CounterState, ReservationResult, SpendReservation, SpendSettlement } from '../../src/store/types.js';
+import type { CounterState, LedgerEntry, ReservationResult, SpendReservation, SpendSettlement } from '../../src/store/types.js';
 import { type TestClock, recordingLogger, testClock } from '../helpers.js';
 import { MOCK_PRICE } from './harness.js';
 
@@ -80,21 +80,24 @@ export interface FakeStore {
   reservations: SpendReservation[];
   settlements: SpendSettlement[];
   counterHits: Array<{ name: string; windowMs: number; now: number; amount: number | undefined }>;
-  /** The answer of the next `reserveSpend` (default `{ ok: true }`). */
+  /** The answer of the next `reserveSpend` (default `{ ok: true, holdId: HOLD_ID }`). */
   reserveAnswer: () => Promise<ReservationResult>;
   /** How many of the next `settleSpend` calls reject (a store blip); the calls after them succeed. */
   settleFailures: number;
   reserveSpend(reservation: SpendReservation): Promise<ReservationResult>;
-  settleSpend(settlement: SpendSettlement): Promise<void>;
+  settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null>;
   hitCounter(name: string, windowMs: number, now: number, amount?: number): Promise<CounterState>;
 }
+
+/** The hold the fake store's reservations answer. */
+export const HOLD_ID = 'hold-7';
 
 export function fakeStore(): FakeStore {
   const store: FakeStore = {
     reservations: [],
     settlements: [],
     counterHits: [],
-    reserveAnswer: async () => ({ ok: true }),
+    reserveAnswer: async () => ({ ok: true, holdId: HOLD_ID }),
     settleFailures: 0,
     reserveSpend(reservation) {
       store.reservations.push(reservation);
@@ -106,6 +109,7 @@ export function fakeStore(): FakeStore {
         store.settleFailures--;
         throw new Error('connection reset');
       }
+      return null;
     },
     async hitCounter(name, windowMs, now, amount) {
       store.counterHits.push({ name, windowMs, now, amount });
@@ -134,6 +138,8 @@ export function sampleContext(overrides: Partial<AuthenticatedKey> = {}, tokensP
     limit: 5,
     limitReset: 'daily',
     rateLimit: null,
+    models: null,
+    previousKeyExpiresAt: null,
     ...overrides,
   };
   return {

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ModelSwitchError } from '../../src/errors/errors.js';
-import { Exchange, SETTLE_RETRIES } from '../../src/proxy/exchange.js';
+import { DEFAULT_PROXY_TIMEOUT_MS } from '../../src/defaults.js';
+import { Exchange, HOLD_MARGIN_MS, SETTLE_RETRIES } from '../../src/proxy/exchange.js';
 import type { SpendSettlement } from '../../src/store/types.js';
-import { exchangeWorld, preparedChat, sampleContext, settled, stillPending } from './exchange-fixtures.js';
+import { HOLD_ID, exchangeWorld, preparedChat, sampleContext, settled, stillPending } from './exchange-fixtures.js';
 
 const START = Date.parse('2026-11-22T12:00:00Z');
 /** 12 prompt + 100 output tokens at the mock price. */
@@ -11,9 +12,9 @@ const RESERVED = 0.212;
 const COST = 0.028;
 const USAGE = { promptTokens: 12, completionTokens: 8, cachedPromptTokens: 0 };
 
-/** The settlement the store must receive for the sample key: the reservation released, `cost` charged, at `now`. */
-function settlement(cost: number, now: number): SpendSettlement {
-  return { keyId: 7, accountId: 'acct_test', reserved: RESERVED, cost, period: '2026-11-22', now };
+/** The settlement the store must receive for the sample key: its hold released, `cost` charged, at `now`. */
+function settlement(cost: number, now: number, holdId = HOLD_ID): SpendSettlement {
+  return { keyId: 7, accountId: 'acct_test', holdId, cost, period: '2026-11-22', now };
 }
 
 /** A reserved exchange of the sample key, its clock moved 1.5 s on (the time the upstream took). */
@@ -26,10 +27,20 @@ async function reservedExchange(extra: Record<string, unknown> = {}, tokensPerMi
 }
 
 describe('Exchange.reserve', () => {
-  it('reserves the prepared maximum cost for the key and account in the key period', async () => {
+  it('reserves the prepared maximum cost for the key and account in the key period, held until the upstream timeout and a margin', async () => {
     const { store, exchange } = await reservedExchange();
-    expect(store.reservations).toEqual([{ keyId: 7, accountId: 'acct_test', amount: RESERVED, period: '2026-11-22' }]);
+    expect(store.reservations).toEqual([
+      {
+        keyId: 7,
+        accountId: 'acct_test',
+        amount: RESERVED,
+        period: '2026-11-22',
+        now: START,
+        expiresAt: START + DEFAULT_PROXY_TIMEOUT_MS + HOLD_MARGIN_MS,
+      },
+    ]);
     expect(exchange.request.reserved).toBe(RESERVED);
+    expect(exchange.holdId).toBe(HOLD_ID);
     expect(store.settlements).toEqual([]);
   });
 
@@ -74,7 +85,7 @@ describe('Exchange.reserve', () => {
     /** A world whose guard times reserveSpend out at once, while the store's own call stays pending until `answer` is called. */
     function lateWorld() {
       const world = exchangeWorld();
-      let answer: (result: { ok: true } | { ok: false; reason: 'spend_limit_reached' } | Error) => void = () => {};
+      let answer: (result: { ok: true; holdId: string } | { ok: false; reason: 'spend_limit_reached' } | Error) => void = () => {};
       world.store.reserveAnswer = () =>
         new Promise((resolve, reject) => {
           answer = (result) => (result instanceof Error ? reject(result) : resolve(result));
@@ -102,12 +113,10 @@ describe('Exchange.reserve', () => {
       const draining = world.inFlight.drain();
       expect(await stillPending(draining)).toBe(true);
       world.clock.advance(2000);
-      world.answer({ ok: true });
+      world.answer({ ok: true, holdId: 'late-hold' });
       await draining;
       await settled();
-      expect(world.store.settlements).toEqual([
-        { keyId: 7, accountId: 'acct_test', reserved: RESERVED, cost: 0, period: '2026-11-22', now: START + 2000 },
-      ]);
+      expect(world.store.settlements).toEqual([settlement(0, START + 2000, 'late-hold')]);
       expect(world.logger.lines).toEqual([
         'warn: modelswitch-keys: released a reservation of $0.212 for key 7 that the store applied after the request was refused',
       ]);
@@ -128,7 +137,7 @@ describe('Exchange.reserve', () => {
       const world = lateWorld();
       world.store.settleFailures = 1;
       await expect(world.reserving).rejects.toMatchObject({ status: 503 });
-      world.answer({ ok: true });
+      world.answer({ ok: true, holdId: 'late-hold' });
       await world.inFlight.drain();
       expect(world.store.settlements).toHaveLength(1);
       expect(world.logger.lines.at(-1)).toBe(
@@ -262,7 +271,7 @@ describe('Exchange.settle on every ending', () => {
     exchange.reportUsage(USAGE);
     await exchange.settle('completed');
     expect(world.store.reservations.map((r) => r.amount)).toEqual([0]);
-    expect(world.store.settlements).toEqual([{ ...settlement(0, START), reserved: 0 }]);
+    expect(world.store.settlements).toEqual([settlement(0, START)]);
   });
 
   it('usage that prices beyond the USD bound: charges the reservation instead', async () => {

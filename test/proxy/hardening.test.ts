@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
-import type { ReservationResult, SpendReservation } from '../../src/store/types.js';
+import type { LedgerEntry, ReservationResult, SpendReservation } from '../../src/store/types.js';
 import { type Gateway, KEY_IN_BODY, KEY_IN_URL, chat, deferred, post, startGateway } from './harness.js';
 
 let gateway: Gateway;
@@ -232,7 +232,7 @@ describe('proxyRouter reservation after a store timeout', () => {
     });
     expect(gateway.upstream.requests).toEqual([]);
     store.gate.resolve();
-    await vi.waitFor(() => expect(store.result).toEqual({ ok: true }));
+    await vi.waitFor(() => expect(store.result).toEqual({ ok: true, holdId: expect.any(String) }));
     await vi.waitFor(expectNothingHeldOrCharged);
     await vi.waitFor(() =>
       expect(gateway.logger.lines).toEqual([
@@ -245,7 +245,7 @@ describe('proxyRouter reservation after a store timeout', () => {
 
   it('logs, and never throws unhandled, when the compensating release fails too', async () => {
     class SlowThenBrokenStore extends SlowReserveStore {
-      override async settleSpend(): Promise<void> {
+      override async settleSpend(): Promise<LedgerEntry | null> {
         throw new Error('still down');
       }
     }

@@ -25,7 +25,7 @@ function groupCounts(names: string[], prefix = 'KeyStore conformance: '): Record
   return counts;
 }
 
-const ALL_GROUPS = { accounts: 5, keys: 7, listing: 3, spend: 12, counters: 3, sync: 1 };
+const ALL_GROUPS = { accounts: 3, keys: 7, listing: 3, spend: 12, ledger: 10, holds: 6, rotation: 5, models: 3, counters: 3, sync: 1 };
 
 describe('keyStoreSuite', () => {
   it('registers every group, in order, as "KeyStore conformance: <group>: <test>" with a 60 s timeout', () => {
@@ -33,7 +33,7 @@ describe('keyStoreSuite', () => {
     keyStoreSuite({ it: runner.it, createStore: () => new MemoryKeyStore() });
     const counts = groupCounts(runner.run.map((test) => test.name));
     expect(counts).toEqual(ALL_GROUPS);
-    expect(Object.keys(counts)).toEqual(['accounts', 'keys', 'listing', 'spend', 'counters', 'sync']);
+    expect(Object.keys(counts)).toEqual(['accounts', 'keys', 'listing', 'spend', 'ledger', 'holds', 'rotation', 'models', 'counters', 'sync']);
     expect(runner.run.map((test) => test.name)).toContain(
       'KeyStore conformance: spend: reservations never let concurrent requests pass the key limit',
     );
@@ -53,7 +53,16 @@ describe('keyStoreSuite', () => {
   it('registers a skipped group with it.skip under the same names, and runs the others', () => {
     const runner = recorder();
     keyStoreSuite({ it: runner.it, createStore: () => new MemoryKeyStore(), skip: { counters: true, spend: true, listing: false } });
-    expect(groupCounts(runner.run.map((test) => test.name))).toEqual({ accounts: 5, keys: 7, listing: 3, sync: 1 });
+    expect(groupCounts(runner.run.map((test) => test.name))).toEqual({
+      accounts: 3,
+      keys: 7,
+      listing: 3,
+      ledger: 10,
+      holds: 6,
+      rotation: 5,
+      models: 3,
+      sync: 1,
+    });
     expect(groupCounts(runner.skipped)).toEqual({ spend: 12, counters: 3 });
     expect(runner.skipped).toContain('KeyStore conformance: counters: counts 200 concurrent counter hits exactly, per fixed window');
   });
@@ -62,7 +71,9 @@ describe('keyStoreSuite', () => {
     const createStore = () => new MemoryKeyStore();
     const misspelt = { counter: true } as NonNullable<KeyStoreSuiteOptions['skip']>;
     expect(() => keyStoreSuite({ it: recorder().it, createStore, skip: misspelt })).toThrow(
-      new TypeError('keyStoreSuite: skip.counter names no group; the groups are accounts, keys, listing, spend, counters, sync'),
+      new TypeError(
+        'keyStoreSuite: skip.counter names no group; the groups are accounts, keys, listing, spend, ledger, holds, rotation, models, counters, sync',
+      ),
     );
     expect(() => keyStoreSuite({ it: recorder(false).it, createStore, skip: { counters: true } })).toThrow(
       new TypeError('keyStoreSuite: skip needs a test registrar with it.skip, so that the skipped tests are listed as skipped'),
@@ -70,7 +81,7 @@ describe('keyStoreSuite', () => {
     // Nothing to skip: a registrar without it.skip is fine.
     const plain = recorder(false);
     keyStoreSuite({ it: plain.it, createStore, skip: { counters: false } });
-    expect(plain.run).toHaveLength(31);
+    expect(plain.run).toHaveLength(53);
     expect(() => keyStoreSuite({ createStore } as unknown as KeyStoreSuiteOptions)).toThrow(TypeError);
   });
 

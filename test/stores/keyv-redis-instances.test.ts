@@ -119,7 +119,7 @@ describe.skipIf(!REDIS_URL)(`several gateway instances sharing one Redis${redisS
         (i % 2 === 0 ? storeA : storeB).settleSpend({
           keyId: seeded.proxyKeyId,
           accountId: seeded.account.id,
-          reserved: 0,
+          holdId: null,
           cost: 0.01,
           period: null,
           now: i,
@@ -133,7 +133,14 @@ describe.skipIf(!REDIS_URL)(`several gateway instances sharing one Redis${redisS
     await storeA.updateKey(seeded.proxyKeyId, { limit: 12 });
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
-        (i % 2 === 0 ? storeA : storeB).reserveSpend({ keyId: seeded.proxyKeyId, accountId: seeded.account.id, amount: 1, period: null }),
+        (i % 2 === 0 ? storeA : storeB).reserveSpend({
+          keyId: seeded.proxyKeyId,
+          accountId: seeded.account.id,
+          amount: 1,
+          period: null,
+          now: clock.now(),
+          expiresAt: clock.now() + 60_000,
+        }),
       ),
     );
     expect(results.filter((r) => r.ok)).toHaveLength(10);

@@ -25,5 +25,6 @@ describe.skipIf(!DATABASE_URL)(`examples/postgres-store.ts${skipReason ? ` (${sk
     await store.close();
   });
 
-  keyStoreSuite({ it, createStore: () => store, disposeStore: () => {} });
+  // The example has no ledger or hold tables yet (the shipped PostgreSQL store brings them): those groups are listed as skipped.
+  keyStoreSuite({ it, createStore: () => store, disposeStore: () => {}, skip: { ledger: true, holds: true } });
 });

@@ -23,15 +23,21 @@ export interface KeyvBackend
     KeyStore,
     | 'createAccount'
     | 'getAccount'
-    | 'adjustBalance'
+    | 'changeBalance'
     | 'insertKey'
     | 'getKey'
     | 'getKeyByHandle'
     | 'updateKey'
     | 'deleteKey'
     | 'touchKey'
+    | 'rotateKey'
     | 'reserveSpend'
     | 'settleSpend'
+    | 'extendHold'
+    | 'listLedger'
+    | 'findUsageEntry'
+    | 'getUsage'
+    | 'trimLedger'
   > {
   /** Whether the atomic operations are atomic across processes (true on Redis only). */
   readonly sharedAcrossProcesses: boolean;
@@ -39,4 +45,6 @@ export interface KeyvBackend
   listKeys(accountId: string, type: KeyType, after: number, limit: number): Promise<KeyRecord[]>;
   /** The counter's value after the hit. */
   hitCounter(hit: CounterHit): Promise<number>;
+  /** `KeyStore.releaseExpiredHolds` with its `limit` filled in. */
+  releaseExpiredHolds(now: number, limit: number): Promise<number>;
 }

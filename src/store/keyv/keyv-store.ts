@@ -1,18 +1,41 @@
 import type Keyv from 'keyv';
 import { ConfigurationError } from '../../errors/configuration-error.js';
-import { checkBalanceDelta, checkCounterHit, checkReservation, checkSettlement } from '../spend-rules.js';
+import { DEFAULT_LEDGER_RETENTION_DAYS } from '../../defaults.js';
+import {
+  DEFAULT_HOLD_SWEEP_LIMIT,
+  checkBalanceChange,
+  checkCounterHit,
+  checkHoldDeadline,
+  checkHoldSweep,
+  checkLedgerQuery,
+  checkNewAccount,
+  checkReservation,
+  checkRotation,
+  checkSettlement,
+  checkTrimBefore,
+  checkUsageRange,
+  isRetentionDays,
+} from '../spend-rules.js';
 import type {
   AccountRecord,
+  BalanceChange,
+  BalanceChangeResult,
   CounterState,
   KeyChanges,
   KeyPage,
   KeyPageRequest,
   KeyRecord,
+  KeyRotation,
   KeyStore,
+  LedgerEntry,
+  LedgerPage,
+  LedgerQuery,
   NewKeyRecord,
   ReservationResult,
   SpendReservation,
   SpendSettlement,
+  UsageRange,
+  UsageRow,
 } from '../types.js';
 import type { KeyvBackend } from './backend.js';
 import { isKeyvRedisAdapter } from './keyv-redis.js';
@@ -35,6 +58,12 @@ export interface KeyvKeyStoreOptions {
    * table) can hold several stores or other data. Default `modelswitch:`.
    */
   prefix?: string;
+  /**
+   * Days a ledger entry is kept: older ones are trimmed a few at a time as the account's ledger is
+   * written (and all at once by `trimLedger`). `Infinity` keeps every entry. Usage aggregates,
+   * balances and top-up references are never trimmed. Default 400.
+   */
+  ledgerRetentionDays?: number;
 }
 
 /** A Keyv whose adapter we can inspect; Keyv types `store` loosely. */
@@ -85,6 +114,13 @@ export class KeyvKeyStore implements KeyStore {
     this.keyv = keyv;
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     if (typeof prefix !== 'string') throw new ConfigurationError('ERR_MS_OPTION', 'KeyvKeyStore: prefix must be a string');
+    const retentionDays = options.ledgerRetentionDays ?? DEFAULT_LEDGER_RETENTION_DAYS;
+    if (!isRetentionDays(retentionDays)) {
+      throw new ConfigurationError(
+        'ERR_MS_OPTION',
+        'KeyvKeyStore: ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)',
+      );
+    }
     // A swallowed error reads as `undefined`, i.e. "no such key": turn it into a rejection.
     keyv.throwOnErrors = true;
     const adapter = (keyv as KeyvWithStore).store;
@@ -93,11 +129,14 @@ export class KeyvKeyStore implements KeyStore {
     }
     // Errors also surface as rejections; an 'error' listener keeps Keyv's emitter from throwing.
     keyv.on('error', ignoreEmittedError);
-    this.backend = isKeyvRedisAdapter(adapter) ? new RedisBackend(keyv, adapter, prefix) : new LockedBackend(keyv, prefix);
+    this.backend = isKeyvRedisAdapter(adapter)
+      ? new RedisBackend(keyv, adapter, prefix, retentionDays)
+      : new LockedBackend(keyv, prefix, retentionDays);
     this.sharedAcrossProcesses = this.backend.sharedAcrossProcesses;
   }
 
-  createAccount(account: AccountRecord): Promise<AccountRecord> {
+  async createAccount(account: AccountRecord): Promise<AccountRecord> {
+    checkNewAccount(account);
     return this.backend.createAccount({ ...account });
   }
 
@@ -105,9 +144,9 @@ export class KeyvKeyStore implements KeyStore {
     return this.backend.getAccount(id);
   }
 
-  async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
-    checkBalanceDelta(delta);
-    return this.backend.adjustBalance(accountId, delta);
+  async changeBalance(change: BalanceChange): Promise<BalanceChangeResult | null> {
+    checkBalanceChange(change);
+    return this.backend.changeBalance({ ...change });
   }
 
   insertKey(key: NewKeyRecord): Promise<KeyRecord> {
@@ -139,14 +178,48 @@ export class KeyvKeyStore implements KeyStore {
     return this.backend.touchKey(id, at);
   }
 
+  async rotateKey(rotation: KeyRotation): Promise<KeyRecord | null> {
+    checkRotation(rotation);
+    return this.backend.rotateKey({ ...rotation });
+  }
+
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
     checkReservation(reservation);
     return this.backend.reserveSpend(reservation);
   }
 
-  async settleSpend(settlement: SpendSettlement): Promise<void> {
+  async settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null> {
     checkSettlement(settlement);
     return this.backend.settleSpend(settlement);
+  }
+
+  async extendHold(holdId: string, accountId: string, expiresAt: number): Promise<boolean> {
+    checkHoldDeadline(expiresAt);
+    return this.backend.extendHold(holdId, accountId, expiresAt);
+  }
+
+  async releaseExpiredHolds(now: number, limit: number = DEFAULT_HOLD_SWEEP_LIMIT): Promise<number> {
+    checkHoldSweep(now, limit);
+    return this.backend.releaseExpiredHolds(now, limit);
+  }
+
+  async listLedger(accountId: string, query: LedgerQuery): Promise<LedgerPage> {
+    checkLedgerQuery(query);
+    return this.backend.listLedger(accountId, query);
+  }
+
+  findUsageEntry(accountId: string, id: string): Promise<LedgerEntry | null> {
+    return this.backend.findUsageEntry(accountId, id);
+  }
+
+  async getUsage(accountId: string, range: UsageRange): Promise<UsageRow[]> {
+    checkUsageRange(range);
+    return this.backend.getUsage(accountId, range);
+  }
+
+  async trimLedger(before: number): Promise<number> {
+    checkTrimBefore(before);
+    return this.backend.trimLedger(before);
   }
 
   async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
@@ -169,7 +242,7 @@ function ignoreEmittedError(): void {
 /** Only the fields `updateKey` may change, without `undefined` values (JSON would drop them anyway). */
 function pickChanges(changes: KeyChanges): KeyChanges {
   const picked: Record<string, unknown> = {};
-  for (const field of ['name', 'active', 'expiresAt', 'limit', 'limitReset', 'rateLimit'] as const) {
+  for (const field of ['name', 'active', 'expiresAt', 'limit', 'limitReset', 'rateLimit', 'models'] as const) {
     if (changes[field] !== undefined) picked[field] = changes[field];
   }
   return picked as KeyChanges;

@@ -1,17 +1,41 @@
 import type Keyv from 'keyv';
-import { applyReservation, applySettlement, checkBalanceResult, roundUsd } from '../spend-rules.js';
+import {
+  type SpendHold,
+  applyReservation,
+  applyRotation,
+  applySettlement,
+  balanceAfter,
+  balanceChangeEntry,
+  openingEntry,
+  releaseHold,
+  retentionCutoff,
+  settlementWritesEntry,
+  usageEntry,
+} from '../spend-rules.js';
 import type {
   AccountRecord,
+  BalanceChange,
+  BalanceChangeResult,
   KeyChanges,
   KeyRecord,
+  KeyRotation,
   KeyType,
+  LedgerEntry,
+  LedgerPage,
+  LedgerQuery,
   NewKeyRecord,
   ReservationResult,
   SpendReservation,
   SpendSettlement,
+  UsageRange,
+  UsageRow,
 } from '../types.js';
 import type { CounterHit, KeyvBackend } from './backend.js';
+import { KeyvAccountLedger, type KeyvEntries, entryName } from './keyv-account-ledger.js';
 import { KeyvKeyIndex } from './keyv-key-index.js';
+
+/** Index entries read per page when a sweep or `trimLedger` walks a whole index. */
+const SCAN_PAGE = 1000;
 
 /** A chain of tasks that run one after another. */
 interface Lock {
@@ -26,6 +50,13 @@ const locks = new WeakMap<object, Lock>();
  * `@keyv/postgres`, …): reads and writes go through Keyv's `get`/`set`/`delete`, and every
  * read-then-write runs under an in-process lock, so it is atomic within this process only. An
  * account's key ids are listed from a chunked index (`KeyvKeyIndex`), as adapters have no sorted sets.
+ *
+ * The ledger of each account is chunked the same way (`KeyvAccountLedger`); holds are one entry each,
+ * listed in a chunked index per account (for the expired holds a reservation releases) and one for
+ * the store (for `releaseExpiredHolds`); the accounts that have a ledger are listed for `trimLedger`.
+ * An operation is atomic against the other operations of this process; it is several Keyv writes,
+ * so an adapter that fails between two of them (a full disk) can leave it half done. Use Redis or
+ * PostgreSQL where that matters.
  */
 export class LockedBackend implements KeyvBackend {
   readonly sharedAcrossProcesses = false;
@@ -33,9 +64,22 @@ export class LockedBackend implements KeyvBackend {
   private readonly copyOnRead: boolean;
   private readonly lock: Lock;
 
+  /** Named reads and writes below the prefix, for the ledger. */
+  private readonly entries: KeyvEntries = {
+    get: (name) => this.read(name),
+    set: async (name, value) => {
+      await this.keyv.set(this.name(name), value);
+    },
+    delete: async (name) => {
+      await this.keyv.delete(this.name(name));
+    },
+  };
+
   constructor(
     private readonly keyv: Keyv,
     private readonly prefix: string,
+    /** `ledgerRetentionDays` of the store. */
+    private readonly retentionDays: number,
   ) {
     this.copyOnRead = keyv.serialize === undefined;
     const known = locks.get(keyv);
@@ -47,6 +91,8 @@ export class LockedBackend implements KeyvBackend {
     return this.locked(async () => {
       if ((await this.read<AccountRecord>(`account:${account.id}`)) !== undefined) throw new Error(`account ${account.id} already exists`);
       await this.keyv.set(this.name(`account:${account.id}`), account);
+      const opening = openingEntry(await this.nextEntryId(), account);
+      if (opening) await this.append(opening, account.createdAt);
       return account;
     });
   }
@@ -55,14 +101,17 @@ export class LockedBackend implements KeyvBackend {
     return (await this.read<AccountRecord>(`account:${id}`)) ?? null;
   }
 
-  adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
+  changeBalance(change: BalanceChange): Promise<BalanceChangeResult | null> {
     return this.locked(async () => {
-      const account = await this.read<AccountRecord>(`account:${accountId}`);
+      const account = await this.read<AccountRecord>(`account:${change.accountId}`);
       if (!account) return null;
-      account.balance = roundUsd(account.balance + delta);
-      checkBalanceResult(account.balance);
-      await this.keyv.set(this.name(`account:${accountId}`), account);
-      return account;
+      const known = await this.ledger(account.id).reference(change.reference);
+      if (known) return { account, entry: known, applied: false };
+      account.balance = balanceAfter(account.balance, change.amount);
+      const entry = balanceChangeEntry(await this.nextEntryId(), change, account.balance);
+      await this.keyv.set(this.name(`account:${account.id}`), account);
+      await this.append(entry, change.now);
+      return { account, entry: structuredClone(entry), applied: true };
     });
   }
 
@@ -123,29 +172,128 @@ export class LockedBackend implements KeyvBackend {
     });
   }
 
+  rotateKey(rotation: KeyRotation): Promise<KeyRecord | null> {
+    return this.locked(async () => {
+      const found = await this.keyById(rotation.id);
+      if (!found) return null;
+      applyRotation(found, rotation);
+      await this.keyv.set(this.name(`key:${found.handle}`), found);
+      return structuredClone(found);
+    });
+  }
+
   reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
     return this.locked(async () => {
+      const owner = (await this.keyById(reservation.keyId))?.accountId;
+      // The key's holds are listed under its account: release both accounts' expired holds (one, as a rule).
+      await this.releaseExpired(reservation.accountId, reservation.now);
+      if (owner !== undefined && owner !== reservation.accountId) await this.releaseExpired(owner, reservation.now);
+      // Read after the releases, which wrote both records.
       const key = await this.keyById(reservation.keyId);
       if (!key) return { ok: false, reason: 'key_not_found' } as const;
       const account = await this.read<AccountRecord>(`account:${reservation.accountId}`);
       if (!account) return { ok: false, reason: 'account_not_found' } as const;
-      const result = applyReservation(key, account, reservation);
-      if (result.ok) {
-        await this.keyv.set(this.name(`key:${key.handle}`), key);
-        await this.keyv.set(this.name(`account:${account.id}`), account);
-      }
-      return result;
+      const verdict = applyReservation(key, account, reservation);
+      if (!verdict.ok) return verdict;
+      const number = ((await this.read<number>('next-hold-id')) ?? 0) + 1;
+      await this.keyv.set(this.name('next-hold-id'), number);
+      const hold: SpendHold = {
+        id: String(number),
+        keyId: key.id,
+        accountId: account.id,
+        amount: reservation.amount,
+        expiresAt: reservation.expiresAt,
+      };
+      await this.keyv.set(this.name(`hold:${hold.id}`), hold);
+      await this.holdIndex().add(number, account.id);
+      await this.accountHolds(account.id).add(number, hold.id);
+      await this.keyv.set(this.name(`key:${key.handle}`), key);
+      await this.keyv.set(this.name(`account:${account.id}`), account);
+      return { ok: true, holdId: hold.id } as const;
     });
   }
 
-  settleSpend(settlement: SpendSettlement): Promise<void> {
+  settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null> {
     return this.locked(async () => {
+      const ledger = this.ledger(settlement.accountId);
+      // A retry of a settlement already written (its answer was lost) changes nothing.
+      const settled = settlement.usage === undefined ? undefined : await ledger.settledRequest(settlement.usage.requestId);
+      if (settled) return settled;
+      if (settlement.holdId !== null) await this.release(settlement.holdId);
+      // Read after the release, which wrote both records.
       const key = await this.keyById(settlement.keyId);
       const account = (await this.read<AccountRecord>(`account:${settlement.accountId}`)) ?? null;
       applySettlement(key, account, settlement);
       if (key) await this.keyv.set(this.name(`key:${key.handle}`), key);
-      if (account) await this.keyv.set(this.name(`account:${account.id}`), account);
+      if (!account) return null;
+      await this.keyv.set(this.name(`account:${account.id}`), account);
+      if (!settlementWritesEntry(settlement)) return null;
+      const entry = usageEntry(await this.nextEntryId(), settlement, account.balance);
+      await this.append(entry, settlement.now);
+      await ledger.count(settlement);
+      return structuredClone(entry);
     });
+  }
+
+  extendHold(holdId: string, accountId: string, expiresAt: number): Promise<boolean> {
+    return this.locked(async () => {
+      const hold = await this.read<SpendHold>(`hold:${holdId}`);
+      if (!hold || hold.accountId !== accountId) return false;
+      hold.expiresAt = expiresAt;
+      await this.keyv.set(this.name(`hold:${holdId}`), hold);
+      return true;
+    });
+  }
+
+  /**
+   * Walks the store's hold index (live holds: one per request in flight, plus those of dead
+   * gateways), reading each hold; each due one is released under the lock on its own, after reading
+   * it again, so a hold settled meanwhile is not released twice.
+   */
+  async releaseExpiredHolds(now: number, limit: number): Promise<number> {
+    let released = 0;
+    let after = 0;
+    for (;;) {
+      const page = await this.holdIndex().page(after, SCAN_PAGE);
+      for (const [number] of page.slice(0, SCAN_PAGE)) {
+        if (released >= limit) return released;
+        const done = await this.locked(async () => {
+          const hold = await this.read<SpendHold>(`hold:${number}`);
+          if (!hold || hold.expiresAt > now) return false;
+          await this.release(hold.id);
+          return true;
+        });
+        if (done) released += 1;
+      }
+      if (page.length <= SCAN_PAGE) return released;
+      after = (page[SCAN_PAGE - 1] as [number, string])[0];
+    }
+  }
+
+  listLedger(accountId: string, query: LedgerQuery): Promise<LedgerPage> {
+    return this.locked(() => this.ledger(accountId).page(query));
+  }
+
+  async findUsageEntry(accountId: string, id: string): Promise<LedgerEntry | null> {
+    return (await this.ledger(accountId).findUsage(id)) ?? null;
+  }
+
+  getUsage(accountId: string, range: UsageRange): Promise<UsageRow[]> {
+    return this.locked(() => this.ledger(accountId).usageRows(range));
+  }
+
+  /** Walks the accounts that have a ledger; each account is trimmed under the lock on its own. */
+  async trimLedger(before: number): Promise<number> {
+    let trimmed = 0;
+    let after = 0;
+    for (;;) {
+      const page = await this.ledgerAccounts().page(after, SCAN_PAGE);
+      for (const [, accountId] of page.slice(0, SCAN_PAGE)) {
+        trimmed += await this.locked(() => this.ledger(accountId).trim(before, Number.POSITIVE_INFINITY));
+      }
+      if (page.length <= SCAN_PAGE) return trimmed;
+      after = (page[SCAN_PAGE - 1] as [number, string])[0];
+    }
   }
 
   hitCounter(hit: CounterHit): Promise<number> {
@@ -173,6 +321,69 @@ export class LockedBackend implements KeyvBackend {
 
   private index(accountId: string, type: KeyType): KeyvKeyIndex {
     return new KeyvKeyIndex(this.keyv, this.name(`account-keys:${type}:${accountId}`));
+  }
+
+  /** Every live hold of the store: [hold number, account id]. */
+  private holdIndex(): KeyvKeyIndex {
+    return new KeyvKeyIndex(this.keyv, this.name('holds'));
+  }
+
+  /** The live holds of an account: [hold number, hold id]. */
+  private accountHolds(accountId: string): KeyvKeyIndex {
+    return new KeyvKeyIndex(this.keyv, this.name(entryName('account-holds', accountId, 'index')));
+  }
+
+  /** The accounts that have a ledger, for `trimLedger`: [sequence number, account id]. */
+  private ledgerAccounts(): KeyvKeyIndex {
+    return new KeyvKeyIndex(this.keyv, this.name('ledger-accounts'));
+  }
+
+  private ledger(accountId: string): KeyvAccountLedger {
+    return new KeyvAccountLedger(this.entries, accountId);
+  }
+
+  private async nextEntryId(): Promise<number> {
+    const id = ((await this.read<number>('next-entry-id')) ?? 0) + 1;
+    await this.keyv.set(this.name('next-entry-id'), id);
+    return id;
+  }
+
+  /** Appends an entry to its account's ledger (trimming what retention allows at `now`); lists a new ledger for `trimLedger`. */
+  private async append(entry: LedgerEntry, now: number): Promise<void> {
+    const first = await this.ledger(entry.accountId).append(entry, retentionCutoff(now, this.retentionDays));
+    if (!first) return;
+    const sequence = ((await this.read<number>('next-ledger-account')) ?? 0) + 1;
+    await this.keyv.set(this.name('next-ledger-account'), sequence);
+    await this.ledgerAccounts().add(sequence, entry.accountId);
+  }
+
+  /** Releases a live hold (its amount leaves its key's and account's reserved) and deletes it; a gone hold is a no-op. Under the lock. */
+  private async release(holdId: string): Promise<void> {
+    const hold = await this.read<SpendHold>(`hold:${holdId}`);
+    if (!hold) return;
+    await this.keyv.delete(this.name(`hold:${holdId}`));
+    const number = Number(hold.id);
+    await this.holdIndex().remove(number);
+    await this.accountHolds(hold.accountId).remove(number);
+    const key = await this.keyById(hold.keyId);
+    const account = (await this.read<AccountRecord>(`account:${hold.accountId}`)) ?? null;
+    releaseHold(hold, key, account);
+    if (key) await this.keyv.set(this.name(`key:${key.handle}`), key);
+    if (account) await this.keyv.set(this.name(`account:${account.id}`), account);
+  }
+
+  /** Releases the account's holds whose deadline is `now` or earlier. Under the lock. */
+  private async releaseExpired(accountId: string, now: number): Promise<void> {
+    let after = 0;
+    for (;;) {
+      const page = await this.accountHolds(accountId).page(after, SCAN_PAGE);
+      for (const [, holdId] of page.slice(0, SCAN_PAGE)) {
+        const hold = await this.read<SpendHold>(`hold:${holdId}`);
+        if (hold && hold.expiresAt <= now) await this.release(holdId);
+      }
+      if (page.length <= SCAN_PAGE) return;
+      after = (page[SCAN_PAGE - 1] as [number, string])[0];
+    }
   }
 
   /** Runs `task` after every earlier locked task of this Keyv instance (in this process). */

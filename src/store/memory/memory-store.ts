@@ -1,27 +1,54 @@
+import { DEFAULT_LEDGER_RETENTION_DAYS } from '../../defaults.js';
+import { ConfigurationError } from '../../errors/configuration-error.js';
 import {
+  DEFAULT_HOLD_SWEEP_LIMIT,
+  type SpendHold,
   applyReservation,
+  applyRotation,
   applySettlement,
-  checkBalanceDelta,
-  checkBalanceResult,
+  balanceAfter,
+  balanceChangeEntry,
+  checkBalanceChange,
   checkCounterHit,
+  checkHoldDeadline,
+  checkHoldSweep,
+  checkLedgerQuery,
+  checkNewAccount,
   checkReservation,
+  checkRotation,
   checkSettlement,
-  roundUsd,
+  checkTrimBefore,
+  checkUsageRange,
+  isRetentionDays,
+  openingEntry,
+  releaseHold,
+  retentionCutoff,
+  settlementWritesEntry,
+  usageEntry,
 } from '../spend-rules.js';
 import type {
   AccountRecord,
+  BalanceChange,
+  BalanceChangeResult,
   CounterState,
   KeyChanges,
   KeyPage,
   KeyPageRequest,
   KeyRecord,
+  KeyRotation,
   KeyStore,
+  LedgerEntry,
+  LedgerPage,
+  LedgerQuery,
   NewKeyRecord,
   ReservationResult,
   SpendReservation,
   SpendSettlement,
   SyncHotPath,
+  UsageRange,
+  UsageRow,
 } from '../types.js';
+import { AccountBook } from './account-book.js';
 
 let warnedInProduction = false;
 
@@ -29,12 +56,22 @@ let warnedInProduction = false;
 export interface MemoryKeyStoreOptions {
   /** Where the production warning goes. Default `console.warn`. */
   warn?: (message: string) => void;
+  /**
+   * Days a ledger entry is kept: older ones are trimmed a few at a time as the account's ledger is
+   * written (and all at once by `trimLedger`). `Infinity` keeps every entry. Usage aggregates,
+   * balances and top-up references are never trimmed. Default 400.
+   */
+  ledgerRetentionDays?: number;
 }
 
 /**
  * The embedded default store: everything in this process's memory, lost on restart, not shared
  * between processes. Every operation is atomic because it runs synchronously on one thread.
  * Warns once under `NODE_ENV=production`; use `KeyvKeyStore` with Redis there.
+ *
+ * Each account's ledger is its own array (entry ids are global), so listing one account's entries
+ * never reads another's; beside it, the account's reference, request-id and usage-aggregate indexes
+ * and its live holds. The hot path (`getKeyByHandle`, `getAccount`, `hitCounter`) reads none of them.
  *
  * @example
  * ```ts
@@ -53,6 +90,13 @@ export class MemoryKeyStore implements KeyStore {
   private readonly idsByAccount = new Map<string, number[]>();
   private readonly accounts = new Map<string, AccountRecord>();
   private readonly counters = new Map<string, { windowStart: number; resetAt: number; count: number }>();
+  /** Each account's ledger, indexes and live holds, made with its first entry or hold. */
+  private readonly books = new Map<string, AccountBook>();
+  /** Every live hold by id, in the order they were made. */
+  private readonly holds = new Map<string, SpendHold>();
+  private nextHoldId = 1;
+  private nextEntryId = 1;
+  private readonly retentionDays: number;
 
   private readonly syncPath: SyncHotPath = {
     getKeyByHandle: (handle) => this.byHandle.get(handle) ?? null,
@@ -79,6 +123,14 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   constructor(options: MemoryKeyStoreOptions = {}) {
+    const retentionDays = options.ledgerRetentionDays ?? DEFAULT_LEDGER_RETENTION_DAYS;
+    if (!isRetentionDays(retentionDays)) {
+      throw new ConfigurationError(
+        'ERR_MS_OPTION',
+        'MemoryKeyStore: ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)',
+      );
+    }
+    this.retentionDays = retentionDays;
     if (process.env.NODE_ENV === 'production' && !warnedInProduction) {
       warnedInProduction = true;
       (options.warn ?? console.warn)(
@@ -88,8 +140,14 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   async createAccount(account: AccountRecord): Promise<AccountRecord> {
+    checkNewAccount(account);
     if (this.accounts.has(account.id)) throw new Error(`account ${account.id} already exists`);
     this.accounts.set(account.id, { ...account });
+    const opening = openingEntry(this.nextEntryId, account);
+    if (opening) {
+      this.nextEntryId += 1;
+      this.book(account.id).append(opening, retentionCutoff(account.createdAt, this.retentionDays));
+    }
     return { ...account };
   }
 
@@ -98,14 +156,19 @@ export class MemoryKeyStore implements KeyStore {
     return account ? { ...account } : null;
   }
 
-  async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
-    checkBalanceDelta(delta);
-    const account = this.accounts.get(accountId);
+  async changeBalance(change: BalanceChange): Promise<BalanceChangeResult | null> {
+    checkBalanceChange(change);
+    const account = this.accounts.get(change.accountId);
     if (!account) return null;
-    const balance = roundUsd(account.balance + delta);
-    checkBalanceResult(balance);
+    const book = this.book(account.id);
+    const known = book.references.get(change.reference);
+    if (known) return { account: { ...account }, entry: { ...known }, applied: false };
+    // Throws (changing nothing) for a balance beyond the bound.
+    const balance = balanceAfter(account.balance, change.amount);
     account.balance = balance;
-    return { ...account };
+    const entry = balanceChangeEntry(this.nextEntryId++, change, balance);
+    book.append(entry, retentionCutoff(change.now, this.retentionDays));
+    return { account: { ...account }, entry: { ...entry }, applied: true };
   }
 
   async insertKey(key: NewKeyRecord): Promise<KeyRecord> {
@@ -130,6 +193,9 @@ export class MemoryKeyStore implements KeyStore {
       limit: key.limit,
       limitReset: key.limitReset,
       rateLimit: key.rateLimit === null ? null : { ...key.rateLimit },
+      models: key.models === null ? null : [...key.models],
+      previousHash: key.previousHash,
+      previousKeyExpiresAt: key.previousKeyExpiresAt,
     };
     this.records[record.id] = record;
     this.byHandle.set(record.handle, record);
@@ -185,18 +251,97 @@ export class MemoryKeyStore implements KeyStore {
     if (key && (key.lastUsedAt === null || key.lastUsedAt < at)) key.lastUsedAt = at;
   }
 
+  async rotateKey(rotation: KeyRotation): Promise<KeyRecord | null> {
+    checkRotation(rotation);
+    const key = this.record(rotation.id);
+    if (!key) return null;
+    applyRotation(key, rotation);
+    return copy(key);
+  }
+
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
     checkReservation(reservation);
     const key = this.record(reservation.keyId);
+    // The key's holds live in its account's book: release both accounts' expired holds (one, as a rule).
+    this.releaseExpired(reservation.accountId, reservation.now);
+    if (key && key.accountId !== reservation.accountId) this.releaseExpired(key.accountId, reservation.now);
     if (!key) return { ok: false, reason: 'key_not_found' };
     const account = this.accounts.get(reservation.accountId);
     if (!account) return { ok: false, reason: 'account_not_found' };
-    return applyReservation(key, account, reservation);
+    const verdict = applyReservation(key, account, reservation);
+    if (!verdict.ok) return verdict;
+    const hold: SpendHold = {
+      id: String(this.nextHoldId++),
+      keyId: key.id,
+      accountId: account.id,
+      amount: reservation.amount,
+      expiresAt: reservation.expiresAt,
+    };
+    this.holds.set(hold.id, hold);
+    this.book(account.id).holds.add(hold.id);
+    return { ok: true, holdId: hold.id };
   }
 
-  async settleSpend(settlement: SpendSettlement): Promise<void> {
+  async settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null> {
     checkSettlement(settlement);
-    applySettlement(this.record(settlement.keyId) ?? null, this.accounts.get(settlement.accountId) ?? null, settlement);
+    const book = this.books.get(settlement.accountId);
+    // A retry of a settlement already written (its answer was lost) changes nothing.
+    const settled = settlement.usage === undefined ? undefined : book?.settledRequest(settlement.usage.requestId);
+    if (settled) return { ...settled };
+    if (settlement.holdId !== null) this.release(settlement.holdId);
+    const key = this.record(settlement.keyId) ?? null;
+    const account = this.accounts.get(settlement.accountId) ?? null;
+    applySettlement(key, account, settlement);
+    if (!account || !settlementWritesEntry(settlement)) return null;
+    const entry = usageEntry(this.nextEntryId++, settlement, account.balance);
+    const accountBook = book ?? this.book(account.id);
+    accountBook.append(entry, retentionCutoff(settlement.now, this.retentionDays));
+    accountBook.count(settlement);
+    return { ...entry };
+  }
+
+  async extendHold(holdId: string, accountId: string, expiresAt: number): Promise<boolean> {
+    checkHoldDeadline(expiresAt);
+    const hold = this.holds.get(holdId);
+    if (!hold || hold.accountId !== accountId) return false;
+    hold.expiresAt = expiresAt;
+    return true;
+  }
+
+  /** Scans the live holds (one per request in flight, plus those of dead gateways) in the order they were made. */
+  async releaseExpiredHolds(now: number, limit: number = DEFAULT_HOLD_SWEEP_LIMIT): Promise<number> {
+    checkHoldSweep(now, limit);
+    let released = 0;
+    for (const hold of this.holds.values()) {
+      if (released >= limit) break;
+      if (hold.expiresAt <= now) {
+        this.release(hold.id);
+        released += 1;
+      }
+    }
+    return released;
+  }
+
+  async listLedger(accountId: string, query: LedgerQuery): Promise<LedgerPage> {
+    checkLedgerQuery(query);
+    return this.books.get(accountId)?.page(query) ?? { entries: [], hasMore: false };
+  }
+
+  async findUsageEntry(accountId: string, id: string): Promise<LedgerEntry | null> {
+    const entry = this.books.get(accountId)?.findUsage(id);
+    return entry ? { ...entry } : null;
+  }
+
+  async getUsage(accountId: string, range: UsageRange): Promise<UsageRow[]> {
+    checkUsageRange(range);
+    return this.books.get(accountId)?.usageRows(range) ?? [];
+  }
+
+  async trimLedger(before: number): Promise<number> {
+    checkTrimBefore(before);
+    let trimmed = 0;
+    for (const book of this.books.values()) trimmed += book.trim(before, Number.POSITIVE_INFINITY);
+    return trimmed;
   }
 
   async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
@@ -220,6 +365,35 @@ export class MemoryKeyStore implements KeyStore {
     return { count: counter.count, resetAt: counter.resetAt };
   }
 
+  /** The account's book, made on first use. */
+  private book(accountId: string): AccountBook {
+    let book = this.books.get(accountId);
+    if (book === undefined) {
+      book = new AccountBook();
+      this.books.set(accountId, book);
+    }
+    return book;
+  }
+
+  /** Releases a live hold (its amount leaves its key's and account's reserved) and deletes it; a gone hold is a no-op. */
+  private release(holdId: string): void {
+    const hold = this.holds.get(holdId);
+    if (!hold) return;
+    this.holds.delete(holdId);
+    this.books.get(hold.accountId)?.holds.delete(holdId);
+    releaseHold(hold, this.record(hold.keyId) ?? null, this.accounts.get(hold.accountId) ?? null);
+  }
+
+  /** Releases the account's holds whose deadline is `now` or earlier. */
+  private releaseExpired(accountId: string, now: number): void {
+    const holds = this.books.get(accountId)?.holds;
+    if (!holds) return;
+    for (const holdId of holds) {
+      const hold = this.holds.get(holdId);
+      if (hold && hold.expiresAt <= now) this.release(holdId);
+    }
+  }
+
   /** The stored key with this id (not a copy), or undefined. */
   private record(id: number): KeyRecord | undefined {
     return Number.isSafeInteger(id) && id > 0 ? this.records[id] : undefined;
@@ -237,13 +411,15 @@ function listName(accountId: string, type: KeyRecord['type']): string {
 }
 
 /**
- * A copy the caller may change freely. Records are flat but for `rateLimit`, so a spread and one
- * nested spread do what `structuredClone` did at a fraction of the cost (this runs on every request).
+ * A copy the caller may change freely. Records are flat but for `rateLimit` and `models`, so a spread
+ * and two nested copies do what `structuredClone` did at a fraction of the cost (this runs on every
+ * request).
  */
 function copy<T extends object>(value: T): T {
-  const out: T & { rateLimit?: unknown } = { ...value };
-  const rateLimit = (value as { rateLimit?: unknown }).rateLimit;
+  const out: T & { rateLimit?: unknown; models?: unknown } = { ...value };
+  const { rateLimit, models } = value as { rateLimit?: unknown; models?: unknown };
   if (typeof rateLimit === 'object' && rateLimit !== null) out.rateLimit = { ...rateLimit };
+  if (Array.isArray(models)) out.models = [...models];
   return out;
 }
 
