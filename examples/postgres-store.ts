@@ -12,6 +12,7 @@
  * app.use('/v1', modelSwitchAuth(store));
  * ```
  */
+import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type {
   AccountRecord,
@@ -85,7 +86,7 @@ function notYet(): Promise<never> {
   return Promise.reject(new Error('not implemented in the PostgreSQL example yet'));
 }
 
-/** The start of a hold id here: the amount held follows, carried to the settlement (no hold table yet). */
+/** The start of a hold id here: the amount held and a random id follow (`amount:1.5:<uuid>`), carried to the settlement (no hold table yet). */
 const HOLD_PREFIX = 'amount:';
 
 /** The largest magnitude (USD) of a balance or amount this store accepts, as the shipped stores do. */
@@ -325,14 +326,14 @@ export class PostgresKeyStore implements KeyStore {
         `UPDATE ${this.schema}.accounts SET reserved = round((reserved + $2)::numeric, 10)::double precision WHERE id = $1`,
         [account.id, reservation.amount],
       );
-      return { ok: true, holdId: `${HOLD_PREFIX}${reservation.amount}` } as const;
+      return { ok: true, holdId: `${HOLD_PREFIX}${reservation.amount}:${randomUUID()}` } as const;
     });
   }
 
   async settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null> {
     const { keyId, accountId, holdId, cost, period, now } = settlement;
     if (holdId !== null && typeof holdId !== 'string') throw new TypeError('PostgresKeyStore: settleSpend holdId must be a string or null');
-    const reserved = holdId?.startsWith(HOLD_PREFIX) ? Number(holdId.slice(HOLD_PREFIX.length)) : 0;
+    const reserved = holdId?.startsWith(HOLD_PREFIX) ? Number(holdId.slice(HOLD_PREFIX.length).split(':')[0]) : 0;
     checkUsd(reserved, 'settleSpend reserved', 0);
     checkUsd(cost, 'settleSpend cost', 0);
     if (!Number.isFinite(now)) throw new TypeError('PostgresKeyStore: settleSpend now must be a finite number');

@@ -96,6 +96,8 @@ describe('the synchronous hot path of an in-process store', () => {
         limit: null,
         limitReset: null,
         rateLimit: null,
+        models: null,
+        previousKeyExpiresAt: null,
       },
       account: seeded.account,
       usage: 0,

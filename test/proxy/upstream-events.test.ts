@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/keys/api-key.js';
 import { Exchange } from '../../src/proxy/exchange.js';
 import { UpstreamEvents } from '../../src/proxy/upstream-events.js';
-import { exchangeWorld, preparedChat, resolvedOptions, sampleContext, settled } from './exchange-fixtures.js';
+import { HOLD_ID, exchangeWorld, preparedChat, resolvedOptions, sampleContext, settled } from './exchange-fixtures.js';
 
 const START = Date.parse('2026-11-22T12:00:00Z');
 
@@ -94,7 +94,7 @@ describe('UpstreamEvents.onProxyRes', () => {
       text: `data: {"choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\n${done}`,
     });
     expect(store.settlements).toEqual([
-      { keyId: 7, accountId: 'acct_test', reserved: 0.212, cost: 0.028, period: '2026-11-22', now: START + 1500 },
+      { keyId: 7, accountId: 'acct_test', holdId: HOLD_ID, cost: 0.028, period: '2026-11-22', now: START + 1500 },
     ]);
   });
 

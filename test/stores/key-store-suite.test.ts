@@ -33,7 +33,18 @@ describe('keyStoreSuite', () => {
     keyStoreSuite({ it: runner.it, createStore: () => new MemoryKeyStore() });
     const counts = groupCounts(runner.run.map((test) => test.name));
     expect(counts).toEqual(ALL_GROUPS);
-    expect(Object.keys(counts)).toEqual(['accounts', 'keys', 'listing', 'spend', 'ledger', 'holds', 'rotation', 'models', 'counters', 'sync']);
+    expect(Object.keys(counts)).toEqual([
+      'accounts',
+      'keys',
+      'listing',
+      'spend',
+      'ledger',
+      'holds',
+      'rotation',
+      'models',
+      'counters',
+      'sync',
+    ]);
     expect(runner.run.map((test) => test.name)).toContain(
       'KeyStore conformance: spend: reservations never let concurrent requests pass the key limit',
     );

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type Keyv from 'keyv';
 import { ConfigurationError } from '../../errors/configuration-error.js';
 import type {
@@ -36,7 +37,7 @@ function notYet(): Promise<never> {
   return Promise.reject(new Error('not implemented on Redis yet'));
 }
 
-/** The start of an interim hold id, followed by the amount held. */
+/** The start of an interim hold id, followed by the amount held and a random id (`amount:1.5:<uuid>`). */
 const INTERIM_HOLD = 'amount:';
 
 /**
@@ -123,14 +124,14 @@ export class RedisBackend implements KeyvBackend {
 
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
     const answer = await this.runner.script('reserveSpend', await this.serialize(reservation));
-    if (answer === 'ok') return { ok: true, holdId: `${INTERIM_HOLD}${reservation.amount}` };
+    if (answer === 'ok') return { ok: true, holdId: `${INTERIM_HOLD}${reservation.amount}:${randomUUID()}` };
     if (typeof answer === 'string' && RESERVATION_REASONS.has(answer)) return { ok: false, reason: answer as RefusalReason };
     throw new Error(`unexpected reserveSpend answer from Redis: ${String(answer)}`);
   }
 
   async settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null> {
     const { keyId, accountId, holdId, cost, period, now } = settlement;
-    const reserved = holdId?.startsWith(INTERIM_HOLD) ? Number(holdId.slice(INTERIM_HOLD.length)) : 0;
+    const reserved = holdId?.startsWith(INTERIM_HOLD) ? Number(holdId.slice(INTERIM_HOLD.length).split(':')[0]) : 0;
     await this.runner.script('settleSpend', await this.serialize({ keyId, accountId, reserved, cost, period, now }));
     return null;
   }
