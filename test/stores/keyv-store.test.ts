@@ -6,6 +6,7 @@ import type { RedisCommandClient } from '../../src/store/keyv/keyv-redis.js';
 import { REDIS_SCRIPTS } from '../../src/store/keyv/keyv-redis-scripts.js';
 import { keyStoreSuite, sampleAccount, sampleKeyRecord } from '../../src/testing/index.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
+import { checkLazyTrimming } from './retention.js';
 
 describe('KeyvKeyStore over Keyv’s in-memory Map', () => {
   keyStoreSuite({ it, createStore: () => new KeyvKeyStore(new Keyv()) });
@@ -21,6 +22,52 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore over Redis${redisSkipReason ? ` (${red
     it,
     createStore: () => new KeyvKeyStore(redisKeyv(url), { prefix }),
     skip: { ledger: true, holds: true, rotation: true, models: true },
+  });
+});
+
+describe('KeyvKeyStore ledger over Keyv’s in-memory Map (the locked backend)', () => {
+  it('trims each account’s ledger lazily, a few old entries per write, with ledgerRetentionDays', async () => {
+    await checkLazyTrimming(new KeyvKeyStore(new Keyv(), { ledgerRetentionDays: 1 }));
+  });
+
+  it('keeps the ledger in chunks of at most 100 entries, pages across them and trims across them', async () => {
+    const keyv = new Keyv();
+    const store = new KeyvKeyStore(keyv);
+    const owner = await store.createAccount(sampleAccount({ balance: 0, createdAt: 0 }));
+    const key = await store.insertKey(sampleKeyRecord(owner.id));
+    for (let i = 0; i < 250; i++) {
+      if (i % 2 === 0)
+        await store.changeBalance({ accountId: owner.id, type: 'credit', amount: 1, reference: `c${i}`, note: null, now: i });
+      else await store.settleSpend({ keyId: key.id, accountId: owner.id, holdId: null, cost: 0.5, period: null, now: i });
+    }
+    const values = [...(keyv.store as Map<string, unknown>).values()].map((raw) => (typeof raw === 'string' ? JSON.parse(raw).value : raw));
+    const longest = Math.max(...values.filter(Array.isArray).map((value: unknown[]) => value.length));
+    expect(longest).toBeLessThanOrEqual(100);
+    // 150 entries trimmed: one chunk and a half.
+    expect(await store.trimLedger(150)).toBe(150);
+    const seen: number[] = [];
+    let before: number | undefined;
+    for (;;) {
+      const page = await store.listLedger(owner.id, { limit: 7, before, type: 'usage' });
+      seen.push(...page.entries.map((entry) => entry.createdAt));
+      if (!page.hasMore) break;
+      before = page.entries.at(-1)?.id;
+    }
+    expect(seen).toEqual(Array.from({ length: 50 }, (_, i) => 249 - 2 * i));
+    const all = (await store.listLedger(owner.id, { limit: 1000 })).entries;
+    expect(all.map((entry) => entry.createdAt)).toEqual(Array.from({ length: 100 }, (_, i) => 249 - i));
+    expect(all[0]?.balanceAfter).toBe((await store.getAccount(owner.id))?.balance);
+  });
+
+  it('refuses a ledgerRetentionDays that is not a positive number with ERR_MS_OPTION', () => {
+    for (const ledgerRetentionDays of [0, -3, Number.NaN]) {
+      expect(() => new KeyvKeyStore(new Keyv(), { ledgerRetentionDays })).toThrow(
+        expect.objectContaining({
+          code: 'ERR_MS_OPTION',
+          message: 'KeyvKeyStore: ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)',
+        }),
+      );
+    }
   });
 });
 
