@@ -369,8 +369,8 @@ export interface KeyStore {
    * 1. When `usage` is given and its `requestId` is already in the account's ledger (a retried
    *    settlement whose first attempt was applied), changes nothing and answers that entry.
    * 2. Releases the hold `holdId` (its amount leaves the key's and the account's `reserved`) and
-   *    deletes it. A hold released before (expired, or settled already) is not released again;
-   *    the cost is still charged.
+   *    deletes it. A hold released before (expired, or settled already), or one of another key or
+   *    account, is not released; the cost is still charged.
    * 3. Takes `cost` from the account's balance, updates `lastUsedAt`, and charges `cost` to the
    *    key's `usage` by the stored period:
    *    - the same as `period`: `usage += cost`;

@@ -104,9 +104,17 @@ export const holdTests: SuiteGroup = (test, { concurrency }) => {
     await assert.rejects(async () => store.extendHold(holdId, owner.id, Number.NaN), TypeError);
   });
 
-  test('a hold is released once: settling it twice never releases another hold', async (store) => {
+  test("a hold is released once, and by its own key's settlement only: settling it twice, or another key's, releases nothing more", async (store) => {
     const owner = await store.createAccount(sampleAccount({ balance: 10 }));
     const ids = { keyId: (await store.insertKey(sampleKeyRecord(owner.id))).id, accountId: owner.id };
+    const other = await store.createAccount(sampleAccount({ balance: 10 }));
+    const stranger = { keyId: (await store.insertKey(sampleKeyRecord(other.id))).id, accountId: other.id };
+    const foreign = holdOf(await store.reserveSpend({ ...stranger, amount: 2, period: null, now: T0, expiresAt: T0 + 1000 }));
+    await store.settleSpend({ ...ids, holdId: foreign, cost: 0, period: null, now: T0 });
+    assertUsd((await store.getAccount(other.id))?.reserved, 2, "another account's hold is not released");
+    assertUsd((await store.getKey(stranger.keyId))?.reserved, 2, "another key's hold is not released");
+    await store.settleSpend({ ...stranger, holdId: foreign, cost: 0, period: null, now: T0 });
+    assertUsd((await store.getAccount(other.id))?.reserved, 0, 'its own settlement releases it');
     const first = holdOf(await store.reserveSpend({ ...ids, amount: 4, period: null, now: T0, expiresAt: T0 + 1000 }));
     await store.settleSpend({ ...ids, holdId: first, cost: 0, period: null, now: T0 + 1 });
     holdOf(await store.reserveSpend({ ...ids, amount: 3, period: null, now: T0 + 2, expiresAt: T0 + 1000 }));

@@ -219,7 +219,8 @@ export class LockedBackend implements KeyvBackend {
       // A retry of a settlement already written (its answer was lost) changes nothing.
       const settled = settlement.usage === undefined ? undefined : await ledger.settledRequest(settlement.usage.requestId);
       if (settled) return settled;
-      if (settlement.holdId !== null) await this.release(settlement.holdId);
+      const hold = settlement.holdId === null ? undefined : await this.read<SpendHold>(`hold:${settlement.holdId}`);
+      if (hold && hold.keyId === settlement.keyId && hold.accountId === settlement.accountId) await this.release(hold.id);
       // Read after the release, which wrote both records.
       const key = await this.keyById(settlement.keyId);
       const account = (await this.read<AccountRecord>(`account:${settlement.accountId}`)) ?? null;

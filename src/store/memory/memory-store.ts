@@ -288,7 +288,8 @@ export class MemoryKeyStore implements KeyStore {
     // A retry of a settlement already written (its answer was lost) changes nothing.
     const settled = settlement.usage === undefined ? undefined : book?.settledRequest(settlement.usage.requestId);
     if (settled) return { ...settled };
-    if (settlement.holdId !== null) this.release(settlement.holdId);
+    const hold = settlement.holdId === null ? undefined : this.holds.get(settlement.holdId);
+    if (hold && hold.keyId === settlement.keyId && hold.accountId === settlement.accountId) this.release(hold.id);
     const key = this.record(settlement.keyId) ?? null;
     const account = this.accounts.get(settlement.accountId) ?? null;
     applySettlement(key, account, settlement);
