@@ -1,3 +1,5 @@
+import { DEFAULT_LEDGER_RETENTION_DAYS } from '../defaults.js';
+import { ConfigurationError } from '../errors/configuration-error.js';
 import type {
   AccountRecord,
   BalanceChange,
@@ -431,6 +433,21 @@ export function retentionCutoff(now: number, retentionDays: number): number {
 /** Whether `days` is a valid `ledgerRetentionDays`: a positive number of days, or `Infinity` to keep every entry. */
 export function isRetentionDays(days: unknown): days is number {
   return typeof days === 'number' && days > 0 && !Number.isNaN(days);
+}
+
+/**
+ * A store's `ledgerRetentionDays` option resolved: the default when `undefined`, else the value if
+ * valid (see {@link isRetentionDays}); a `ConfigurationError` `ERR_MS_OPTION` naming `store` otherwise.
+ */
+export function resolveRetentionDays(days: unknown, store: string): number {
+  const resolved = days ?? DEFAULT_LEDGER_RETENTION_DAYS;
+  if (!isRetentionDays(resolved)) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `${store}: ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)`,
+    );
+  }
+  return resolved;
 }
 
 /**

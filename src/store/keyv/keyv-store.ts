@@ -1,6 +1,5 @@
 import type Keyv from 'keyv';
 import { ConfigurationError } from '../../errors/configuration-error.js';
-import { DEFAULT_LEDGER_RETENTION_DAYS } from '../../defaults.js';
 import {
   DEFAULT_HOLD_SWEEP_LIMIT,
   checkBalanceChange,
@@ -14,7 +13,7 @@ import {
   checkSettlement,
   checkTrimBefore,
   checkUsageRange,
-  isRetentionDays,
+  resolveRetentionDays,
 } from '../spend-rules.js';
 import type {
   AccountRecord,
@@ -114,13 +113,7 @@ export class KeyvKeyStore implements KeyStore {
     this.keyv = keyv;
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     if (typeof prefix !== 'string') throw new ConfigurationError('ERR_MS_OPTION', 'KeyvKeyStore: prefix must be a string');
-    const retentionDays = options.ledgerRetentionDays ?? DEFAULT_LEDGER_RETENTION_DAYS;
-    if (!isRetentionDays(retentionDays)) {
-      throw new ConfigurationError(
-        'ERR_MS_OPTION',
-        'KeyvKeyStore: ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)',
-      );
-    }
+    const retentionDays = resolveRetentionDays(options.ledgerRetentionDays, 'KeyvKeyStore');
     // A swallowed error reads as `undefined`, i.e. "no such key": turn it into a rejection.
     keyv.throwOnErrors = true;
     const adapter = (keyv as KeyvWithStore).store;

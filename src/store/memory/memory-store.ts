@@ -1,5 +1,3 @@
-import { DEFAULT_LEDGER_RETENTION_DAYS } from '../../defaults.js';
-import { ConfigurationError } from '../../errors/configuration-error.js';
 import {
   DEFAULT_HOLD_SWEEP_LIMIT,
   type SpendHold,
@@ -19,9 +17,9 @@ import {
   checkSettlement,
   checkTrimBefore,
   checkUsageRange,
-  isRetentionDays,
   openingEntry,
   releaseHold,
+  resolveRetentionDays,
   retentionCutoff,
   settlementWritesEntry,
   usageEntry,
@@ -123,14 +121,7 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   constructor(options: MemoryKeyStoreOptions = {}) {
-    const retentionDays = options.ledgerRetentionDays ?? DEFAULT_LEDGER_RETENTION_DAYS;
-    if (!isRetentionDays(retentionDays)) {
-      throw new ConfigurationError(
-        'ERR_MS_OPTION',
-        'MemoryKeyStore: ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)',
-      );
-    }
-    this.retentionDays = retentionDays;
+    this.retentionDays = resolveRetentionDays(options.ledgerRetentionDays, 'MemoryKeyStore');
     if (process.env.NODE_ENV === 'production' && !warnedInProduction) {
       warnedInProduction = true;
       (options.warn ?? console.warn)(
