@@ -1,5 +1,6 @@
 import { ConfigurationError } from '../../errors/configuration-error.js';
-import { REDIS_SCRIPTS, type RedisScript } from './keyv-redis-scripts.js';
+import type { RedisScript } from './keyv-redis-lua.js';
+import { REDIS_SCRIPTS } from './keyv-redis-scripts.js';
 
 /** The part of a node-redis client (as `@keyv/redis` holds it) this store uses. */
 export interface RedisCommandClient {

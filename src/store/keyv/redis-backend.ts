@@ -1,21 +1,26 @@
-import { randomUUID } from 'node:crypto';
 import type Keyv from 'keyv';
 import { ConfigurationError } from '../../errors/configuration-error.js';
 import type {
   AccountRecord,
+  BalanceChange,
   BalanceChangeResult,
   KeyChanges,
   KeyRecord,
+  KeyRotation,
   KeyType,
   LedgerEntry,
+  LedgerEntryType,
   LedgerPage,
+  LedgerQuery,
   NewKeyRecord,
   ReservationResult,
   SpendReservation,
   SpendSettlement,
+  UsageRange,
   UsageRow,
 } from '../types.js';
 import type { CounterHit, KeyvBackend } from './backend.js';
+import { LEDGER_TRIM_PER_WRITE, retentionCutoff, utcDay } from '../spend-rules.js';
 import { isKeyvDefaultDeserializer, parseKeyvJson } from './keyv-json.js';
 import { type KeyvRedisAdapter, RedisRunner } from './keyv-redis.js';
 
@@ -29,22 +34,22 @@ const RESERVATION_REASONS: ReadonlySet<string> = new Set<RefusalReason>([
 ]);
 
 /**
- * The answer of the members the Redis backend does not have yet (the ledger, hold deadlines,
- * rotation): they come with their Lua scripts. Until then a hold id only carries the reserved amount
- * back to the settlement, as the `reserved` field of a settlement did.
+ * How many entries one `trimLedger` script removes at most: the command blocks Redis while it runs,
+ * so a large trim is cut into batches, each one round trip, between which other commands run.
  */
-function notYet(): Promise<never> {
-  return Promise.reject(new Error('not implemented on Redis yet'));
-}
+const TRIM_BATCH = 1000;
 
-/** The start of an interim hold id, followed by the amount held and a random id (`amount:1.5:<uuid>`). */
-const INTERIM_HOLD = 'amount:';
+/** A ledger entry as the scripts store it: the account id left out (its set names it), `null` fields left out. */
+type StoredEntry = Pick<LedgerEntry, 'id' | 'type' | 'amount' | 'balanceAfter' | 'createdAt'> &
+  Partial<Omit<LedgerEntry, 'id' | 'accountId' | 'type' | 'amount' | 'balanceAfter' | 'createdAt'>>;
 
 /**
  * `KeyvKeyStore` on `@keyv/redis`: every operation is one Redis command or one Lua script
- * (`keyv-redis-scripts.ts`) on the adapter's client, so it is one round trip and atomic across every
- * process sharing the Redis. Records stay in Keyv's format at the keys Keyv uses, so `keyv.get()`
- * reads what the scripts write.
+ * (`keyv-redis-scripts.ts`, `keyv-redis-ledger-scripts.ts`) on the adapter's client, so it is one
+ * round trip and atomic across every process sharing the Redis (`trimLedger` runs in batches of
+ * one script each). Records stay in Keyv's format at the keys Keyv uses, so `keyv.get()` reads
+ * what the scripts write; holds, ledger entries, their indexes and the usage counters are Redis
+ * hashes, sets and sorted sets beside them (docs/redis.md).
  */
 export class RedisBackend implements KeyvBackend {
   readonly sharedAcrossProcesses = true;
@@ -55,7 +60,7 @@ export class RedisBackend implements KeyvBackend {
     private readonly keyv: Keyv,
     adapter: KeyvRedisAdapter,
     prefix: string,
-    /** `ledgerRetentionDays` of the store, for the ledger's scripts. */
+    /** `ledgerRetentionDays` of the store: each write to an account's ledger trims its entries past it. */
     readonly retentionDays: number,
   ) {
     if (keyv.serialize === undefined || keyv.deserialize === undefined || keyv.opts?.compression !== undefined) {
@@ -68,8 +73,8 @@ export class RedisBackend implements KeyvBackend {
   }
 
   async createAccount(account: AccountRecord): Promise<AccountRecord> {
-    const created = await this.runner.command(['SET', `${this.runner.base}account:${account.id}`, await this.serialize(account), 'NX']);
-    if (created === null) throw new Error(`account ${account.id} already exists`);
+    const created = await this.runner.script('createAccount', await this.serialize(account));
+    if (created !== 1) throw new Error(`account ${account.id} already exists`);
     return account;
   }
 
@@ -79,8 +84,12 @@ export class RedisBackend implements KeyvBackend {
     return this.parse<AccountRecord>(await this.runner.command(['GET', `${this.runner.base}account:${id}`]));
   }
 
-  changeBalance(): Promise<BalanceChangeResult | null> {
-    return notYet();
+  async changeBalance(change: BalanceChange): Promise<BalanceChangeResult | null> {
+    const answer = await this.parse<{ applied: boolean; entry: StoredEntry; account: AccountRecord }>(
+      await this.runner.script('changeBalance', await this.serialize({ ...change, ...this.trimming(change.now) })),
+    );
+    if (!answer) return null;
+    return { account: answer.account, entry: ledgerEntry(answer.entry, change.accountId), applied: answer.applied };
   }
 
   async insertKey(key: NewKeyRecord): Promise<KeyRecord> {
@@ -122,50 +131,89 @@ export class RedisBackend implements KeyvBackend {
     await this.runner.script('touchKey', await this.serialize({ id, at }));
   }
 
+  async rotateKey(rotation: KeyRotation): Promise<KeyRecord | null> {
+    if (!Number.isFinite(rotation.id)) return null;
+    return this.parse<KeyRecord>(await this.runner.script('rotateKey', await this.serialize(rotation)));
+  }
+
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
     const answer = await this.runner.script('reserveSpend', await this.serialize(reservation));
-    if (answer === 'ok') return { ok: true, holdId: `${INTERIM_HOLD}${reservation.amount}:${randomUUID()}` };
+    if (typeof answer === 'string' && answer.startsWith('ok:')) return { ok: true, holdId: answer.slice(3) };
     if (typeof answer === 'string' && RESERVATION_REASONS.has(answer)) return { ok: false, reason: answer as RefusalReason };
     throw new Error(`unexpected reserveSpend answer from Redis: ${String(answer)}`);
   }
 
   async settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null> {
-    const { keyId, accountId, holdId, cost, period, now } = settlement;
-    const reserved = holdId?.startsWith(INTERIM_HOLD) ? Number(holdId.slice(INTERIM_HOLD.length).split(':')[0]) : 0;
-    await this.runner.script('settleSpend', await this.serialize({ keyId, accountId, reserved, cost, period, now }));
-    return null;
+    const payload = { ...settlement, day: utcDay(settlement.now), ...this.trimming(settlement.now) };
+    const stored = await this.parse<StoredEntry>(await this.runner.script('settleSpend', await this.serialize(payload)));
+    return stored && ledgerEntry(stored, settlement.accountId);
   }
 
-  rotateKey(): Promise<KeyRecord | null> {
-    return notYet();
+  async extendHold(holdId: string, accountId: string, expiresAt: number): Promise<boolean> {
+    return (await this.runner.script('extendHold', await this.serialize({ holdId, accountId, expiresAt }))) === 1;
   }
 
-  extendHold(): Promise<boolean> {
-    return notYet();
+  async releaseExpiredHolds(now: number, limit: number): Promise<number> {
+    return Number(await this.runner.script('releaseExpiredHolds', await this.serialize({ now, limit })));
   }
 
-  releaseExpiredHolds(): Promise<number> {
-    return notYet();
+  async listLedger(accountId: string, query: LedgerQuery): Promise<LedgerPage> {
+    const page = await this.parse<{ entries: StoredEntry[]; hasMore: boolean }>(
+      await this.runner.script('listLedger', await this.serialize({ accountId, ...query })),
+    );
+    if (!page) throw new Error('unexpected listLedger answer from Redis');
+    return { entries: page.entries.map((stored) => ledgerEntry(stored, accountId)), hasMore: page.hasMore };
   }
 
-  listLedger(): Promise<LedgerPage> {
-    return notYet();
+  async findUsageEntry(accountId: string, id: string): Promise<LedgerEntry | null> {
+    const stored = await this.parse<StoredEntry>(await this.runner.script('findUsageEntry', await this.serialize({ accountId, id })));
+    return stored && ledgerEntry(stored, accountId);
   }
 
-  findUsageEntry(): Promise<LedgerEntry | null> {
-    return notYet();
+  async getUsage(accountId: string, range: UsageRange): Promise<UsageRow[]> {
+    const flat = (await this.runner.script('getUsage', await this.serialize({ accountId, ...range }))) as string[];
+    const rows: UsageRow[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      const date = flat[i] as string;
+      const row = flat[i + 1] as string;
+      // '<key id>:<model>': key ids have no ':', models may.
+      const colon = row.indexOf(':');
+      const [requests, promptTokens, completionTokens, cost] = (flat[i + 2] as string).split(',').map(Number) as [
+        number,
+        number,
+        number,
+        number,
+      ];
+      rows.push({ date, keyId: Number(row.slice(0, colon)), model: row.slice(colon + 1), requests, promptTokens, completionTokens, cost });
+    }
+    return rows;
   }
 
-  getUsage(): Promise<UsageRow[]> {
-    return notYet();
-  }
-
-  trimLedger(): Promise<number> {
-    return notYet();
+  async trimLedger(before: number): Promise<number> {
+    let removed = 0;
+    let cursor = '0';
+    do {
+      const [count, next] = (await this.runner.script('trimLedger', await this.serialize({ before, cursor, budget: TRIM_BATCH }))) as [
+        number,
+        string,
+      ];
+      removed += count;
+      cursor = next;
+    } while (cursor !== '0');
+    return removed;
   }
 
   async hitCounter(hit: CounterHit): Promise<number> {
     return Number(await this.runner.script('hitCounter', await this.serialize(hit)));
+  }
+
+  /**
+   * The lazy trim of a write at `now`: entries created before `trimBefore` (`null`: keep every
+   * entry), at most `trimPerWrite` of them.
+   */
+  private trimming(now: number): { trimBefore: number | null; trimPerWrite: number } {
+    const cutoff = retentionCutoff(now, this.retentionDays);
+    return { trimBefore: Number.isFinite(cutoff) ? cutoff : null, trimPerWrite: LEDGER_TRIM_PER_WRITE };
   }
 
   /** A Lua payload in Keyv's own serialization, so strings carry the same escaping as stored records. */
@@ -186,6 +234,26 @@ export class RedisBackend implements KeyvBackend {
       | undefined;
     return entry?.value ?? null;
   }
+}
+
+/** A stored entry with its account and every field the scripts left out as `null`. */
+function ledgerEntry(stored: StoredEntry, accountId: string): LedgerEntry {
+  return {
+    id: stored.id,
+    accountId,
+    type: stored.type as LedgerEntryType,
+    amount: stored.amount,
+    balanceAfter: stored.balanceAfter,
+    keyId: stored.keyId ?? null,
+    model: stored.model ?? null,
+    promptTokens: stored.promptTokens ?? null,
+    completionTokens: stored.completionTokens ?? null,
+    requestId: stored.requestId ?? null,
+    upstreamId: stored.upstreamId ?? null,
+    reference: stored.reference ?? null,
+    note: stored.note ?? null,
+    createdAt: stored.createdAt,
+  };
 }
 
 /**
