@@ -4,7 +4,7 @@ import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
 import { sampleKeyRecord } from '../../src/testing/index.js';
-import type { KeyStore, NewKeyRecord } from '../../src/store/types.js';
+import type { KeyStore, LedgerEntry, NewKeyRecord } from '../../src/store/types.js';
 import { buildApp } from '../app.js';
 import { fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
@@ -112,9 +112,10 @@ describe.skipIf(!REDIS_URL)(`several gateway instances sharing one Redis${redisS
     });
   });
 
-  it('200 concurrent usage increments split across both instances lose none, and reservations hold the limit across both', async () => {
+  it('200 concurrent settlements split across both instances lose no usage, balance or ledger entry, and reservations hold the limit across both', async () => {
     const seeded = await seedAccount(storeA, { hasher, balance: 100, now: clock.now() });
-    await Promise.all(
+    const day = new Date(clock.now()).toISOString().slice(0, 10);
+    const entries = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
         (i % 2 === 0 ? storeA : storeB).settleSpend({
           keyId: seeded.proxyKeyId,
@@ -122,15 +123,40 @@ describe.skipIf(!REDIS_URL)(`several gateway instances sharing one Redis${redisS
           holdId: null,
           cost: 0.01,
           period: null,
-          now: i,
+          now: clock.now() + i,
+          usage: {
+            model: i % 4 < 2 ? 'gpt-4o' : 'gpt-4o-mini',
+            promptTokens: 3,
+            completionTokens: 5,
+            requestId: `req_${i}`,
+            upstreamId: null,
+          },
         }),
       ),
     );
     const key = await storeB.getKey(seeded.proxyKeyId);
     expect(key?.usage).toBeCloseTo(2, 10);
-    expect((await storeA.getAccount(seeded.account.id))?.balance).toBeCloseTo(98, 10);
+    const account = await storeA.getAccount(seeded.account.id);
+    expect(account?.balance).toBeCloseTo(98, 10);
+    // One entry per settlement, ids unique, and in id order each balanceAfter follows from the previous one.
+    const ledger = await storeB.listLedger(seeded.account.id, { limit: 1000 });
+    expect(ledger.hasMore).toBe(false);
+    expect(ledger.entries).toHaveLength(201);
+    expect(new Set(entries.map((entry) => entry?.id)).size).toBe(200);
+    const ordered = [...ledger.entries].reverse();
+    expect(ordered[0]).toMatchObject({ type: 'credit', reference: 'opening', amount: 100, balanceAfter: 100 });
+    for (let i = 1; i < ordered.length; i++) {
+      expect((ordered[i] as LedgerEntry).balanceAfter).toBeCloseTo((ordered[i - 1] as LedgerEntry).balanceAfter - 0.01, 9);
+    }
+    expect(ordered.at(-1)?.balanceAfter).toBe(account?.balance);
+    const rows = await storeA.getUsage(seeded.account.id, { from: day, to: day });
+    expect(rows.map((row) => ({ ...row, cost: Math.round(row.cost * 1e9) / 1e9 })).sort((a, b) => a.model.localeCompare(b.model))).toEqual([
+      { date: day, keyId: seeded.proxyKeyId, model: 'gpt-4o', requests: 100, promptTokens: 300, completionTokens: 500, cost: 1 },
+      { date: day, keyId: seeded.proxyKeyId, model: 'gpt-4o-mini', requests: 100, promptTokens: 300, completionTokens: 500, cost: 1 },
+    ]);
 
     await storeA.updateKey(seeded.proxyKeyId, { limit: 12 });
+    const now = clock.now();
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
         (i % 2 === 0 ? storeA : storeB).reserveSpend({
@@ -138,8 +164,8 @@ describe.skipIf(!REDIS_URL)(`several gateway instances sharing one Redis${redisS
           accountId: seeded.account.id,
           amount: 1,
           period: null,
-          now: clock.now(),
-          expiresAt: clock.now() + 60_000,
+          now,
+          expiresAt: now + 60_000,
         }),
       ),
     );

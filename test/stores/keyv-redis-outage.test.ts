@@ -2,8 +2,10 @@ import request from 'supertest';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/keys/api-key.js';
 import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
+import { sampleAccount, sampleKeyRecord } from '../../src/testing/index.js';
 import { buildApp } from '../app.js';
 import { fastHasher, recordingLogger, seedAccount } from '../helpers.js';
+import { chat, deferred, startGateway } from '../proxy/harness.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, runPrefix } from './redis-env.js';
 import { RedisProcess } from './redis-process.js';
 
@@ -16,6 +18,13 @@ const UNAVAILABLE = {
 
 function answer(response: request.Response) {
   return { status: response.status, type: response.headers['content-type'], body: response.body };
+}
+
+/** Polls `check` until it holds (a log line another part writes on its own schedule), for up to 15 s. */
+async function eventuallyTrue(check: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + 15_000;
+  while (!check() && Date.now() <= deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  return check();
 }
 
 /** Retries `probe` until it answers `status` (the client reconnects with a back-off of up to 2 s). */
@@ -99,6 +108,89 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore when Redis fails${redisSkipReason ? ` 
       redis.thaw();
       expect((await eventually(whoami, 200)).status).toBe(200);
       expect(logger.lines).toHaveLength(2);
+    } finally {
+      redis.thaw();
+      await store.close();
+    }
+  });
+
+  it('a settlement that fails while Redis is down is retried by the proxy after the restart and written exactly once', async () => {
+    const store = new KeyvKeyStore(redisKeyv(redis.url), { prefix: runPrefix() });
+    const gateway = await startGateway({ store, balance: 10 });
+    try {
+      const gate = deferred();
+      gateway.upstream.behaviour = { holdAfterFirstChunk: gate.promise };
+      const response = await fetch(`${gateway.url}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${gateway.proxyKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify(chat({ stream: true })),
+      });
+      expect(response.status).toBe(200);
+      // Reserved and streaming; Redis goes away before the stream ends and the proxy settles.
+      await redis.stop();
+      gate.resolve();
+      expect(await response.text()).toContain('data: [DONE]');
+      const failed = await eventuallyTrue(() => gateway.logger.lines.some((line) => line.includes('key store unavailable (settleSpend')));
+      expect(failed).toBe(true);
+      await redis.restart();
+      // drain() resolves once the background retry landed (or gave up, which the log would say).
+      await gateway.proxy.drain();
+      expect(gateway.logger.lines.filter((line) => line.includes('reconcile by hand'))).toEqual([]);
+      const entries = (await store.listLedger(gateway.account.id, { limit: 10 })).entries;
+      expect(entries.map((entry) => [entry.type, entry.amount, entry.keyId])).toEqual([
+        ['usage', -0.028, gateway.proxyKeyId],
+        ['credit', 10, null],
+      ]);
+      const account = await store.getAccount(gateway.account.id);
+      expect({ balance: account?.balance, reserved: account?.reserved }).toEqual({ balance: 9.972, reserved: 0 });
+      const key = await store.getKey(gateway.proxyKeyId);
+      expect({ usage: key?.usage, reserved: key?.reserved }).toEqual({ usage: 0.028, reserved: 0 });
+    } finally {
+      await redis.restart().catch(() => {});
+      await gateway.close();
+      await store.close();
+    }
+  });
+
+  it('a settlement sent while Redis hangs, given up and retried, is written once when Redis answers both', async () => {
+    const store = new KeyvKeyStore(redisKeyv(redis.url), { prefix: runPrefix() });
+    try {
+      const owner = await store.createAccount(sampleAccount({ balance: 10, createdAt: Date.parse('2026-11-22T00:00:00Z') }));
+      const key = await store.insertKey(sampleKeyRecord(owner.id));
+      const now = Date.parse('2026-11-22T12:00:00Z');
+      const reserved = await store.reserveSpend({
+        keyId: key.id,
+        accountId: owner.id,
+        amount: 2,
+        period: null,
+        now,
+        expiresAt: now + 60_000,
+      });
+      if (!reserved.ok) throw new Error('the reservation was refused');
+      const settlement = {
+        keyId: key.id,
+        accountId: owner.id,
+        holdId: reserved.holdId,
+        cost: 1.5,
+        period: null,
+        now: now + 1,
+        usage: { model: 'gpt-4o', promptTokens: 10, completionTokens: 20, requestId: 'req_once', upstreamId: 'chatcmpl-once' },
+      };
+      redis.freeze();
+      // The first attempt is sent and hangs (its caller's timeout gave up on it); the retry is sent behind it.
+      const first = store.settleSpend(settlement);
+      const retry = store.settleSpend(settlement);
+      redis.thaw();
+      const [written, again] = await Promise.all([first, retry]);
+      expect(again).toEqual(written);
+      expect((await store.listLedger(owner.id, { limit: 10 })).entries).toEqual([
+        written,
+        expect.objectContaining({ reference: 'opening' }),
+      ]);
+      expect(await store.findUsageEntry(owner.id, 'chatcmpl-once')).toEqual(written);
+      const account = await store.getAccount(owner.id);
+      expect({ balance: account?.balance, reserved: account?.reserved }).toEqual({ balance: 8.5, reserved: 0 });
+      expect((await store.getUsage(owner.id, { from: '2026-11-22', to: '2026-11-22' })).map((row) => row.requests)).toEqual([1]);
     } finally {
       redis.thaw();
       await store.close();

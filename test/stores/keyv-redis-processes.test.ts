@@ -4,6 +4,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
+import type { LedgerEntry } from '../../src/store/types.js';
 import { issueKey } from '../../src/index.js';
 import { fastHasher, seedAccount, testClock } from '../helpers.js';
 import { type MockUpstream, startTestUpstream } from '../proxy/mock-upstream.js';
@@ -234,6 +235,83 @@ describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSki
     expect(key?.usage).toBeCloseTo(0.28, 10);
     expect(account?.reserved).toBeCloseTo(0, 10);
     expect(account?.balance).toBeCloseTo(100 - 0.28, 10);
+  });
+
+  it('proxied requests over three processes and credits from a fourth connection, all at once, keep every ledger invariant', async () => {
+    const seeded = await seedAccount(store, { hasher, balance: 100, now: clock.now() });
+    const requests = 60;
+    const [answers, credits] = await Promise.all([
+      Promise.all(
+        Array.from({ length: requests }, async (_, i) => {
+          const response = await fetch(`${(gateways[i % 3] as GatewayProcess).v1}/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${seeded.proxyKey}`, 'content-type': 'application/json' },
+            body: JSON.stringify(chat({ stream: i % 2 === 0, max_tokens: 50 })),
+          });
+          return { status: response.status, body: await response.text() };
+        }),
+      ),
+      // Ten deliveries of five payments: each pays once.
+      Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          store.changeBalance({
+            accountId: seeded.account.id,
+            type: 'credit',
+            amount: 2,
+            reference: `pay_${i % 5}`,
+            note: null,
+            now: clock.now(),
+          }),
+        ),
+      ),
+    ]);
+    expect(answers.map((answer) => answer.status)).toEqual(Array.from({ length: requests }, () => 200));
+    expect(credits.filter((answer) => answer?.applied)).toHaveLength(5);
+    // Each process settles a request before it ends its answer: every charge has landed.
+    const entries: LedgerEntry[] = [];
+    let before: number | undefined;
+    for (;;) {
+      const page = await store.listLedger(seeded.account.id, { limit: 7, ...(before === undefined ? {} : { before }) });
+      entries.push(...page.entries);
+      if (!page.hasMore) break;
+      before = page.entries.at(-1)?.id;
+    }
+    const usage = entries.filter((entry) => entry.type === 'usage');
+    expect({ usage: usage.length, credits: entries.filter((entry) => entry.type === 'credit').length }).toEqual({
+      usage: requests,
+      credits: 6,
+    });
+    expect(new Set(entries.map((entry) => entry.id)).size).toBe(entries.length);
+    // One serial order: in id order, each balanceAfter is the previous one's plus its amount, ending at the balance.
+    const ordered = [...entries].reverse();
+    expect(ordered[0]).toMatchObject({ reference: 'opening', amount: 100, balanceAfter: 100 });
+    for (let i = 1; i < ordered.length; i++) {
+      const previous = ordered[i - 1] as LedgerEntry;
+      const current = ordered[i] as LedgerEntry;
+      expect(current.balanceAfter).toBeCloseTo(previous.balanceAfter + current.amount, 9);
+    }
+    const account = await store.getAccount(seeded.account.id);
+    const key = await store.getKey(seeded.proxyKeyId);
+    const spent = -usage.reduce((total, entry) => total + entry.amount, 0);
+    // 12 prompt + 8 completion tokens at the mock price: $0.028 a request.
+    expect(spent).toBeCloseTo(requests * 0.028, 9);
+    expect(account?.balance).toBe(ordered.at(-1)?.balanceAfter);
+    expect(account?.balance).toBeCloseTo(100 + 10 - spent, 9);
+    expect(entries.reduce((total, entry) => total + entry.amount, 0)).toBeCloseTo(account?.balance ?? Number.NaN, 9);
+    expect({ accountReserved: account?.reserved, keyReserved: key?.reserved }).toEqual({ accountReserved: 0, keyReserved: 0 });
+    expect(key?.usage).toBeCloseTo(spent, 9);
+    const day = new Date(clock.now()).toISOString().slice(0, 10);
+    const rows = await store.getUsage(seeded.account.id, { from: day, to: day });
+    expect(rows).toHaveLength(1);
+    expect({ ...rows[0], cost: Math.round((rows[0]?.cost ?? 0) * 1e9) / 1e9 }).toEqual({
+      date: day,
+      keyId: seeded.proxyKeyId,
+      model: (usage[0] as LedgerEntry).model ?? 'unknown',
+      requests,
+      promptTokens: usage.reduce((total, entry) => total + (entry.promptTokens ?? 0), 0),
+      completionTokens: usage.reduce((total, entry) => total + (entry.completionTokens ?? 0), 0),
+      cost: Math.round(spent * 1e9) / 1e9,
+    });
   });
 
   it('a key deactivated through one process is refused at once by the two others, which had verified and cached it', async () => {

@@ -11,13 +11,21 @@ import { createHash } from 'node:crypto';
 
 /**
  * Reading and writing records in Keyv's format. cjson.encode prints at most 14 significant digits,
- * which would round balances; `enc` prints every number with 17 so JavaScript reads back the exact
- * double. cjson decodes `[]` and `{}` alike: an empty table is written as `[]`, since the records
- * hold arrays (a key's `models`) but never an empty object.
+ * which would round balances; `enc` prints every number with the fewest digits (15 to 17) that
+ * read back as the exact double, as JavaScript's own JSON does for most values. cjson decodes `[]`
+ * and `{}` alike: an empty table is written as `[]`, since the records hold arrays (a key's
+ * `models`) but never an empty object.
  */
 export const RECORDS_PRELUDE = `
 local base = ARGV[1]
 local payload = cjson.decode(ARGV[2]).value
+local function num(x)
+  local text = string.format('%.15g', x)
+  if tonumber(text) == x then return text end
+  text = string.format('%.16g', x)
+  if tonumber(text) == x then return text end
+  return string.format('%.17g', x)
+end
 local function enc(v)
   local t = type(v)
   if t == 'table' then
@@ -32,7 +40,7 @@ local function enc(v)
     local parts = {}
     for k, x in pairs(v) do parts[#parts + 1] = cjson.encode(k) .. ':' .. enc(x) end
     return '{' .. table.concat(parts, ',') .. '}'
-  elseif t == 'number' then return string.format('%.17g', v)
+  elseif t == 'number' then return num(v)
   elseif t == 'string' then return cjson.encode(v)
   elseif t == 'boolean' then return v and 'true' or 'false'
   end
@@ -52,7 +60,7 @@ local function raw(s)
   if string.sub(s, 1, 1) == ':' then return string.sub(s, 2) end
   return s
 end
--- MAX_USD in spend-rules.ts. A result beyond it (or inf/nan, which round() and %.17g would write as
+-- MAX_USD in spend-rules.ts. A result beyond it (or inf/nan, which round() and num() would write as
 -- an unparseable 'inf') is refused before anything is written: the caller gets an error, the data stays.
 local MAX_USD = 1e12
 local function usd(x)
@@ -92,7 +100,6 @@ end
  * Keyv's escaping and the backend reads them with the instance's deserializer.
  */
 export const LEDGER_PRELUDE = `
-local function num(x) return string.format('%.17g', x) end
 local function finite_arg(x, what)
   if type(x) ~= 'number' or x ~= x or x == math.huge or x == -math.huge then
     error({ err = 'ERR modelswitch: refused ' .. what .. ' that is not a finite number' })
