@@ -262,6 +262,38 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore ledger and holds on Redis${redisSkipRe
     ).toBe(false);
   });
 
+  it('trimLedger removes more than one batch of one account, and the runs of several accounts, in one call', {
+    timeout: 60_000,
+  }, async () => {
+    // Far in the past (1970), after the entries the other tests here trim: only these are due.
+    const at = 100_000;
+    const big = await storeA.createAccount(sampleAccount({ balance: 0, createdAt: at }));
+    const small = await storeA.createAccount(sampleAccount({ balance: 0, createdAt: at }));
+    for (let from = 0; from < 2500; from += 500) {
+      await Promise.all(
+        Array.from({ length: 500 }, (_, j) =>
+          storeA.changeBalance({ accountId: big.id, type: 'credit', amount: 1, reference: `r${from + j}`, note: null, now: at + from + j }),
+        ),
+      );
+    }
+    for (let i = 0; i < 3; i++) {
+      await storeB.changeBalance({ accountId: small.id, type: 'credit', amount: 1, reference: `r${i}`, note: null, now: at + i });
+    }
+    const newest = await storeB.changeBalance({
+      accountId: big.id,
+      type: 'credit',
+      amount: 1,
+      reference: 'kept',
+      note: null,
+      now: at + 10_000,
+    });
+    expect(await storeB.trimLedger(at + 5_000)).toBe(2503);
+    expect((await storeA.listLedger(big.id, { limit: 10 })).entries).toEqual([newest?.entry]);
+    expect((await storeA.listLedger(small.id, { limit: 10 })).entries).toEqual([]);
+    expect(await storeB.trimLedger(at + 5_000)).toBe(0);
+    expect((await storeA.getAccount(big.id))?.balance).toBe(2501);
+  });
+
   it('each write trims at most a few of its account’s entries past retention, oldest first, and never another account’s', async () => {
     const store = new KeyvKeyStore(redisKeyv(url), { prefix, ledgerRetentionDays: 1 });
     try {

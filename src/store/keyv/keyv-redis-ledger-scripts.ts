@@ -329,8 +329,8 @@ return rows
 `;
 
 // trimLedger, one batch: the accounts of one SSCAN step, at most 'budget' entries removed. Answers
-// { removed, cursor }: the next cursor, or the same one when the budget ran out before an account
-// was done; '0' after a batch that finished its accounts means every account is done.
+// { removed, cursor, done }: the cursor to go on from (the same one when the budget ran out before
+// an account was done), and 1 once the walk over every account is complete.
 export const TRIM_LEDGER = `
 local before = finite_arg(payload.before, 'a time')
 local budget = count_arg(payload.budget, 'a budget')
@@ -340,7 +340,7 @@ local removed = 0
 for _, account in ipairs(scan[2]) do
   local count, done = trim_account(account, before, budget - removed)
   removed = removed + count
-  if not done then return { removed, cursor } end
+  if not done then return { removed, cursor, 0 } end
 end
-return { removed, scan[1] }
+return { removed, scan[1], scan[1] == '0' and 1 or 0 }
 `;

@@ -192,15 +192,15 @@ export class RedisBackend implements KeyvBackend {
   async trimLedger(before: number): Promise<number> {
     let removed = 0;
     let cursor = '0';
-    do {
-      const [count, next] = (await this.runner.script('trimLedger', await this.serialize({ before, cursor, budget: TRIM_BATCH }))) as [
-        number,
-        string,
-      ];
+    for (;;) {
+      const [count, next, done] = (await this.runner.script(
+        'trimLedger',
+        await this.serialize({ before, cursor, budget: TRIM_BATCH }),
+      )) as [number, string, number];
       removed += count;
+      if (done === 1) return removed;
       cursor = next;
-    } while (cursor !== '0');
-    return removed;
+    }
   }
 
   async hitCounter(hit: CounterHit): Promise<number> {
