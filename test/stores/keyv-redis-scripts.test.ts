@@ -8,7 +8,7 @@ import type { AccountRecord, KeyRecord } from '../../src/store/types.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
 
 const T0 = Date.parse('2026-11-22T12:00:00Z');
-const RETENTION = { retentionMs: 400 * 86_400_000, trimPerWrite: 4 };
+const RETENTION = { trimBefore: T0 - 400 * 86_400_000, trimPerWrite: 10 };
 
 // The TypeScript side refuses bad arguments before any script runs; these tests call the Lua scripts
 // directly, as a bug or an older client would, to check that they refuse on their own and write
@@ -117,6 +117,8 @@ describe.skipIf(!REDIS_URL)(
         [{ now: null }, /refused a time/],
         [{ holdId: 7 }, /refused a hold id/],
         [{ day: '2026-11-2' }, /refused a day/],
+        [{ trimBefore: 'soon' }, /refused a trim time/],
+        [{ trimPerWrite: null }, /refused a trim count/],
         [{ usage: { ...good.usage, promptTokens: -1 } }, /refused a token count/],
         [{ usage: { ...good.usage, completionTokens: 1.5 } }, /refused a token count/],
         [{ usage: { ...good.usage, promptTokens: null } }, /refused a token count/],
@@ -132,9 +134,18 @@ describe.skipIf(!REDIS_URL)(
 
     it('settleSpend refuses a balance beyond ±1e12 before writing anything: the hold, the key and the entry included', async () => {
       const seeded = await seed(-9.999e11);
-      await expect(
-        script('settleSpend', { ...seeded.ids, holdId: seeded.holdId, cost: 1e9, period: null, now: T0, day: '2026-11-22', ...RETENTION }),
-      ).rejects.toThrow(/not finite or beyond 1e12/);
+      const refused = script('settleSpend', {
+        ...seeded.ids,
+        holdId: seeded.holdId,
+        cost: 1e9,
+        period: null,
+        now: T0,
+        day: '2026-11-22',
+        ...RETENTION,
+      });
+      // A refusal is a TypeError (a value no store may write), as the store's own checks throw, not an outage.
+      await expect(refused).rejects.toThrow(TypeError);
+      await expect(refused).rejects.toThrow(/^KeyvKeyStore on Redis: settleSpend refused a USD amount that is not finite or beyond 1e12$/);
       await unchanged(seeded);
     });
 
@@ -170,6 +181,7 @@ describe.skipIf(!REDIS_URL)(
         [{ reference: 5 }, /refused a reference/],
         [{ note: 5 }, /refused a note/],
         [{ now: null }, /refused a time/],
+        [{ trimPerWrite: -1 }, /refused a trim count/],
         [{ amount: 1e12 }, /not finite or beyond 1e12/],
       ];
       for (const [change, message] of refusals) {

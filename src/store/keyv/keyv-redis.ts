@@ -73,16 +73,29 @@ export class RedisRunner {
     return client.sendCommand(args);
   }
 
-  /** Runs one of {@link REDIS_SCRIPTS} with the store prefix and a Keyv-serialized payload. */
+  /**
+   * Runs one of {@link REDIS_SCRIPTS} with the store prefix and a Keyv-serialized payload. A script
+   * that refused its arguments (`ERR modelswitch: refused …`, nothing written) rejects with a
+   * TypeError, as the stores' own argument checks do: a value no store may write, not an outage.
+   */
   async script(name: keyof typeof REDIS_SCRIPTS, payload: string): Promise<unknown> {
     const client = await this.ready();
     const script: RedisScript = REDIS_SCRIPTS[name];
     try {
-      return await client.sendCommand(['EVALSHA', script.sha, '0', this.base, payload]);
+      try {
+        return await client.sendCommand(['EVALSHA', script.sha, '0', this.base, payload]);
+      } catch (error) {
+        if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+        // Redis restarted or flushed its script cache: EVAL runs the script and caches it again.
+        return await client.sendCommand(['EVAL', script.source, '0', this.base, payload]);
+      }
     } catch (error) {
-      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-      // Redis restarted or flushed its script cache: EVAL runs the script and caches it again.
-      return client.sendCommand(['EVAL', script.source, '0', this.base, payload]);
+      const refused = error instanceof Error ? REFUSAL.exec(error.message) : null;
+      if (refused) throw new TypeError(`KeyvKeyStore on Redis: ${name} ${refused[1]}`, { cause: error });
+      throw error;
     }
   }
 }
+
+/** A script's refusal, as Redis reports it: `ERR modelswitch: refused … script: <sha>, on @user_script:<line>.` */
+const REFUSAL = /^ERR modelswitch: (refused .*?)(?: script: [0-9a-f]+, on @user_script:\d+\.)?$/;
