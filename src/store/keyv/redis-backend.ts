@@ -9,7 +9,6 @@ import type {
   KeyRotation,
   KeyType,
   LedgerEntry,
-  LedgerEntryType,
   LedgerPage,
   LedgerQuery,
   NewKeyRecord,
@@ -19,8 +18,8 @@ import type {
   UsageRange,
   UsageRow,
 } from '../types.js';
-import type { CounterHit, KeyvBackend } from './backend.js';
 import { LEDGER_TRIM_PER_WRITE, retentionCutoff, utcDay } from '../spend-rules.js';
+import type { CounterHit, KeyvBackend } from './backend.js';
 import { isKeyvDefaultDeserializer, parseKeyvJson } from './keyv-json.js';
 import { type KeyvRedisAdapter, RedisRunner } from './keyv-redis.js';
 
@@ -241,7 +240,7 @@ function ledgerEntry(stored: StoredEntry, accountId: string): LedgerEntry {
   return {
     id: stored.id,
     accountId,
-    type: stored.type as LedgerEntryType,
+    type: stored.type,
     amount: stored.amount,
     balanceAfter: stored.balanceAfter,
     keyId: stored.keyId ?? null,
