@@ -120,10 +120,11 @@ return 'ok:' .. hold
 `;
 
 // settleSpend: a retry (usage whose request id is in the account's ledger) answers that entry and
-// changes nothing. Otherwise it releases the hold if it still exists (never twice), charges the cost as
-// applySettlement in spend-rules.ts does (a deleted key still debits its account), and, when the
-// cost is above 0 or usage is given, appends the usage entry, adds to the (day, key, model)
-// counters and indexes the request and upstream ids. Answers the entry, or false when none.
+// changes nothing. Otherwise it releases the hold if it still exists (never twice) and is this
+// key's and account's, charges the cost as applySettlement in spend-rules.ts does (a deleted key
+// still debits its account), and, when the cost is above 0 or usage is given, appends the usage
+// entry, adds to the (day, key, model) counters and indexes the request and upstream ids. Answers
+// the entry, or false when none.
 export const SETTLE_SPEND = `
 local cost = amount_arg(payload.cost, 0)
 local now = finite_arg(payload.now, 'a time')
@@ -148,7 +149,7 @@ if usage then
   local stored = first and stored_entry(account_id, first)
   if stored then return envelope(stored) end
 end
-if hold then release_hold(raw(hold)) end
+if hold then release_hold(raw(hold), key_id, account_id) end
 local key = cached_key(key_id)
 if key then
   local rec = key.entry.value

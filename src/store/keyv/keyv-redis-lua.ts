@@ -149,14 +149,16 @@ local function hold_indexes(account)
   return { base .. 'holds', base .. 'holds-by-account:' .. account }
 end
 -- Releases a hold once: its amount leaves its key's and its account's reserved (the records are
--- written by flush(), which also deletes the hold). A hold already gone releases nothing.
-local function release_hold(id)
+-- written by flush(), which also deletes the hold). A hold already gone releases nothing, nor one
+-- of another key or account than 'key_id' and 'account' when they are given (a settlement's).
+local function release_hold(id, key_id, account)
   if released[id] then return false end
   local hold = redis.call('HMGET', base .. 'hold:' .. id, 'key', 'account', 'amount')
   if not hold[1] then
     stale_holds[#stale_holds + 1] = id
     return false
   end
+  if key_id and (hold[1] ~= key_id or hold[2] ~= account) then return false end
   local amount = tonumber(hold[3])
   local key = cached_key(hold[1])
   if key then
