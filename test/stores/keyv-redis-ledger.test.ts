@@ -171,7 +171,7 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore ledger and holds on Redis${redisSkipRe
     expect((await storeB.getAccount(owner.id))?.reserved).toBe(4.5);
   });
 
-  it('balances, amounts and counters round-trip exactly through the scripts (17 significant digits)', async () => {
+  it('balances, amounts and counters round-trip exactly through the scripts (up to 17 digits, never cjson’s 14)', async () => {
     const owner = await storeA.createAccount(sampleAccount({ balance: 0.1 }));
     const key = await storeA.insertKey(sampleKeyRecord(owner.id));
     let expected = 0.1;
