@@ -1,12 +1,15 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts' },
+  entry: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts', 'postgres/index': 'src/store/postgres/index.ts' },
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,
   clean: true,
   target: 'node20',
+  // The PostgreSQL entry loads pg with createRequire(import.meta.url); the shim gives the CommonJS
+  // build an import.meta.url (from __filename).
+  shims: true,
   // scrypt-kdf ships ESM only; bundling it keeps the CommonJS build free of require(esm).
   noExternal: ['scrypt-kdf'],
 });

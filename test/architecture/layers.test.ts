@@ -38,10 +38,26 @@ function layerOf(unit: string): number {
   return layer;
 }
 
-function relativeImports(file: string): string[] {
-  // Import statements only: JSDoc examples show imports of the host's own files.
+/** The modules a file imports (`./x.js`, `node:fs`, `pg`), from its import statements only: JSDoc examples show imports of the host's own files. */
+function importSpecifiers(file: string): string[] {
   const text = readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '');
-  return [...text.matchAll(/(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)].map((match) => match[1] as string);
+  return [...text.matchAll(/(?:from|import)\s*\(?\s*'([^']+)'/g)].map((match) => match[1] as string);
+}
+
+function relativeImports(file: string): string[] {
+  return importSpecifiers(file).filter((specifier) => /^\.{1,2}\//.test(specifier));
+}
+
+/** Every source file `entry` reaches through relative imports (types included), `entry` itself too. */
+function reachableFrom(entry: string): Set<string> {
+  const reached = new Set<string>();
+  const pending = [resolve(SRC, entry)];
+  for (let file = pending.pop(); file !== undefined; file = pending.pop()) {
+    if (reached.has(file)) continue;
+    reached.add(file);
+    for (const specifier of relativeImports(file)) pending.push(resolve(dirname(file), specifier).replace(/\.js$/, '.ts'));
+  }
+  return reached;
 }
 
 describe('the layers of src/', () => {
@@ -78,5 +94,14 @@ describe('the layers of src/', () => {
       }
     }
     expect(offending).toEqual([]);
+  });
+
+  it('keeps pg behind modelswitch-keys/postgres: the main and testing entries never reach store/postgres/ or import pg', () => {
+    const postgres = join(SRC, 'store', 'postgres');
+    const reached = [...reachableFrom('index.ts'), ...reachableFrom('testing/index.ts')];
+    expect(reached.length).toBeGreaterThan(20);
+    expect(reached.filter((file) => file.startsWith(`${postgres}/`)).map((file) => relative(SRC, file))).toEqual([]);
+    const pgImports = files.filter((file) => importSpecifiers(file).some((specifier) => specifier === 'pg' || specifier.startsWith('pg/')));
+    expect(pgImports.map((file) => relative(SRC, file)).sort()).toEqual(['store/postgres/load-pg.ts']);
   });
 });

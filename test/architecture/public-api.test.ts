@@ -120,6 +120,15 @@ const INDEX_EXPORTS = [
 
 const TESTING_EXPORTS = ['KeyStoreSuiteGroup', 'KeyStoreSuiteOptions', 'TestFunction', 'keyStoreSuite', 'sampleAccount', 'sampleKeyRecord'];
 
+const POSTGRES_EXPORTS = [
+  'PostgresKeyStore',
+  'PostgresKeyStoreOptions',
+  'PostgresMigrationResult',
+  'PostgresPool',
+  'PostgresPoolClient',
+  'PostgresQueryResult',
+];
+
 // Each test type-checks a TypeScript program of the whole package and its dependencies' types: CPU
 // work that a busy machine (two test runs at once in CI, other jobs) stretches past the default
 // timeout, which is there to catch hangs, not to time this.
@@ -138,6 +147,14 @@ describe('the public API', () => {
     'exports exactly the documented names from modelswitch-keys/testing',
     () => {
       expect(exportedNames('testing/index.ts')).toEqual([...TESTING_EXPORTS].sort());
+    },
+    TYPE_CHECK_TIMEOUT_MS,
+  );
+
+  it(
+    'exports exactly the documented names from modelswitch-keys/postgres',
+    () => {
+      expect(exportedNames('store/postgres/index.ts')).toEqual([...POSTGRES_EXPORTS].sort());
     },
     TYPE_CHECK_TIMEOUT_MS,
   );

@@ -1,8 +1,18 @@
 // Loads the built CommonJS and ESM entry points and verifies a key end to end with each, so a
 // packaging mistake (a missing export, an ESM-only dependency under require) fails CI. Each also
 // proxies one request for an OpenAI model, which loads the tokenizer (a dynamic import) from the build.
+// Then the PostgreSQL entry: both builds load and check their options; with DATABASE_URL set, each
+// migrates a schema of its own and round-trips an account. Last, the package as installed without its
+// optional peer dependency pg: the main entries load, the PostgreSQL entry says `npm install pg`.
 const assert = require('node:assert/strict');
 const http = require('node:http');
+const { randomBytes } = require('node:crypto');
+const { cpSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync, mkdirSync } = require('node:fs');
+const { tmpdir } = require('node:os');
+const { join, resolve } = require('node:path');
+const { pathToFileURL } = require('node:url');
+
+const ROOT = resolve(__dirname, '../..');
 
 /** Serves one chat completion through the built proxyRouter; answers what the upstream received. */
 async function proxyOnce(api) {
@@ -59,9 +69,75 @@ async function check(label, api, testing) {
   console.log(`${label} build: ok`);
 }
 
+async function checkPostgres(label, postgres) {
+  assert.equal(typeof postgres.PostgresKeyStore, 'function', `${label}: PostgresKeyStore is exported`);
+  assert.throws(
+    () => new postgres.PostgresKeyStore({ connectionString: 'postgres://localhost/db', schema: 'Bad-Name' }),
+    (error) => error.name === 'ConfigurationError' && error.code === 'ERR_MS_OPTION' && /schema must be/.test(error.message),
+    `${label}: a bad schema name is a ConfigurationError`,
+  );
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    console.log(`${label} PostgreSQL entry: ok (DATABASE_URL not set: no round trip)`);
+    return;
+  }
+  const schema = `ms_smoke_${randomBytes(6).toString('hex')}`;
+  const store = new postgres.PostgresKeyStore({ connectionString: url, schema });
+  try {
+    assert.equal((await store.migrate()).applied.length > 0, true, `${label}: migrate applies the steps`);
+    const account = { id: `smoke_${schema}`, balance: 0, reserved: 0, isFreeTier: false, createdAt: 1_700_000_000_000 };
+    await store.createAccount(account);
+    assert.deepEqual(await store.getAccount(account.id), account, `${label}: an account round-trips`);
+  } finally {
+    await store.close();
+    const pg = require('pg');
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await client.end();
+  }
+  console.log(`${label} PostgreSQL entry: ok (migrated and round-tripped an account)`);
+}
+
+/**
+ * A copy of the package in a temp directory whose node_modules links every dependency of this
+ * repository except pg, as an app that did not install the optional peer dependency has it.
+ */
+function installWithoutPg() {
+  const dir = mkdtempSync(join(tmpdir(), 'ms-no-pg-'));
+  const app = join(dir, 'node_modules', 'modelswitch-keys');
+  mkdirSync(app, { recursive: true });
+  cpSync(join(ROOT, 'dist'), join(app, 'dist'), { recursive: true });
+  cpSync(join(ROOT, 'package.json'), join(app, 'package.json'));
+  for (const name of readdirSync(join(ROOT, 'node_modules'))) {
+    if (name === 'pg' || name.startsWith('.')) continue;
+    symlinkSync(join(ROOT, 'node_modules', name), join(dir, 'node_modules', name));
+  }
+  writeFileSync(join(dir, 'package.json'), '{"name":"app-without-pg","private":true}');
+  return { dir, app };
+}
+
+async function checkWithoutPg() {
+  const { dir, app } = installWithoutPg();
+  try {
+    const isMissingPg = (error) =>
+      error.name === 'ConfigurationError' && error.code === 'ERR_MS_STORE' && error.message.includes('npm install pg');
+    require(join(app, 'dist/index.cjs'));
+    await import(pathToFileURL(join(app, 'dist/index.js')).href);
+    assert.throws(() => require(join(app, 'dist/postgres/index.cjs')), isMissingPg, 'CommonJS without pg: clear error');
+    await assert.rejects(import(pathToFileURL(join(app, 'dist/postgres/index.js')).href), isMissingPg, 'ESM without pg: clear error');
+    console.log('without pg: the main entries load, modelswitch-keys/postgres says npm install pg: ok');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 (async () => {
   await check('CommonJS', require('../../dist/index.cjs'), require('../../dist/testing/index.cjs'));
   await check('ESM', await import('../../dist/index.js'), await import('../../dist/testing/index.js'));
+  await checkPostgres('CommonJS', require('../../dist/postgres/index.cjs'));
+  await checkPostgres('ESM', await import('../../dist/postgres/index.js'));
+  await checkWithoutPg();
 })().catch((error) => {
   console.error(error);
   process.exit(1);
