@@ -1,4 +1,6 @@
+import { DEFAULT_LEDGER_RETENTION_DAYS } from '../../defaults.js';
 import { ConfigurationError } from '../../errors/configuration-error.js';
+import { isRetentionDays } from '../spend-rules.js';
 
 /** `PostgresKeyStore` `schema`: the schema holding the store's tables. */
 export const DEFAULT_POSTGRES_SCHEMA = 'modelswitch';
@@ -76,6 +78,12 @@ export interface PostgresKeyStoreOptions {
    * so an operation rejects instead of hanging. Default 5000 ms.
    */
   statementTimeoutMs?: number;
+  /**
+   * Days a ledger entry is kept: each write to an account's ledger trims a few of its entries
+   * older than this, and `trimLedger` trims them all. Balances, keys, usage aggregates and the
+   * idempotency of top-up references are kept for good. `Infinity` keeps every entry. Default 400.
+   */
+  ledgerRetentionDays?: number;
 }
 
 /** {@link PostgresKeyStoreOptions} after {@link resolvePostgresOptions}: checked, every default filled in. */
@@ -86,10 +94,19 @@ export interface ResolvedPostgresOptions {
   readonly maxConnections: number;
   readonly connectionTimeoutMs: number;
   readonly statementTimeoutMs: number;
+  readonly ledgerRetentionDays: number;
 }
 
 /** What {@link resolvePostgresOptions} reads: every field of the options. */
-const KNOWN_OPTIONS = new Set(['connectionString', 'pool', 'schema', 'maxConnections', 'connectionTimeoutMs', 'statementTimeoutMs']);
+const KNOWN_OPTIONS = new Set([
+  'connectionString',
+  'pool',
+  'schema',
+  'maxConnections',
+  'connectionTimeoutMs',
+  'statementTimeoutMs',
+  'ledgerRetentionDays',
+]);
 
 /**
  * Checks `PostgresKeyStore`'s options once and fills in the defaults. Throws a ConfigurationError
@@ -130,6 +147,9 @@ export function resolvePostgresOptions(options: PostgresKeyStoreOptions): Resolv
       'schema must be a lowercase SQL identifier: a letter or _, then letters, digits or _, at most 63 characters, not starting with pg_',
     );
   }
+  const ledgerRetentionDays = options.ledgerRetentionDays ?? DEFAULT_LEDGER_RETENTION_DAYS;
+  if (!isRetentionDays(ledgerRetentionDays))
+    throw optionError('ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)');
   return {
     connection,
     schema,
@@ -146,6 +166,7 @@ export function resolvePostgresOptions(options: PostgresKeyStoreOptions): Resolv
       'statementTimeoutMs',
       MAX_TIMEOUT_MS - POSTGRES_CLIENT_TIMEOUT_MARGIN_MS,
     ),
+    ledgerRetentionDays,
   };
 }
 

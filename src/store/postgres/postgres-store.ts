@@ -1,16 +1,44 @@
-import { checkBalanceDelta, checkBalanceResult, checkCounterHit, checkReservation, checkSettlement, MAX_USD } from '../spend-rules.js';
+import {
+  DEFAULT_HOLD_SWEEP_LIMIT,
+  LEDGER_TRIM_PER_WRITE,
+  MAX_USD,
+  OPENING_REFERENCE,
+  UNKNOWN_MODEL,
+  checkBalanceChange,
+  checkCounterHit,
+  checkHoldDeadline,
+  checkHoldSweep,
+  checkLedgerQuery,
+  checkNewAccount,
+  checkReservation,
+  checkRotation,
+  checkSettlement,
+  checkTrimBefore,
+  checkUsageRange,
+  retentionCutoff,
+  settlementWritesEntry,
+  utcDay,
+} from '../spend-rules.js';
 import type {
   AccountRecord,
+  BalanceChange,
+  BalanceChangeResult,
   CounterState,
   KeyChanges,
   KeyPage,
   KeyPageRequest,
   KeyRecord,
+  KeyRotation,
   KeyStore,
+  LedgerEntry,
+  LedgerPage,
+  LedgerQuery,
   NewKeyRecord,
   ReservationResult,
   SpendReservation,
   SpendSettlement,
+  UsageRange,
+  UsageRow,
 } from '../types.js';
 import { loadPg } from './load-pg.js';
 import { type PostgresMigrationResult, quoteIdentifier, runMigrations } from './migrations.js';
@@ -21,7 +49,7 @@ import {
   type ResolvedPostgresOptions,
   resolvePostgresOptions,
 } from './options.js';
-import { type AccountRow, type KeyRow, toAccount, toKey } from './rows.js';
+import { type AccountRow, type KeyRow, type LedgerRow, type UsageDailyRow, toAccount, toEntry, toKey, toUsageRow } from './rows.js';
 
 // Loaded when this module is: importing `modelswitch-keys/postgres` without `pg` fails at once,
 // saying `npm install pg`, instead of at the first query.
@@ -39,14 +67,25 @@ const COUNTER_GRACE_MS = 60_000;
 const COUNTER_SWEEP_EVERY = 1000;
 const COUNTER_SWEEP_ROWS = 1000;
 
-/** Which column each field `updateKey` may change lives in, and how its value is written. */
-const CHANGE_COLUMNS: Record<keyof KeyChanges, { column: string; json?: true }> = {
-  name: { column: 'name' },
-  active: { column: 'active' },
-  expiresAt: { column: 'expires_at' },
-  limit: { column: '"limit"' },
-  limitReset: { column: 'limit_reset' },
+/** `trimLedger` works in batches of at most this many accounts and entries per statement, each well within a statement timeout. */
+const TRIM_BATCH_ACCOUNTS = 1000;
+const TRIM_BATCH_ENTRIES = 10_000;
+
+/** The SQLSTATE `change_balance` raises for a balance that would leave ±MAX_USD: a refusal, answered as a TypeError. */
+const BALANCE_OUT_OF_RANGE = 'MSK01';
+
+/** The largest `bigint`: hold ids above it name no hold. */
+const MAX_BIGINT = 9_223_372_036_854_775_807n;
+
+/** Which column each field `updateKey` may change lives in, and whether it is written as JSON. */
+const CHANGE_COLUMNS: Readonly<Record<keyof KeyChanges, { column: string; json: boolean }>> = {
+  name: { column: 'name', json: false },
+  active: { column: 'active', json: false },
+  expiresAt: { column: 'expires_at', json: false },
+  limit: { column: '"limit"', json: false },
+  limitReset: { column: 'limit_reset', json: false },
   rateLimit: { column: 'rate_limit', json: true },
+  models: { column: 'models', json: true },
 };
 
 /** Ids are positive safe integers; anything else (NaN, 1.5, -1, 2^60) names no key, without a query. */
@@ -59,10 +98,23 @@ function isStorableText(value: unknown): value is string {
   return typeof value === 'string' && !value.includes('\u0000');
 }
 
+/** The `bigint` a hold id stands for, or `null` when it is not one this store handed out (so it names no hold). */
+function holdNumber(holdId: string | null): string | null {
+  if (holdId === null || !/^[1-9][0-9]{0,18}$/.test(holdId) || BigInt(holdId) > MAX_BIGINT) return null;
+  return holdId;
+}
+
+/** A `jsonb` parameter: `pg` would send a JS array as a PostgreSQL array, so values go as JSON text. */
+function json(value: unknown): string | null {
+  return value === null ? null : JSON.stringify(value);
+}
+
 /**
- * A {@link KeyStore} on PostgreSQL (with `pg`): the durable system of record for accounts, keys and
- * their spend. Several gateway processes share one database and its limits exactly: every atomic
- * operation is one SQL statement or one transaction with row locks.
+ * A {@link KeyStore} on PostgreSQL (with `pg`): the durable system of record for accounts, keys,
+ * holds, the ledger and usage aggregates. Several gateway processes share one database and its
+ * limits exactly: every operation is one SQL statement, and those that change several rows call a
+ * PL/pgSQL function that locks them (accounts first, in id order, then keys and holds), so each is
+ * atomic, one round trip, and never deadlocks with another.
  *
  * The tables are created by {@link PostgresKeyStore.migrate}, which you call explicitly (at
  * startup, or from a deploy step): nothing is created on import or construction. The `schema`
@@ -162,12 +214,14 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   async createAccount(account: AccountRecord): Promise<AccountRecord> {
+    checkNewAccount(account);
+    // One statement: the account and, for a balance other than 0, its opening entry and reference.
     const { rows } = await this.pool.query(this.sql.createAccount, [
       account.id,
       account.balance,
-      account.reserved,
       account.isFreeTier,
       account.createdAt,
+      OPENING_REFERENCE,
     ]);
     return toAccount(rows[0] as AccountRow);
   }
@@ -178,18 +232,34 @@ export class PostgresKeyStore implements KeyStore {
     return rows[0] ? toAccount(rows[0] as AccountRow) : null;
   }
 
-  async adjustBalance(accountId: string, delta: number): Promise<AccountRecord | null> {
-    checkBalanceDelta(delta);
-    if (!isStorableText(accountId)) return null;
-    // A balance beyond ±MAX_USD is refused in the same statement, so nothing is written.
-    const { rows } = await this.pool.query(this.sql.adjustBalance, [accountId, delta, MAX_USD]);
-    if (rows[0]) return toAccount(rows[0] as AccountRow);
-    if ((await this.getAccount(accountId)) === null) return null;
-    checkBalanceResult(Number.POSITIVE_INFINITY);
-    return null;
+  async changeBalance(change: BalanceChange): Promise<BalanceChangeResult | null> {
+    checkBalanceChange(change);
+    if (!isStorableText(change.accountId)) return null;
+    let rows: unknown[];
+    try {
+      ({ rows } = await this.pool.query(this.sql.changeBalance, [
+        change.accountId,
+        change.type,
+        change.amount,
+        change.reference,
+        change.note,
+        change.now,
+        MAX_USD,
+        this.trimBefore(change.now),
+        LEDGER_TRIM_PER_WRITE,
+      ]));
+    } catch (error) {
+      // The function refused a balance beyond ±MAX_USD, changing nothing: the contract's TypeError.
+      if ((error as { code?: unknown }).code === BALANCE_OUT_OF_RANGE) throw new TypeError((error as Error).message);
+      throw error;
+    }
+    const row = rows[0] as { applied: boolean; account: AccountRow; entry: LedgerRow } | undefined;
+    if (!row) return null;
+    return { account: toAccount(row.account), entry: toEntry(row.entry), applied: row.applied };
   }
 
   async insertKey(key: NewKeyRecord): Promise<KeyRecord> {
+    // The identity allocates ids atomically across connections; the UNIQUE handle rejects duplicates.
     const { rows } = await this.pool.query(this.sql.insertKey, [
       key.handle,
       key.type,
@@ -207,6 +277,9 @@ export class PostgresKeyStore implements KeyStore {
       key.limit,
       key.limitReset,
       json(key.rateLimit),
+      json(key.models),
+      key.previousHash,
+      key.previousKeyExpiresAt,
     ]);
     return toKey(rows[0] as KeyRow);
   }
@@ -235,7 +308,7 @@ export class PostgresKeyStore implements KeyStore {
     const sets: string[] = [];
     const values: unknown[] = [id];
     for (const [field, { column, json: asJson }] of Object.entries(CHANGE_COLUMNS) as Array<
-      [keyof KeyChanges, { column: string; json?: true }]
+      [keyof KeyChanges, { column: string; json: boolean }]
     >) {
       const value = changes[field];
       if (value === undefined) continue;
@@ -243,7 +316,7 @@ export class PostgresKeyStore implements KeyStore {
       sets.push(`${column} = $${values.length}`);
     }
     if (sets.length === 0) return this.getKey(id);
-    const { rows } = await this.pool.query(`UPDATE ${this.sql.s}.keys SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, values);
+    const { rows } = await this.pool.query(`UPDATE ${this.sql.schema}.keys SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, values);
     return rows[0] ? toKey(rows[0] as KeyRow) : null;
   }
 
@@ -258,23 +331,108 @@ export class PostgresKeyStore implements KeyStore {
     await this.pool.query(this.sql.touchKey, [id, at]);
   }
 
+  async rotateKey(rotation: KeyRotation): Promise<KeyRecord | null> {
+    checkRotation(rotation);
+    if (!isKeyId(rotation.id)) return null;
+    // One UPDATE: every SET expression reads the row as it was, so the current hash becomes the previous one.
+    const { rows } = await this.pool.query(this.sql.rotateKey, [rotation.id, rotation.hash, rotation.previousKeyExpiresAt, rotation.now]);
+    return rows[0] ? toKey(rows[0] as KeyRow) : null;
+  }
+
   async reserveSpend(reservation: SpendReservation): Promise<ReservationResult> {
     checkReservation(reservation);
     if (!isKeyId(reservation.keyId)) return { ok: false, reason: 'key_not_found' };
+    if (!isStorableText(reservation.accountId)) return { ok: false, reason: 'account_not_found' };
     const { rows } = await this.pool.query(this.sql.reserveSpend, [
       reservation.keyId,
       reservation.accountId,
       reservation.amount,
       reservation.period,
+      reservation.now,
+      reservation.expiresAt,
     ]);
-    const reason = (rows[0] as { reason: string | null }).reason;
-    return reason === null ? { ok: true } : { ok: false, reason: reason as Exclude<ReservationResult, { ok: true }>['reason'] };
+    const row = rows[0] as { reason: Exclude<ReservationResult, { ok: true }>['reason'] | null; hold_id: string | null };
+    return row.reason === null ? { ok: true, holdId: String(row.hold_id) } : { ok: false, reason: row.reason };
   }
 
-  async settleSpend(settlement: SpendSettlement): Promise<void> {
+  async settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null> {
     checkSettlement(settlement);
-    const { keyId, accountId, reserved, cost, period, now } = settlement;
-    await this.pool.query(this.sql.settleSpend, [isKeyId(keyId) ? keyId : 0, accountId, reserved, cost, period, now]);
+    if (!isKeyId(settlement.keyId)) throw new TypeError('settleSpend: keyId must be a positive integer');
+    const { usage } = settlement;
+    const { rows } = await this.pool.query(this.sql.settleSpend, [
+      settlement.keyId,
+      settlement.accountId,
+      holdNumber(settlement.holdId),
+      settlement.cost,
+      settlement.period,
+      settlement.now,
+      settlementWritesEntry(settlement),
+      usage?.model ?? null,
+      usage?.promptTokens ?? null,
+      usage?.completionTokens ?? null,
+      usage?.requestId ?? null,
+      usage?.upstreamId ?? null,
+      utcDay(settlement.now),
+      usage?.model ?? UNKNOWN_MODEL,
+      this.trimBefore(settlement.now),
+      LEDGER_TRIM_PER_WRITE,
+    ]);
+    return rows[0] ? toEntry(rows[0] as LedgerRow) : null;
+  }
+
+  async extendHold(holdId: string, accountId: string, expiresAt: number): Promise<boolean> {
+    checkHoldDeadline(expiresAt);
+    const id = holdNumber(typeof holdId === 'string' ? holdId : null);
+    if (id === null || !isStorableText(accountId)) return false;
+    const { rowCount } = await this.pool.query(this.sql.extendHold, [id, accountId, expiresAt]);
+    return rowCount === 1;
+  }
+
+  async releaseExpiredHolds(now: number, limit: number = DEFAULT_HOLD_SWEEP_LIMIT): Promise<number> {
+    checkHoldSweep(now, limit);
+    const { rows } = await this.pool.query(this.sql.releaseExpiredHolds, [now, Math.min(limit, 2 ** 31 - 1)]);
+    return (rows[0] as { released: number }).released;
+  }
+
+  async listLedger(accountId: string, query: LedgerQuery): Promise<LedgerPage> {
+    checkLedgerQuery(query);
+    if (!isStorableText(accountId)) return { entries: [], hasMore: false };
+    // Newest first along the account's primary key; one row more than asked tells whether another page exists.
+    const { rows } = await this.pool.query(this.sql.listLedger, [
+      accountId,
+      query.before ?? null,
+      query.keyId ?? null,
+      query.type ?? null,
+      query.limit + 1,
+    ]);
+    return { entries: (rows.slice(0, query.limit) as LedgerRow[]).map(toEntry), hasMore: rows.length > query.limit };
+  }
+
+  async findUsageEntry(accountId: string, id: string): Promise<LedgerEntry | null> {
+    if (!isStorableText(accountId) || !isStorableText(id)) return null;
+    const { rows } = await this.pool.query(this.sql.findUsageEntry, [accountId, id]);
+    return rows[0] ? toEntry(rows[0] as LedgerRow) : null;
+  }
+
+  async getUsage(accountId: string, range: UsageRange): Promise<UsageRow[]> {
+    checkUsageRange(range);
+    if (!isStorableText(accountId)) return [];
+    const { rows } = await this.pool.query(this.sql.getUsage, [accountId, range.from, range.to]);
+    return (rows as UsageDailyRow[]).map(toUsageRow);
+  }
+
+  async trimLedger(before: number): Promise<number> {
+    checkTrimBefore(before);
+    // Batches, each one statement within the statement timeout, so a large backlog never holds one long transaction.
+    let trimmed = 0;
+    let from: string | null = null;
+    do {
+      const { rows } = await this.pool.query(this.sql.trimLedger, [before, from, TRIM_BATCH_ACCOUNTS, TRIM_BATCH_ENTRIES]);
+      const batch = rows[0] as { trimmed: string; next_account: string | null };
+      trimmed += Number(batch.trimmed);
+      from = batch.next_account;
+    } while (from !== null);
+    return trimmed;
   }
 
   async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
@@ -296,6 +454,11 @@ export class PostgresKeyStore implements KeyStore {
     if (this.ownsPool) await this.pool.end();
   }
 
+  /** The time before which a ledger write at `now` trims the account's entries. */
+  private trimBefore(now: number): number {
+    return retentionCutoff(now, this.options.ledgerRetentionDays);
+  }
+
   /** Deletes a batch of windows that ended before `now` (less the grace), in the background, one sweep at a time. */
   private sweepCounters(now: number): void {
     this.hitsSinceSweep = 0;
@@ -313,35 +476,59 @@ export class PostgresKeyStore implements KeyStore {
   }
 }
 
-/** A `jsonb` parameter: `pg` would send a JS array as a PostgreSQL array, so objects go as JSON text. */
-function json(value: unknown): string | null {
-  return value === null ? null : JSON.stringify(value);
-}
-
 /** The store's SQL for schema `s` (quoted), built once per store. */
 type Statements = ReturnType<typeof statements>;
 
 /** Rounds a parameter to the 10 decimals every store keeps for USD. */
-const USD = (parameter: string) => `round(${parameter}::numeric, 10)`;
+const usd = (parameter: string) => `round(${parameter}::numeric, 10)`;
 
 function statements(s: string) {
   return {
-    s,
-    createAccount: `INSERT INTO ${s}.accounts (id, balance, reserved, is_free_tier, created_at)
-      VALUES ($1, ${USD('$2')}, ${USD('$3')}, $4, $5) RETURNING *`,
+    schema: s,
+    createAccount: `WITH account AS (
+        INSERT INTO ${s}.accounts (id, balance, reserved, is_free_tier, created_at) VALUES ($1, ${usd('$2')}, 0, $3, $4) RETURNING *
+      ), opening AS (
+        INSERT INTO ${s}.ledger (account_id, type, amount, balance_after, reference, created_at)
+        SELECT id, CASE WHEN balance > 0 THEN 'credit' ELSE 'adjustment' END, balance, balance, $5, created_at
+        FROM account WHERE balance <> 0
+        RETURNING *
+      ), reference AS (
+        INSERT INTO ${s}.ledger_references (account_id, reference, entry_id, type, amount, balance_after, note, created_at)
+        SELECT account_id, reference, id, type, amount, balance_after, note, created_at FROM opening
+      )
+      SELECT * FROM account`,
     getAccount: `SELECT * FROM ${s}.accounts WHERE id = $1`,
-    adjustBalance: `UPDATE ${s}.accounts SET balance = balance + ${USD('$2')}
-      WHERE id = $1 AND abs(balance + ${USD('$2')}) <= $3 RETURNING *`,
+    changeBalance: `SELECT * FROM ${s}.change_balance($1, $2, ${usd('$3')}, $4, $5, $6, $7, $8, $9)`,
     insertKey: `INSERT INTO ${s}.keys (handle, type, account_id, name, prefix, hash, active, created_at, expires_at, last_used_at,
-        usage, usage_period, reserved, "limit", limit_reset, rate_limit)
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ${USD('$11')}, $12, ${USD('$13')}, $14, $15, $16) RETURNING *`,
+        usage, usage_period, reserved, "limit", limit_reset, rate_limit, models, previous_hash, previous_key_expires_at)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, ${usd('$11')}, $12, ${usd('$13')}, ${usd('$14')}, $15, $16, $17, $18, $19)
+      RETURNING *`,
     getKey: `SELECT * FROM ${s}.keys WHERE id = $1`,
     getKeyByHandle: `SELECT * FROM ${s}.keys WHERE handle = $1`,
     listKeys: `SELECT * FROM ${s}.keys WHERE account_id = $1 AND type = $2 AND id > $3 ORDER BY id LIMIT $4`,
     deleteKey: `DELETE FROM ${s}.keys WHERE id = $1`,
     touchKey: `UPDATE ${s}.keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`,
-    reserveSpend: `SELECT ${s}.reserve_spend($1, $2, ${USD('$3')}, $4) AS reason`,
-    settleSpend: `SELECT ${s}.settle_spend($1, $2, ${USD('$3')}, ${USD('$4')}, $5, $6)`,
+    rotateKey: `UPDATE ${s}.keys SET
+        previous_hash = CASE WHEN $3::double precision > $4::double precision THEN hash END,
+        previous_key_expires_at = CASE WHEN $3::double precision > $4::double precision THEN $3::double precision END,
+        hash = $2
+      WHERE id = $1 RETURNING *`,
+    reserveSpend: `SELECT * FROM ${s}.reserve_spend($1, $2, ${usd('$3')}, $4, $5, $6)`,
+    settleSpend: `SELECT * FROM ${s}.settle_spend($1, $2, $3, ${usd('$4')}, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+    extendHold: `UPDATE ${s}.holds SET expires_at = $3 WHERE id = $1 AND account_id = $2`,
+    releaseExpiredHolds: `SELECT ${s}.release_expired_holds($1, $2) AS released`,
+    listLedger: `SELECT * FROM ${s}.ledger
+      WHERE account_id = $1 AND ($2::bigint IS NULL OR id < $2) AND ($3::bigint IS NULL OR key_id = $3) AND ($4::text IS NULL OR type = $4)
+      ORDER BY id DESC LIMIT $5`,
+    // The request id first, then the upstream id, each from its own index.
+    findUsageEntry: `SELECT * FROM (
+        (SELECT *, 0 AS rank FROM ${s}.ledger WHERE account_id = $1 AND request_id = $2 AND type = 'usage' LIMIT 1)
+        UNION ALL
+        (SELECT *, 1 AS rank FROM ${s}.ledger WHERE account_id = $1 AND upstream_id = $2 AND type = 'usage' ORDER BY id LIMIT 1)
+      ) found ORDER BY rank LIMIT 1`,
+    getUsage: `SELECT day, key_id, model, requests, prompt_tokens, completion_tokens, cost FROM ${s}.usage_daily
+      WHERE account_id = $1 AND day >= $2 AND day <= $3`,
+    trimLedger: `SELECT * FROM ${s}.trim_ledger($1, $2, $3, $4)`,
     hitCounter: `INSERT INTO ${s}.counters (name, window_start, count, reset_at) VALUES ($1, $2, $3, $4)
       ON CONFLICT (name, window_start) DO UPDATE SET count = counters.count + EXCLUDED.count
       RETURNING count`,
