@@ -69,7 +69,7 @@ describe.skipIf(!DATABASE_URL)(
       const owner = await store.createAccount(sampleAccount({ balance: 20_000, createdAt: 0 }));
       const key = await store.insertKey(sampleKeyRecord(owner.id));
       // Waves of 10 writes at once (the account's lock orders each wave); entry i is written at time 1 + i.
-      await inWaves(10_049, 10, (i) =>
+      await inWaves<unknown>(10_049, 10, (i) =>
         i % 2 === 0
           ? store.settleSpend({ keyId: key.id, accountId: owner.id, holdId: null, cost: 0.001 * ((i % 9) + 1), period: null, now: 1 + i })
           : store.changeBalance({ accountId: owner.id, type: 'credit', amount: 0.5, reference: `pay_${i}`, note: null, now: 1 + i }),

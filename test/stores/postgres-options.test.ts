@@ -25,6 +25,11 @@ function refusal(options: unknown): { name: string; code: unknown; message: stri
   throw new Error('resolvePostgresOptions accepted the options');
 }
 
+/** One case of the refusal table. */
+function refused(options: unknown, message: string): [unknown, string] {
+  return [options, message];
+}
+
 const fakePool: PostgresPool = {
   query: async () => ({ rows: [], rowCount: 0 }),
   connect: async () => ({ query: async () => ({ rows: [], rowCount: 0 }), release: () => {} }),
@@ -68,7 +73,7 @@ describe('PostgresKeyStore options', () => {
     });
   });
 
-  it.each([
+  it.each<[unknown, string]>([
     [undefined, 'pass options, e.g. new PostgresKeyStore({ connectionString: process.env.DATABASE_URL })'],
     [{}, 'give exactly one of connectionString (the store makes its own pool) and pool (a pg.Pool of yours)'],
     [
@@ -78,26 +83,28 @@ describe('PostgresKeyStore options', () => {
     [{ connectionString: '  ' }, 'connectionString must be a non-empty string such as postgres://user@host:5432/database'],
     [{ pool: { query: () => {} } }, 'pool must be a pg.Pool (an object with query() and connect())'],
     [{ connectionString: URL_WITH_PASSWORD, scheme: 'x' }, 'unknown option "scheme"'],
-    ...['Gateway', 'gate-way', '1gateway', 'pg_gateway', 'a'.repeat(64), '', 'gateway"; DROP TABLE x; --'].map((schema) => [
-      { connectionString: URL_WITH_PASSWORD, schema },
-      'schema must be a lowercase SQL identifier: a letter or _, then letters, digits or _, at most 63 characters, not starting with pg_',
-    ]),
-    ...[0, -1, 1.5, 1001, Number.NaN, '10'].map((maxConnections) => [
-      { connectionString: URL_WITH_PASSWORD, maxConnections },
-      'maxConnections must be an integer from 1 to 1000',
-    ]),
-    ...[0, 2 ** 31, Number.POSITIVE_INFINITY].map((connectionTimeoutMs) => [
-      { connectionString: URL_WITH_PASSWORD, connectionTimeoutMs },
-      'connectionTimeoutMs must be an integer from 1 to 2147483647',
-    ]),
+    ...['Gateway', 'gate-way', '1gateway', 'pg_gateway', 'a'.repeat(64), '', 'gateway"; DROP TABLE x; --'].map((schema) =>
+      refused(
+        { connectionString: URL_WITH_PASSWORD, schema },
+        'schema must be a lowercase SQL identifier: a letter or _, then letters, digits or _, at most 63 characters, not starting with pg_',
+      ),
+    ),
+    ...[0, -1, 1.5, 1001, Number.NaN, '10'].map((maxConnections) =>
+      refused({ connectionString: URL_WITH_PASSWORD, maxConnections }, 'maxConnections must be an integer from 1 to 1000'),
+    ),
+    ...[0, 2 ** 31, Number.POSITIVE_INFINITY].map((connectionTimeoutMs) =>
+      refused({ connectionString: URL_WITH_PASSWORD, connectionTimeoutMs }, 'connectionTimeoutMs must be an integer from 1 to 2147483647'),
+    ),
     [
       { connectionString: URL_WITH_PASSWORD, statementTimeoutMs: 2 ** 31 - 1 },
       'statementTimeoutMs must be an integer from 1 to 2147482647',
     ],
-    ...[0, -1, Number.NaN, '400'].map((ledgerRetentionDays) => [
-      { connectionString: URL_WITH_PASSWORD, ledgerRetentionDays },
-      'ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)',
-    ]),
+    ...[0, -1, Number.NaN, '400'].map((ledgerRetentionDays) =>
+      refused(
+        { connectionString: URL_WITH_PASSWORD, ledgerRetentionDays },
+        'ledgerRetentionDays must be a positive number of days (Infinity keeps every entry)',
+      ),
+    ),
   ])('refuses %j with a ConfigurationError that says how to fix it, without the connection string', (options, message) => {
     expect(refusal(options)).toEqual({ name: 'ConfigurationError', code: 'ERR_MS_OPTION', message: `PostgresKeyStore: ${message}` });
     expect(refusal(options).message).not.toContain('hunter2');
