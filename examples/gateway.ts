@@ -63,7 +63,7 @@ export async function startGateway(
   options: { port?: number; initialBalance?: number; store?: KeyStore; log?: (line: string) => void } = {},
 ): Promise<RunningGateway> {
   const log = options.log ?? safeLog;
-  const chosen = options.store ? { store: options.store, description: 'key store: given by the caller' } : exampleStore();
+  const chosen = options.store ? { store: options.store, description: 'key store: given by the caller' } : await exampleStore();
   const store = chosen.store;
   const account = await createAccount(store, { balance: options.initialBalance ?? 10 });
   const billing = await issueKey(store, { accountId: account.id, type: 'billing', name: 'example billing key' });

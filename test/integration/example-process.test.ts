@@ -1,29 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
+import { once } from 'node:events';
 import { startGateway } from '../../examples/gateway.js';
 import { MemoryKeyStore } from '../../src/index.js';
-
-/** Starts `examples/gateway.ts` as `npm run example` does, on a free port, with the in-memory store. */
-function startExample(): { child: ChildProcess; output: () => string; ready: Promise<{ url: string; billingKey: string }> } {
-  const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', MODELSWITCH_INITIAL_BALANCE: '25' };
-  delete env.REDIS_URL;
-  delete env.OPENAI_API_KEY;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/gateway.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let text = '';
-  const ready = new Promise<{ url: string; billingKey: string }>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      text += chunk.toString('utf8');
-      const url = /on (http:\/\/localhost:\d+)/.exec(text)?.[1];
-      const billingKey = /^MODELSWITCH_BILLING_KEY=(mk-[0-9A-Za-z]{38})$/m.exec(text)?.[1];
-      if (url && billingKey) resolve({ url, billingKey });
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`example exited early with ${code}: ${text}`)));
-  });
-  return { child, output: () => text, ready };
-}
+import { startExample, stopExample } from '../example-runner.js';
 
 // A process that loads the example's TypeScript through tsx: seconds of CPU, which a busy machine
 // (two CI runs at once, other jobs) stretches past the default timeout, which is for hangs.
@@ -34,6 +13,7 @@ describe('npm run example', () => {
     it(
       `prints the billing key line, serves the API, and stops cleanly on ${signal}`,
       async () => {
+        // The in-memory store, whatever the environment offers (CI sets DATABASE_URL and REDIS_URL).
         const example = startExample();
         try {
           const { url, billingKey } = await example.ready;
@@ -42,10 +22,8 @@ describe('npm run example', () => {
           expect(await info.json()).toEqual({ keys: [], has_more: false });
           expect(example.output()).toMatch(/balance of 25 USD/);
           expect(example.output()).toMatch(/OFFLINE MOCK/);
-          const exited = once(example.child, 'exit');
-          example.child.kill(signal);
-          const [code] = await exited;
-          expect(code).toBe(0);
+          expect(example.output()).toMatch(/key store: in memory/);
+          expect(await stopExample(example, signal)).toBe(0);
           expect(example.output()).toContain(`${signal}: stopping`);
         } finally {
           // A failed assertion must not leave the gateway running.

@@ -72,8 +72,19 @@ export class PostgresCluster {
     return join(this.dir, 'data');
   }
 
-  /** Starts the server (again) and resolves once it accepts connections. */
+  /** Whether the server is running (`pg_ctl status`). */
+  async running(): Promise<boolean> {
+    try {
+      await this.tool('pg_ctl', ['-D', this.data, 'status']);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Starts the server (if it is not running) and resolves once it accepts connections. */
   async restart(): Promise<void> {
+    if (await this.running()) return;
     await this.tool('pg_ctl', [
       '-D',
       this.data,
@@ -93,7 +104,7 @@ export class PostgresCluster {
    * back) or `immediate` (the processes quit at once, as a crash: recovery replays the WAL on start).
    */
   async stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
-    if (!existsSync(join(this.data, 'postmaster.pid'))) return;
+    if (!(await this.running())) return;
     await this.tool('pg_ctl', ['-D', this.data, '-m', mode, '-w', '-t', '60', 'stop']);
   }
 

@@ -14,6 +14,5 @@ describe.skipIf(!DATABASE_URL)(`PostgresKeyStore${postgresSkipReason ? ` (${post
     await dropSchema(url, schema);
   });
 
-  // The example has no ledger or hold tables yet (the shipped PostgreSQL store brings them): those groups are listed as skipped.
-  keyStoreSuite({ it, createStore: () => store, disposeStore: () => {}, skip: { ledger: true, holds: true } });
+  keyStoreSuite({ it, createStore: () => store, disposeStore: () => {} });
 });
