@@ -56,7 +56,8 @@ describe.skipIf(!DATABASE_URL)(`PostgresKeyStore migrations${postgresSkipReason 
       const account = await store.createAccount(sampleAccount({ balance: 3 }));
       expect(await store.getAccount(account.id)).toEqual(account);
     } finally {
-      await store.close();
+      // Closing twice (an app's shutdown path and a test's) ends the store's own pool once.
+      await Promise.all([store.close(), store.close()]);
     }
   });
 
@@ -155,6 +156,7 @@ describe.skipIf(!DATABASE_URL)(`PostgresKeyStore migrations${postgresSkipReason 
       expect((await store.migrate()).version).toBe(1);
       const account = await store.createAccount(sampleAccount({ balance: 2 }));
       expect(await store.getAccount(account.id)).toEqual(account);
+      await store.close();
       await store.close();
       expect((await own.query('SELECT 1 AS still_open')).rows).toEqual([{ still_open: 1 }]);
     } finally {

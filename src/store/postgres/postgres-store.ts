@@ -146,6 +146,7 @@ export class PostgresKeyStore implements KeyStore {
   private hitsSinceSweep = 0;
   /** The counter sweep running in the background, if any: `close()` waits for it. */
   private sweeping: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
 
   constructor(options: PostgresKeyStoreOptions) {
     this.options = resolvePostgresOptions(options);
@@ -447,11 +448,15 @@ export class PostgresKeyStore implements KeyStore {
 
   /**
    * Ends the store's own pool (made from `connectionString`), after the counter sweep running in
-   * the background, if any. A pool given as `pool` is yours to end.
+   * the background, if any; calling it again waits for the same end. A pool given as `pool` is
+   * yours to end.
    */
-  async close(): Promise<void> {
-    await this.sweeping;
-    if (this.ownsPool) await this.pool.end();
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.sweeping;
+      if (this.ownsPool) await this.pool.end();
+    })();
+    return this.closing;
   }
 
   /** The time before which a ledger write at `now` trims the account's entries. */
