@@ -11,7 +11,16 @@ export interface Migration {
   readonly sql: (schema: string) => string;
 }
 
-/** What `migrate()` did: the steps it applied now (none when the schema was up to date) and the schema's version after it. */
+/**
+ * What `migrate()` did: the steps it applied now (none when the schema was up to date) and the
+ * schema's version after it.
+ *
+ * @example
+ * ```ts
+ * const result: PostgresMigrationResult = await store.migrate();
+ * // { applied: [{ version: 1, name: 'accounts, keys, …' }], version: 1 } the first time, then { applied: [], version: 1 }
+ * ```
+ */
 export interface PostgresMigrationResult {
   applied: Array<{ version: number; name: string }>;
   version: number;
@@ -408,6 +417,12 @@ export const MIGRATIONS: readonly Migration[] = [
  * nothing to do), and a step that fails leaves the schema as it was. Steps already recorded are
  * skipped, so running it again changes nothing. A schema newer than `migrations` (a newer version
  * of the package migrated it) is left alone.
+ *
+ * @example
+ * ```ts
+ * const client = await pool.connect();
+ * try { await runMigrations(client, 'modelswitch'); } finally { client.release(); }
+ * ```
  */
 export async function runMigrations(
   client: Pick<PostgresPoolClient, 'query'>,
@@ -445,7 +460,15 @@ export async function runMigrations(
   }
 }
 
-/** `"name"`: a checked identifier (lowercase letters, digits, `_`), quoted so that reserved words such as `user` work too. */
+/**
+ * `"name"`: a checked identifier (lowercase letters, digits, `_`), quoted so that reserved words
+ * such as `user` work too.
+ *
+ * @example
+ * ```ts
+ * `SELECT * FROM ${quoteIdentifier('user')}.accounts`; // SELECT * FROM "user".accounts
+ * ```
+ */
 export function quoteIdentifier(name: string): string {
   return `"${name}"`;
 }

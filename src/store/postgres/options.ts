@@ -20,13 +20,28 @@ export const POSTGRES_CLIENT_TIMEOUT_MARGIN_MS = 1000;
 /** The largest timeout Node's timers take (2^31 − 1 ms, about 24.8 days). */
 const MAX_TIMEOUT_MS = 2_147_483_647;
 
-/** The result of one statement, as `pg` answers it. */
+/**
+ * The result of one statement, as `pg` answers it (the part the store reads).
+ *
+ * @example
+ * ```ts
+ * const { rows, rowCount }: PostgresQueryResult = await pool.query('SELECT 1 AS one');
+ * ```
+ */
 export interface PostgresQueryResult {
   rows: unknown[];
   rowCount: number | null;
 }
 
-/** A connection taken from a pool (`pg.PoolClient` is one), used by `migrate()` for its transaction. */
+/**
+ * A connection taken from a pool (`pg.PoolClient` is one), used by `migrate()` for its transaction.
+ *
+ * @example
+ * ```ts
+ * const client: PostgresPoolClient = await pool.connect();
+ * try { await client.query('SELECT 1'); } finally { client.release(); }
+ * ```
+ */
 export interface PostgresPoolClient {
   query(text: string, values?: unknown[]): Promise<PostgresQueryResult>;
   release(error?: Error | boolean): void;
@@ -52,6 +67,12 @@ export interface PostgresPool {
  * Options of `PostgresKeyStore`. Give exactly one of `connectionString` (the store makes, tunes
  * and closes its own pool) or `pool` (yours: the store uses it as it is and never closes it);
  * every other field is optional (`undefined` means the default).
+ *
+ * @example
+ * ```ts
+ * const options: PostgresKeyStoreOptions = { connectionString: process.env.DATABASE_URL, schema: 'gateway_eu' };
+ * const store = new PostgresKeyStore(options);
+ * ```
  */
 export interface PostgresKeyStoreOptions {
   /** `postgres://user:password@host:5432/database`: the store makes its own `pg.Pool`. Never logged or put in an error. */
