@@ -272,14 +272,12 @@ export const MIGRATIONS: readonly Migration[] = [
       LANGUAGE plpgsql AS $$
       DECLARE
         key_account text;
-        hold_account text;
         held ${s}.holds;
         new_balance numeric;
         written ${s}.ledger;
       BEGIN
         SELECT account_id INTO key_account FROM ${s}.keys WHERE id = p_key_id;
-        SELECT account_id INTO hold_account FROM ${s}.holds WHERE id = p_hold_id;
-        PERFORM FROM ${s}.accounts WHERE id IN (p_account_id, key_account, hold_account) ORDER BY id FOR UPDATE;
+        PERFORM FROM ${s}.accounts WHERE id IN (p_account_id, key_account) ORDER BY id FOR UPDATE;
         -- A retry of a settlement already written (its first answer was lost) changes nothing.
         IF p_request_id IS NOT NULL THEN
           RETURN QUERY SELECT * FROM ${s}.ledger WHERE account_id = p_account_id AND request_id = p_request_id;
@@ -288,10 +286,11 @@ export const MIGRATIONS: readonly Migration[] = [
           END IF;
         END IF;
         -- A hold released before (expired, or settled already) is gone: it is not released again.
-        DELETE FROM ${s}.holds WHERE id = p_hold_id RETURNING * INTO held;
+        -- Only the settling key's own hold in this account is released, never another's.
+        DELETE FROM ${s}.holds WHERE id = p_hold_id AND key_id = p_key_id AND account_id = p_account_id RETURNING * INTO held;
         IF FOUND THEN
-          UPDATE ${s}.keys SET reserved = greatest(0, reserved - held.amount) WHERE id = held.key_id;
-          UPDATE ${s}.accounts SET reserved = greatest(0, reserved - held.amount) WHERE id = held.account_id;
+          UPDATE ${s}.keys SET reserved = greatest(0, reserved - held.amount) WHERE id = p_key_id;
+          UPDATE ${s}.accounts SET reserved = greatest(0, reserved - held.amount) WHERE id = p_account_id;
         END IF;
         -- Every SET expression reads the row as it was before this UPDATE. A later period stored (or
         -- another reset rule's) belongs to newer requests: its usage stays.
