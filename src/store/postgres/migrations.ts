@@ -166,7 +166,9 @@ export const MIGRATIONS: readonly Migration[] = [
        * SELECT ... ORDER BY id FOR UPDATE), then keys and holds, which belong to those accounts.
        * Account locks are always taken in ascending order, and a key or hold row is only ever
        * locked by a function that holds its account's lock (or by a one-row UPDATE that waits for
-       * nothing else), so two calls never wait for each other in a circle: no deadlock.
+       * nothing else), so two calls never wait for each other in a circle: no deadlock. (A caller
+       * that names keys with accounts they do not belong to, as the proxy never does, can break the
+       * second half; PostgreSQL then detects the deadlock and fails one of the calls.)
        */
 
       -- Releases the holds among p_ids whose deadline is p_now or earlier, exactly once (a hold
