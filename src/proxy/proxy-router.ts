@@ -14,6 +14,7 @@ import { checkTokenRate } from './metering.js';
 import { type ProxyRouterOptions, resolveProxyOptions } from './options.js';
 import { modelNotFound, prepare } from './prepare.js';
 import { priceOf } from './pricing.js';
+import { REQUEST_ID_HEADER, newRequestId } from './request-id.js';
 import { UpstreamEvents } from './upstream-events.js';
 import { listModels } from './upstreams.js';
 
@@ -81,6 +82,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
 
   /** A POST to a proxied path: prepare it, check the key's token rate, reserve, then send it upstream. */
   async function forward(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
+    // The gateway's own id (a client's X-Request-Id is not trusted to be unique), on every answer
+    // from here on, refusals included, and before the first byte of a stream.
+    const requestId = newRequestId();
+    res.setHeader(REQUEST_ID_HEADER, requestId);
     const body = await readJsonBody(req, res, resolved.maxBodyBytes, { maxDepth: resolved.maxJsonDepth, budget });
     // OpenAI prompts are counted with their tokenizer here, in turns, so a large one does not hold other requests up.
     const promptTokens = await resolved.countPromptTokens?.(body.value);
@@ -90,7 +95,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw prepared.error;
     }
     await checkTokenRate(store, guard, context, prepared.at);
-    const exchange = await Exchange.reserve(dependencies, context, prepared);
+    const exchange = await Exchange.reserve(dependencies, context, prepared, requestId);
     exchanges.set(req, exchange);
     await events.send(exchange, req, res);
   }

@@ -92,6 +92,9 @@ export interface FakeStore {
 /** The hold the fake store's reservations answer. */
 export const HOLD_ID = 'hold-7';
 
+/** The request id the tests' exchanges are reserved with (the router makes one per request). */
+export const REQUEST_ID = 'req_AAAAAAAAAAAAAAAAAAAAAAAA';
+
 export function fakeStore(): FakeStore {
   const store: FakeStore = {
     reservations: [],
