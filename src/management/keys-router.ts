@@ -17,12 +17,13 @@ import {
   validateId,
   validateLimit,
   validateLimitReset,
+  validateModels,
   validateName,
   validateRateLimit,
 } from './validation.js';
 
-const CREATE_FIELDS = new Set(['name', 'expires_at', 'limit', 'limit_reset', 'rate_limit']);
-const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit']);
+const CREATE_FIELDS = new Set(['name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
+const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const READ_ONLY_FIELDS = new Set([
   'id',
   'accountId',
@@ -109,6 +110,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
       limit: body.limit === undefined ? null : validateLimit(body.limit),
       limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
       rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
+      models: body.models === undefined ? null : validateModels(body.models),
     };
     // Bounded per account, and behind every verification: one account's flood of creations neither
     // fills the scrypt queue nor delays another account's requests (see KeyHasher).
@@ -129,6 +131,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     if (body.limit !== undefined) changes.limit = validateLimit(body.limit);
     if (body.limit_reset !== undefined) changes.limitReset = validateLimitReset(body.limit_reset);
     if (body.rate_limit !== undefined) changes.rateLimit = validateRateLimit(body.rate_limit);
+    if (body.models !== undefined) changes.models = validateModels(body.models);
     const updated = await guard.run('updateKey', () => store.updateKey(current.id, changes));
     if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
     sendJson(res, 200, publicKey(updated, at));
