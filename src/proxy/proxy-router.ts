@@ -12,6 +12,7 @@ import { InFlight } from './in-flight.js';
 import { urlContainsKey } from './key-scan.js';
 import { checkTokenRate } from './metering.js';
 import { type ProxyRouterOptions, resolveProxyOptions } from './options.js';
+import { isModelAllowed } from '../keys/models.js';
 import { modelNotFound, prepare } from './prepare.js';
 import { priceOf } from './pricing.js';
 import { REQUEST_ID_HEADER, newRequestId } from './request-id.js';
@@ -116,8 +117,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       return;
     }
     const path = pathOf(req.url);
+    const allowed = context.key.models;
+    const isOffered = allowed === null ? isListed : (model: string) => isModelAllowed(allowed, model) && isListed(model);
     if (req.method === 'GET' && path === '/models') {
-      sendJson(res, 200, { object: 'list', data: listModels(upstreams, isListed) });
+      sendJson(res, 200, { object: 'list', data: listModels(upstreams, isOffered) });
       return;
     }
     if (req.method === 'GET' && path.startsWith('/models/')) {
@@ -127,7 +130,8 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       } catch {
         // A malformed escape names no model: answered as unknown below.
       }
-      const model = listModels(upstreams, isListed).find((m) => m.id === id);
+      // A model the key may not call is not in its list, so not found here either (as OpenAI answers a model you have no access to).
+      const model = listModels(upstreams, isOffered).find((m) => m.id === id);
       if (model === undefined) throw modelNotFound(id, 'unknown');
       sendJson(res, 200, model);
       return;

@@ -3,7 +3,7 @@ import type { ExchangeDependencies } from '../../src/proxy/exchange.js';
 import { InFlight, type ScheduledTimer, type Scheduler } from '../../src/proxy/in-flight.js';
 import { resolveProxyOptions } from '../../src/proxy/options.js';
 import { type PreparedRequest, prepare } from '../../src/proxy/prepare.js';
-import { StoreGuard } from '../../src/store/guard.js';
+import { StoreGuard, resolveStoreGuardOptions } from '../../src/store/guard.js';
 import type { CounterState, LedgerEntry, ReservationResult, SpendReservation, SpendSettlement } from '../../src/store/types.js';
 import { type TestClock, recordingLogger, testClock } from '../helpers.js';
 import { MOCK_PRICE } from './harness.js';
@@ -178,6 +178,12 @@ export function exchangeWorld() {
   const logger = recordingLogger();
   const store = fakeStore();
   const inFlight = new InFlight(scheduler.schedule);
-  const dependencies: ExchangeDependencies = { store, guard: new StoreGuard(store, { logger }), now: clock.now, logger, inFlight };
+  const dependencies: ExchangeDependencies = {
+    store,
+    guard: new StoreGuard(store, resolveStoreGuardOptions({ logger }, 'exchange test')),
+    now: clock.now,
+    logger,
+    inFlight,
+  };
   return { clock, scheduler, logger, store, inFlight, dependencies };
 }
