@@ -189,7 +189,10 @@ for (const storeCase of STORES) {
       const models = ['mock-model', 'mock-model', 'mock-model', 'mock-family-a', 'mock-family-a', 'mock-model'];
       const balances: number[] = [];
       let running = 10;
-      for (const cost of costs) balances.push((running = roundUsd(running - cost)));
+      for (const cost of costs) {
+        running = roundUsd(running - cost);
+        balances.push(running);
+      }
       const balance = roundUsd(running + 5);
       const usageEntries = costs.map((cost, i) => ({
         id: expect.any(Number),
