@@ -1,12 +1,13 @@
 import type { ModelSwitchContext } from '../auth/authenticator.js';
 import { type Logger, errorText } from '../log.js';
 import type { StoreGuard } from '../store/guard.js';
-import { MAX_USD } from '../store/spend-rules.js';
-import type { KeyStore, ReservationResult, SpendReservation, SpendSettlement } from '../store/types.js';
+import { MAX_USAGE_NAME_LENGTH, MAX_USD } from '../store/spend-rules.js';
+import type { KeyStore, ReservationResult, SpendReservation, SpendSettlement, UsageDetails } from '../store/types.js';
 import type { InFlight } from './in-flight.js';
 import { countTokens, refusal } from './metering.js';
 import type { PreparedRequest } from './prepare.js';
 import { type TokenUsage, costOf } from './pricing.js';
+import { storableText } from './request-id.js';
 
 /** How an exchange ended, for settlement and its log line. */
 export type Ending = 'completed' | 'client_closed' | 'upstream_broke' | 'failed';
@@ -75,10 +76,11 @@ function retryInBackground(attempt: () => Promise<unknown>, giveUp: () => void, 
  *
  * @example
  * ```ts
- * const exchange = await Exchange.reserve(dependencies, context, prepared); // throws 402/403/503 when refused
+ * const exchange = await Exchange.reserve(dependencies, context, prepared, newRequestId()); // throws 402/403/503 when refused
  * exchange.answered(true);
  * exchange.forwarded(body.length);
  * exchange.reportUsage({ promptTokens: 12, completionTokens: 8, cachedPromptTokens: 0 });
+ * exchange.reportAnswerId('chatcmpl-123');
  * await exchange.settle('completed');
  * exchange.close();
  * ```
@@ -90,6 +92,8 @@ export class Exchange {
   private forwardedBytes = 0;
   /** The last usage the upstream reported (the final SSE chunk, or the JSON answer). */
   private usage: TokenUsage | undefined;
+  /** The upstream's id of its answer, if it gave one. */
+  private answerId: string | undefined;
   private upstreamRequest: UpstreamRequest | undefined;
   private timedOutFlag = false;
   private settlement: Promise<void> | undefined;
@@ -106,6 +110,8 @@ export class Exchange {
     readonly request: PreparedRequest,
     /** The hold the reservation made, released by the settlement. */
     readonly holdId: string,
+    /** The `X-Request-Id` the gateway answers with: the ledger entry's `requestId`. */
+    readonly requestId: string,
     /** When the hold's deadline was last set (the reservation, then each renewal), by the router's clock. */
     private heldSince: number,
   ) {}
@@ -116,7 +122,12 @@ export class Exchange {
    * (403 `spend_limit_reached`, 402 `insufficient_balance`, 401 for a key deleted meanwhile) or
    * 503 `store_unavailable`; then nothing is held and nothing is counted.
    */
-  static async reserve(dependencies: ExchangeDependencies, context: ModelSwitchContext, request: PreparedRequest): Promise<Exchange> {
+  static async reserve(
+    dependencies: ExchangeDependencies,
+    context: ModelSwitchContext,
+    request: PreparedRequest,
+    requestId: string,
+  ): Promise<Exchange> {
     const { inFlight } = dependencies;
     // Counted from here until the request is refused, or its response closes.
     inFlight.enter();
@@ -139,7 +150,7 @@ export class Exchange {
       inFlight.leave();
       throw error;
     }
-    return new Exchange(dependencies, context, request, holdId, now);
+    return new Exchange(dependencies, context, request, holdId, requestId, now);
   }
 
   /** The upstream timed out (see `timeOut`): the failure answers 504 rather than 502. */
@@ -219,6 +230,11 @@ export class Exchange {
     if (usage !== undefined) this.usage = usage;
   }
 
+  /** The upstream named its answer (`chatcmpl-…`): kept on the ledger entry, so `GET /v1/generation` finds it by that id too. */
+  reportAnswerId(id: string | undefined): void {
+    if (id !== undefined) this.answerId = id;
+  }
+
   /** The client went away before its answer finished: stop the upstream's work and settle what it had. */
   clientClosed(): Promise<void> {
     this.upstreamRequest?.destroy();
@@ -253,7 +269,6 @@ export class Exchange {
       const cost = this.chargeFor(ending);
       const usage = this.usage;
       const at = now();
-      // Usage details (request and upstream ids) come with the X-Request-Id header, in a later change.
       const settlement: SpendSettlement = {
         keyId: key.id,
         accountId: account.id,
@@ -262,6 +277,10 @@ export class Exchange {
         period: this.request.period,
         now: at,
       };
+      // An answer the upstream gave (or anything charged) is a request of the ledger, findable by its
+      // ids; a refusal or failure that cost nothing leaves no entry. The details also make a retried
+      // settlement idempotent: the store writes one entry per request id.
+      if (this.metered || cost > 0) settlement.usage = this.usageDetails();
       // Token counting runs beside the settlement and fails on its own (the guard logs it), so its
       // failure never reads as a lost settlement.
       const counting = usage === undefined ? undefined : countTokens(store, guard, this.context, usage, at).catch(() => {});
@@ -290,6 +309,17 @@ export class Exchange {
         `modelswitch-keys: could not settle key ${key.id} (reserved ${this.request.reserved}): ${errorText(error)}; reconcile by hand`,
       );
     }
+  }
+
+  /** The ledger entry's details: the model, the tokens the upstream reported (0 when it reported none), both ids. */
+  private usageDetails(): UsageDetails {
+    return {
+      model: storableText(this.request.model, MAX_USAGE_NAME_LENGTH),
+      promptTokens: tokenCount(this.usage?.promptTokens),
+      completionTokens: tokenCount(this.usage?.completionTokens),
+      requestId: this.requestId,
+      upstreamId: this.answerId ?? null,
+    };
   }
 
   /**
@@ -322,6 +352,12 @@ export class Exchange {
     );
     return reserved;
   }
+}
+
+/** A reported token count as a store keeps it: a safe integer ≥ 0 (an upstream may report anything). */
+function tokenCount(value: number | undefined): number {
+  if (value === undefined || !(value >= 0)) return 0;
+  return Math.min(Math.round(value), Number.MAX_SAFE_INTEGER);
 }
 
 /**

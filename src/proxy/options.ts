@@ -1,4 +1,4 @@
-import type { AuthOptions } from '../auth/authenticator.js';
+import { type AuthOptions, type ResolvedAuthOptions, resolveAuthOptions } from '../auth/options.js';
 import {
   DEFAULT_MAX_JSON_DEPTH,
   DEFAULT_PROXY_ALLOW_UNPRICED_MODELS,
@@ -106,7 +106,7 @@ export interface ResolvedProxyOptions {
   /** Whether a path below the mount (no query, no trailing slash) is proxied, from `paths`. */
   readonly isProxiedPath: (path: string) => boolean;
   /** The authentication options, for the proxy's own `Authenticator` (used when it is mounted without `modelSwitchAuth`). */
-  readonly auth: AuthOptions & { readonly keyType: 'proxy' };
+  readonly auth: ResolvedAuthOptions & { readonly keyType: 'proxy' };
 }
 
 /**
@@ -123,8 +123,8 @@ function optionError(message: string): ConfigurationError {
  * Checks `proxyRouter`'s options once, at creation, and answers them complete: every default
  * applied from its named constant in `defaults.ts`. Never changes the caller's object. Throws
  * `ConfigurationError` (`ERR_MS_OPTION`, `ERR_MS_UPSTREAM` or `ERR_MS_PRICING`) whose message says
- * how to fix the option. The authentication options (`hasher`, `now`, `logger`, …) are passed on
- * to the `Authenticator`, which checks them.
+ * how to fix the option. The authentication options (`hasher`, `now`, `logger`, …) are resolved by
+ * `resolveAuthOptions`, always for proxy keys.
  *
  * @example
  * ```ts
@@ -218,6 +218,6 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
     maxBufferedBytes: bufferLimit,
     maxJsonDepth: depth,
     isProxiedPath,
-    auth: { ...auth, keyType: 'proxy' },
+    auth: { ...resolveAuthOptions({ ...auth, keyType: 'proxy' }, 'proxyRouter'), keyType: 'proxy' },
   };
 }

@@ -14,8 +14,10 @@ import { InFlight } from './in-flight.js';
 import { urlContainsKey } from './key-scan.js';
 import { checkTokenRate } from './metering.js';
 import { type ProxyRouterOptions, resolveProxyOptions } from './options.js';
+import { isModelAllowed } from '../keys/models.js';
 import { modelNotFound, prepare } from './prepare.js';
 import { priceOf } from './pricing.js';
+import { REQUEST_ID_HEADER, newRequestId } from './request-id.js';
 import { UpstreamEvents } from './upstream-events.js';
 import { listModels } from './upstreams.js';
 
@@ -112,6 +114,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
 
   /** A POST to a proxied path: prepare it, check the key's token rate, reserve, then send it upstream. */
   async function forward(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
+    // The gateway's own id (a client's X-Request-Id is not trusted to be unique), on every answer
+    // from here on, refusals included, and before the first byte of a stream.
+    const requestId = newRequestId();
+    res.setHeader(REQUEST_ID_HEADER, requestId);
     const body = await readJsonBody(req, res, resolved.maxBodyBytes, { maxDepth: resolved.maxJsonDepth, budget });
     // OpenAI prompts are counted with their tokenizer here, in turns, so a large one does not hold other requests up.
     const promptTokens = await resolved.countPromptTokens?.(body.value);
@@ -121,7 +127,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw prepared.error;
     }
     await checkTokenRate(store, guard, context, prepared.at);
-    const exchange = await Exchange.reserve(dependencies, context, prepared);
+    const exchange = await Exchange.reserve(dependencies, context, prepared, requestId);
     exchanges.set(req, exchange);
     await events.send(exchange, req, res);
   }
@@ -142,8 +148,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       return;
     }
     const path = pathOf(req.url);
+    const allowed = context.key.models;
+    const isOffered = allowed === null ? isListed : (model: string) => isModelAllowed(allowed, model) && isListed(model);
     if (req.method === 'GET' && path === '/models') {
-      sendJson(res, 200, { object: 'list', data: listModels(upstreams, isListed) });
+      sendJson(res, 200, { object: 'list', data: listModels(upstreams, isOffered) });
       return;
     }
     if (req.method === 'GET' && path.startsWith('/models/')) {
@@ -153,7 +161,8 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       } catch {
         // A malformed escape names no model: answered as unknown below.
       }
-      const model = listModels(upstreams, isListed).find((m) => m.id === id);
+      // A model the key may not call is not in its list, so not found here either (as OpenAI answers a model you have no access to).
+      const model = listModels(upstreams, isOffered).find((m) => m.id === id);
       if (model === undefined) throw modelNotFound(id, 'unknown');
       sendJson(res, 200, model);
       return;

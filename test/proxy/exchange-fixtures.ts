@@ -4,7 +4,7 @@ import type { ExchangeDependencies } from '../../src/proxy/exchange.js';
 import { InFlight, type ScheduledTimer, type Scheduler } from '../../src/proxy/in-flight.js';
 import { resolveProxyOptions } from '../../src/proxy/options.js';
 import { type PreparedRequest, prepare } from '../../src/proxy/prepare.js';
-import { StoreGuard } from '../../src/store/guard.js';
+import { StoreGuard, resolveStoreGuardOptions } from '../../src/store/guard.js';
 import type { CounterState, LedgerEntry, ReservationResult, SpendReservation, SpendSettlement } from '../../src/store/types.js';
 import { type TestClock, recordingLogger, testClock } from '../helpers.js';
 import { MOCK_PRICE } from './harness.js';
@@ -97,6 +97,9 @@ export interface FakeStore {
 /** The hold the fake store's reservations answer. */
 export const HOLD_ID = 'hold-7';
 
+/** The request id the tests' exchanges are reserved with (the router makes one per request). */
+export const REQUEST_ID = 'req_AAAAAAAAAAAAAAAAAAAAAAAA';
+
 export function fakeStore(): FakeStore {
   const store: FakeStore = {
     reservations: [],
@@ -188,7 +191,7 @@ export function exchangeWorld() {
   const inFlight = new InFlight(scheduler.schedule);
   const dependencies: ExchangeDependencies = {
     store,
-    guard: new StoreGuard(store, { logger }),
+    guard: new StoreGuard(store, resolveStoreGuardOptions({ logger }, 'exchange test')),
     now: clock.now,
     logger,
     inFlight,

@@ -125,7 +125,18 @@ describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSki
     );
     for (const response of admitted) {
       expect(await response.json()).toEqual({
-        data: { label: 'burst', usage: 0, limit: 10, is_free_tier: false, rate_limit: { requests: 30, interval: '1h' } },
+        data: {
+          label: 'burst',
+          usage: 0,
+          limit: 10,
+          is_free_tier: false,
+          rate_limit: { requests: 30, interval: '1h' },
+          key_limit: null,
+          key_limit_remaining: null,
+          limit_reset: null,
+          expires_at: null,
+          models: null,
+        },
       });
     }
     for (const response of refused) {
