@@ -109,7 +109,18 @@ describe('proxyRouter routing', () => {
     expect(await get('/auth/key')).toMatchObject({
       status: 200,
       body: {
-        data: { label: 'My Production Key', usage: 0, limit: 10, is_free_tier: false, rate_limit: { requests: 1000, interval: '10s' } },
+        data: {
+          label: 'My Production Key',
+          usage: 0,
+          limit: 10,
+          is_free_tier: false,
+          rate_limit: { requests: 1000, interval: '10s' },
+          key_limit: null,
+          key_limit_remaining: null,
+          limit_reset: null,
+          expires_at: null,
+          models: null,
+        },
       },
     });
   });
