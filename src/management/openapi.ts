@@ -24,9 +24,9 @@ export interface OpenApiDocument extends JsonObject {
 
 /**
  * Error codes the document names: the package's own, and those of routes it describes from the
- * contract that a later change adds (`model_not_allowed`, `generation_not_found`).
+ * contract that a later change adds (`generation_not_found`).
  */
-export type DocumentedErrorCode = ModelSwitchErrorCode | 'model_not_allowed' | 'generation_not_found';
+export type DocumentedErrorCode = ModelSwitchErrorCode | 'generation_not_found';
 
 /** Status, type and when each documented code is answered (the contract's error table, DESIGN "Errors"). */
 const ERRORS: Record<DocumentedErrorCode, { status: number; type: ModelSwitchErrorType; when: string }> = {
@@ -284,8 +284,8 @@ const keyProperties: { [name: string]: JsonValue } = {
   rateLimit: nullable(rateLimitSetting),
   models: modelsSetting,
 };
-/** Key fields every key answer has (until every route sends `models`, it is optional). */
-const keyRequired = ['id', 'name', 'prefix', 'active', 'createdAt', 'expiresAt', 'lastUsedAt', 'usage', 'limit', 'limitReset', 'rateLimit'];
+/** Key fields every key answer has. */
+const keyRequired = Object.keys(keyProperties);
 const fullKey = { type: 'string', pattern: '^ms-[0-9A-Za-z]{38}$', description: 'The full key: shown in this answer only, never again.' };
 
 const keyInput: { [name: string]: JsonValue } = {
@@ -409,21 +409,18 @@ const schemas: JsonObject = {
     total: closed(usageCounts),
   }),
   KeyInfo: closed({
-    data: closed(
-      {
-        label: { type: 'string', description: "The key's name." },
-        usage: usd('USD spent through this key in its current limit period.'),
-        limit: usd("The account's balance in USD (the docs' name)."),
-        is_free_tier: { type: 'boolean' },
-        rate_limit: nullable(closed({ requests: { type: 'integer', minimum: 1 }, interval: { type: 'string' } })),
-        key_limit: nullable(usd("The key's own spend cap per period.")),
-        key_limit_remaining: nullable(usd('USD the key may still spend this period.')),
-        limit_reset: nullable({ enum: ['daily', 'weekly', 'monthly'] }),
-        expires_at: nullable(time('When the key stops working.')),
-        models: nullable({ type: 'array', items: { type: 'string' } }),
-      },
-      ['label', 'usage', 'limit', 'is_free_tier', 'rate_limit'],
-    ),
+    data: closed({
+      label: { type: 'string', description: "The key's name." },
+      usage: usd('USD spent through this key in its current limit period.'),
+      limit: usd("The account's balance in USD (the docs' name)."),
+      is_free_tier: { type: 'boolean' },
+      rate_limit: nullable(closed({ requests: { type: 'integer', minimum: 1 }, interval: { type: 'string' } })),
+      key_limit: nullable(usd("The key's own spend cap per period.")),
+      key_limit_remaining: nullable(usd('USD the key may still spend this period.')),
+      limit_reset: nullable({ enum: ['daily', 'weekly', 'monthly'] }),
+      expires_at: nullable(time('When the key stops working.')),
+      models: nullable({ type: 'array', items: { type: 'string' } }),
+    }),
   }),
   Model: closed({
     id: { type: 'string' },

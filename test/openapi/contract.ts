@@ -15,7 +15,6 @@ export const NOT_ANSWERED_YET: ReadonlySet<string> = new Set([
   'GET /api/usage',
   'GET /v1/generation',
   // Error codes of those routes, not in ModelSwitchErrorCode yet.
-  'error model_not_allowed',
   'error generation_not_found',
 ]);
 

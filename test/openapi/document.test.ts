@@ -29,6 +29,7 @@ const PACKAGE_CODES: Record<Exclude<ModelSwitchErrorCode, 'route_not_found'>, tr
   method_not_allowed: true,
   key_not_found: true,
   model_not_found: true,
+  model_not_allowed: true,
   request_too_large: true,
   unsupported_content_encoding: true,
   internal_error: true,
