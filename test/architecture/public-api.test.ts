@@ -52,6 +52,7 @@ const INDEX_EXPORTS = [
   'AuthenticatedKey',
   'AuthenticatedRequest',
   'ConfigurationError',
+  'ConfigurationErrorCode',
   'CounterState',
   'DEFAULT_PROXY_PATHS',
   'DEFAULT_RATE_LIMIT',
