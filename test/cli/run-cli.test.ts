@@ -42,7 +42,10 @@ describe('runCli refuses bad input with one line and exit code 2', () => {
     [['account', 'show'], 'account show takes ID (run modelswitch-keys account show --help)'],
     [['account', 'show', 'a', 'b'], 'account show takes ID (run modelswitch-keys account show --help)'],
     [['account', 'credit', 'a', '5'], 'account credit needs --reference (run modelswitch-keys account credit --help)'],
-    [['account', 'credit', 'a', '-5', '--reference', 'r'], 'unknown option -5 for account credit (run modelswitch-keys account credit --help)'],
+    [
+      ['account', 'credit', 'a', '-5', '--reference', 'r'],
+      'unknown option -5 for account credit (run modelswitch-keys account credit --help)',
+    ],
     [['account', 'credit', 'a', '0', '--reference', 'r'], 'USD must be an amount above 0 in USD, at most 1e12 (e.g. 10 or 2.50)'],
     [['billing-key', 'create', 'a'], 'billing-key create needs --name (run modelswitch-keys billing-key create --help)'],
     [['keys', 'list', 'a', '--type', 'admin'], '--type must be proxy or billing'],

@@ -135,7 +135,11 @@ async function checkWithoutPg() {
     assert.match(help.stdout, /^Usage: modelswitch-keys COMMAND/, 'bin --help prints the usage');
     const noPg = spawnSync(process.execPath, [bin, 'migrate', '--store', 'postgres://127.0.0.1:1/x'], { encoding: 'utf8' });
     assert.equal(noPg.status, 2, 'bin on PostgreSQL without pg: exit code 2');
-    assert.match(noPg.stderr, /^modelswitch-keys: [^\n]*npm install pg[^\n]*\n$/, 'bin on PostgreSQL without pg: one line saying npm install pg');
+    assert.match(
+      noPg.stderr,
+      /^modelswitch-keys: [^\n]*npm install pg[^\n]*\n$/,
+      'bin on PostgreSQL without pg: one line saying npm install pg',
+    );
     console.log('without pg: the main entries load, modelswitch-keys/postgres says npm install pg, the bin runs: ok');
   } finally {
     rmSync(dir, { recursive: true, force: true });
