@@ -171,6 +171,7 @@ describe.each(TARGETS)('modelswitch-keys on $name', (target) => {
         limit: null,
         limitReset: null,
         rateLimit: null,
+        models: null,
         type: 'billing',
         accountId: id,
       },
