@@ -2,7 +2,13 @@ import { defineConfig } from 'tsup';
 import { buildDashboardAssets } from './scripts/build-dashboard.js';
 
 export default defineConfig({
-  entry: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts', 'postgres/index': 'src/store/postgres/index.ts' },
+  entry: {
+    index: 'src/index.ts',
+    'testing/index': 'src/testing/index.ts',
+    'postgres/index': 'src/store/postgres/index.ts',
+    // The modelswitch-keys bin (package.json "bin").
+    'cli/main': 'src/cli/main.ts',
+  },
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,

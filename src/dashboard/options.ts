@@ -10,7 +10,7 @@ import {
 import { ConfigurationError } from '../errors/configuration-error.js';
 import { type KeyHasher, defaultKeyHasher } from '../keys/hashing.js';
 import { type Logger, hostLogger } from '../log.js';
-import type { StoreGuardOptions } from '../store/guard.js';
+import { type ResolvedStoreGuardOptions, type StoreGuardOptions, resolveStoreGuardOptions } from '../store/guard.js';
 
 /** Who is using the dashboard, as `identify` (or a billing-key session) tells it. */
 export interface DashboardIdentity {
@@ -86,7 +86,7 @@ export interface ResolvedDashboardOptions {
   assetsDirectory: string | null;
   now: () => number;
   logger: Logger;
-  guard: StoreGuardOptions;
+  guard: ResolvedStoreGuardOptions;
 }
 
 const MIN_SECRET_BYTES = 32;
@@ -160,9 +160,6 @@ export function resolveDashboardOptions(options: DashboardOptions, environment =
     assetsDirectory,
     now: options.now ?? Date.now,
     logger: hostLogger(options.logger),
-    guard: {
-      ...(options.storeTimeoutMs === undefined ? {} : { storeTimeoutMs: options.storeTimeoutMs }),
-      ...(options.logger === undefined ? {} : { logger: options.logger }),
-    },
+    guard: resolveStoreGuardOptions(options, 'dashboardRouter'),
   };
 }

@@ -216,6 +216,11 @@ export interface IssueKeyInput {
   limitReset?: LimitReset | null;
   /** `null`/omitted uses the host's default. */
   rateLimit?: RateLimitSetting | null;
+  /**
+   * The models a proxy key may call: exact names or prefixes ending in `*` (`['gpt-4o-mini', 'claude-*']`);
+   * `null`/omitted allows every model.
+   */
+  models?: string[] | null;
 }
 
 /** A key just issued: the record and the full key value, which exists nowhere else. */
@@ -297,7 +302,7 @@ export async function prepareKey(input: IssueKeyInput, options: PrepareKeyOption
     limit: input.limit ?? null,
     limitReset,
     rateLimit: input.rateLimit ?? null,
-    models: null,
+    models: input.models == null ? null : [...input.models],
     previousHash: null,
     previousKeyExpiresAt: null,
   };

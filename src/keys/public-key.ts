@@ -15,6 +15,8 @@ export interface PublicKey {
   limit: number | null;
   limitReset: LimitReset | null;
   rateLimit: RateLimitSetting | null;
+  /** The models the key may call (exact names, or prefixes ending in `*`), or `null` for every model. */
+  models: string[] | null;
 }
 
 /** ISO 8601 in UTC, without milliseconds when they are zero (`2024-01-15T10:00:00Z`, as the docs show). */
@@ -43,5 +45,6 @@ export function publicKey(record: KeyRecord, now: number): PublicKey {
     limit: record.limit,
     limitReset: record.limitReset,
     rateLimit: record.rateLimit,
+    models: record.models === null ? null : [...record.models],
   };
 }

@@ -4,9 +4,12 @@ import { publicKey } from '../keys/public-key.js';
 import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
-import { type AuthOptions, Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { DEFAULT_KEYS_PAGE_LIMIT } from '../defaults.js';
+import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
 import { isJsonObject, readJsonBody } from '../http/body.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
+import { answerOpenApi } from './openapi.js';
 import { sendError, sendJson } from '../http/respond.js';
 import type { KeyChanges, KeyRecord, KeyStore } from '../store/types.js';
 import {
@@ -15,18 +18,13 @@ import {
   validateId,
   validateLimit,
   validateLimitReset,
+  validateModels,
   validateName,
   validateRateLimit,
 } from './validation.js';
 
-/** Options of {@link keysRouter}. Every field is optional. */
-export interface KeysRouterOptions extends Omit<AuthOptions, 'keyType'> {
-  /** Largest accepted JSON body in bytes; larger answers 413. Default 16384. */
-  maxBodyBytes?: number;
-}
-
-const CREATE_FIELDS = new Set(['name', 'expires_at', 'limit', 'limit_reset', 'rate_limit']);
-const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit']);
+const CREATE_FIELDS = new Set(['name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
+const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const READ_ONLY_FIELDS = new Set([
   'id',
   'accountId',
@@ -42,6 +40,8 @@ const READ_ONLY_FIELDS = new Set([
   'last_used_at',
 ]);
 const COLLECTION = /^\/keys\/?$/;
+/** Where below the mount the OpenAPI document is served (`GET /api/openapi.json`). */
+const OPENAPI_PATH = '/openapi.json';
 const ITEM = /^\/keys\/([^/]*)\/?$/;
 
 /**
@@ -54,6 +54,7 @@ const ITEM = /^\/keys\/([^/]*)\/?$/;
  * | `GET /keys/:id` | 200 key |
  * | `PUT`/`PATCH /keys/:id` | 200 key |
  * | `DELETE /keys/:id` | 200 `{"id","deleted":true}` |
+ * | `GET /openapi.json` | 200 the OpenAPI 3.1 document of the package's routes (public, no key) |
  *
  * Paths are relative to where it is mounted; other paths go to `next()`. It manages proxy keys
  * (`ms-`); billing keys are issued with `issueKey` and answer 404 here.
@@ -66,10 +67,9 @@ const ITEM = /^\/keys\/([^/]*)\/?$/;
  */
 export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Middleware {
   assertStore(store, 'keysRouter');
-  const authenticator = new Authenticator(store, { ...options, keyType: 'billing' });
+  const { maxBodyBytes, auth } = resolveKeysRouterOptions(options);
+  const authenticator = new Authenticator(store, auth);
   const { guard, now, logger } = authenticator;
-  const maxBodyBytes = options.maxBodyBytes ?? 16_384;
-  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) throw new TypeError('keysRouter: maxBodyBytes must be a positive integer');
 
   /** The key with this id if it is one of the caller's proxy keys; 404 otherwise (never 403). */
   async function ownKey(context: ModelSwitchContext, rawId: string): Promise<KeyRecord> {
@@ -83,7 +83,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
 
   async function list(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
     const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
-    let limit = 100;
+    let limit = DEFAULT_KEYS_PAGE_LIMIT;
     let after: number | undefined;
     for (const [name, value] of query) {
       if (name === 'limit') {
@@ -114,10 +114,11 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
       limit: body.limit === undefined ? null : validateLimit(body.limit),
       limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
       rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
+      models: body.models === undefined ? null : validateModels(body.models),
     };
     // Bounded per account, and behind every verification: one account's flood of creations neither
     // fills the scrypt queue nor delays another account's requests (see KeyHasher).
-    const prepared = await prepareKey(input, { ...(options.hasher ? { hasher: options.hasher } : {}), now: at, boundedPerAccount: true });
+    const prepared = await prepareKey(input, { hasher: auth.hasher, now: at, boundedPerAccount: true });
     const record = await guard.run('insertKey', () => store.insertKey(prepared.record));
     const { id, ...fields } = publicKey(record, at);
     sendJson(res, 201, { id, key: prepared.key, ...fields });
@@ -134,6 +135,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     if (body.limit !== undefined) changes.limit = validateLimit(body.limit);
     if (body.limit_reset !== undefined) changes.limitReset = validateLimitReset(body.limit_reset);
     if (body.rate_limit !== undefined) changes.rateLimit = validateRateLimit(body.rate_limit);
+    if (body.models !== undefined) changes.models = validateModels(body.models);
     const updated = await guard.run('updateKey', () => store.updateKey(current.id, changes));
     if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
     sendJson(res, 200, publicKey(updated, at));
@@ -172,6 +174,11 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
 
   return function keysRouter(req, res, next) {
     const path = (req.url ?? '/').split('?', 1)[0] as string;
+    // Public, before any key is read: the document describes how to authenticate.
+    if (path === OPENAPI_PATH && req.method !== 'OPTIONS') {
+      answerOpenApi(req, res);
+      return;
+    }
     const item = ITEM.exec(path);
     const route = COLLECTION.test(path) ? 'collection' : item ? 'item' : null;
     if (route === null || req.method === 'OPTIONS') {

@@ -1,6 +1,7 @@
 import { invalidRequest } from '../errors/errors.js';
 import { intervalToMs } from '../auth/rate-limit.js';
 import { API_KEY_PATTERN } from '../keys/api-key.js';
+import { MAX_ALLOWED_MODELS, MAX_MODEL_NAME_LENGTH } from '../keys/models.js';
 import type { LimitReset, RateLimitSetting } from '../store/types.js';
 
 const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
@@ -93,6 +94,37 @@ export function validateRateLimit(value: unknown, param = 'rate_limit'): RateLim
 
 function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 1;
+}
+
+/**
+ * `models`: `null` (every model) or an array of 1–100 model names, each 1–200 characters without
+ * control characters or whitespace: an exact name (`gpt-4o-mini`), or a prefix ending in `*`
+ * (`claude-*`) where `*` appears only at the end. A lone `*` is refused: `null` says "every model".
+ * Kept in the order given; a repeated entry is refused, as it is surely a mistake.
+ */
+export function validateModels(value: unknown, param = 'models'): string[] | null {
+  if (value === null) return null;
+  if (!Array.isArray(value) || value.length < 1 || value.length > MAX_ALLOWED_MODELS) {
+    throw invalidRequest(`${param} must be null (every model) or an array of 1 to ${MAX_ALLOWED_MODELS} model names`, param);
+  }
+  const seen = new Set<string>();
+  value.forEach((entry: unknown, index) => {
+    const where = `${param}[${index}]`;
+    if (typeof entry !== 'string' || entry.length < 1 || entry.length > MAX_MODEL_NAME_LENGTH) {
+      throw invalidRequest(`${where} must be a model name of 1 to ${MAX_MODEL_NAME_LENGTH} characters`, where);
+    }
+    if (CONTROL_CHARACTERS.test(entry) || /\s/.test(entry) || LONE_SURROGATE.test(entry)) {
+      throw invalidRequest(`${where} must not contain whitespace or control characters`, where);
+    }
+    if (entry === '*') throw invalidRequest(`${where} cannot be a lone "*": use null to allow every model`, where);
+    if (entry.slice(0, -1).includes('*')) {
+      throw invalidRequest(`${where} may contain "*" only at its end (a prefix, e.g. "gpt-4o*")`, where);
+    }
+    if (KEY_IN_TEXT.test(entry)) throw invalidRequest(`${where} must not contain an API key`, where);
+    if (seen.has(entry)) throw invalidRequest(`${where} repeats "${entry}"`, where);
+    seen.add(entry);
+  });
+  return [...(value as string[])];
 }
 
 /** `active`: a boolean. */

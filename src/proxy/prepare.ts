@@ -2,8 +2,9 @@ import type { ModelSwitchContext } from '../auth/authenticator.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { type JsonBody, isJsonObject } from '../http/body.js';
 import { INTERNAL_ERROR_MESSAGE } from '../http/respond.js';
+import { isModelAllowed } from '../keys/models.js';
 import { limitPeriod } from '../store/spend-rules.js';
-import { ANY_KEY } from './key-scan.js';
+import { containsKey } from './key-scan.js';
 import { type OutputCap, maxCost, outputCap } from './metering.js';
 import type { ResolvedProxyOptions } from './options.js';
 import { type ModelPrice, priceOf } from './pricing.js';
@@ -51,6 +52,11 @@ export function modelNotFound(model: string, reason: 'unknown' | 'unpriced'): Mo
       ? `The model '${model}' does not exist or is not served by this gateway.`
       : `The model '${model}' has no price configured on this gateway, so it cannot be metered.`;
   return new ModelSwitchError('model_not_found', message, { param: 'model' });
+}
+
+/** The 403 of a model the key's `models` allow-list does not name. */
+export function modelNotAllowed(model: string): ModelSwitchError {
+  return new ModelSwitchError('model_not_allowed', `This API key is not allowed to use the model '${model}'.`, { param: 'model' });
 }
 
 function refused(error: ModelSwitchError, hostBug?: string): RefusedRequest {
@@ -110,7 +116,7 @@ function perChoiceCap(
  * `estimatePromptTokens` (what they throw is thrown).
  *
  * Refuses with 400 (a body that is not a JSON object, no `model`, a ModelSwitch key in the body,
- * an output cap, `n` or `best_of` out of range), 404 (a model no upstream serves, or without a
+ * an output cap, `n` or `best_of` out of range), 403 (a model the key's `models` do not allow), 404 (a model no upstream serves, or without a
  * price) or 500 with a `hostBug` line (an estimate or reservation that is not a finite number ≥ 0).
  *
  * @example
@@ -135,6 +141,8 @@ export function prepare(
   if (!isJsonObject(value)) return refused(invalidRequest('Request body must be a JSON object', 'body'));
   const model = value.model;
   if (typeof model !== 'string' || model === '') return refused(invalidRequest('model is required and must be a string', 'model'));
+  // Before the upstream lookup: a key limited to some models learns nothing about the others.
+  if (!isModelAllowed(context.key.models, model)) return refused(modelNotAllowed(model));
   const upstream = findUpstream(options.upstreams, model);
   if (upstream === undefined) return refused(modelNotFound(model, 'unknown'));
   const price = priceOf(options.pricing, model);
@@ -166,7 +174,7 @@ export function prepare(
   const body = Buffer.from(JSON.stringify(sent));
   // Checked on the bytes as received and as sent (JSON escapes such as \u006d decoded), so no
   // ms-/mk- value can reach a provider inside a prompt either.
-  if (ANY_KEY.test(raw.toString('latin1')) || ANY_KEY.test(body.toString('latin1'))) {
+  if (containsKey(raw.toString('latin1')) || containsKey(body.toString('latin1'))) {
     return refused(invalidRequest('The request body contains a ModelSwitch API key; remove it (keys are never sent to providers)'));
   }
   const at = now();

@@ -59,6 +59,7 @@ const INDEX_EXPORTS = [
   'AuthenticatedKey',
   'AuthenticatedRequest',
   'ConfigurationError',
+  'ConfigurationErrorCode',
   'CounterState',
   'DEFAULT_PROXY_PATHS',
   'DEFAULT_RATE_LIMIT',

@@ -34,8 +34,79 @@ describe.each(FRAMEWORKS)('key lifecycle end to end under %s', (framework) => {
     expect(response.status).toBe(200);
     expect(response.headers['content-type']).toBe('application/json');
     expect(response.body).toEqual({
-      data: { label: 'My Production Key', usage: 0, limit: 1500.5, is_free_tier: false, rate_limit: { requests: 1000, interval: '10s' } },
+      data: {
+        label: 'My Production Key',
+        usage: 0,
+        limit: 1500.5,
+        is_free_tier: false,
+        rate_limit: { requests: 1000, interval: '10s' },
+        key_limit: null,
+        key_limit_remaining: null,
+        limit_reset: null,
+        expires_at: null,
+        models: null,
+      },
     });
+  });
+
+  it("adds the key's own cap, reset, expiry and models after the docs' key-info fields", async () => {
+    const created = await createKey({
+      name: 'Capped',
+      limit: 5,
+      limit_reset: 'daily',
+      expires_at: '2027-01-01T00:00:00Z',
+      models: ['gpt-4o-mini', 'claude-*'],
+    });
+    await store.settleSpend({
+      keyId: created.id,
+      accountId: seeded.account.id,
+      holdId: null,
+      cost: 1.25,
+      period: '2026-11-22',
+      now: clock.now(),
+    });
+    const response = await request(app).get('/v1/auth/key').set('Authorization', `Bearer ${created.key}`);
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({
+      data: {
+        label: 'Capped',
+        usage: 1.25,
+        limit: 1499.25,
+        is_free_tier: false,
+        rate_limit: { requests: 1000, interval: '10s' },
+        key_limit: 5,
+        key_limit_remaining: 3.75,
+        limit_reset: 'daily',
+        expires_at: '2027-01-01T00:00:00Z',
+        models: ['gpt-4o-mini', 'claude-*'],
+      },
+    });
+    expect(Object.keys(response.body.data)).toEqual([
+      'label',
+      'usage',
+      'limit',
+      'is_free_tier',
+      'rate_limit',
+      'key_limit',
+      'key_limit_remaining',
+      'limit_reset',
+      'expires_at',
+      'models',
+    ]);
+    // Past the cap, what remains is 0, never negative; the usage of another day does not count.
+    await store.settleSpend({
+      keyId: created.id,
+      accountId: seeded.account.id,
+      holdId: null,
+      cost: 10,
+      period: '2026-11-22',
+      now: clock.now(),
+    });
+    const spent = await request(app).get('/v1/auth/key').set('Authorization', `Bearer ${created.key}`);
+    expect([spent.body.data.usage, spent.body.data.key_limit_remaining]).toEqual([11.25, 0]);
+    clock.advance(86_400_000);
+    const nextDay = await request(app).get('/v1/auth/key').set('Authorization', `Bearer ${created.key}`);
+    expect([nextDay.body.data.usage, nextDay.body.data.key_limit_remaining]).toEqual([0, 5]);
   });
 
   it('shows a renamed key under its new name on the very next request', async () => {

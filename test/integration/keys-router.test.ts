@@ -6,7 +6,20 @@ import { FRAMEWORKS, buildApp } from '../app.js';
 import { type SeededAccount, fastHasher, seedAccount, testClock } from '../helpers.js';
 
 const hasher = fastHasher();
-const KEY_FIELDS = ['id', 'name', 'prefix', 'active', 'createdAt', 'expiresAt', 'lastUsedAt', 'usage', 'limit', 'limitReset', 'rateLimit'];
+const KEY_FIELDS = [
+  'id',
+  'name',
+  'prefix',
+  'active',
+  'createdAt',
+  'expiresAt',
+  'lastUsedAt',
+  'usage',
+  'limit',
+  'limitReset',
+  'rateLimit',
+  'models',
+];
 
 function invalid(message: string, param?: string) {
   return { error: { message, type: 'invalid_request_error', code: 'invalid_request', ...(param === undefined ? {} : { param }) } };
@@ -38,6 +51,7 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
         limit: 25.5,
         limit_reset: 'monthly',
         rate_limit: { requests: 60, interval: '1m', tokens: 100000 },
+        models: ['gpt-4o-mini', 'claude-*'],
       });
     expect(created.status).toBe(201);
     expect(created.headers['content-type']).toBe('application/json');
@@ -55,6 +69,7 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
       limit: 25.5,
       limitReset: 'monthly',
       rateLimit: { requests: 60, interval: '1m', tokens: 100000 },
+      models: ['gpt-4o-mini', 'claude-*'],
     });
     expect(Object.keys(created.body)).toEqual(['id', 'key', ...KEY_FIELDS.slice(1)]);
     const read = await request(app).get(`/api/keys/${created.body.id}`).set(admin());
@@ -213,6 +228,39 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
     expect((await store.listKeys(seeded.account.id, { type: 'proxy', limit: 100 })).keys).toHaveLength(1);
   });
 
+  it('answers 400 with the param for a bad models list on create and update, and stores nothing', async () => {
+    const many = Array.from({ length: 101 }, (_, i) => `m${i}`);
+    for (const [models, message, param] of [
+      ['gpt-4o', 'models must be null (every model) or an array of 1 to 100 model names', 'models'],
+      [[], 'models must be null (every model) or an array of 1 to 100 model names', 'models'],
+      [many, 'models must be null (every model) or an array of 1 to 100 model names', 'models'],
+      [['gpt-4o', 7], 'models[1] must be a model name of 1 to 200 characters', 'models[1]'],
+      [[''], 'models[0] must be a model name of 1 to 200 characters', 'models[0]'],
+      [['x'.repeat(201)], 'models[0] must be a model name of 1 to 200 characters', 'models[0]'],
+      [['gpt 4o'], 'models[0] must not contain whitespace or control characters', 'models[0]'],
+      [['gpt\u00004o'], 'models[0] must not contain whitespace or control characters', 'models[0]'],
+      [['*'], 'models[0] cannot be a lone "*": use null to allow every model', 'models[0]'],
+      [['gpt-*-mini'], 'models[0] may contain "*" only at its end (a prefix, e.g. "gpt-4o*")', 'models[0]'],
+      [['a', 'b', 'a'], 'models[2] repeats "a"', 'models[2]'],
+      [[seeded.proxyKey], 'models[0] must not contain an API key', 'models[0]'],
+    ] as const) {
+      const created = await request(app).post('/api/keys').set(admin()).send({ name: 'x', models });
+      expect({ status: created.status, body: created.body }).toEqual({ status: 400, body: invalid(message, param) });
+      const updated = await request(app).patch(`/api/keys/${seeded.proxyKeyId}`).set(admin()).send({ models });
+      expect({ status: updated.status, body: updated.body }).toEqual({ status: 400, body: invalid(message, param) });
+    }
+    expect((await store.listKeys(seeded.account.id, { type: 'proxy', limit: 100 })).keys).toHaveLength(1);
+    expect((await store.getKey(seeded.proxyKeyId))?.models).toBeNull();
+  });
+
+  it('keeps a models list of 100 names in the order given', async () => {
+    const models = Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? `model-${i}` : `family-${i}*`));
+    const created = await request(app).post('/api/keys').set(admin()).send({ name: 'wide', models });
+    expect(created.status).toBe(201);
+    expect(created.body.models).toEqual(models);
+    expect((await request(app).get(`/api/keys/${created.body.id}`).set(admin())).body.models).toEqual(models);
+  });
+
   it('answers 400 to a query parameter on routes that take none', async () => {
     for (const [pending, name] of [
       [request(app).get(`/api/keys/${seeded.proxyKeyId}?expand=1`).set(admin()), 'expand'],
@@ -273,6 +321,7 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
         limit: 3,
         limit_reset: 'weekly',
         rate_limit: { requests: 5, interval: '1h' },
+        models: ['gpt-4o*'],
       });
     expect(response.status).toBe(200);
     expect(response.body).toEqual({
@@ -287,12 +336,13 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
       limit: 3,
       limitReset: 'weekly',
       rateLimit: { requests: 5, interval: '1h' },
+      models: ['gpt-4o*'],
     });
     const cleared = await request(app)
       .put(`/api/keys/${seeded.proxyKeyId}`)
       .set(admin())
-      .send({ limit: null, limit_reset: null, rate_limit: null });
-    expect([cleared.body.limit, cleared.body.limitReset, cleared.body.rateLimit]).toEqual([null, null, null]);
+      .send({ limit: null, limit_reset: null, rate_limit: null, models: null });
+    expect([cleared.body.limit, cleared.body.limitReset, cleared.body.rateLimit, cleared.body.models]).toEqual([null, null, null, null]);
   });
 
   it.each(['abc', '0', '-1', '1.5', '1e3', '99999999999999999999'])('answers 400 for the id %s', async (id) => {

@@ -109,7 +109,18 @@ describe('proxyRouter routing', () => {
     expect(await get('/auth/key')).toMatchObject({
       status: 200,
       body: {
-        data: { label: 'My Production Key', usage: 0, limit: 10, is_free_tier: false, rate_limit: { requests: 1000, interval: '10s' } },
+        data: {
+          label: 'My Production Key',
+          usage: 0,
+          limit: 10,
+          is_free_tier: false,
+          rate_limit: { requests: 1000, interval: '10s' },
+          key_limit: null,
+          key_limit_remaining: null,
+          limit_reset: null,
+          expires_at: null,
+          models: null,
+        },
       },
     });
   });
@@ -144,6 +155,23 @@ describe('proxyRouter credentials', () => {
     expect(seen?.headers.authorization).toBe('Bearer sk-upstream-secret');
     expect(seen?.headers.cookie).toBeUndefined();
     expect(seen?.headers['openai-organization']).toBeUndefined();
+  });
+
+  it('drops a header holding a percent-encoded key (once or twice), and keeps the others', async () => {
+    gateway = await startGateway();
+    const once = gateway.billingKey.replace('-', '%2D');
+    const res = await post(gateway, '/chat/completions', chat(), {
+      'x-correlation-id': once,
+      'x-trace': `t=${once.replace('%', '%25')}`,
+      'x-client': 'my-app 100%',
+    });
+    expect(res.status).toBe(200);
+    const seen = gateway.upstream.requests[0];
+    expect({ correlation: seen?.headers['x-correlation-id'], trace: seen?.headers['x-trace'], client: seen?.headers['x-client'] }).toEqual({
+      correlation: undefined,
+      trace: undefined,
+      client: 'my-app 100%',
+    });
   });
 
   it('never sends a key upstream in the URL path or a query parameter name: 400 before any upstream call', async () => {

@@ -51,7 +51,20 @@ describe.skipIf(!REDIS_URL)(`several gateway instances sharing one Redis${redisS
     const info = await request(appB).get('/v1/auth/key').set('Authorization', `Bearer ${key}`);
     expect({ status: info.status, body: info.body }).toEqual({
       status: 200,
-      body: { data: { label: 'shared', usage: 0, limit: 10, is_free_tier: false, rate_limit: { requests: 1000, interval: '10s' } } },
+      body: {
+        data: {
+          label: 'shared',
+          usage: 0,
+          limit: 10,
+          is_free_tier: false,
+          rate_limit: { requests: 1000, interval: '10s' },
+          key_limit: null,
+          key_limit_remaining: null,
+          limit_reset: null,
+          expires_at: null,
+          models: null,
+        },
+      },
     });
 
     const deactivated = await request(appA)
