@@ -18,24 +18,23 @@ const ENDING_TEXT: Record<Exclude<Ending, 'completed'>, string> = {
   failed: 'upstream failed',
 };
 
-/**
- * How long a hold outlives the upstream's timeout: its deadline is the reservation's time + the
- * upstream's `timeoutMs` + this, after which any instance may release it (its gateway died).
- */
-export const HOLD_MARGIN_MS = 60_000;
-
 /** Pauses between settlement attempts when the store fails (ms): about 15 s in all. */
 export const SETTLE_RETRIES: readonly number[] = [100, 400, 1500, 4000, 9000];
 
 /** What one `proxyRouter` gives each of its exchanges: the store and how to reach it, the clock, the logger, what `drain()` waits for. */
 export interface ExchangeDependencies {
-  readonly store: Pick<KeyStore, 'reserveSpend' | 'settleSpend' | 'hitCounter'>;
+  readonly store: Pick<KeyStore, 'reserveSpend' | 'settleSpend' | 'extendHold' | 'hitCounter'>;
   /** Runs store calls with the store timeout (see `StoreGuard`). */
   readonly guard: Pick<StoreGuard, 'run'>;
   readonly now: () => number;
   /** A logger safe to call (see `hostLogger`). */
   readonly logger: Logger;
   readonly inFlight: InFlight;
+  /**
+   * A hold's deadline is its reservation's (or last renewal's) time + the upstream's `timeoutMs` +
+   * this (`holdMarginMs`); an answer still streaming renews it once half of this has passed.
+   */
+  readonly holdMarginMs: number;
 }
 
 /** What an exchange needs of the request sent upstream: a way to stop it when the client leaves. */
@@ -100,6 +99,10 @@ export class Exchange {
   private settlement: Promise<void> | undefined;
   /** Still counted in `InFlight`: its response has not closed yet. */
   private open = true;
+  /** A renewal of the hold is under way. */
+  private renewing = false;
+  /** The hold was found gone when renewing it (another instance released it as expired): renewed no more. */
+  private holdLost = false;
 
   private constructor(
     private readonly dependencies: ExchangeDependencies,
@@ -109,6 +112,8 @@ export class Exchange {
     readonly holdId: string,
     /** The `X-Request-Id` the gateway answers with: the ledger entry's `requestId`. */
     readonly requestId: string,
+    /** When the hold's deadline was last set (the reservation, then each renewal), by the router's clock. */
+    private heldSince: number,
   ) {}
 
   /**
@@ -127,15 +132,16 @@ export class Exchange {
     // Counted from here until the request is refused, or its response closes.
     inFlight.enter();
     let holdId: string;
+    let now: number;
     try {
-      const now = dependencies.now();
+      now = dependencies.now();
       const reservation: SpendReservation = {
         keyId: context.key.id,
         accountId: context.account.id,
         amount: request.reserved,
         period: request.period,
         now,
-        expiresAt: now + request.upstream.timeoutMs + HOLD_MARGIN_MS,
+        expiresAt: now + request.upstream.timeoutMs + dependencies.holdMarginMs,
       };
       const result = await reserveThroughGuard(dependencies, reservation);
       if (!result.ok) throw refusal(result, context, request.reserved);
@@ -144,7 +150,7 @@ export class Exchange {
       inFlight.leave();
       throw error;
     }
-    return new Exchange(dependencies, context, request, holdId, requestId);
+    return new Exchange(dependencies, context, request, holdId, requestId, now);
   }
 
   /** The upstream timed out (see `timeOut`): the failure answers 504 rather than 502. */
@@ -167,9 +173,56 @@ export class Exchange {
     this.metered = success;
   }
 
-  /** `bytes` of the upstream's answer reached the client. */
+  /** `bytes` of the upstream's answer reached the client: the upstream is alive, so its hold is renewed when due. */
   forwarded(bytes: number): void {
     if (this.metered) this.forwardedBytes += bytes;
+    this.keepHeld();
+  }
+
+  /**
+   * Renews the hold's deadline to now + the upstream's `timeoutMs` + the margin once half the
+   * margin has passed since it was last set, so a stream that runs longer than its first deadline
+   * is never released under it. Why that is enough: the upstream is never silent longer than its
+   * `timeoutMs` (the exchange then settles), and data arriving renews the hold at most half a
+   * margin late, so the settlement always starts before the deadline. One store call at a time; a
+   * failed one is tried again with the next data (the guard logs the outage).
+   */
+  private keepHeld(): void {
+    if (this.renewing || this.holdLost || this.settlement !== undefined) return;
+    const { store, guard, now, logger, inFlight, holdMarginMs } = this.dependencies;
+    let at: number;
+    try {
+      at = now();
+    } catch {
+      // The host's clock threw: the settlement logs it; a renewal is not worth failing the stream for.
+      return;
+    }
+    if (!(at - this.heldSince >= holdMarginMs / 2)) return;
+    this.renewing = true;
+    const { key, account } = this.context;
+    const expiresAt = at + this.request.upstream.timeoutMs + holdMarginMs;
+    const renewal = guard
+      .run('extendHold', () => store.extendHold(this.holdId, account.id, expiresAt))
+      .then(
+        (live) => {
+          if (live) {
+            this.heldSince = at;
+          } else if (this.settlement === undefined) {
+            this.holdLost = true;
+            logger.warn(
+              `modelswitch-keys: the hold of a request of key ${key.id} was released as expired while its answer still ran (gateway clocks apart, or holdMarginMs too short); it is still charged when it ends`,
+            );
+          }
+        },
+        () => {
+          // Logged by the guard; the next data tries again.
+        },
+      );
+    inFlight.track(
+      renewal.finally(() => {
+        this.renewing = false;
+      }),
+    );
   }
 
   /** The upstream reported its token usage (the last report counts). */

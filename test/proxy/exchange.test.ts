@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ModelSwitchError } from '../../src/errors/errors.js';
-import { DEFAULT_PROXY_TIMEOUT_MS } from '../../src/defaults.js';
-import { Exchange, HOLD_MARGIN_MS, SETTLE_RETRIES } from '../../src/proxy/exchange.js';
+import { DEFAULT_PROXY_HOLD_MARGIN_MS, DEFAULT_PROXY_TIMEOUT_MS } from '../../src/defaults.js';
+import { Exchange, SETTLE_RETRIES } from '../../src/proxy/exchange.js';
 import type { SpendSettlement, UsageDetails } from '../../src/store/types.js';
 import { HOLD_ID, REQUEST_ID, exchangeWorld, preparedChat, sampleContext, settled, stillPending } from './exchange-fixtures.js';
 
@@ -44,7 +44,7 @@ describe('Exchange.reserve', () => {
         amount: RESERVED,
         period: '2026-11-22',
         now: START,
-        expiresAt: START + DEFAULT_PROXY_TIMEOUT_MS + HOLD_MARGIN_MS,
+        expiresAt: START + DEFAULT_PROXY_TIMEOUT_MS + DEFAULT_PROXY_HOLD_MARGIN_MS,
       },
     ]);
     expect(exchange.request.reserved).toBe(RESERVED);
@@ -430,5 +430,110 @@ describe('Exchange in flight', () => {
     expect(await stillPending(inFlight.drain())).toBe(true);
     next.close();
     await inFlight.drain();
+  });
+});
+
+describe('Exchange hold renewal', () => {
+  const HALF_MARGIN = DEFAULT_PROXY_HOLD_MARGIN_MS / 2;
+
+  it('renews the hold of an answer still streaming once half the margin has passed, to now + timeout + margin, one renewal at a time', async () => {
+    const { store, clock, exchange } = await reservedExchange({ stream: true });
+    exchange.answered(true);
+    exchange.forwarded(100);
+    expect(store.extensions).toEqual([]);
+    clock.advance(HALF_MARGIN - 1500);
+    exchange.forwarded(100);
+    // The first renewal is still under way: the chunk right after it asks for none.
+    exchange.forwarded(100);
+    await settled();
+    const renewedAt = START + HALF_MARGIN;
+    expect(store.extensions).toEqual([
+      { holdId: HOLD_ID, accountId: 'acct_test', expiresAt: renewedAt + DEFAULT_PROXY_TIMEOUT_MS + DEFAULT_PROXY_HOLD_MARGIN_MS },
+    ]);
+    clock.advance(HALF_MARGIN - 1);
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+    clock.advance(1);
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions.map((extension) => extension.expiresAt)).toEqual([
+      renewedAt + DEFAULT_PROXY_TIMEOUT_MS + DEFAULT_PROXY_HOLD_MARGIN_MS,
+      renewedAt + HALF_MARGIN + DEFAULT_PROXY_TIMEOUT_MS + DEFAULT_PROXY_HOLD_MARGIN_MS,
+    ]);
+  });
+
+  it('renews an error answer too, and nothing once the settlement has started', async () => {
+    const { store, clock, exchange } = await reservedExchange({ stream: true });
+    exchange.answered(false);
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+    const settling = exchange.settle('completed');
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settling;
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+  });
+
+  it('a renewal the store fails is tried again with the next data; the settlement is untouched', async () => {
+    const { store, clock, logger, exchange } = await reservedExchange({ stream: true });
+    store.extendAnswer = async () => {
+      throw new Error('connection reset');
+    };
+    exchange.answered(true);
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settled();
+    store.extendAnswer = async () => true;
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions).toHaveLength(2);
+    exchange.reportUsage(USAGE);
+    await exchange.settle('completed');
+    expect(store.settlements).toEqual([settlement(COST, START + 1500 + HALF_MARGIN, details())]);
+    expect(logger.lines).toEqual([
+      'error: modelswitch-keys: key store unavailable (extendHold: connection reset); requests that need it answer 503 until it recovers',
+      'warn: modelswitch-keys: key store recovered',
+    ]);
+  });
+
+  it('a hold another instance released as expired is said once and renewed no more; the answer is still charged', async () => {
+    const { store, clock, logger, exchange } = await reservedExchange({ stream: true });
+    store.extendAnswer = async () => false;
+    exchange.answered(true);
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settled();
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+    exchange.reportUsage(USAGE);
+    await exchange.settle('completed');
+    expect(store.settlements).toEqual([settlement(COST, START + 1500 + 2 * HALF_MARGIN, details())]);
+    expect(logger.lines).toEqual([
+      'warn: modelswitch-keys: the hold of a request of key 7 was released as expired while its answer still ran (gateway clocks apart, or holdMarginMs too short); it is still charged when it ends',
+    ]);
+  });
+
+  it('a clock that throws mid-stream skips the renewal without breaking the stream', async () => {
+    const world = exchangeWorld();
+    const context = sampleContext();
+    let broken = false;
+    const dependencies = {
+      ...world.dependencies,
+      now: () => {
+        if (broken) throw new Error('clock broke');
+        return world.clock.now();
+      },
+    };
+    const exchange = await Exchange.reserve(dependencies, context, preparedChat(context, world.clock, { stream: true }), REQUEST_ID);
+    broken = true;
+    exchange.answered(true);
+    expect(() => exchange.forwarded(100)).not.toThrow();
+    expect(world.store.extensions).toEqual([]);
   });
 });
