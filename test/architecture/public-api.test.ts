@@ -47,6 +47,7 @@ const INDEX_EXPORTS = [
   'UsageResponse',
   'UsageTotals',
   'publicLedgerEntry',
+  'generationRoute',
   'AdjustmentOptions',
   'BalanceChange',
   'BalanceChangeResult',
