@@ -15,7 +15,60 @@ export const DEFAULT_MAX_JSON_DEPTH = 64;
 /** The `Retry-After` (seconds) of a 503 `server_busy`: the bound it hit frees up as requests end, within a second or so. */
 export const SERVER_BUSY_RETRY_AFTER_SECONDS = 1;
 
-// keys: creation hashes (`KeyHasher`)
+// auth: the authenticating factories (`modelSwitchAuth`, `keysRouter`, `proxyRouter`)
+
+/** `modelSwitchAuth` `keyType`: the inference API takes proxy keys (`ms-`); `keysRouter` always takes billing keys. */
+export const DEFAULT_KEY_TYPE = 'proxy';
+/**
+ * The docs' default rate limit (`defaultRateLimit`): 1000 requests per 10 seconds per key, for
+ * keys without their own `rateLimit`.
+ *
+ * @example
+ * ```ts
+ * modelSwitchAuth(store, { defaultRateLimit: { ...DEFAULT_RATE_LIMIT, requests: 100 } });
+ * ```
+ */
+export const DEFAULT_RATE_LIMIT: Readonly<{ requests: number; interval: string }> = Object.freeze({ requests: 1000, interval: '10s' });
+/** `storeTimeoutMs`: a store call slower than this fails the request with 503 `store_unavailable`. */
+export const DEFAULT_STORE_TIMEOUT_MS = 2000;
+
+// management: `keysRouter`
+
+/** `keysRouter` `maxBodyBytes`: the largest JSON body of a key creation or update; larger answers 413. 16 KiB. */
+export const DEFAULT_KEYS_MAX_BODY_BYTES = 16_384;
+/** `GET /keys` without `limit`: keys per page. */
+export const DEFAULT_KEYS_PAGE_LIMIT = 100;
+/** `GET /transactions` without `limit`: ledger entries per page (1–1000 may be asked for). */
+export const DEFAULT_TRANSACTIONS_PAGE = 100;
+/** `GET /usage` without `from`: the days read, ending with `to` (default today, UTC), both included. */
+export const DEFAULT_USAGE_DAYS = 30;
+/** `GET /usage`: the most days one request may read (`from` to `to`, both included): a year, leap day too. */
+export const MAX_USAGE_DAYS = 366;
+
+// keys: hashing (`KeyHasher`)
+
+/**
+ * The default scrypt parameters of new hashes (N = 2^15, r = 8, p = 1: about 32 MiB and tens of ms
+ * a hash); hashes made with other parameters keep verifying.
+ *
+ * @example
+ * ```ts
+ * new KeyHasher({ scrypt: { ...DEFAULT_SCRYPT, logN: 16 } }); // stronger new hashes; old ones still verify
+ * ```
+ */
+export const DEFAULT_SCRYPT: Readonly<{ logN: number; r: number; p: number }> = Object.freeze({ logN: 15, r: 8, p: 1 });
+/** `KeyHasher` `cacheSize`: verified keys (and remembered failures) kept in process, least recently used first out. */
+export const DEFAULT_VERIFIED_KEY_CACHE_SIZE = 10_000;
+/** `KeyHasher` `maxConcurrentHashes`: scrypt runs in flight at once; the rest wait their turn. */
+export const DEFAULT_MAX_CONCURRENT_HASHES = 2;
+/** `KeyHasher` `failureTtlMs`: how long a failed verification is remembered, so repeating it costs no scrypt. */
+export const DEFAULT_FAILURE_TTL_MS = 60_000;
+/** `KeyHasher` `handleFailureLimit`: scrypt runs per handle that may end in a wrong secret per window (one every 30 s). */
+export const DEFAULT_HANDLE_FAILURE_LIMIT = 2;
+/** `KeyHasher` `handleFailureWindowMs`: the window of `handleFailureLimit`. */
+export const DEFAULT_HANDLE_FAILURE_WINDOW_MS = 60_000;
+/** `KeyHasher` `maxQueuedVerifications`: verifications that may wait for a scrypt slot; more answer 503 `verification_busy`. */
+export const DEFAULT_MAX_QUEUED_VERIFICATIONS = 256;
 
 /**
  * `KeyHasher`'s `maxHashesPerAccount`: hashes of new keys one account may have running or waiting
@@ -34,6 +87,19 @@ export const DEFAULT_MAX_QUEUED_HASHES = 32;
 export const DEFAULT_PROXY_MAX_TOKENS = 4096;
 /** `proxyRouter` `timeoutMs`: an upstream silent this long (before or during its answer) → 504 `upstream_timeout`. 10 minutes. */
 export const DEFAULT_PROXY_TIMEOUT_MS = 600_000;
+/**
+ * `proxyRouter` `holdMarginMs`: how long a reservation's hold outlives the upstream's `timeoutMs`.
+ * Its deadline is the reservation's time + `timeoutMs` + this; a stream that still runs renews it.
+ * Past it, any instance may release the hold (its gateway died). A minute leaves room for the
+ * settlement's own retries and for clocks of several gateways a little apart.
+ */
+export const DEFAULT_PROXY_HOLD_MARGIN_MS = 60_000;
+/**
+ * `proxyRouter` `holdSweepIntervalMs`: 0, no sweeper. Expired holds are then released by the next
+ * reservation of their key or account (which is when the freed amount is first needed); a sweeper
+ * also frees them for readers of `reserved` (`GET /api/account`) on accounts nobody uses.
+ */
+export const DEFAULT_PROXY_HOLD_SWEEP_INTERVAL_MS = 0;
 /** `proxyRouter` `maxBodyBytes`: the largest JSON request body accepted (after decoding a compressed one); larger answers 413. 4 MiB. */
 export const DEFAULT_PROXY_MAX_BODY_BYTES = 4 * 1024 * 1024;
 /**
@@ -83,3 +149,41 @@ export const DEFAULT_ROTATION_GRACE_PERIOD_MS = 0;
 export const MAX_ROTATION_GRACE_PERIOD_MS = 7 * 24 * 3_600_000;
 
 // end ledger
+
+// stores
+
+/** `KeyvKeyStore` `prefix`: prepended to every key the store writes, inside the Keyv namespace. */
+export const DEFAULT_KEYV_PREFIX = 'modelswitch:';
+/** `PostgresKeyStore` `schema`: the schema holding the store's tables. */
+export const DEFAULT_POSTGRES_SCHEMA = 'modelswitch';
+/** `PostgresKeyStore` `maxConnections`: the size of the pool the store makes from `connectionString`. */
+export const DEFAULT_POSTGRES_MAX_CONNECTIONS = 10;
+/** `PostgresKeyStore` `connectionTimeoutMs`: how long an operation waits for a connection (a new one, or a free one of the pool). */
+export const DEFAULT_POSTGRES_CONNECTION_TIMEOUT_MS = 5000;
+/** `PostgresKeyStore` `statementTimeoutMs`: the server cancels a statement running longer (lock waits included). */
+export const DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS = 5000;
+
+// end stores
+
+// testing: `keyStoreSuite`
+
+/** `keyStoreSuite` `name`: the prefix of every test's title. */
+export const DEFAULT_SUITE_NAME = 'KeyStore conformance: ';
+/** `keyStoreSuite` `concurrency`: operations the concurrency tests start at once. */
+export const DEFAULT_SUITE_CONCURRENCY = 200;
+
+// dashboard
+
+/** `dashboardRouter` `session.ttlMs`: how long a dashboard session lasts after sign-in. 12 hours: a working day, not a week. */
+export const DEFAULT_DASHBOARD_SESSION_TTL_MS = 12 * 60 * 60 * 1000;
+/** `dashboardRouter` `session.cookieName`: the session cookie's name. */
+export const DEFAULT_DASHBOARD_COOKIE_NAME = 'modelswitch_session';
+/**
+ * `dashboardRouter` `signInAttempts`: failed sign-ins one client address may make per
+ * `signInWindowMs` before it answers 429, on top of the per-key bound every wrong secret has (KeyHasher).
+ */
+export const DEFAULT_DASHBOARD_SIGN_IN_ATTEMPTS = 10;
+/** `dashboardRouter` `signInWindowMs`: the window of `signInAttempts`. One minute. */
+export const DEFAULT_DASHBOARD_SIGN_IN_WINDOW_MS = 60_000;
+/** `dashboardRouter` `maxBodyBytes`: the largest JSON body the dashboard's own API reads. */
+export const DEFAULT_DASHBOARD_MAX_BODY_BYTES = 16_384;

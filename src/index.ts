@@ -1,11 +1,25 @@
 export { modelSwitchAuth } from './auth/model-switch-auth.js';
 export type { Middleware, NextFunction } from './http/middleware.js';
-export type { AuthOptions, AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './auth/authenticator.js';
+export type { AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './auth/authenticator.js';
+export type { AuthOptions } from './auth/options.js';
+export { generationRoute } from './auth/generation.js';
 export { keyInfoRoute, type KeyInfoResponse } from './auth/key-info.js';
-export { keysRouter, type KeysRouterOptions } from './management/keys-router.js';
+export { keysRouter } from './management/keys-router.js';
+export type {
+  AccountResponse,
+  TransactionsResponse,
+  UsageGroup,
+  UsageGrouping,
+  UsageResponse,
+  UsageTotals,
+} from './management/account-routes.js';
+export type { KeysRouterOptions } from './management/options.js';
 export { proxyRouter, type ProxyRouter, type ProxyRouterOptions } from './proxy/proxy-router.js';
+export { dashboardRouter } from './dashboard/dashboard-router.js';
+export { oidcIdentity, type OidcIdentityOptions } from './dashboard/oidc.js';
+export type { DashboardIdentity, DashboardOptions, DashboardSessionOptions, IdentifyFunction } from './dashboard/options.js';
 export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './proxy/pricing.js';
-export { DEFAULT_PROXY_PATHS, type Upstream } from './proxy/upstreams.js';
+export type { Upstream } from './proxy/upstreams.js';
 export {
   adjustBalance,
   createAccount,
@@ -24,14 +38,16 @@ export {
   type RotationOptions,
 } from './keys/accounts.js';
 export { publicKey, type PublicKey } from './keys/public-key.js';
+export { publicLedgerEntry, type PublicLedgerEntry } from './keys/public-ledger-entry.js';
 export { API_KEY_PATTERN, generateApiKey, parseApiKey, type ParsedApiKey } from './keys/api-key.js';
 export type { KeyType } from './store/types.js';
-export { DEFAULT_SCRYPT, KeyHasher, type KeyHasherOptions, type ScryptParameters } from './keys/hashing.js';
-export { ConfigurationError } from './errors/configuration-error.js';
+export { KeyHasher, type KeyHasherOptions, type ScryptParameters } from './keys/hashing.js';
+export { DEFAULT_PROXY_PATHS, DEFAULT_RATE_LIMIT, DEFAULT_SCRYPT } from './defaults.js';
+export { ConfigurationError, type ConfigurationErrorCode } from './errors/configuration-error.js';
 export { ModelSwitchError, type ErrorBody, type ModelSwitchErrorCode, type ModelSwitchErrorType } from './errors/errors.js';
 export { sendError } from './http/respond.js';
 export { redactKeys } from './errors/redact.js';
-export { DEFAULT_RATE_LIMIT, intervalToMs } from './auth/rate-limit.js';
+export { intervalToMs } from './auth/rate-limit.js';
 export { limitPeriod } from './store/spend-rules.js';
 export type { Logger } from './log.js';
 export type { StoreGuardOptions } from './store/guard.js';

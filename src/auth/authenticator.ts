@@ -3,11 +3,12 @@ import { KEY_LENGTH, type ParsedApiKey, hasKeyShape, hasValidChecksum, keyParts 
 import type { KeyType } from '../store/types.js';
 import { readBearerToken } from '../http/bearer.js';
 import { MISSING_OR_INVALID_HEADER, ModelSwitchError, answerWithoutStack, authenticationError, invalidApiKey } from '../errors/errors.js';
-import { type KeyHasher, defaultKeyHasher } from '../keys/hashing.js';
-import { DEFAULT_RATE_LIMIT, intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
+import type { KeyHasher } from '../keys/hashing.js';
+import { intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
 import { limitPeriod, usageInPeriod } from '../store/spend-rules.js';
-import { type Logger, hostLogger } from '../log.js';
-import { StoreGuard, type StoreGuardOptions } from '../store/guard.js';
+import type { Logger } from '../log.js';
+import { StoreGuard } from '../store/guard.js';
+import type { ResolvedAuthOptions } from './options.js';
 import type { AccountRecord, CounterState, KeyRecord, KeyStore, RateLimitSetting } from '../store/types.js';
 
 /** A verified key as the middleware hands it on: the record without its hashes. */
@@ -28,18 +29,6 @@ export interface ModelSwitchContext {
 /** A request after `modelSwitchAuth` (or `keysRouter`) let it through. */
 export type AuthenticatedRequest = IncomingMessage & { modelSwitch: ModelSwitchContext };
 
-/** Options of the authenticating factories. Every field is optional. */
-export interface AuthOptions extends StoreGuardOptions {
-  /** Which key type this route takes. `modelSwitchAuth` defaults to `proxy` (`ms-`). */
-  keyType?: KeyType;
-  /** Hashing, verified-key cache and scrypt concurrency. Default: one process-wide `KeyHasher`. */
-  hasher?: KeyHasher;
-  /** Rate limit for keys without their own `rateLimit`; `null` for none. Default 1000 per `10s` (the docs'). */
-  defaultRateLimit?: RateLimitSetting | null;
-  /** Clock in epoch ms, injectable for tests. Default `Date.now`. */
-  now?: () => number;
-}
-
 const TYPE_MISMATCH: Record<KeyType, string> = {
   proxy: 'This endpoint needs a proxy key (ms-). Billing keys (mk-) only work with the management API (/api).',
   billing: 'This endpoint needs a billing key (mk-). Proxy keys (ms-) only work with the inference API (/v1).',
@@ -55,7 +44,7 @@ export class Authenticator {
   readonly guard: StoreGuard;
   readonly now: () => number;
   private readonly hasher: KeyHasher;
-  private readonly defaultRateLimit: RateLimitSetting | null;
+  private readonly defaultRateLimit: Readonly<RateLimitSetting> | null;
   /** The host's logger, safe to call (see `hostLogger`): the factories log through it too. */
   readonly logger: Logger;
   /** When this process last wrote each key's lastUsedAt. */
@@ -69,24 +58,17 @@ export class Authenticator {
   /** When a refusal for scrypt load (`verification_busy`) was last logged. */
   private busyLoggedAt = Number.NEGATIVE_INFINITY;
 
+  /** `options`: resolved once by the factory (`resolveAuthOptions`), so nothing here checks them again. */
   constructor(
     readonly store: KeyStore,
-    options: AuthOptions,
+    options: ResolvedAuthOptions,
   ) {
-    this.keyType = options.keyType ?? 'proxy';
-    if (this.keyType !== 'proxy' && this.keyType !== 'billing') {
-      throw new TypeError("keyType must be 'proxy' or 'billing'");
-    }
+    this.keyType = options.keyType;
     this.guard = new StoreGuard(store, options);
-    this.hasher = options.hasher ?? defaultKeyHasher();
-    this.now = options.now ?? Date.now;
-    this.logger = hostLogger(options.logger);
-    const fallback = options.defaultRateLimit === undefined ? DEFAULT_RATE_LIMIT : options.defaultRateLimit;
-    if (fallback !== null && (!Number.isInteger(fallback.requests) || fallback.requests < 1 || intervalToMs(fallback.interval) === null)) {
-      throw new TypeError('defaultRateLimit needs an integer requests ≥ 1 and an interval like "10s", "1m", "1h" or "1d"');
-    }
-    // Frozen: every request's `req.modelSwitch.rateLimit` may be this one object.
-    this.defaultRateLimit = fallback === null ? null : Object.freeze({ ...fallback });
+    this.hasher = options.hasher;
+    this.now = options.now;
+    this.logger = options.logger;
+    this.defaultRateLimit = options.defaultRateLimit;
   }
 
   /**

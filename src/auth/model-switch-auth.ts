@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import { type AuthOptions, Authenticator, type ModelSwitchContext } from './authenticator.js';
+import { Authenticator, type ModelSwitchContext } from './authenticator.js';
+import { type AuthOptions, resolveAuthOptions } from './options.js';
 import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
@@ -32,7 +33,7 @@ declare global {
  */
 export function modelSwitchAuth(store: KeyStore, options: AuthOptions = {}): Middleware {
   assertStore(store, 'modelSwitchAuth');
-  const authenticator = new Authenticator(store, options);
+  const authenticator = new Authenticator(store, resolveAuthOptions(options, 'modelSwitchAuth'));
   const { logger } = authenticator;
   return function modelSwitchAuth(req, res, next) {
     let admitted: ModelSwitchContext | Promise<ModelSwitchContext>;

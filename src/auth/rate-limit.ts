@@ -24,16 +24,6 @@ export function intervalToMs(interval: string): number | null {
   return ms > MAX_WINDOW_MS ? null : ms;
 }
 
-/**
- * The docs' default: 1000 requests per 10 seconds per key.
- *
- * @example
- * ```ts
- * modelSwitchAuth(store, { defaultRateLimit: { ...DEFAULT_RATE_LIMIT, requests: 100 } });
- * ```
- */
-export const DEFAULT_RATE_LIMIT: Readonly<RateLimitSetting> = { requests: 1000, interval: '10s' };
-
 /** The two header values that depend on the limit alone, for the last limit seen (most requests share one). */
 let lastFixed = { requests: Number.NaN, windowMs: Number.NaN, policy: '', limit: '' };
 

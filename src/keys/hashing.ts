@@ -1,7 +1,18 @@
 import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
 import * as scryptModule from 'scrypt-kdf';
-import { DEFAULT_MAX_HASHES_PER_ACCOUNT, DEFAULT_MAX_QUEUED_HASHES } from '../defaults.js';
+import {
+  DEFAULT_FAILURE_TTL_MS,
+  DEFAULT_HANDLE_FAILURE_LIMIT,
+  DEFAULT_HANDLE_FAILURE_WINDOW_MS,
+  DEFAULT_MAX_CONCURRENT_HASHES,
+  DEFAULT_MAX_HASHES_PER_ACCOUNT,
+  DEFAULT_MAX_QUEUED_HASHES,
+  DEFAULT_MAX_QUEUED_VERIFICATIONS,
+  DEFAULT_SCRYPT,
+  DEFAULT_VERIFIED_KEY_CACHE_SIZE,
+} from '../defaults.js';
+import { ConfigurationError } from '../errors/configuration-error.js';
 import { type ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
 
 // scrypt-kdf 4 is ESM with only a default export (a class with static kdf/verify), while its
@@ -64,16 +75,6 @@ export interface KeyHasherOptions {
   /** Clock, injectable for tests. Default `Date.now`. */
   now?: () => number;
 }
-
-/**
- * The default scrypt parameters.
- *
- * @example
- * ```ts
- * new KeyHasher({ scrypt: { ...DEFAULT_SCRYPT, logN: 16 } }); // stronger new hashes; old ones still verify
- * ```
- */
-export const DEFAULT_SCRYPT: Readonly<ScryptParameters> = { logN: 15, r: 8, p: 1 };
 
 // One-shot `crypto.hash` (Node ≥ 20.12) skips the Hash object that `createHash` allocates.
 const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encoding: 'base64') => string }).hash;
@@ -211,13 +212,13 @@ export class KeyHasher {
 
   constructor(options: KeyHasherOptions = {}) {
     this.scrypt = { ...DEFAULT_SCRYPT, ...definedOnly(options.scrypt ?? {}) };
-    const cacheSize = options.cacheSize ?? 10_000;
-    this.maxConcurrent = options.maxConcurrentHashes ?? 2;
-    this.failureTtlMs = options.failureTtlMs ?? 60_000;
+    const cacheSize = options.cacheSize ?? DEFAULT_VERIFIED_KEY_CACHE_SIZE;
+    this.maxConcurrent = options.maxConcurrentHashes ?? DEFAULT_MAX_CONCURRENT_HASHES;
+    this.failureTtlMs = options.failureTtlMs ?? DEFAULT_FAILURE_TTL_MS;
     this.now = options.now ?? Date.now;
-    this.handleFailureLimit = options.handleFailureLimit === undefined ? 2 : options.handleFailureLimit;
-    this.handleFailureWindowMs = options.handleFailureWindowMs ?? 60_000;
-    this.maxQueued = options.maxQueuedVerifications === undefined ? 256 : options.maxQueuedVerifications;
+    this.handleFailureLimit = options.handleFailureLimit === undefined ? DEFAULT_HANDLE_FAILURE_LIMIT : options.handleFailureLimit;
+    this.handleFailureWindowMs = options.handleFailureWindowMs ?? DEFAULT_HANDLE_FAILURE_WINDOW_MS;
+    this.maxQueued = options.maxQueuedVerifications === undefined ? DEFAULT_MAX_QUEUED_VERIFICATIONS : options.maxQueuedVerifications;
     this.maxHashesPerAccount = options.maxHashesPerAccount ?? DEFAULT_MAX_HASHES_PER_ACCOUNT;
     this.maxQueuedHashes = options.maxQueuedHashes === undefined ? DEFAULT_MAX_QUEUED_HASHES : options.maxQueuedHashes;
     const counts: Record<string, number> = {
@@ -229,18 +230,24 @@ export class KeyHasher {
     if (this.handleFailureLimit !== null) counts.handleFailureLimit = this.handleFailureLimit;
     for (const [name, value] of Object.entries(counts)) {
       if (!Number.isInteger(value) || value < 1) {
-        throw new TypeError(`KeyHasher: ${name} must be a positive integer, got ${String(value)}`);
+        throw hasherOption(`${name} must be a positive integer, got ${String(value)}`);
       }
     }
     if (this.maxQueued !== null && (!Number.isInteger(this.maxQueued) || this.maxQueued < 0)) {
-      throw new TypeError(`KeyHasher: maxQueuedVerifications must be an integer ≥ 0 or null, got ${String(this.maxQueued)}`);
+      throw hasherOption(`maxQueuedVerifications must be an integer ≥ 0 (or null for no bound), got ${String(this.maxQueued)}`);
     }
     if (this.maxQueuedHashes !== null && (!Number.isInteger(this.maxQueuedHashes) || this.maxQueuedHashes < 0)) {
-      throw new TypeError(`KeyHasher: maxQueuedHashes must be an integer ≥ 0 or null, got ${String(this.maxQueuedHashes)}`);
+      throw hasherOption(`maxQueuedHashes must be an integer ≥ 0 (or null for no bound), got ${String(this.maxQueuedHashes)}`);
     }
+    if (typeof this.failureTtlMs !== 'number' || !(this.failureTtlMs >= 0) || !Number.isFinite(this.failureTtlMs)) {
+      throw hasherOption(
+        `failureTtlMs must be a number of milliseconds ≥ 0, e.g. ${DEFAULT_FAILURE_TTL_MS}, got ${String(this.failureTtlMs)}`,
+      );
+    }
+    if (typeof this.now !== 'function') throw hasherOption('now must be a function answering epoch ms, like Date.now');
     const { logN, r, p } = this.scrypt;
     if (!Number.isInteger(logN) || logN < 1 || logN > 30 || !Number.isInteger(r) || r < 1 || !Number.isInteger(p) || p < 1) {
-      throw new TypeError('KeyHasher: scrypt needs integer logN (1–30), r ≥ 1 and p ≥ 1');
+      throw hasherOption('scrypt needs integer logN (1–30), r ≥ 1 and p ≥ 1, e.g. { logN: 15, r: 8, p: 1 }');
     }
     this.verified = new BoundedCache(cacheSize);
     this.failed = new BoundedCache(cacheSize);
@@ -458,6 +465,11 @@ export class KeyHasher {
       else this.running--;
     }
   }
+}
+
+/** A `ConfigurationError` `ERR_MS_OPTION` about one of `KeyHasher`'s options. */
+function hasherOption(message: string): ConfigurationError {
+  return new ConfigurationError('ERR_MS_OPTION', `KeyHasher: ${message}`);
 }
 
 function definedOnly<T extends object>(value: T): Partial<T> {

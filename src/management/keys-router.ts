@@ -4,10 +4,13 @@ import { isoTime, publicKey } from '../keys/public-key.js';
 import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
-import { type AuthOptions, Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
-import { DEFAULT_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { DEFAULT_KEYS_PAGE_LIMIT, DEFAULT_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
+import { accountRoutes } from './account-routes.js';
 import { isJsonObject, readJsonBody } from '../http/body.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
+import { answerOpenApi } from './openapi.js';
 import { sendError, sendJson } from '../http/respond.js';
 import type { KeyChanges, KeyRecord, KeyStore } from '../store/types.js';
 import {
@@ -21,12 +24,6 @@ import {
   validateName,
   validateRateLimit,
 } from './validation.js';
-
-/** Options of {@link keysRouter}. Every field is optional. */
-export interface KeysRouterOptions extends Omit<AuthOptions, 'keyType'> {
-  /** Largest accepted JSON body in bytes; larger answers 413. Default 16384. */
-  maxBodyBytes?: number;
-}
 
 const CREATE_FIELDS = new Set(['name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
@@ -46,6 +43,8 @@ const READ_ONLY_FIELDS = new Set([
 ]);
 const ROTATE_FIELDS = new Set(['grace_period']);
 const COLLECTION = /^\/keys\/?$/;
+/** Where below the mount the OpenAPI document is served (`GET /api/openapi.json`). */
+const OPENAPI_PATH = '/openapi.json';
 const ITEM = /^\/keys\/([^/]*)\/?$/;
 const ROTATE = /^\/keys\/([^/]*)\/rotate\/?$/;
 /** The methods each route answers; others answer 405 with `Allow`. */
@@ -67,6 +66,10 @@ type Route = keyof typeof ALLOWED_METHODS;
  * | `PUT`/`PATCH /keys/:id` | 200 key |
  * | `DELETE /keys/:id` | 200 `{"id","deleted":true}` |
  * | `POST /keys/:id/rotate` | 200 `{"id","key",…,"previousKeyExpiresAt"}`: a new secret for the same key, shown once |
+ * | `GET /account` | 200 `{"id","balance","reserved","available","isFreeTier","createdAt"}` |
+ * | `GET /transactions?limit=&before=&key_id=&type=` | 200 `{"transactions":[…],"has_more":bool}`, newest first |
+ * | `GET /usage?from=&to=&group_by=` | 200 `{"usage":[…],"total":{…}}` |
+ * | `GET /openapi.json` | 200 the OpenAPI 3.1 document of the package's routes (public, no key) |
  *
  * Paths are relative to where it is mounted; other paths go to `next()`. It manages proxy keys
  * (`ms-`); billing keys are issued with `issueKey` and answer 404 here.
@@ -79,10 +82,10 @@ type Route = keyof typeof ALLOWED_METHODS;
  */
 export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Middleware {
   assertStore(store, 'keysRouter');
-  const authenticator = new Authenticator(store, { ...options, keyType: 'billing' });
+  const { maxBodyBytes, auth } = resolveKeysRouterOptions(options);
+  const authenticator = new Authenticator(store, auth);
   const { guard, now, logger } = authenticator;
-  const maxBodyBytes = options.maxBodyBytes ?? 16_384;
-  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) throw new TypeError('keysRouter: maxBodyBytes must be a positive integer');
+  const accountRoute = accountRoutes(store, authenticator);
 
   /** The key with this id if it is one of the caller's proxy keys; 404 otherwise (never 403). */
   async function ownKey(context: ModelSwitchContext, rawId: string): Promise<KeyRecord> {
@@ -96,7 +99,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
 
   async function list(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
     const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
-    let limit = 100;
+    let limit = DEFAULT_KEYS_PAGE_LIMIT;
     let after: number | undefined;
     for (const [name, value] of query) {
       if (name === 'limit') {
@@ -131,7 +134,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     };
     // Bounded per account, and behind every verification: one account's flood of creations neither
     // fills the scrypt queue nor delays another account's requests (see KeyHasher).
-    const prepared = await prepareKey(input, { ...(options.hasher ? { hasher: options.hasher } : {}), now: at, boundedPerAccount: true });
+    const prepared = await prepareKey(input, { hasher: auth.hasher, now: at, boundedPerAccount: true });
     const record = await guard.run('insertKey', () => store.insertKey(prepared.record));
     const { id, ...fields } = publicKey(record, at);
     sendJson(res, 201, { id, key: prepared.key, ...fields });
@@ -219,6 +222,12 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
 
   return function keysRouter(req, res, next) {
     const path = (req.url ?? '/').split('?', 1)[0] as string;
+    // Public, before any key is read: the document describes how to authenticate.
+    if (path === OPENAPI_PATH && req.method !== 'OPTIONS') {
+      answerOpenApi(req, res);
+      return;
+    }
+    if (accountRoute(req, res, path)) return;
     const rotation = ROTATE.exec(path);
     const item = rotation ?? ITEM.exec(path);
     const route: Route | null = COLLECTION.test(path) ? 'collection' : rotation ? 'rotate' : item ? 'item' : null;

@@ -1,12 +1,52 @@
+import { DEFAULT_STORE_TIMEOUT_MS } from '../defaults.js';
+import { ConfigurationError } from '../errors/configuration-error.js';
 import { ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
 import { type Logger, errorText, hostLogger } from '../log.js';
 
 /** Options shared by every factory that talks to the store. */
 export interface StoreGuardOptions {
-  /** A store call slower than this fails the request with 503 `store_unavailable`. Default 2000 ms. */
+  /** A store call slower than this fails the request with 503 `store_unavailable`. Default {@link DEFAULT_STORE_TIMEOUT_MS} (2000 ms). */
   storeTimeoutMs?: number;
   /** Where outages are reported: one line when the store starts failing, one when it recovers. Default `console`. */
   logger?: Logger;
+}
+
+/** {@link StoreGuardOptions} after {@link resolveStoreGuardOptions}: every field present and checked. */
+export interface ResolvedStoreGuardOptions {
+  readonly storeTimeoutMs: number;
+  /** The host's logger (or `console`) made safe to call: see `hostLogger`. */
+  readonly logger: Logger;
+}
+
+/**
+ * Checks the store options of a factory once, at creation, and fills in the defaults. Throws a
+ * `ConfigurationError` `ERR_MS_OPTION` naming `factory` and saying how to fix the option.
+ *
+ * @example
+ * ```ts
+ * resolveStoreGuardOptions({}, 'modelSwitchAuth').storeTimeoutMs; // 2000
+ * resolveStoreGuardOptions({ storeTimeoutMs: 0 }, 'modelSwitchAuth'); // throws ConfigurationError ERR_MS_OPTION
+ * ```
+ */
+export function resolveStoreGuardOptions(options: StoreGuardOptions, factory: string): ResolvedStoreGuardOptions {
+  const storeTimeoutMs = options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
+  if (typeof storeTimeoutMs !== 'number' || !(storeTimeoutMs > 0) || !Number.isFinite(storeTimeoutMs)) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `${factory}: options.storeTimeoutMs must be a positive number of milliseconds, e.g. ${DEFAULT_STORE_TIMEOUT_MS}`,
+    );
+  }
+  const { logger } = options;
+  if (
+    logger !== undefined &&
+    (typeof logger !== 'object' || logger === null || typeof logger.warn !== 'function' || typeof logger.error !== 'function')
+  ) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `${factory}: options.logger must be an object with warn(message) and error(message), like console or a pino logger`,
+    );
+  }
+  return { storeTimeoutMs, logger: hostLogger(logger) };
 }
 
 const outageByStore = new WeakMap<object, { down: boolean }>();
@@ -33,13 +73,10 @@ export class StoreGuard {
   private readonly pending = new Set<PendingCall>();
   private sweeper: NodeJS.Timeout | undefined;
 
-  constructor(store: object, options: StoreGuardOptions = {}) {
-    this.timeoutMs = options.storeTimeoutMs ?? 2000;
-    if (!(this.timeoutMs > 0) || !Number.isFinite(this.timeoutMs)) {
-      throw new TypeError('storeTimeoutMs must be a positive number of milliseconds');
-    }
+  constructor(store: object, options: ResolvedStoreGuardOptions) {
+    this.timeoutMs = options.storeTimeoutMs;
     this.sweepEveryMs = Math.max(1, Math.min(250, this.timeoutMs / 4));
-    this.logger = hostLogger(options.logger);
+    this.logger = options.logger;
     const known = outageByStore.get(store);
     this.outage = known ?? { down: false };
     if (!known) outageByStore.set(store, this.outage);

@@ -1,3 +1,5 @@
+import { DEFAULT_SUITE_CONCURRENCY, DEFAULT_SUITE_NAME } from '../defaults.js';
+import { ConfigurationError } from '../errors/configuration-error.js';
 import type { KeyStore } from '../store/types.js';
 import { accountTests } from './accounts.js';
 import { counterTests } from './counters.js';
@@ -50,12 +52,6 @@ const GROUPS: Readonly<Record<KeyStoreSuiteGroup, SuiteGroup>> = {
   counters: counterTests,
   sync: syncTests,
 };
-
-/** The default of {@link KeyStoreSuiteOptions.name}. */
-const DEFAULT_NAME = 'KeyStore conformance: ';
-
-/** The default of {@link KeyStoreSuiteOptions.concurrency}. */
-const DEFAULT_CONCURRENCY = 200;
 
 /** Each test's timeout: the concurrency tests run hundreds of operations on a remote store. */
 const TEST_TIMEOUT_MS = 60_000;
@@ -122,10 +118,13 @@ export interface KeyStoreSuiteOptions {
  */
 export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   if (typeof options?.it !== 'function' || typeof options.createStore !== 'function') {
-    throw new TypeError('keyStoreSuite({ it, createStore }): pass your test runner’s it and a function that makes the store');
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      'keyStoreSuite({ it, createStore }): pass your test runner’s it and a function that makes the store',
+    );
   }
-  const prefix = options.name ?? DEFAULT_NAME;
-  const settings = { concurrency: options.concurrency ?? DEFAULT_CONCURRENCY };
+  const prefix = options.name ?? DEFAULT_SUITE_NAME;
+  const settings = { concurrency: options.concurrency ?? DEFAULT_SUITE_CONCURRENCY };
   const skipped = skippedGroups(options);
   for (const [group, registerGroup] of Object.entries(GROUPS) as [KeyStoreSuiteGroup, SuiteGroup][]) {
     registerGroup((name, body) => {
@@ -144,17 +143,23 @@ export function keyStoreSuite(options: KeyStoreSuiteOptions): void {
   }
 }
 
-/** The groups `options.skip` turns off; a name that is no group, or no `it.skip` to register them with, is a TypeError. */
+/** The groups `options.skip` turns off; a name that is no group, or no `it.skip` to register them with, is a `ConfigurationError`. */
 function skippedGroups(options: KeyStoreSuiteOptions): Set<KeyStoreSuiteGroup> {
   const skipped = new Set<KeyStoreSuiteGroup>();
   for (const [group, off] of Object.entries(options.skip ?? {})) {
     if (!Object.hasOwn(GROUPS, group)) {
-      throw new TypeError(`keyStoreSuite: skip.${group} names no group; the groups are ${Object.keys(GROUPS).join(', ')}`);
+      throw new ConfigurationError(
+        'ERR_MS_OPTION',
+        `keyStoreSuite: skip.${group} names no group; the groups are ${Object.keys(GROUPS).join(', ')}`,
+      );
     }
     if (off === true) skipped.add(group as KeyStoreSuiteGroup);
   }
   if (skipped.size > 0 && typeof options.it.skip !== 'function') {
-    throw new TypeError('keyStoreSuite: skip needs a test registrar with it.skip, so that the skipped tests are listed as skipped');
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      'keyStoreSuite: skip needs a test registrar with it.skip (vitest, jest and node:test have one), so that the skipped tests are listed as skipped',
+    );
   }
   return skipped;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_PROXY_PATHS } from '../../src/defaults.js';
+import { DEFAULT_PROXY_PATHS, DEFAULT_RATE_LIMIT, DEFAULT_STORE_TIMEOUT_MS } from '../../src/defaults.js';
+import { defaultKeyHasher } from '../../src/keys/hashing.js';
 import { ConfigurationError, type ConfigurationErrorCode } from '../../src/errors/configuration-error.js';
 import { type ProxyRouterOptions, estimatePromptTokensFromBytes, resolveProxyOptions } from '../../src/proxy/options.js';
 import { countPromptTokens, estimatePromptTokensByModel } from '../../src/proxy/prompt-tokens.js';
@@ -32,7 +33,7 @@ function withUpstream(changes: Record<string, unknown>): unknown {
 describe('resolveProxyOptions', () => {
   it('answers every option, the defaults from their named constants', () => {
     const resolved = resolveProxyOptions(valid);
-    expect({ ...resolved, isProxiedPath: undefined }).toEqual({
+    expect({ ...resolved, isProxiedPath: undefined, auth: undefined }).toEqual({
       upstreams: [
         {
           name: 'openai',
@@ -50,11 +51,21 @@ describe('resolveProxyOptions', () => {
       estimatePromptTokens: estimatePromptTokensByModel,
       countPromptTokens,
       timeoutMs: 600_000,
+      holdMarginMs: 60_000,
+      holdSweepIntervalMs: 0,
       maxBodyBytes: 4 * 1024 * 1024,
       maxBufferedBytes: 128 * 1024 * 1024,
       maxJsonDepth: 64,
       isProxiedPath: undefined,
-      auth: { keyType: 'proxy' },
+      auth: undefined,
+    });
+    expect({ ...resolved.auth, logger: undefined }).toEqual({
+      keyType: 'proxy',
+      hasher: defaultKeyHasher(),
+      defaultRateLimit: DEFAULT_RATE_LIMIT,
+      now: Date.now,
+      storeTimeoutMs: DEFAULT_STORE_TIMEOUT_MS,
+      logger: undefined,
     });
     expect(DEFAULT_PROXY_PATHS.map(resolved.isProxiedPath)).toEqual([true, true, true, true]);
     expect(['/images/generations', '/models'].map(resolved.isProxiedPath)).toEqual([false, false]);
@@ -74,10 +85,14 @@ describe('resolveProxyOptions', () => {
     expect(resolveProxyOptions({ ...valid, maxBodyBytes: 200 * 1024 * 1024 }).maxBufferedBytes).toBe(200 * 1024 * 1024);
   });
 
-  it("passes the authentication options on for the proxy's own Authenticator, always for proxy keys", () => {
+  it("resolves the authentication options for the proxy's own Authenticator, always for proxy keys", () => {
     const now = () => 0;
     const resolved = resolveProxyOptions({ ...valid, now, storeTimeoutMs: 500, keyType: 'billing' } as ProxyRouterOptions);
-    expect(resolved.auth).toEqual({ now, storeTimeoutMs: 500, keyType: 'proxy' });
+    expect({ now: resolved.auth.now, timeout: resolved.auth.storeTimeoutMs, keyType: resolved.auth.keyType }).toEqual({
+      now,
+      timeout: 500,
+      keyType: 'proxy',
+    });
   });
 
   it("never changes the caller's objects, nor the lastIndex of its RegExps", () => {
@@ -237,6 +252,18 @@ describe('resolveProxyOptions', () => {
       { ...valid, timeoutMs: value },
       'ERR_MS_OPTION',
       'proxyRouter: options.timeoutMs must be a number of milliseconds above 0 and at most 2147483647, e.g. 600000 for 10 minutes',
+    ]),
+    ...[0, -1, Number.POSITIVE_INFINITY, 2 ** 31, Number.NaN, '1m'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `holdMarginMs ${String(value)}`,
+      { ...valid, holdMarginMs: value },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.holdMarginMs must be a number of milliseconds above 0 and at most 2147483647, e.g. 60000 for a minute',
+    ]),
+    ...[-1, 0.5, Number.POSITIVE_INFINITY, 2 ** 31, Number.NaN, '1m'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `holdSweepIntervalMs ${String(value)}`,
+      { ...valid, holdSweepIntervalMs: value },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.holdSweepIntervalMs must be 0 (no sweeper) or a number of milliseconds from 1 to 2147483647, e.g. 60000',
     ]),
     ...[0, 1.5, '4mb'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
       `maxBodyBytes ${String(value)}`,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MemoryKeyStore } from '../../src/index.js';
+import { ConfigurationError, MemoryKeyStore } from '../../src/index.js';
 import type { KeyStore } from '../../src/store/types.js';
 import { type KeyStoreSuiteOptions, type TestFunction, keyStoreSuite } from '../../src/testing/index.js';
 
@@ -78,22 +78,26 @@ describe('keyStoreSuite', () => {
     expect(runner.skipped).toContain('KeyStore conformance: counters: counts 200 concurrent counter hits exactly, per fixed window');
   });
 
-  it('refuses a skip that names no group, or that it cannot show as skipped, with a TypeError', () => {
+  it('refuses a skip that names no group, or that it cannot show as skipped, with a ConfigurationError', () => {
     const createStore = () => new MemoryKeyStore();
     const misspelt = { counter: true } as NonNullable<KeyStoreSuiteOptions['skip']>;
     expect(() => keyStoreSuite({ it: recorder().it, createStore, skip: misspelt })).toThrow(
-      new TypeError(
+      new ConfigurationError(
+        'ERR_MS_OPTION',
         'keyStoreSuite: skip.counter names no group; the groups are accounts, keys, listing, spend, ledger, holds, rotation, models, counters, sync',
       ),
     );
     expect(() => keyStoreSuite({ it: recorder(false).it, createStore, skip: { counters: true } })).toThrow(
-      new TypeError('keyStoreSuite: skip needs a test registrar with it.skip, so that the skipped tests are listed as skipped'),
+      new ConfigurationError(
+        'ERR_MS_OPTION',
+        'keyStoreSuite: skip needs a test registrar with it.skip (vitest, jest and node:test have one), so that the skipped tests are listed as skipped',
+      ),
     );
     // Nothing to skip: a registrar without it.skip is fine.
     const plain = recorder(false);
     keyStoreSuite({ it: plain.it, createStore, skip: { counters: false } });
     expect(plain.run).toHaveLength(53);
-    expect(() => keyStoreSuite({ createStore } as unknown as KeyStoreSuiteOptions)).toThrow(TypeError);
+    expect(() => keyStoreSuite({ createStore } as unknown as KeyStoreSuiteOptions)).toThrow(ConfigurationError);
   });
 
   it('gives each test a store of its own and disposes of it, even when the test fails', async () => {

@@ -6,10 +6,8 @@ import {
   DEFAULT_POSTGRES_MAX_CONNECTIONS,
   DEFAULT_POSTGRES_SCHEMA,
   DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS,
-  type PostgresKeyStoreOptions,
-  type PostgresPool,
-  resolvePostgresOptions,
-} from '../../src/store/postgres/options.js';
+} from '../../src/defaults.js';
+import { type PostgresKeyStoreOptions, type PostgresPool, resolvePostgresOptions } from '../../src/store/postgres/options.js';
 import { PostgresKeyStore } from '../../src/store/postgres/index.js';
 
 const URL_WITH_PASSWORD = 'postgres://gateway:hunter2@db.internal:5432/keys';

@@ -8,7 +8,8 @@
  * as a rotation's grace deadline needs. Prints `{"port":…}` once listening; when its stdin ends (the test is done, or
  * died), it closes, drains the proxy's settlements and exits.
  *
- * Environment: REDIS_URL, GATEWAY_PREFIX, GATEWAY_UPSTREAM (the mock's base URL with `/v1`), GATEWAY_NOW.
+ * Environment: REDIS_URL, GATEWAY_PREFIX, GATEWAY_UPSTREAM (the mock's base URL with `/v1`), GATEWAY_NOW;
+ * optional: GATEWAY_HOLDS (JSON of the proxy's `timeoutMs`, `holdMarginMs`, `holdSweepIntervalMs`).
  */
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,6 +17,7 @@ import express from 'express';
 import { KeyHasher, KeyvKeyStore, keysRouter, modelSwitchAuth, proxyRouter } from '../../src/index.js';
 import { MOCK_PRICE } from '../proxy/harness.js';
 import { redisKeyv } from './redis-env.js';
+import { holdOptionsFromEnv } from './gateway-processes.js';
 
 const { REDIS_URL, GATEWAY_PREFIX, GATEWAY_UPSTREAM, GATEWAY_NOW } = process.env;
 if (!REDIS_URL || !GATEWAY_PREFIX || !GATEWAY_UPSTREAM || !GATEWAY_NOW) {
@@ -38,6 +40,7 @@ const proxy = proxyRouter(store, {
   now,
   logger,
   hasher,
+  ...holdOptionsFromEnv(process.env.GATEWAY_HOLDS),
 });
 const app = express();
 app.put('/clock/:now', (req, res) => {
@@ -57,6 +60,7 @@ process.stdin.on('end', async () => {
   server.closeAllConnections();
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await proxy.drain();
+  await proxy.close();
   await store.close();
   process.exit(0);
 });

@@ -110,7 +110,9 @@ describe('KeyHasher: verifications before new keys, new keys bounded per account
 
   it('checks the new options', () => {
     expect(() => new KeyHasher({ maxHashesPerAccount: 0 })).toThrow('KeyHasher: maxHashesPerAccount must be a positive integer, got 0');
-    expect(() => new KeyHasher({ maxQueuedHashes: -1 })).toThrow('KeyHasher: maxQueuedHashes must be an integer ≥ 0 or null, got -1');
+    expect(() => new KeyHasher({ maxQueuedHashes: -1 })).toThrow(
+      'KeyHasher: maxQueuedHashes must be an integer ≥ 0 (or null for no bound), got -1',
+    );
     expect(() => new KeyHasher({ maxQueuedHashes: null })).not.toThrow();
   });
 });

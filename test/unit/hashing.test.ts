@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { generateApiKey } from '../../src/keys/api-key.js';
 import { ModelSwitchError } from '../../src/errors/errors.js';
+import { ConfigurationError } from '../../src/errors/configuration-error.js';
 import { KeyHasher, type KeyHasherOptions } from '../../src/keys/hashing.js';
 import { MemoryKeyStore, issueKey } from '../../src/index.js';
 import { buildApp } from '../app.js';
@@ -299,7 +300,7 @@ describe('KeyHasher', () => {
 
     it('rejects a limit that is not a positive integer at creation', () => {
       expect(() => hasher({ handleFailureLimit: 0 })).toThrow(
-        new TypeError('KeyHasher: handleFailureLimit must be a positive integer, got 0'),
+        new ConfigurationError('ERR_MS_OPTION', 'KeyHasher: handleFailureLimit must be a positive integer, got 0'),
       );
     });
   });
@@ -414,7 +415,10 @@ describe('KeyHasher', () => {
       }
       for (const wrong of [-1, 1.5, Number.NaN]) {
         expect(() => hasher({ maxQueuedVerifications: wrong })).toThrow(
-          new TypeError(`KeyHasher: maxQueuedVerifications must be an integer ≥ 0 or null, got ${String(wrong)}`),
+          new ConfigurationError(
+            'ERR_MS_OPTION',
+            `KeyHasher: maxQueuedVerifications must be an integer ≥ 0 (or null for no bound), got ${String(wrong)}`,
+          ),
         );
       }
     });

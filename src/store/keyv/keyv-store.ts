@@ -1,5 +1,6 @@
 import type Keyv from 'keyv';
 import { ConfigurationError } from '../../errors/configuration-error.js';
+import { DEFAULT_KEYV_PREFIX } from '../../defaults.js';
 import {
   DEFAULT_HOLD_SWEEP_LIMIT,
   checkBalanceChange,
@@ -40,9 +41,6 @@ import type { KeyvBackend } from './backend.js';
 import { isKeyvRedisAdapter } from './keyv-redis.js';
 import { LockedBackend } from './locked-backend.js';
 import { RedisBackend } from './redis-backend.js';
-
-/** The default of {@link KeyvKeyStoreOptions.prefix}. */
-const DEFAULT_PREFIX = 'modelswitch:';
 
 /**
  * How long a rate-limit counter outlives its window, so an instance whose clock runs a little
@@ -111,8 +109,12 @@ export class KeyvKeyStore implements KeyStore {
       throw new ConfigurationError('ERR_MS_STORE', 'new KeyvKeyStore(keyv): pass a Keyv instance, e.g. new Keyv(new KeyvRedis(url))');
     }
     this.keyv = keyv;
-    const prefix = options.prefix ?? DEFAULT_PREFIX;
-    if (typeof prefix !== 'string') throw new ConfigurationError('ERR_MS_OPTION', 'KeyvKeyStore: prefix must be a string');
+    const prefix = options.prefix ?? DEFAULT_KEYV_PREFIX;
+    if (typeof prefix !== 'string')
+      throw new ConfigurationError(
+        'ERR_MS_OPTION',
+        "KeyvKeyStore: prefix must be a string, e.g. 'gateway:' (or left out for 'modelswitch:')",
+      );
     const retentionDays = resolveRetentionDays(options.ledgerRetentionDays, 'KeyvKeyStore');
     // A swallowed error reads as `undefined`, i.e. "no such key": turn it into a rejection.
     keyv.throwOnErrors = true;

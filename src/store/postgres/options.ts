@@ -1,15 +1,13 @@
-import { DEFAULT_LEDGER_RETENTION_DAYS } from '../../defaults.js';
+import {
+  DEFAULT_LEDGER_RETENTION_DAYS,
+  DEFAULT_POSTGRES_CONNECTION_TIMEOUT_MS,
+  DEFAULT_POSTGRES_MAX_CONNECTIONS,
+  DEFAULT_POSTGRES_SCHEMA,
+  DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS,
+} from '../../defaults.js';
 import { ConfigurationError } from '../../errors/configuration-error.js';
 import { isRetentionDays } from '../spend-rules.js';
 
-/** `PostgresKeyStore` `schema`: the schema holding the store's tables. */
-export const DEFAULT_POSTGRES_SCHEMA = 'modelswitch';
-/** `PostgresKeyStore` `maxConnections`: the size of the pool the store makes from `connectionString`. */
-export const DEFAULT_POSTGRES_MAX_CONNECTIONS = 10;
-/** `PostgresKeyStore` `connectionTimeoutMs`: how long an operation waits for a connection (a new one, or a free one of the pool). */
-export const DEFAULT_POSTGRES_CONNECTION_TIMEOUT_MS = 5000;
-/** `PostgresKeyStore` `statementTimeoutMs`: the server cancels a statement running longer (lock waits included). */
-export const DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS = 5000;
 /**
  * How much longer than `statementTimeoutMs` the client waits for an answer before it gives up on the
  * connection. The server's timeout fires first, so a statement the client gave up on has been
