@@ -42,6 +42,7 @@ export { KeyvKeyStore, type KeyvKeyStoreOptions } from './store/keyv/keyv-store.
 export { MemoryKeyStore, type MemoryKeyStoreOptions } from './store/memory/memory-store.js';
 export type {
   AccountRecord,
+  Awaitable,
   BalanceChange,
   BalanceChangeResult,
   CounterState,
@@ -61,7 +62,6 @@ export type {
   ReservationResult,
   SpendReservation,
   SpendSettlement,
-  SyncHotPath,
   UsageDetails,
   UsageRange,
   UsageRow,

@@ -32,6 +32,7 @@ function exportedNames(entry: string): string[] {
 const INDEX_EXPORTS = [
   'API_KEY_PATTERN',
   'AccountRecord',
+  'Awaitable',
   'AdjustmentOptions',
   'BalanceChange',
   'BalanceChangeResult',
@@ -98,7 +99,6 @@ const INDEX_EXPORTS = [
   'SpendReservation',
   'SpendSettlement',
   'StoreGuardOptions',
-  'SyncHotPath',
   'TokenUsage',
   'Upstream',
   'costOf',
