@@ -91,7 +91,8 @@ export class Authenticator {
     if (verifiedHash === undefined && !(hasKeyShape(token) && hasValidChecksum(token))) throw invalidApiKey();
     const parsed = keyParts(token);
     if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
-    if (verifiedHash !== undefined) {
+    // `seen` fills only on a store that answers promises: an in-process store never looks it up.
+    if (verifiedHash !== undefined && this.seen.size > 0) {
       const seen = this.seen.get(parsed.handle);
       // Only for the very key that verified (never a guess at its handle): a guess must not count
       // against the key's rate limit.
