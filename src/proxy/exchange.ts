@@ -1,12 +1,13 @@
 import type { ModelSwitchContext } from '../auth/authenticator.js';
 import { type Logger, errorText } from '../log.js';
 import type { StoreGuard } from '../store/guard.js';
-import { MAX_USD } from '../store/spend-rules.js';
-import type { KeyStore, ReservationResult, SpendReservation, SpendSettlement } from '../store/types.js';
+import { MAX_USAGE_NAME_LENGTH, MAX_USD } from '../store/spend-rules.js';
+import type { KeyStore, ReservationResult, SpendReservation, SpendSettlement, UsageDetails } from '../store/types.js';
 import type { InFlight } from './in-flight.js';
 import { countTokens, refusal } from './metering.js';
 import type { PreparedRequest } from './prepare.js';
 import { type TokenUsage, costOf } from './pricing.js';
+import { storableText } from './request-id.js';
 
 /** How an exchange ended, for settlement and its log line. */
 export type Ending = 'completed' | 'client_closed' | 'upstream_broke' | 'failed';
@@ -17,24 +18,23 @@ const ENDING_TEXT: Record<Exclude<Ending, 'completed'>, string> = {
   failed: 'upstream failed',
 };
 
-/**
- * How long a hold outlives the upstream's timeout: its deadline is the reservation's time + the
- * upstream's `timeoutMs` + this, after which any instance may release it (its gateway died).
- */
-export const HOLD_MARGIN_MS = 60_000;
-
 /** Pauses between settlement attempts when the store fails (ms): about 15 s in all. */
 export const SETTLE_RETRIES: readonly number[] = [100, 400, 1500, 4000, 9000];
 
 /** What one `proxyRouter` gives each of its exchanges: the store and how to reach it, the clock, the logger, what `drain()` waits for. */
 export interface ExchangeDependencies {
-  readonly store: Pick<KeyStore, 'reserveSpend' | 'settleSpend' | 'hitCounter'>;
+  readonly store: Pick<KeyStore, 'reserveSpend' | 'settleSpend' | 'extendHold' | 'hitCounter'>;
   /** Runs store calls with the store timeout (see `StoreGuard`). */
   readonly guard: Pick<StoreGuard, 'run'>;
   readonly now: () => number;
   /** A logger safe to call (see `hostLogger`). */
   readonly logger: Logger;
   readonly inFlight: InFlight;
+  /**
+   * A hold's deadline is its reservation's (or last renewal's) time + the upstream's `timeoutMs` +
+   * this (`holdMarginMs`); an answer still streaming renews it once half of this has passed.
+   */
+  readonly holdMarginMs: number;
 }
 
 /** What an exchange needs of the request sent upstream: a way to stop it when the client leaves. */
@@ -76,10 +76,11 @@ function retryInBackground(attempt: () => Promise<unknown>, giveUp: () => void, 
  *
  * @example
  * ```ts
- * const exchange = await Exchange.reserve(dependencies, context, prepared); // throws 402/403/503 when refused
+ * const exchange = await Exchange.reserve(dependencies, context, prepared, newRequestId()); // throws 402/403/503 when refused
  * exchange.answered(true);
  * exchange.forwarded(body.length);
  * exchange.reportUsage({ promptTokens: 12, completionTokens: 8, cachedPromptTokens: 0 });
+ * exchange.reportAnswerId('chatcmpl-123');
  * await exchange.settle('completed');
  * exchange.close();
  * ```
@@ -91,11 +92,17 @@ export class Exchange {
   private forwardedBytes = 0;
   /** The last usage the upstream reported (the final SSE chunk, or the JSON answer). */
   private usage: TokenUsage | undefined;
+  /** The upstream's id of its answer, if it gave one. */
+  private answerId: string | undefined;
   private upstreamRequest: UpstreamRequest | undefined;
   private timedOutFlag = false;
   private settlement: Promise<void> | undefined;
   /** Still counted in `InFlight`: its response has not closed yet. */
   private open = true;
+  /** A renewal of the hold is under way. */
+  private renewing = false;
+  /** The hold was found gone when renewing it (another instance released it as expired): renewed no more. */
+  private holdLost = false;
 
   private constructor(
     private readonly dependencies: ExchangeDependencies,
@@ -103,6 +110,10 @@ export class Exchange {
     readonly request: PreparedRequest,
     /** The hold the reservation made, released by the settlement. */
     readonly holdId: string,
+    /** The `X-Request-Id` the gateway answers with: the ledger entry's `requestId`. */
+    readonly requestId: string,
+    /** When the hold's deadline was last set (the reservation, then each renewal), by the router's clock. */
+    private heldSince: number,
   ) {}
 
   /**
@@ -111,20 +122,26 @@ export class Exchange {
    * (403 `spend_limit_reached`, 402 `insufficient_balance`, 401 for a key deleted meanwhile) or
    * 503 `store_unavailable`; then nothing is held and nothing is counted.
    */
-  static async reserve(dependencies: ExchangeDependencies, context: ModelSwitchContext, request: PreparedRequest): Promise<Exchange> {
+  static async reserve(
+    dependencies: ExchangeDependencies,
+    context: ModelSwitchContext,
+    request: PreparedRequest,
+    requestId: string,
+  ): Promise<Exchange> {
     const { inFlight } = dependencies;
     // Counted from here until the request is refused, or its response closes.
     inFlight.enter();
     let holdId: string;
+    let now: number;
     try {
-      const now = dependencies.now();
+      now = dependencies.now();
       const reservation: SpendReservation = {
         keyId: context.key.id,
         accountId: context.account.id,
         amount: request.reserved,
         period: request.period,
         now,
-        expiresAt: now + request.upstream.timeoutMs + HOLD_MARGIN_MS,
+        expiresAt: now + request.upstream.timeoutMs + dependencies.holdMarginMs,
       };
       const result = await reserveThroughGuard(dependencies, reservation);
       if (!result.ok) throw refusal(result, context, request.reserved);
@@ -133,7 +150,7 @@ export class Exchange {
       inFlight.leave();
       throw error;
     }
-    return new Exchange(dependencies, context, request, holdId);
+    return new Exchange(dependencies, context, request, holdId, requestId, now);
   }
 
   /** The upstream timed out (see `timeOut`): the failure answers 504 rather than 502. */
@@ -156,14 +173,66 @@ export class Exchange {
     this.metered = success;
   }
 
-  /** `bytes` of the upstream's answer reached the client. */
+  /** `bytes` of the upstream's answer reached the client: the upstream is alive, so its hold is renewed when due. */
   forwarded(bytes: number): void {
     if (this.metered) this.forwardedBytes += bytes;
+    this.keepHeld();
+  }
+
+  /**
+   * Renews the hold's deadline to now + the upstream's `timeoutMs` + the margin once half the
+   * margin has passed since it was last set, so a stream that runs longer than its first deadline
+   * is never released under it. Why that is enough: the upstream is never silent longer than its
+   * `timeoutMs` (the exchange then settles), and data arriving renews the hold at most half a
+   * margin late, so the settlement always starts before the deadline. One store call at a time; a
+   * failed one is tried again with the next data (the guard logs the outage).
+   */
+  private keepHeld(): void {
+    if (this.renewing || this.holdLost || this.settlement !== undefined) return;
+    const { store, guard, now, logger, inFlight, holdMarginMs } = this.dependencies;
+    let at: number;
+    try {
+      at = now();
+    } catch {
+      // The host's clock threw: the settlement logs it; a renewal is not worth failing the stream for.
+      return;
+    }
+    if (!(at - this.heldSince >= holdMarginMs / 2)) return;
+    this.renewing = true;
+    const { key, account } = this.context;
+    const expiresAt = at + this.request.upstream.timeoutMs + holdMarginMs;
+    const renewal = guard
+      .run('extendHold', () => store.extendHold(this.holdId, account.id, expiresAt))
+      .then(
+        (live) => {
+          if (live) {
+            this.heldSince = at;
+          } else if (this.settlement === undefined) {
+            this.holdLost = true;
+            logger.warn(
+              `modelswitch-keys: the hold of a request of key ${key.id} was released as expired while its answer still ran (gateway clocks apart, or holdMarginMs too short); it is still charged when it ends`,
+            );
+          }
+        },
+        () => {
+          // Logged by the guard; the next data tries again.
+        },
+      );
+    inFlight.track(
+      renewal.finally(() => {
+        this.renewing = false;
+      }),
+    );
   }
 
   /** The upstream reported its token usage (the last report counts). */
   reportUsage(usage: TokenUsage | undefined): void {
     if (usage !== undefined) this.usage = usage;
+  }
+
+  /** The upstream named its answer (`chatcmpl-…`): kept on the ledger entry, so `GET /v1/generation` finds it by that id too. */
+  reportAnswerId(id: string | undefined): void {
+    if (id !== undefined) this.answerId = id;
   }
 
   /** The client went away before its answer finished: stop the upstream's work and settle what it had. */
@@ -200,7 +269,6 @@ export class Exchange {
       const cost = this.chargeFor(ending);
       const usage = this.usage;
       const at = now();
-      // Usage details (request and upstream ids) come with the X-Request-Id header, in a later change.
       const settlement: SpendSettlement = {
         keyId: key.id,
         accountId: account.id,
@@ -209,6 +277,10 @@ export class Exchange {
         period: this.request.period,
         now: at,
       };
+      // An answer the upstream gave (or anything charged) is a request of the ledger, findable by its
+      // ids; a refusal or failure that cost nothing leaves no entry. The details also make a retried
+      // settlement idempotent: the store writes one entry per request id.
+      if (this.metered || cost > 0) settlement.usage = this.usageDetails();
       // Token counting runs beside the settlement and fails on its own (the guard logs it), so its
       // failure never reads as a lost settlement.
       const counting = usage === undefined ? undefined : countTokens(store, guard, this.context, usage, at).catch(() => {});
@@ -237,6 +309,17 @@ export class Exchange {
         `modelswitch-keys: could not settle key ${key.id} (reserved ${this.request.reserved}): ${errorText(error)}; reconcile by hand`,
       );
     }
+  }
+
+  /** The ledger entry's details: the model, the tokens the upstream reported (0 when it reported none), both ids. */
+  private usageDetails(): UsageDetails {
+    return {
+      model: storableText(this.request.model, MAX_USAGE_NAME_LENGTH),
+      promptTokens: tokenCount(this.usage?.promptTokens),
+      completionTokens: tokenCount(this.usage?.completionTokens),
+      requestId: this.requestId,
+      upstreamId: this.answerId ?? null,
+    };
   }
 
   /**
@@ -269,6 +352,12 @@ export class Exchange {
     );
     return reserved;
   }
+}
+
+/** A reported token count as a store keeps it: a safe integer ≥ 0 (an upstream may report anything). */
+function tokenCount(value: number | undefined): number {
+  if (value === undefined || !(value >= 0)) return 0;
+  return Math.min(Math.round(value), Number.MAX_SAFE_INTEGER);
 }
 
 /**

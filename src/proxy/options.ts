@@ -3,6 +3,8 @@ import {
   DEFAULT_MAX_JSON_DEPTH,
   DEFAULT_PROXY_ALLOW_UNPRICED_MODELS,
   DEFAULT_PROXY_ENFORCE_MAX_TOKENS,
+  DEFAULT_PROXY_HOLD_MARGIN_MS,
+  DEFAULT_PROXY_HOLD_SWEEP_INTERVAL_MS,
   DEFAULT_PROXY_MAX_BODY_BYTES,
   DEFAULT_PROXY_MAX_BUFFERED_BYTES,
   DEFAULT_PROXY_MAX_TOKENS,
@@ -45,6 +47,20 @@ export interface ProxyRouterOptions extends Omit<AuthOptions, 'keyType'> {
   estimatePromptTokens?: (body: Readonly<Record<string, unknown>>, bodyBytes: number) => number;
   /** Upstream silent for this long (before or during the answer) → 504 `upstream_timeout`. Default 600000 (10 minutes). */
   timeoutMs?: number;
+  /**
+   * How long a reservation's hold outlives the upstream's `timeoutMs` (ms): its deadline is the
+   * reservation's time + `timeoutMs` + this, renewed while the answer still streams. Past the
+   * deadline any gateway instance may release the hold, so a gateway that died mid-request (a
+   * crash, `kill -9`) pins the key's limit and the account's balance only until then. Default
+   * 60000 (a minute).
+   */
+  holdMarginMs?: number;
+  /**
+   * How often (ms) this router releases every expired hold in the store (`releaseExpiredHolds`), on
+   * an unref'd timer that `close()` stops; 0 turns the sweeper off. Without it, an expired hold is
+   * released by the next reservation of its key or account. Default 0.
+   */
+  holdSweepIntervalMs?: number;
   /** Largest accepted JSON body in bytes (after decoding a `Content-Encoding`); larger answers 413. Default 4194304 (4 MiB). */
   maxBodyBytes?: number;
   /**
@@ -80,6 +96,10 @@ export interface ResolvedProxyOptions {
   readonly countPromptTokens: ((body: unknown) => Promise<number | undefined>) | undefined;
   /** The router's upstream timeout (an upstream's own `timeoutMs` wins: see `upstreams`). */
   readonly timeoutMs: number;
+  /** Added to an upstream's `timeoutMs` for a hold's deadline. */
+  readonly holdMarginMs: number;
+  /** The sweeper's interval, 0 for none. */
+  readonly holdSweepIntervalMs: number;
   readonly maxBodyBytes: number;
   readonly maxBufferedBytes: number;
   readonly maxJsonDepth: number;
@@ -128,6 +148,8 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
     enforceMaxTokens,
     estimatePromptTokens,
     timeoutMs,
+    holdMarginMs,
+    holdSweepIntervalMs,
     maxBodyBytes,
     maxBufferedBytes,
     maxJsonDepth,
@@ -169,6 +191,16 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
   if (!isTimeoutMs(timeout)) {
     throw optionError(`timeoutMs must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}, e.g. 600000 for 10 minutes`);
   }
+  const margin = holdMarginMs ?? DEFAULT_PROXY_HOLD_MARGIN_MS;
+  if (!isTimeoutMs(margin)) {
+    throw optionError(
+      `holdMarginMs must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}, e.g. ${DEFAULT_PROXY_HOLD_MARGIN_MS} for a minute`,
+    );
+  }
+  const sweepInterval = holdSweepIntervalMs ?? DEFAULT_PROXY_HOLD_SWEEP_INTERVAL_MS;
+  if (sweepInterval !== 0 && !(isTimeoutMs(sweepInterval) && sweepInterval >= 1)) {
+    throw optionError(`holdSweepIntervalMs must be 0 (no sweeper) or a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, e.g. 60000`);
+  }
   const resolvedUpstreams = resolveUpstreams(upstreams, timeout);
   const isProxiedPath = resolveProxyPaths(paths);
   return {
@@ -180,6 +212,8 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
     estimatePromptTokens: estimate,
     countPromptTokens: estimatePromptTokens === undefined ? countPromptTokens : undefined,
     timeoutMs: timeout,
+    holdMarginMs: margin,
+    holdSweepIntervalMs: sweepInterval,
     maxBodyBytes: bodyLimit,
     maxBufferedBytes: bufferLimit,
     maxJsonDepth: depth,

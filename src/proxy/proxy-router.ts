@@ -1,11 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { findGeneration, isGenerationRequest } from '../auth/generation.js';
 import { isKeyInfoRequest, keyInfoBody } from '../auth/key-info.js';
-import { invalidRequest } from '../errors/errors.js';
+import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { BufferBudget, readJsonBody } from '../http/body.js';
 import type { Middleware, NextFunction } from '../http/middleware.js';
 import { answerError, sendJson } from '../http/respond.js';
+import { type Logger, errorText } from '../log.js';
 import { assertStore } from '../store/assert-store.js';
+import type { StoreGuard } from '../store/guard.js';
 import type { KeyStore } from '../store/types.js';
 import { Exchange, type ExchangeDependencies } from './exchange.js';
 import { InFlight } from './in-flight.js';
@@ -15,6 +18,7 @@ import { type ProxyRouterOptions, resolveProxyOptions } from './options.js';
 import { isModelAllowed } from '../keys/models.js';
 import { modelNotFound, prepare } from './prepare.js';
 import { priceOf } from './pricing.js';
+import { REQUEST_ID_HEADER, newRequestId } from './request-id.js';
 import { UpstreamEvents } from './upstream-events.js';
 import { listModels } from './upstreams.js';
 
@@ -42,7 +46,36 @@ export interface ProxyRouter extends Middleware {
    * ```
    */
   drain(): Promise<void>;
+  /**
+   * Releases the holds in the store (of any account) whose deadline has passed: the reservations
+   * of gateways that died before settling (see `holdMarginMs`). Answers how many it released. The
+   * sweeper (`holdSweepIntervalMs`) calls it; a host may call it from its own scheduler instead.
+   * Rejects with 503 `store_unavailable` when the store fails.
+   *
+   * @example
+   * ```ts
+   * const released = await proxy.releaseExpiredHolds(); // e.g. from a cron job
+   * ```
+   */
+  releaseExpiredHolds(): Promise<number>;
+  /**
+   * Stops the hold sweeper (`holdSweepIntervalMs`) and resolves once a sweep under way has ended.
+   * Call it when shutting down, before closing the store; it does not wait for requests (`drain()` does).
+   *
+   * @example
+   * ```ts
+   * await proxy.drain();
+   * await proxy.close();
+   * await store.close?.();
+   * ```
+   */
+  close(): Promise<void>;
 }
+
+/** Holds released per store call of a sweep: the store's own default batch, one bounded call. */
+const SWEEP_BATCH = 1000;
+/** Store calls one sweep makes at most, so a sweep always ends; the rest waits for the next. */
+const SWEEP_MAX_BATCHES = 100;
 
 /**
  * The metered inference proxy, mounted after `modelSwitchAuth` (it authenticates by itself when
@@ -73,7 +106,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   const { guard, now, logger } = authenticator;
   /** What `drain()` waits for. */
   const inFlight = new InFlight();
-  const dependencies: ExchangeDependencies = { store, guard, now, logger, inFlight };
+  const dependencies: ExchangeDependencies = { store, guard, now, logger, inFlight, holdMarginMs: resolved.holdMarginMs };
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const events = new UpstreamEvents(upstreams, (req) => exchanges.get(req), logger);
   const isListed = (model: string) => allowUnpricedModels || priceOf(pricing, model) !== undefined;
@@ -82,6 +115,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
 
   /** A POST to a proxied path: prepare it, check the key's token rate, reserve, then send it upstream. */
   async function forward(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
+    // The gateway's own id (a client's X-Request-Id is not trusted to be unique), on every answer
+    // from here on, refusals included, and before the first byte of a stream.
+    const requestId = newRequestId();
+    res.setHeader(REQUEST_ID_HEADER, requestId);
     const body = await readJsonBody(req, res, resolved.maxBodyBytes, { maxDepth: resolved.maxJsonDepth, budget });
     // OpenAI prompts are counted with their tokenizer here, in turns, so a large one does not hold other requests up.
     const promptTokens = await resolved.countPromptTokens?.(body.value);
@@ -91,7 +128,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw prepared.error;
     }
     await checkTokenRate(store, guard, context, prepared.at);
-    const exchange = await Exchange.reserve(dependencies, context, prepared);
+    const exchange = await Exchange.reserve(dependencies, context, prepared, requestId);
     exchanges.set(req, exchange);
     await events.send(exchange, req, res);
   }
@@ -109,6 +146,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
     }
     if (isKeyInfoRequest(req)) {
       sendJson(res, 200, keyInfoBody(context));
+      return;
+    }
+    if (isGenerationRequest(req)) {
+      sendJson(res, 200, await findGeneration(store, guard, context, req.url));
       return;
     }
     const path = pathOf(req.url);
@@ -141,7 +182,68 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   const router = function proxyRouter(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
     serve(req, res, next).catch((error: unknown) => answerError(res, error, logger));
   };
-  return Object.assign(router, { drain: () => inFlight.drain() });
+  const sweeper = new HoldSweeper(store, guard, now, logger, resolved.holdSweepIntervalMs);
+  return Object.assign(router, {
+    drain: () => inFlight.drain(),
+    releaseExpiredHolds: () => sweeper.sweep(),
+    close: () => sweeper.close(),
+  });
+}
+
+/**
+ * Releases expired holds (see `ProxyRouter.releaseExpiredHolds`), every `intervalMs` when it is not
+ * 0, on an unref'd timer: a sweeper never keeps the process alive. One sweep at a time; a sweep
+ * that releases a whole batch goes on with the next, up to {@link SWEEP_MAX_BATCHES}.
+ */
+class HoldSweeper {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly store: KeyStore,
+    private readonly guard: StoreGuard,
+    private readonly now: () => number,
+    private readonly logger: Logger,
+    intervalMs: number,
+  ) {
+    if (intervalMs > 0) {
+      this.timer = setInterval(() => {
+        this.sweep().catch((error: unknown) => {
+          // A store failure is logged by the guard (once per outage); anything else is the host's clock.
+          if (!(error instanceof ModelSwitchError)) logger.error(`modelswitch-keys: could not sweep expired holds: ${errorText(error)}`);
+        });
+      }, intervalMs).unref();
+    }
+  }
+
+  sweep(): Promise<number> {
+    this.running ??= this.run().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async run(): Promise<number> {
+    let total = 0;
+    for (let batch = 0; batch < SWEEP_MAX_BATCHES && !this.closed; batch++) {
+      const now = this.now();
+      const released = await this.guard.run('releaseExpiredHolds', () => this.store.releaseExpiredHolds(now, SWEEP_BATCH));
+      total += released;
+      if (released < SWEEP_BATCH) break;
+    }
+    if (total > 0) {
+      this.logger.warn(`modelswitch-keys: released ${total} expired spend holds (requests whose gateway stopped before settling them)`);
+    }
+    return total;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => {});
+  }
 }
 
 /** The path below the mount, without its query or a trailing slash. */

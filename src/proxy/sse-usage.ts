@@ -1,5 +1,7 @@
 import { StringDecoder } from 'node:string_decoder';
 import { type TokenUsage, readUsage } from './pricing.js';
+import { answerIdOf } from './request-id.js';
+import { MAX_USAGE_NAME_LENGTH } from '../store/spend-rules.js';
 
 /** Two line ends in a row end an event; the SSE spec allows CRLF, LF and a lone CR as line ends. */
 const EVENT_END = /(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)/g;
@@ -21,6 +23,13 @@ const TRAILING_NULL_USAGE = /,\s*"usage"\s*:\s*null\s*\}(?=[\r\n])/g;
 export class SseUsageScanner {
   /** The last usage the stream reported, if any. */
   usage: TokenUsage | undefined;
+  /**
+   * The upstream's id of the answer (`chatcmpl-…`, or the Responses API's `response.id`), read from
+   * the first event with data, so a stream cut off before its usage still has it.
+   */
+  answerId: string | undefined;
+  /** Whether the first event with data was read for the answer id (it is read once: one JSON parse per stream). */
+  private answerIdRead = false;
   private readonly decoder = new StringDecoder('utf8');
   private pending = '';
 
@@ -44,6 +53,7 @@ export class SseUsageScanner {
     }
     const complete = text.slice(0, end);
     this.pending = text.slice(end);
+    if (!this.answerIdRead) this.readAnswerId(complete);
     // The common case: no usage in these events, so the upstream's bytes go out untouched.
     if (!complete.includes('"usage"')) return !hadPending && this.pending === '' ? chunk : Buffer.from(complete);
     const out = this.scan(complete);
@@ -73,25 +83,57 @@ export class SseUsageScanner {
     return out;
   }
 
+  /** Reads the answer id from the first event with data among complete events (see `answerId`). */
+  private readAnswerId(complete: string): void {
+    let start = 0;
+    EVENT_END.lastIndex = 0;
+    for (let match = EVENT_END.exec(complete); match !== null; match = EVENT_END.exec(complete)) {
+      const data = dataOf(complete.slice(start, match.index));
+      start = match.index + match[0].length;
+      if (data === '') continue;
+      this.answerIdRead = true;
+      const record = data === '[DONE]' ? undefined : parseObject(data);
+      if (record !== undefined) this.answerId ??= idOfEvent(record);
+      return;
+    }
+  }
+
   /** Reads usage from one event; returns true when the event is the usage-only chunk to drop. */
   private readEvent(event: string): boolean {
-    let data = '';
-    for (const line of event.split(/\r?\n/)) {
-      if (line.startsWith('data:')) data += (data === '' ? '' : '\n') + line.slice(line.startsWith('data: ') ? 6 : 5);
-    }
+    const data = dataOf(event);
     if (data === '' || data === '[DONE]') return false;
-    let payload: unknown;
-    try {
-      payload = JSON.parse(data);
-    } catch {
-      return false;
-    }
-    if (typeof payload !== 'object' || payload === null) return false;
-    const record = payload as Record<string, unknown>;
+    const record = parseObject(data);
+    if (record === undefined) return false;
+    this.answerId ??= idOfEvent(record);
     const response = record.response as Record<string, unknown> | null | undefined;
     const usage = readUsage(record.usage) ?? (typeof response === 'object' && response !== null ? readUsage(response.usage) : undefined);
     if (usage === undefined) return false;
     this.usage = usage;
     return this.stripUsageOnlyChunk && Array.isArray(record.choices) && record.choices.length === 0;
   }
+}
+
+/** The data of one SSE event (its `data:` lines joined by line ends), or `''`. */
+function dataOf(event: string): string {
+  let data = '';
+  for (const line of event.split(/\r?\n/)) {
+    if (line.startsWith('data:')) data += (data === '' ? '' : '\n') + line.slice(line.startsWith('data: ') ? 6 : 5);
+  }
+  return data;
+}
+
+function parseObject(data: string): Record<string, unknown> | undefined {
+  try {
+    const payload: unknown = JSON.parse(data);
+    return typeof payload === 'object' && payload !== null && !Array.isArray(payload) ? (payload as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A chunk's `id`, or the `response.id` of a Responses API event. */
+function idOfEvent(record: Record<string, unknown>): string | undefined {
+  const response = record.response;
+  const nested = typeof response === 'object' && response !== null ? (response as Record<string, unknown>).id : undefined;
+  return answerIdOf(record.id, MAX_USAGE_NAME_LENGTH) ?? answerIdOf(nested, MAX_USAGE_NAME_LENGTH);
 }

@@ -5,9 +5,11 @@ import { isJsonObject } from '../http/body.js';
 import { sendError } from '../http/respond.js';
 import type { Logger } from '../log.js';
 import type { Exchange } from './exchange.js';
-import { ANY_KEY } from './key-scan.js';
+import { containsKey } from './key-scan.js';
 import { type TokenUsage, readUsage } from './pricing.js';
+import { UPSTREAM_REQUEST_ID_HEADER, answerIdOf } from './request-id.js';
 import { SseUsageScanner } from './sse-usage.js';
+import { MAX_USAGE_NAME_LENGTH } from '../store/spend-rules.js';
 import type { ResolvedUpstream } from './upstreams.js';
 
 /** Request headers never sent upstream: the gateway's credential and client state that is not the provider's business. */
@@ -62,13 +64,15 @@ function flush(res: ServerResponse): void {
   (res as ServerResponse & { flush?: () => void }).flush?.();
 }
 
-function usageOfJson(body: Buffer): TokenUsage | undefined {
+/** The usage and the answer's `id` of a JSON answer (`undefined` each when it has none or is not JSON). */
+function readJsonAnswer(body: Buffer): { usage: TokenUsage | undefined; id: string | undefined } {
   try {
     const parsed: unknown = JSON.parse(body.toString('utf8'));
-    return isJsonObject(parsed) ? readUsage(parsed.usage) : undefined;
+    if (isJsonObject(parsed)) return { usage: readUsage(parsed.usage), id: answerIdOf(parsed.id, MAX_USAGE_NAME_LENGTH) };
   } catch {
-    return undefined;
+    // Not JSON: nothing to read.
   }
+  return { usage: undefined, id: undefined };
 }
 
 /** The answer to a failed upstream call: 504 when it timed out, 502 otherwise. */
@@ -136,7 +140,8 @@ export class UpstreamEvents {
     exchange.attach(proxyReq);
     for (const name of proxyReq.getHeaderNames()) {
       const value = proxyReq.getHeader(name);
-      if (DROPPED_REQUEST_HEADERS.has(name) || ANY_KEY.test(String(value))) proxyReq.removeHeader(name);
+      // A key percent-encoded (x-request-id: ms%2D…) is still the key: such a header is dropped too.
+      if (DROPPED_REQUEST_HEADERS.has(name) || containsKey(String(value))) proxyReq.removeHeader(name);
     }
     for (const [name, value] of Object.entries(upstream.headers)) proxyReq.setHeader(name, value);
     proxyReq.setHeader('content-type', 'application/json');
@@ -171,7 +176,11 @@ export class UpstreamEvents {
     for (const [name, value] of Object.entries(proxyRes.headers)) {
       if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name) || isProviderRateLimit(name)) continue;
       if (isStream && name === 'content-length') continue;
-      res.setHeader(name, value);
+      // X-Request-Id is the gateway's (set before the request went upstream): the upstream's own id
+      // goes on under its own name, and an upstream's X-Upstream-Request-Id never stands in for it.
+      if (name === 'x-upstream-request-id') continue;
+      if (name === 'x-request-id') res.setHeader(UPSTREAM_REQUEST_ID_HEADER, value);
+      else res.setHeader(name, value);
     }
     const scanner = isStream && metered ? new SseUsageScanner(exchange.request.stripUsageChunk) : undefined;
     let kept: Buffer[] | undefined = !isStream && metered ? [] : undefined;
@@ -186,6 +195,7 @@ export class UpstreamEvents {
     proxyRes.on('data', function forwardChunk(chunk: Buffer) {
       const out = scanner ? scanner.push(chunk) : chunk;
       exchange.reportUsage(scanner?.usage);
+      exchange.reportAnswerId(scanner?.answerId);
       exchange.forwarded(out.length);
       if (kept !== undefined) {
         keptBytes += chunk.length;
@@ -207,8 +217,11 @@ export class UpstreamEvents {
           res.write(rest);
         }
         exchange.reportUsage(scanner.usage);
+        exchange.reportAnswerId(scanner.answerId);
       } else if (kept !== undefined) {
-        exchange.reportUsage(usageOfJson(Buffer.concat(kept, keptBytes)));
+        const answer = readJsonAnswer(Buffer.concat(kept, keptBytes));
+        exchange.reportUsage(answer.usage);
+        exchange.reportAnswerId(answer.id);
       }
       // Settle before ending, so the client's next request sees its spend.
       void exchange.settle('completed').then(() => res.end());

@@ -1,4 +1,5 @@
 import type { AuthenticatedKey, ModelSwitchContext } from '../../src/auth/authenticator.js';
+import { DEFAULT_PROXY_HOLD_MARGIN_MS } from '../../src/defaults.js';
 import type { ExchangeDependencies } from '../../src/proxy/exchange.js';
 import { InFlight, type ScheduledTimer, type Scheduler } from '../../src/proxy/in-flight.js';
 import { resolveProxyOptions } from '../../src/proxy/options.js';
@@ -80,23 +81,32 @@ export interface FakeStore {
   reservations: SpendReservation[];
   settlements: SpendSettlement[];
   counterHits: Array<{ name: string; windowMs: number; now: number; amount: number | undefined }>;
+  extensions: Array<{ holdId: string; accountId: string; expiresAt: number }>;
+  /** The answer of the next `extendHold` (default `true`: the hold is live). */
+  extendAnswer: () => Promise<boolean>;
   /** The answer of the next `reserveSpend` (default `{ ok: true, holdId: HOLD_ID }`). */
   reserveAnswer: () => Promise<ReservationResult>;
   /** How many of the next `settleSpend` calls reject (a store blip); the calls after them succeed. */
   settleFailures: number;
   reserveSpend(reservation: SpendReservation): Promise<ReservationResult>;
   settleSpend(settlement: SpendSettlement): Promise<LedgerEntry | null>;
+  extendHold(holdId: string, accountId: string, expiresAt: number): Promise<boolean>;
   hitCounter(name: string, windowMs: number, now: number, amount?: number): Promise<CounterState>;
 }
 
 /** The hold the fake store's reservations answer. */
 export const HOLD_ID = 'hold-7';
 
+/** The request id the tests' exchanges are reserved with (the router makes one per request). */
+export const REQUEST_ID = 'req_AAAAAAAAAAAAAAAAAAAAAAAA';
+
 export function fakeStore(): FakeStore {
   const store: FakeStore = {
     reservations: [],
     settlements: [],
     counterHits: [],
+    extensions: [],
+    extendAnswer: async () => true,
     reserveAnswer: async () => ({ ok: true, holdId: HOLD_ID }),
     settleFailures: 0,
     reserveSpend(reservation) {
@@ -110,6 +120,10 @@ export function fakeStore(): FakeStore {
         throw new Error('connection reset');
       }
       return null;
+    },
+    extendHold(holdId, accountId, expiresAt) {
+      store.extensions.push({ holdId, accountId, expiresAt });
+      return store.extendAnswer();
     },
     async hitCounter(name, windowMs, now, amount) {
       store.counterHits.push({ name, windowMs, now, amount });
@@ -181,6 +195,7 @@ export function exchangeWorld() {
     now: clock.now,
     logger,
     inFlight,
+    holdMarginMs: DEFAULT_PROXY_HOLD_MARGIN_MS,
   };
   return { clock, scheduler, logger, store, inFlight, dependencies };
 }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ModelSwitchError } from '../../src/errors/errors.js';
-import { DEFAULT_PROXY_TIMEOUT_MS } from '../../src/defaults.js';
-import { Exchange, HOLD_MARGIN_MS, SETTLE_RETRIES } from '../../src/proxy/exchange.js';
-import type { SpendSettlement } from '../../src/store/types.js';
-import { HOLD_ID, exchangeWorld, preparedChat, sampleContext, settled, stillPending } from './exchange-fixtures.js';
+import { DEFAULT_PROXY_HOLD_MARGIN_MS, DEFAULT_PROXY_TIMEOUT_MS } from '../../src/defaults.js';
+import { Exchange, SETTLE_RETRIES } from '../../src/proxy/exchange.js';
+import type { SpendSettlement, UsageDetails } from '../../src/store/types.js';
+import { HOLD_ID, REQUEST_ID, exchangeWorld, preparedChat, sampleContext, settled, stillPending } from './exchange-fixtures.js';
 
 const START = Date.parse('2026-11-22T12:00:00Z');
 /** 12 prompt + 100 output tokens at the mock price. */
@@ -12,16 +12,24 @@ const RESERVED = 0.212;
 const COST = 0.028;
 const USAGE = { promptTokens: 12, completionTokens: 8, cachedPromptTokens: 0 };
 
-/** The settlement the store must receive for the sample key: its hold released, `cost` charged, at `now`. */
-function settlement(cost: number, now: number, holdId = HOLD_ID): SpendSettlement {
-  return { keyId: 7, accountId: 'acct_test', holdId, cost, period: '2026-11-22', now };
+/** The ledger details of an answered request of the sample: its model and request id, the tokens the upstream reported (0 when none). */
+function details(promptTokens = 12, completionTokens = 8, overrides: Partial<UsageDetails> = {}): UsageDetails {
+  return { model: 'mock-model', promptTokens, completionTokens, requestId: REQUEST_ID, upstreamId: null, ...overrides };
+}
+
+/**
+ * The settlement the store must receive for the sample key: its hold released, `cost` charged, at
+ * `now`, with the ledger entry's `usage` details when the upstream answered (none when nothing was).
+ */
+function settlement(cost: number, now: number, usage?: UsageDetails, holdId = HOLD_ID): SpendSettlement {
+  return { keyId: 7, accountId: 'acct_test', holdId, cost, period: '2026-11-22', now, ...(usage === undefined ? {} : { usage }) };
 }
 
 /** A reserved exchange of the sample key, its clock moved 1.5 s on (the time the upstream took). */
 async function reservedExchange(extra: Record<string, unknown> = {}, tokensPerMinute?: number) {
   const world = exchangeWorld();
   const context = sampleContext({}, tokensPerMinute);
-  const exchange = await Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock, extra));
+  const exchange = await Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock, extra), REQUEST_ID);
   world.clock.advance(1500);
   return { ...world, exchange };
 }
@@ -36,7 +44,7 @@ describe('Exchange.reserve', () => {
         amount: RESERVED,
         period: '2026-11-22',
         now: START,
-        expiresAt: START + DEFAULT_PROXY_TIMEOUT_MS + HOLD_MARGIN_MS,
+        expiresAt: START + DEFAULT_PROXY_TIMEOUT_MS + DEFAULT_PROXY_HOLD_MARGIN_MS,
       },
     ]);
     expect(exchange.request.reserved).toBe(RESERVED);
@@ -48,7 +56,7 @@ describe('Exchange.reserve', () => {
     const world = exchangeWorld();
     world.store.reserveAnswer = async () => ({ ok: false, reason: 'insufficient_balance' });
     const context = sampleContext();
-    const refused = Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock));
+    const refused = Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock), REQUEST_ID);
     await expect(refused).rejects.toThrow(ModelSwitchError);
     const error = (await refused.catch((e: unknown) => e)) as ModelSwitchError;
     expect({ status: error.status, body: error.toJSON(), headers: error.headers }).toEqual({
@@ -73,7 +81,7 @@ describe('Exchange.reserve', () => {
       throw new Error('connection reset');
     };
     const context = sampleContext();
-    const error = (await Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock)).catch(
+    const error = (await Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock), REQUEST_ID).catch(
       (e: unknown) => e,
     )) as ModelSwitchError;
     expect({ status: error.status, code: error.code }).toEqual({ status: 503, code: 'store_unavailable' });
@@ -103,7 +111,7 @@ describe('Exchange.reserve', () => {
         },
       };
       const context = sampleContext();
-      const reserving = Exchange.reserve(dependencies, context, preparedChat(context, world.clock));
+      const reserving = Exchange.reserve(dependencies, context, preparedChat(context, world.clock), REQUEST_ID);
       return { ...world, reserving, answer: (result: Parameters<typeof answer>[0]) => answer(result) };
     }
 
@@ -116,7 +124,7 @@ describe('Exchange.reserve', () => {
       world.answer({ ok: true, holdId: 'late-hold' });
       await draining;
       await settled();
-      expect(world.store.settlements).toEqual([settlement(0, START + 2000, 'late-hold')]);
+      expect(world.store.settlements).toEqual([settlement(0, START + 2000, undefined, 'late-hold')]);
       expect(world.logger.lines).toEqual([
         'warn: modelswitch-keys: released a reservation of $0.212 for key 7 that the store applied after the request was refused',
       ]);
@@ -154,7 +162,7 @@ describe('Exchange.settle on every ending', () => {
     exchange.forwarded(300);
     exchange.reportUsage(USAGE);
     await exchange.settle('completed');
-    expect(store.settlements).toEqual([settlement(COST, START + 1500)]);
+    expect(store.settlements).toEqual([settlement(COST, START + 1500, details())]);
     expect(logger.lines).toEqual([]);
   });
 
@@ -164,7 +172,7 @@ describe('Exchange.settle on every ending', () => {
     exchange.forwarded(300);
     exchange.reportUsage(undefined);
     await exchange.settle('completed');
-    expect(store.settlements).toEqual([settlement(RESERVED, START + 1500)]);
+    expect(store.settlements).toEqual([settlement(RESERVED, START + 1500, details(0, 0))]);
     expect(logger.lines).toEqual([
       'warn: modelswitch-keys: upstream mock reported no usage for model mock-model; charged the reserved maximum',
     ]);
@@ -179,7 +187,7 @@ describe('Exchange.settle on every ending', () => {
     exchange.reportUsage(USAGE);
     exchange.reportUsage(undefined);
     await exchange.settle('completed');
-    expect(store.settlements).toEqual([settlement(COST, START + 1500)]);
+    expect(store.settlements).toEqual([settlement(COST, START + 1500, details())]);
     expect(logger.lines).toEqual([]);
   });
 
@@ -192,7 +200,7 @@ describe('Exchange.settle on every ending', () => {
     await exchange.clientClosed();
     expect({ upstreamStopped, settlements: store.settlements }).toEqual({
       upstreamStopped: 1,
-      settlements: [settlement(RESERVED, START + 1500)],
+      settlements: [settlement(RESERVED, START + 1500, details(0, 0))],
     });
     expect(logger.lines).toEqual([
       'warn: modelswitch-keys: the answer of upstream mock for model mock-model ended early (client disconnected) before it reported usage; charged the reserved maximum',
@@ -205,7 +213,7 @@ describe('Exchange.settle on every ending', () => {
     exchange.forwarded(120);
     exchange.reportUsage(USAGE);
     await exchange.clientClosed();
-    expect(store.settlements).toEqual([settlement(COST, START + 1500)]);
+    expect(store.settlements).toEqual([settlement(COST, START + 1500, details())]);
   });
 
   it('client abort before any byte reached it: charges nothing and releases the reservation', async () => {
@@ -216,7 +224,8 @@ describe('Exchange.settle on every ending', () => {
     await exchange.clientClosed();
     expect({ upstreamStopped, settlements: store.settlements, lines: logger.lines }).toEqual({
       upstreamStopped: 1,
-      settlements: [settlement(0, START + 1500)],
+      // Nothing reached the client, so nothing is charged; the answer it began still has its entry.
+      settlements: [settlement(0, START + 1500, details(0, 0))],
       lines: [],
     });
   });
@@ -247,7 +256,7 @@ describe('Exchange.settle on every ending', () => {
     exchange.answered(true);
     exchange.forwarded(120);
     await exchange.settle('upstream_broke');
-    expect(store.settlements).toEqual([settlement(RESERVED, START + 1500)]);
+    expect(store.settlements).toEqual([settlement(RESERVED, START + 1500, details(0, 0))]);
     expect(logger.lines).toEqual([
       'warn: modelswitch-keys: the answer of upstream mock for model mock-model ended early (upstream broke off) before it reported usage; charged the reserved maximum',
     ]);
@@ -259,19 +268,24 @@ describe('Exchange.settle on every ending', () => {
     exchange.forwarded(64);
     exchange.timeOut();
     await exchange.settle('failed');
-    expect(store.settlements).toEqual([settlement(RESERVED, START + 1500)]);
+    expect(store.settlements).toEqual([settlement(RESERVED, START + 1500, details(0, 0))]);
   });
 
   it('an unpriced model served free: charges nothing, whatever it reported', async () => {
     const world = exchangeWorld();
     const context = sampleContext();
-    const exchange = await Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock, { model: 'mock-unpriced' }));
+    const exchange = await Exchange.reserve(
+      world.dependencies,
+      context,
+      preparedChat(context, world.clock, { model: 'mock-unpriced' }),
+      REQUEST_ID,
+    );
     exchange.answered(true);
     exchange.forwarded(300);
     exchange.reportUsage(USAGE);
     await exchange.settle('completed');
     expect(world.store.reservations.map((r) => r.amount)).toEqual([0]);
-    expect(world.store.settlements).toEqual([settlement(0, START)]);
+    expect(world.store.settlements).toEqual([settlement(0, START, details(12, 8, { model: 'mock-unpriced' }))]);
   });
 
   it('usage that prices beyond the USD bound: charges the reservation instead', async () => {
@@ -279,9 +293,28 @@ describe('Exchange.settle on every ending', () => {
     exchange.answered(true);
     exchange.reportUsage({ promptTokens: 1e18, completionTokens: 0, cachedPromptTokens: 0 });
     await exchange.settle('completed');
-    expect(store.settlements).toEqual([settlement(RESERVED, START + 1500)]);
+    // The entry keeps what a store can: a safe integer.
+    expect(store.settlements).toEqual([settlement(RESERVED, START + 1500, details(Number.MAX_SAFE_INTEGER, 0))]);
     expect(logger.lines).toEqual([
       'warn: modelswitch-keys: upstream mock reported usage for model mock-model that prices to 1000000000000000.1 USD; charged the reserved maximum',
+    ]);
+  });
+
+  it("records the upstream's answer id and the model as a store keeps them (well-formed, at most 200 characters)", async () => {
+    const model = `mock-family-${'\uD800'}${'x'.repeat(300)}`;
+    const world = exchangeWorld();
+    const context = sampleContext();
+    const prepared = { ...preparedChat(context, world.clock), model };
+    const exchange = await Exchange.reserve(world.dependencies, context, prepared, REQUEST_ID);
+    exchange.answered(true);
+    exchange.reportAnswerId('chatcmpl-first');
+    exchange.reportAnswerId(undefined);
+    exchange.reportUsage(USAGE);
+    await exchange.settle('completed');
+    const expectedModel = `mock-family-\uFFFD${'x'.repeat(200 - 13)}`;
+    expect(expectedModel).toHaveLength(200);
+    expect(world.store.settlements).toEqual([
+      settlement(COST, START, details(12, 8, { model: expectedModel, upstreamId: 'chatcmpl-first' })),
     ]);
   });
 
@@ -294,7 +327,7 @@ describe('Exchange.settle on every ending', () => {
     const second = exchange.clientClosed();
     expect(second).toBe(first);
     await Promise.all([first, second, exchange.settle('upstream_broke')]);
-    expect(store.settlements).toEqual([settlement(COST, START + 1500)]);
+    expect(store.settlements).toEqual([settlement(COST, START + 1500, details())]);
   });
 
   it("counts the metered tokens against the key's tokens-per-minute, beside the settlement", async () => {
@@ -303,7 +336,7 @@ describe('Exchange.settle on every ending', () => {
     exchange.reportUsage(USAGE);
     await exchange.settle('completed');
     expect(store.counterHits).toEqual([{ name: 'tokens:7:60000', windowMs: 60_000, now: START + 1500, amount: 20 }]);
-    expect(store.settlements).toEqual([settlement(COST, START + 1500)]);
+    expect(store.settlements).toEqual([settlement(COST, START + 1500, details())]);
   });
 
   it('keeps the reservation for a hand reconciliation when the clock throws, and still resolves', async () => {
@@ -317,7 +350,7 @@ describe('Exchange.settle on every ending', () => {
         return world.clock.now();
       },
     };
-    const exchange = await Exchange.reserve(dependencies, context, preparedChat(context, world.clock));
+    const exchange = await Exchange.reserve(dependencies, context, preparedChat(context, world.clock), REQUEST_ID);
     broken = true;
     await exchange.settle('completed');
     expect(world.store.settlements).toEqual([]);
@@ -350,7 +383,11 @@ describe('Exchange.settle when the store fails', () => {
     await scheduler.runNext();
     await draining;
     // The same settlement each time: the time of use is when the answer ended, not when a retry landed.
-    expect(store.settlements).toEqual([settlement(COST, START + 1500), settlement(COST, START + 1500), settlement(COST, START + 1500)]);
+    expect(store.settlements).toEqual([
+      settlement(COST, START + 1500, details()),
+      settlement(COST, START + 1500, details()),
+      settlement(COST, START + 1500, details()),
+    ]);
     expect(scheduler.pending()).toEqual([]);
     expect(logger.lines).toEqual([
       'error: modelswitch-keys: key store unavailable (settleSpend: connection reset); requests that need it answer 503 until it recovers',
@@ -389,9 +426,114 @@ describe('Exchange in flight', () => {
     // A second close() did not count the exchange out twice: a new request is still waited for.
     const context = sampleContext();
     const world = exchangeWorld();
-    const next = await Exchange.reserve({ ...world.dependencies, inFlight }, context, preparedChat(context, world.clock));
+    const next = await Exchange.reserve({ ...world.dependencies, inFlight }, context, preparedChat(context, world.clock), REQUEST_ID);
     expect(await stillPending(inFlight.drain())).toBe(true);
     next.close();
     await inFlight.drain();
+  });
+});
+
+describe('Exchange hold renewal', () => {
+  const HALF_MARGIN = DEFAULT_PROXY_HOLD_MARGIN_MS / 2;
+
+  it('renews the hold of an answer still streaming once half the margin has passed, to now + timeout + margin, one renewal at a time', async () => {
+    const { store, clock, exchange } = await reservedExchange({ stream: true });
+    exchange.answered(true);
+    exchange.forwarded(100);
+    expect(store.extensions).toEqual([]);
+    clock.advance(HALF_MARGIN - 1500);
+    exchange.forwarded(100);
+    // The first renewal is still under way: the chunk right after it asks for none.
+    exchange.forwarded(100);
+    await settled();
+    const renewedAt = START + HALF_MARGIN;
+    expect(store.extensions).toEqual([
+      { holdId: HOLD_ID, accountId: 'acct_test', expiresAt: renewedAt + DEFAULT_PROXY_TIMEOUT_MS + DEFAULT_PROXY_HOLD_MARGIN_MS },
+    ]);
+    clock.advance(HALF_MARGIN - 1);
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+    clock.advance(1);
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions.map((extension) => extension.expiresAt)).toEqual([
+      renewedAt + DEFAULT_PROXY_TIMEOUT_MS + DEFAULT_PROXY_HOLD_MARGIN_MS,
+      renewedAt + HALF_MARGIN + DEFAULT_PROXY_TIMEOUT_MS + DEFAULT_PROXY_HOLD_MARGIN_MS,
+    ]);
+  });
+
+  it('renews an error answer too, and nothing once the settlement has started', async () => {
+    const { store, clock, exchange } = await reservedExchange({ stream: true });
+    exchange.answered(false);
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+    const settling = exchange.settle('completed');
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settling;
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+  });
+
+  it('a renewal the store fails is tried again with the next data; the settlement is untouched', async () => {
+    const { store, clock, logger, exchange } = await reservedExchange({ stream: true });
+    store.extendAnswer = async () => {
+      throw new Error('connection reset');
+    };
+    exchange.answered(true);
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settled();
+    store.extendAnswer = async () => true;
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions).toHaveLength(2);
+    exchange.reportUsage(USAGE);
+    await exchange.settle('completed');
+    expect(store.settlements).toEqual([settlement(COST, START + 1500 + HALF_MARGIN, details())]);
+    expect(logger.lines).toEqual([
+      'error: modelswitch-keys: key store unavailable (extendHold: connection reset); requests that need it answer 503 until it recovers',
+      'warn: modelswitch-keys: key store recovered',
+    ]);
+  });
+
+  it('a hold another instance released as expired is said once and renewed no more; the answer is still charged', async () => {
+    const { store, clock, logger, exchange } = await reservedExchange({ stream: true });
+    store.extendAnswer = async () => false;
+    exchange.answered(true);
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settled();
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+    exchange.reportUsage(USAGE);
+    await exchange.settle('completed');
+    expect(store.settlements).toEqual([settlement(COST, START + 1500 + 2 * HALF_MARGIN, details())]);
+    expect(logger.lines).toEqual([
+      'warn: modelswitch-keys: the hold of a request of key 7 was released as expired while its answer still ran (gateway clocks apart, or holdMarginMs too short); it is still charged when it ends',
+    ]);
+  });
+
+  it('a clock that throws mid-stream skips the renewal without breaking the stream', async () => {
+    const world = exchangeWorld();
+    const context = sampleContext();
+    let broken = false;
+    const dependencies = {
+      ...world.dependencies,
+      now: () => {
+        if (broken) throw new Error('clock broke');
+        return world.clock.now();
+      },
+    };
+    const exchange = await Exchange.reserve(dependencies, context, preparedChat(context, world.clock, { stream: true }), REQUEST_ID);
+    broken = true;
+    exchange.answered(true);
+    expect(() => exchange.forwarded(100)).not.toThrow();
+    expect(world.store.extensions).toEqual([]);
   });
 });

@@ -51,6 +51,8 @@ describe('resolveProxyOptions', () => {
       estimatePromptTokens: estimatePromptTokensByModel,
       countPromptTokens,
       timeoutMs: 600_000,
+      holdMarginMs: 60_000,
+      holdSweepIntervalMs: 0,
       maxBodyBytes: 4 * 1024 * 1024,
       maxBufferedBytes: 128 * 1024 * 1024,
       maxJsonDepth: 64,
@@ -250,6 +252,18 @@ describe('resolveProxyOptions', () => {
       { ...valid, timeoutMs: value },
       'ERR_MS_OPTION',
       'proxyRouter: options.timeoutMs must be a number of milliseconds above 0 and at most 2147483647, e.g. 600000 for 10 minutes',
+    ]),
+    ...[0, -1, Number.POSITIVE_INFINITY, 2 ** 31, Number.NaN, '1m'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `holdMarginMs ${String(value)}`,
+      { ...valid, holdMarginMs: value },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.holdMarginMs must be a number of milliseconds above 0 and at most 2147483647, e.g. 60000 for a minute',
+    ]),
+    ...[-1, 0.5, Number.POSITIVE_INFINITY, 2 ** 31, Number.NaN, '1m'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `holdSweepIntervalMs ${String(value)}`,
+      { ...valid, holdSweepIntervalMs: value },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.holdSweepIntervalMs must be 0 (no sweeper) or a number of milliseconds from 1 to 2147483647, e.g. 60000',
     ]),
     ...[0, 1.5, '4mb'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
       `maxBodyBytes ${String(value)}`,

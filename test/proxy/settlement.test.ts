@@ -203,6 +203,7 @@ describe("proxyRouter and the operator's upstream account", () => {
       upstreamAnthropicLimit: res.headers.get('anthropic-ratelimit-requests-remaining'),
       upstreamAnthropicOrganization: res.headers.get('anthropic-organization-id'),
       requestId: res.headers.get('x-request-id'),
+      upstreamRequestId: res.headers.get('x-upstream-request-id'),
       gatewayLimit: res.headers.get('ratelimit-limit'),
       gatewayRemaining: res.headers.get('ratelimit-remaining'),
       gatewayPolicy: res.headers.get('ratelimit-policy'),
@@ -213,7 +214,9 @@ describe("proxyRouter and the operator's upstream account", () => {
       upstreamIetfLimit: null,
       upstreamAnthropicLimit: null,
       upstreamAnthropicOrganization: null,
-      requestId: 'req_mock',
+      // The gateway's own id; the upstream's under its own name.
+      requestId: expect.stringMatching(/^req_[A-Za-z0-9_-]{24}$/),
+      upstreamRequestId: 'req_mock',
       gatewayLimit: '1000',
       gatewayRemaining: '999',
       gatewayPolicy: '1000;w=10',

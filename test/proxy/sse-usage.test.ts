@@ -78,3 +78,41 @@ describe('SseUsageScanner line ends', () => {
     expect(scanner.push(Buffer.from(big)).length).toBe(big.length);
   });
 });
+
+describe('SseUsageScanner.answerId', () => {
+  const chat = (id: string, text: string) => `data: {"id":"${id}","choices":[{"index":0,"delta":{"content":"${text}"}}]}\n\n`;
+
+  it("reads the upstream's answer id from the first event, split anywhere, and keeps it", () => {
+    const whole = Buffer.from(chat('chatcmpl-first', 'a') + chat('chatcmpl-other', 'b') + done);
+    const scanner = new SseUsageScanner(true);
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < whole.length; i += 5) pieces.push(whole.subarray(i, i + 5));
+    expect(run(scanner, pieces)).toBe(whole.toString('utf8'));
+    expect(scanner.answerId).toBe('chatcmpl-first');
+  });
+
+  it('reads the response id of a Responses API stream from response.created', () => {
+    const scanner = new SseUsageScanner(true);
+    scanner.push(
+      Buffer.from('event: response.created\ndata: {"type":"response.created","response":{"id":"resp_42","status":"in_progress"}}\n\n'),
+    );
+    expect(scanner.answerId).toBe('resp_42');
+  });
+
+  it('reads only the first event with data: one without an id leaves it to the usage chunk', () => {
+    const scanner = new SseUsageScanner(true);
+    run(scanner, [Buffer.from(`: keep-alive\n\ndata: {"choices":[]}\n\n${chat('chatcmpl-late', 'x')}`)]);
+    expect(scanner.answerId).toBeUndefined();
+    const withUsage = new SseUsageScanner(true);
+    run(withUsage, [Buffer.from(`data: {"choices":[]}\n\ndata: {"id":"chatcmpl-u","choices":[],"usage":{"prompt_tokens":1}}\n\n`)]);
+    expect(withUsage.answerId).toBe('chatcmpl-u');
+  });
+
+  it('keeps no id that is not printable ASCII of 1–200 characters', () => {
+    for (const id of ['', 'chat cmpl', 'x'.repeat(201), 'h\u00e9']) {
+      const scanner = new SseUsageScanner(true);
+      scanner.push(Buffer.from(`data: ${JSON.stringify({ id, choices: [] })}\n\n`));
+      expect(scanner.answerId).toBeUndefined();
+    }
+  });
+});

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/keys/api-key.js';
 import { Exchange } from '../../src/proxy/exchange.js';
 import { UpstreamEvents } from '../../src/proxy/upstream-events.js';
-import { HOLD_ID, exchangeWorld, preparedChat, resolvedOptions, sampleContext, settled } from './exchange-fixtures.js';
+import { HOLD_ID, REQUEST_ID, exchangeWorld, preparedChat, resolvedOptions, sampleContext, settled } from './exchange-fixtures.js';
 
 const START = Date.parse('2026-11-22T12:00:00Z');
 
@@ -48,7 +48,7 @@ function upstreamAnswer(statusCode: number, headers: Record<string, string>): Pa
 async function wired(extra: Record<string, unknown> = {}) {
   const world = exchangeWorld();
   const context = sampleContext();
-  const exchange = await Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock, extra));
+  const exchange = await Exchange.reserve(world.dependencies, context, preparedChat(context, world.clock, extra), REQUEST_ID);
   world.clock.advance(1500);
   const req = { headers: {} } as IncomingMessage;
   const events = new UpstreamEvents(resolvedOptions.upstreams, (r) => (r === req ? exchange : undefined), world.logger);
@@ -63,8 +63,8 @@ function finished(res: FakeResponse): Promise<'ended' | 'cut'> {
   });
 }
 
-const content = 'data: {"choices":[{"index":0,"delta":{"content":"Hello"}}],"usage":null}\n\n';
-const usageChunk = 'data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":8}}\n\n';
+const content = 'data: {"id":"chatcmpl-9","choices":[{"index":0,"delta":{"content":"Hello"}}],"usage":null}\n\n';
+const usageChunk = 'data: {"id":"chatcmpl-9","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":8}}\n\n';
 const done = 'data: [DONE]\n\n';
 
 describe('UpstreamEvents.onProxyRes', () => {
@@ -87,14 +87,23 @@ describe('UpstreamEvents.onProxyRes', () => {
       status: 200,
       headers: {
         'content-type': 'text/event-stream',
-        'x-request-id': 'req_1',
+        // The upstream's own id under its own name: X-Request-Id is the gateway's (set by the router).
+        'x-upstream-request-id': 'req_1',
         'cache-control': 'no-cache, no-transform',
         'x-accel-buffering': 'no',
       },
-      text: `data: {"choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\n${done}`,
+      text: `data: {"id":"chatcmpl-9","choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\n${done}`,
     });
     expect(store.settlements).toEqual([
-      { keyId: 7, accountId: 'acct_test', holdId: HOLD_ID, cost: 0.028, period: '2026-11-22', now: START + 1500 },
+      {
+        keyId: 7,
+        accountId: 'acct_test',
+        holdId: HOLD_ID,
+        cost: 0.028,
+        period: '2026-11-22',
+        now: START + 1500,
+        usage: { model: 'mock-model', promptTokens: 12, completionTokens: 8, requestId: REQUEST_ID, upstreamId: 'chatcmpl-9' },
+      },
     ]);
   });
 
@@ -111,7 +120,9 @@ describe('UpstreamEvents.onProxyRes', () => {
       headers: { 'content-type': 'application/json', 'content-length': String(body.length) },
       text: body,
     });
-    expect(store.settlements.map((s) => s.cost)).toEqual([0.028]);
+    expect(store.settlements.map((s) => [s.cost, s.usage])).toEqual([
+      [0.028, { model: 'mock-model', promptTokens: 12, completionTokens: 8, requestId: REQUEST_ID, upstreamId: 'chatcmpl-1' }],
+    ]);
   });
 
   it("passes the upstream's own error answer through unchanged and charges nothing", async () => {
@@ -135,8 +146,9 @@ describe('UpstreamEvents.onProxyRes', () => {
     await settled();
     answer.destroy();
     expect(await end).toBe('cut');
-    expect(res.text).toBe('data: {"choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\n');
-    expect(store.settlements.map((s) => s.cost)).toEqual([0.212]);
+    expect(res.text).toBe('data: {"id":"chatcmpl-9","choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\n');
+    // Cut off before its usage, the stream still named its answer in its first event.
+    expect(store.settlements.map((s) => [s.cost, s.usage?.upstreamId, s.usage?.promptTokens])).toEqual([[0.212, 'chatcmpl-9', 0]]);
   });
 });
 

@@ -13,7 +13,7 @@ import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import express from 'express';
-import { KeyHasher, type KeyStore, keysRouter, modelSwitchAuth, proxyRouter } from '../../src/index.js';
+import { KeyHasher, type KeyStore, type ProxyRouterOptions, keysRouter, modelSwitchAuth, proxyRouter } from '../../src/index.js';
 import { MOCK_PRICE } from '../proxy/harness.js';
 
 /** One gateway process and what it wrote to stderr. */
@@ -65,8 +65,22 @@ export async function stopGatewayProcess(child: ChildProcess): Promise<number | 
   return ended();
 }
 
+/** The proxy's hold options a test gives a gateway process, as the JSON of its GATEWAY_HOLDS variable. */
+export type HoldOptions = Pick<ProxyRouterOptions, 'timeoutMs' | 'holdMarginMs' | 'holdSweepIntervalMs'>;
+
+/** Child side: the hold options in GATEWAY_HOLDS (JSON), or none. */
+export function holdOptionsFromEnv(value: string | undefined): HoldOptions {
+  if (value === undefined || value === '') return {};
+  const { timeoutMs, holdMarginMs, holdSweepIntervalMs } = JSON.parse(value) as HoldOptions;
+  return {
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    ...(holdMarginMs === undefined ? {} : { holdMarginMs }),
+    ...(holdSweepIntervalMs === undefined ? {} : { holdSweepIntervalMs }),
+  };
+}
+
 /** Child side: serves the gateway on `store` until stdin ends (see the module's comment). */
-export function serveGateway(store: KeyStore, options: { upstream: string; now: number }): void {
+export function serveGateway(store: KeyStore, options: { upstream: string; now: number; holds?: HoldOptions }): void {
   const now = () => options.now;
   const hasher = new KeyHasher({ scrypt: { logN: 10 } });
   const logger = {
@@ -80,6 +94,7 @@ export function serveGateway(store: KeyStore, options: { upstream: string; now: 
     now,
     logger,
     hasher,
+    ...options.holds,
   });
   const app = express();
   app.use('/api', keysRouter(store, { hasher, now, logger }));
@@ -94,6 +109,7 @@ export function serveGateway(store: KeyStore, options: { upstream: string; now: 
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await proxy.drain();
+    await proxy.close();
     await store.close?.();
     process.exit(0);
   });

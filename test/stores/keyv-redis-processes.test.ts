@@ -9,6 +9,7 @@ import { issueKey } from '../../src/index.js';
 import { fastHasher, seedAccount, testClock } from '../helpers.js';
 import { type MockUpstream, startTestUpstream } from '../proxy/mock-upstream.js';
 import { chat, deferred } from '../proxy/harness.js';
+import { type DeadGatewayWorld, releasedByASweeper, releasedByTheNextRequest } from './dead-gateway.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
 
 /** One gateway process (test/stores/redis-gateway-process.ts) and what it wrote to stderr. */
@@ -325,58 +326,27 @@ describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSki
     });
   });
 
-  it("a gateway killed with SIGKILL mid-stream holds the key's limit until its hold's deadline, then another process reserves it all again", async () => {
+  /** The dead-gateway scenario of dead-gateway.ts on this file's processes. */
+  function deadGateway(): DeadGatewayWorld {
     const mock = upstream as MockUpstream;
-    const seeded = await seedAccount(store, { hasher, balance: 100, now: clock.now() });
-    // One request reserves about $0.24 (100 output tokens and the prompt's estimate): a limit of $0.3 holds one at a time.
-    await store.updateKey(seeded.proxyKeyId, { limit: 0.3 });
-    const body = JSON.stringify(chat({ stream: true }));
-    const send = (gateway: GatewayProcess) =>
-      fetch(`${gateway.v1}/chat/completions`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${seeded.proxyKey}`, 'content-type': 'application/json' },
-        body,
-      });
     const env = { REDIS_URL: url, GATEWAY_PREFIX: prefix, GATEWAY_UPSTREAM: mock.url };
-    const doomed = await startGatewayProcess({ ...env, GATEWAY_NOW: String(clock.now()) }, children);
-    const gate = deferred();
-    mock.behaviour = { holdBeforeFirstChunk: gate.promise };
-    try {
-      const streaming = await send(doomed);
-      expect(streaming.status).toBe(200);
-      mock.behaviour = {};
-      const held = await store.getKey(seeded.proxyKeyId);
-      expect(held?.reserved).toBeGreaterThan(0.2);
-      doomed.child.kill('SIGKILL');
-      expect(await stopGatewayProcess(doomed.child)).toBe('SIGKILL');
-      // Before the deadline (the proxy's timeout, 10 minutes, plus a minute) the dead process's hold still counts.
-      const refused = await send(gateways[1] as GatewayProcess);
-      expect({ status: refused.status, code: ((await refused.json()) as { error: { code: string } }).error.code }).toEqual({
-        status: 403,
-        code: 'spend_limit_reached',
-      });
-      // A process whose clock is past the deadline releases it on its next reservation, once, and serves the request.
-      const later = await startGatewayProcess({ ...env, GATEWAY_NOW: String(clock.now() + 11 * 60_000) }, children);
-      const served = await send(later);
-      expect(served.status).toBe(200);
-      expect(await served.text()).toContain('data: [DONE]');
-      expect(await stopGatewayProcess(later.child)).toBe(0);
-      expect(later.stderr).toEqual([]);
-    } finally {
-      gate.resolve();
-      mock.behaviour = {};
-    }
-    const key = await store.getKey(seeded.proxyKeyId);
-    const account = await store.getAccount(seeded.account.id);
-    // Only the served request is charged ($0.028); the killed one never settled and holds nothing any more.
-    expect({ keyReserved: key?.reserved, accountReserved: account?.reserved }).toEqual({ keyReserved: 0, accountReserved: 0 });
-    expect(key?.usage).toBeCloseTo(0.028, 10);
-    expect(account?.balance).toBeCloseTo(100 - 0.028, 10);
-    const entries = (await store.listLedger(seeded.account.id, { limit: 10 })).entries;
-    expect(entries.map((entry) => [entry.type, entry.amount])).toEqual([
-      ['usage', -0.028],
-      ['credit', 100],
-    ]);
+    return {
+      store,
+      hasher,
+      now: clock.now(),
+      mock,
+      start: (extra) => startGatewayProcess({ ...env, ...extra }, children),
+      stop: stopGatewayProcess,
+      running: gateways,
+    };
+  }
+
+  it("a gateway killed with SIGKILL mid-stream pins the key's limit and the account's balance until its hold's deadline; then another process's next request releases it, once", async () => {
+    await releasedByTheNextRequest(deadGateway());
+  });
+
+  it("a gateway killed with SIGKILL mid-stream: after the deadline another process's sweeper frees the key's full limit and the account's whole balance with no request at all", async () => {
+    await releasedByASweeper(deadGateway());
   });
 
   it('a key deactivated through one process is refused at once by the two others, which had verified and cached it', async () => {

@@ -3,10 +3,11 @@
  * `PostgresKeyStore` (its own pool), which it migrates at start as a deployed gateway would (the
  * processes start together, so their migrations race), then {@link serveGateway}.
  *
- * Environment: DATABASE_URL, GATEWAY_SCHEMA, GATEWAY_UPSTREAM (the mock's base URL with `/v1`), GATEWAY_NOW.
+ * Environment: DATABASE_URL, GATEWAY_SCHEMA, GATEWAY_UPSTREAM (the mock's base URL with `/v1`), GATEWAY_NOW;
+ * optional: GATEWAY_HOLDS (JSON of the proxy's `timeoutMs`, `holdMarginMs`, `holdSweepIntervalMs`).
  */
 import { PostgresKeyStore } from '../../src/store/postgres/index.js';
-import { serveGateway } from './gateway-processes.js';
+import { holdOptionsFromEnv, serveGateway } from './gateway-processes.js';
 
 const { DATABASE_URL, GATEWAY_SCHEMA, GATEWAY_UPSTREAM, GATEWAY_NOW } = process.env;
 if (!DATABASE_URL || !GATEWAY_SCHEMA || !GATEWAY_UPSTREAM || !GATEWAY_NOW) {
@@ -16,4 +17,4 @@ if (!DATABASE_URL || !GATEWAY_SCHEMA || !GATEWAY_UPSTREAM || !GATEWAY_NOW) {
 
 const store = new PostgresKeyStore({ connectionString: DATABASE_URL, schema: GATEWAY_SCHEMA });
 await store.migrate();
-serveGateway(store, { upstream: GATEWAY_UPSTREAM, now: Number(GATEWAY_NOW) });
+serveGateway(store, { upstream: GATEWAY_UPSTREAM, now: Number(GATEWAY_NOW), holds: holdOptionsFromEnv(process.env.GATEWAY_HOLDS) });

@@ -8,6 +8,7 @@ import type { LedgerEntry } from '../../src/store/types.js';
 import { fastHasher, seedAccount, testClock } from '../helpers.js';
 import { chat, deferred } from '../proxy/harness.js';
 import { type MockUpstream, startTestUpstream } from '../proxy/mock-upstream.js';
+import { type DeadGatewayWorld, releasedByASweeper, releasedByTheNextRequest } from './dead-gateway.js';
 import { type GatewayProcess, startGatewayProcess, stopGatewayProcess } from './gateway-processes.js';
 import { DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from './postgres-env.js';
 
@@ -251,6 +252,29 @@ describe.skipIf(!DATABASE_URL)(
       expect(account?.reserved).toBe(0);
       expect(account?.balance).toBeCloseTo(5 - 0.056, 10);
       expect((await ledgerOf(seeded.account.id)).filter((e) => e.type === 'usage')).toHaveLength(2);
+    });
+
+    /** The dead-gateway scenario of dead-gateway.ts on this file's processes. */
+    function deadGateway(): DeadGatewayWorld {
+      const mock = upstream as MockUpstream;
+      const env = { DATABASE_URL: url, GATEWAY_SCHEMA: schema, GATEWAY_UPSTREAM: mock.url };
+      return {
+        store,
+        hasher,
+        now: clock.now(),
+        mock,
+        start: (extra) => startGatewayProcess(GATEWAY_SCRIPT, { ...env, ...extra }, children),
+        stop: stopGatewayProcess,
+        running: gateways,
+      };
+    }
+
+    it("a gateway killed with SIGKILL mid-stream pins the key's limit and the account's balance until its hold's deadline; then another process's next request releases it, once", async () => {
+      await releasedByTheNextRequest(deadGateway());
+    });
+
+    it("a gateway killed with SIGKILL mid-stream: after the deadline another process's sweeper frees the key's full limit and the account's whole balance with no request at all", async () => {
+      await releasedByASweeper(deadGateway());
     });
 
     it('the processes logged nothing and each exits cleanly once its stdin closes', async () => {

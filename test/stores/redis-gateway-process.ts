@@ -7,7 +7,8 @@
  * during a test. Prints `{"port":…}` once listening; when its stdin ends (the test is done, or
  * died), it closes, drains the proxy's settlements and exits.
  *
- * Environment: REDIS_URL, GATEWAY_PREFIX, GATEWAY_UPSTREAM (the mock's base URL with `/v1`), GATEWAY_NOW.
+ * Environment: REDIS_URL, GATEWAY_PREFIX, GATEWAY_UPSTREAM (the mock's base URL with `/v1`), GATEWAY_NOW;
+ * optional: GATEWAY_HOLDS (JSON of the proxy's `timeoutMs`, `holdMarginMs`, `holdSweepIntervalMs`).
  */
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,6 +16,7 @@ import express from 'express';
 import { KeyHasher, KeyvKeyStore, keysRouter, modelSwitchAuth, proxyRouter } from '../../src/index.js';
 import { MOCK_PRICE } from '../proxy/harness.js';
 import { redisKeyv } from './redis-env.js';
+import { holdOptionsFromEnv } from './gateway-processes.js';
 
 const { REDIS_URL, GATEWAY_PREFIX, GATEWAY_UPSTREAM, GATEWAY_NOW } = process.env;
 if (!REDIS_URL || !GATEWAY_PREFIX || !GATEWAY_UPSTREAM || !GATEWAY_NOW) {
@@ -37,6 +39,7 @@ const proxy = proxyRouter(store, {
   now,
   logger,
   hasher,
+  ...holdOptionsFromEnv(process.env.GATEWAY_HOLDS),
 });
 const app = express();
 app.use('/api', keysRouter(store, { hasher, now, logger }));
@@ -52,6 +55,7 @@ process.stdin.on('end', async () => {
   server.closeAllConnections();
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await proxy.drain();
+  await proxy.close();
   await store.close();
   process.exit(0);
 });
