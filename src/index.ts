@@ -2,6 +2,7 @@ export { modelSwitchAuth } from './auth/model-switch-auth.js';
 export type { Middleware, NextFunction } from './http/middleware.js';
 export type { AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './auth/authenticator.js';
 export type { AuthOptions } from './auth/options.js';
+export { generationRoute } from './auth/generation.js';
 export { keyInfoRoute, type KeyInfoResponse } from './auth/key-info.js';
 export { keysRouter } from './management/keys-router.js';
 export type {
@@ -54,6 +55,7 @@ export { KeyvKeyStore, type KeyvKeyStoreOptions } from './store/keyv/keyv-store.
 export { MemoryKeyStore, type MemoryKeyStoreOptions } from './store/memory/memory-store.js';
 export type {
   AccountRecord,
+  Awaitable,
   BalanceChange,
   BalanceChangeResult,
   CounterState,
@@ -73,7 +75,6 @@ export type {
   ReservationResult,
   SpendReservation,
   SpendSettlement,
-  SyncHotPath,
   UsageDetails,
   UsageRange,
   UsageRow,
