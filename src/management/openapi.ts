@@ -22,12 +22,8 @@ export interface OpenApiDocument extends JsonObject {
   components: JsonObject;
 }
 
-/**
- * Error codes the document names: the package's own, and those of routes it describes from the
- * contract that a later change adds (`generation_not_found`).
- */
-// The dashboard's own codes are not here: its JSON API serves its page, not clients (docs/dashboard.md).
-export type DocumentedErrorCode = Exclude<ModelSwitchErrorCode, 'session_required' | 'csrf_check_failed'> | 'generation_not_found';
+/** Error codes the document names: every code the package answers with but the dashboard's, whose JSON API serves its own page, not clients (docs/dashboard.md). */
+export type DocumentedErrorCode = Exclude<ModelSwitchErrorCode, 'session_required' | 'csrf_check_failed'>;
 
 /** Status, type and when each documented code is answered (the contract's error table, DESIGN "Errors"). */
 const ERRORS: Record<DocumentedErrorCode, { status: number; type: ModelSwitchErrorType; when: string }> = {
