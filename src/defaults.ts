@@ -165,3 +165,12 @@ export const DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS = 5000;
 export const DEFAULT_SUITE_NAME = 'KeyStore conformance: ';
 /** `keyStoreSuite` `concurrency`: operations the concurrency tests start at once. */
 export const DEFAULT_SUITE_CONCURRENCY = 200;
+
+// events
+
+/**
+ * `balanceLowThreshold` of `proxyRouter`, `creditBalance` and `adjustBalance`: an
+ * `account.balance_low` event fires when a change takes an account's balance from at least this
+ * many USD to below it. $1: a few hundred typical requests left, time for a top-up.
+ */
+export const DEFAULT_BALANCE_LOW_THRESHOLD = 1;

@@ -493,7 +493,7 @@ describe('Exchange hold renewal', () => {
     expect(store.extensions).toHaveLength(2);
     exchange.reportUsage(USAGE);
     await exchange.settle('completed');
-    expect(store.settlements).toEqual([settlement(COST, START + 1500 + HALF_MARGIN)]);
+    expect(store.settlements).toEqual([settlement(COST, START + 1500 + HALF_MARGIN, details())]);
     expect(logger.lines).toEqual([
       'error: modelswitch-keys: key store unavailable (extendHold: connection reset); requests that need it answer 503 until it recovers',
       'warn: modelswitch-keys: key store recovered',
@@ -513,7 +513,7 @@ describe('Exchange hold renewal', () => {
     expect(store.extensions).toHaveLength(1);
     exchange.reportUsage(USAGE);
     await exchange.settle('completed');
-    expect(store.settlements).toEqual([settlement(COST, START + 1500 + 2 * HALF_MARGIN)]);
+    expect(store.settlements).toEqual([settlement(COST, START + 1500 + 2 * HALF_MARGIN, details())]);
     expect(logger.lines).toEqual([
       'warn: modelswitch-keys: the hold of a request of key 7 was released as expired while its answer still ran (gateway clocks apart, or holdMarginMs too short); it is still charged when it ends',
     ]);
@@ -530,7 +530,7 @@ describe('Exchange hold renewal', () => {
         return world.clock.now();
       },
     };
-    const exchange = await Exchange.reserve(dependencies, context, preparedChat(context, world.clock, { stream: true }));
+    const exchange = await Exchange.reserve(dependencies, context, preparedChat(context, world.clock, { stream: true }), REQUEST_ID);
     broken = true;
     exchange.answered(true);
     expect(() => exchange.forwarded(100)).not.toThrow();
