@@ -174,3 +174,19 @@ export const DEFAULT_SUITE_CONCURRENCY = 200;
  * many USD to below it. $1: a few hundred typical requests left, time for a top-up.
  */
 export const DEFAULT_BALANCE_LOW_THRESHOLD = 1;
+
+// dashboard
+
+/** `dashboardRouter` `session.ttlMs`: how long a dashboard session lasts after sign-in. 12 hours: a working day, not a week. */
+export const DEFAULT_DASHBOARD_SESSION_TTL_MS = 12 * 60 * 60 * 1000;
+/** `dashboardRouter` `session.cookieName`: the session cookie's name. */
+export const DEFAULT_DASHBOARD_COOKIE_NAME = 'modelswitch_session';
+/**
+ * `dashboardRouter` `signInAttempts`: failed sign-ins one client address may make per
+ * `signInWindowMs` before it answers 429, on top of the per-key bound every wrong secret has (KeyHasher).
+ */
+export const DEFAULT_DASHBOARD_SIGN_IN_ATTEMPTS = 10;
+/** `dashboardRouter` `signInWindowMs`: the window of `signInAttempts`. One minute. */
+export const DEFAULT_DASHBOARD_SIGN_IN_WINDOW_MS = 60_000;
+/** `dashboardRouter` `maxBodyBytes`: the largest JSON body the dashboard's own API reads. */
+export const DEFAULT_DASHBOARD_MAX_BODY_BYTES = 16_384;

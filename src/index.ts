@@ -6,6 +6,9 @@ export { keyInfoRoute, type KeyInfoResponse } from './auth/key-info.js';
 export { keysRouter } from './management/keys-router.js';
 export type { KeysRouterOptions } from './management/options.js';
 export { proxyRouter, type ProxyRouter, type ProxyRouterOptions } from './proxy/proxy-router.js';
+export { dashboardRouter } from './dashboard/dashboard-router.js';
+export { oidcIdentity, type OidcIdentityOptions } from './dashboard/oidc.js';
+export type { DashboardIdentity, DashboardOptions, DashboardSessionOptions, IdentifyFunction } from './dashboard/options.js';
 export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './proxy/pricing.js';
 export type { Upstream } from './proxy/upstreams.js';
 export {

@@ -4,7 +4,7 @@ import { type JsonBody, isJsonObject } from '../http/body.js';
 import { INTERNAL_ERROR_MESSAGE } from '../http/respond.js';
 import { isModelAllowed } from '../keys/models.js';
 import { limitPeriod } from '../store/spend-rules.js';
-import { ANY_KEY } from './key-scan.js';
+import { containsKey } from './key-scan.js';
 import { type OutputCap, maxCost, outputCap } from './metering.js';
 import type { ResolvedProxyOptions } from './options.js';
 import { type ModelPrice, priceOf } from './pricing.js';
@@ -174,7 +174,7 @@ export function prepare(
   const body = Buffer.from(JSON.stringify(sent));
   // Checked on the bytes as received and as sent (JSON escapes such as \u006d decoded), so no
   // ms-/mk- value can reach a provider inside a prompt either.
-  if (ANY_KEY.test(raw.toString('latin1')) || ANY_KEY.test(body.toString('latin1'))) {
+  if (containsKey(raw.toString('latin1')) || containsKey(body.toString('latin1'))) {
     return refused(invalidRequest('The request body contains a ModelSwitch API key; remove it (keys are never sent to providers)'));
   }
   const at = now();

@@ -5,7 +5,7 @@ import { isJsonObject } from '../http/body.js';
 import { sendError } from '../http/respond.js';
 import type { Logger } from '../log.js';
 import type { Exchange } from './exchange.js';
-import { ANY_KEY } from './key-scan.js';
+import { containsKey } from './key-scan.js';
 import { type TokenUsage, readUsage } from './pricing.js';
 import { UPSTREAM_REQUEST_ID_HEADER, answerIdOf } from './request-id.js';
 import { SseUsageScanner } from './sse-usage.js';
@@ -140,7 +140,8 @@ export class UpstreamEvents {
     exchange.attach(proxyReq);
     for (const name of proxyReq.getHeaderNames()) {
       const value = proxyReq.getHeader(name);
-      if (DROPPED_REQUEST_HEADERS.has(name) || ANY_KEY.test(String(value))) proxyReq.removeHeader(name);
+      // A key percent-encoded (x-request-id: ms%2D…) is still the key: such a header is dropped too.
+      if (DROPPED_REQUEST_HEADERS.has(name) || containsKey(String(value))) proxyReq.removeHeader(name);
     }
     for (const [name, value] of Object.entries(upstream.headers)) proxyReq.setHeader(name, value);
     proxyReq.setHeader('content-type', 'application/json');

@@ -31,6 +31,13 @@ function exportedNames(entry: string): string[] {
 // make it on purpose, with its README row.
 const INDEX_EXPORTS = [
   'API_KEY_PATTERN',
+  'DashboardIdentity',
+  'DashboardOptions',
+  'DashboardSessionOptions',
+  'IdentifyFunction',
+  'OidcIdentityOptions',
+  'dashboardRouter',
+  'oidcIdentity',
   'AccountRecord',
   'AdjustmentOptions',
   'BalanceChange',

@@ -338,6 +338,19 @@ describe('proxyRouter request bodies', () => {
     expect(await gateway.store.getKey(gateway.proxyKeyId)).toMatchObject({ usage: 0.028, reserved: 0 });
   });
 
+  it('refuses (400) a key percent-encoded in the body (once or twice), as in the URL', async () => {
+    gateway = await startGateway();
+    const once = gateway.billingKey.replace('-', '%2D');
+    for (const content of [`my key: ${once}`, `x${once.replace('%', '%25')}`]) {
+      const res = await post(gateway, '/chat/completions', chat({ messages: [{ role: 'user', content }] }));
+      expect({ status: res.status, body: JSON.parse(res.text) }).toEqual({ status: 400, body: KEY_IN_BODY });
+    }
+    expect(gateway.upstream.requests).toEqual([]);
+    // Percent signs that encode no key still pass.
+    const ok = await post(gateway, '/chat/completions', chat({ messages: [{ role: 'user', content: '100% sure, 50%2D off, %zz' }] }));
+    expect(ok.status).toBe(200);
+  });
+
   it('refuses (400) a key hidden in the body with JSON unicode escapes', async () => {
     gateway = await startGateway();
     const escaped = `\\u006D${gateway.proxyKey.slice(1)}`;

@@ -157,6 +157,23 @@ describe('proxyRouter credentials', () => {
     expect(seen?.headers['openai-organization']).toBeUndefined();
   });
 
+  it('drops a header holding a percent-encoded key (once or twice), and keeps the others', async () => {
+    gateway = await startGateway();
+    const once = gateway.billingKey.replace('-', '%2D');
+    const res = await post(gateway, '/chat/completions', chat(), {
+      'x-correlation-id': once,
+      'x-trace': `t=${once.replace('%', '%25')}`,
+      'x-client': 'my-app 100%',
+    });
+    expect(res.status).toBe(200);
+    const seen = gateway.upstream.requests[0];
+    expect({ correlation: seen?.headers['x-correlation-id'], trace: seen?.headers['x-trace'], client: seen?.headers['x-client'] }).toEqual({
+      correlation: undefined,
+      trace: undefined,
+      client: 'my-app 100%',
+    });
+  });
+
   it('never sends a key upstream in the URL path or a query parameter name: 400 before any upstream call', async () => {
     gateway = await startGateway();
     for (const path of [
