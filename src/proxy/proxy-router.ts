@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { findGeneration, isGenerationRequest } from '../auth/generation.js';
 import { isKeyInfoRequest, keyInfoBody } from '../auth/key-info.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { BufferBudget, readJsonBody } from '../http/body.js';
@@ -201,6 +202,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
     }
     if (isKeyInfoRequest(req)) {
       sendJson(res, 200, keyInfoBody(context));
+      return;
+    }
+    if (isGenerationRequest(req)) {
+      sendJson(res, 200, await findGeneration(store, guard, context, req.url));
       return;
     }
     const path = pathOf(req.url);
