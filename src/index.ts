@@ -56,6 +56,7 @@ export { KeyvKeyStore, type KeyvKeyStoreOptions } from './store/keyv/keyv-store.
 export { MemoryKeyStore, type MemoryKeyStoreOptions } from './store/memory/memory-store.js';
 export type {
   AccountRecord,
+  Awaitable,
   BalanceChange,
   BalanceChangeResult,
   CounterState,
@@ -75,7 +76,6 @@ export type {
   ReservationResult,
   SpendReservation,
   SpendSettlement,
-  SyncHotPath,
   UsageDetails,
   UsageRange,
   UsageRow,
