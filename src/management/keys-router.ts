@@ -5,6 +5,7 @@ import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { EventDispatcher, billingKeyActor } from '../events/events.js';
 import { DEFAULT_KEYS_PAGE_LIMIT, DEFAULT_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
 import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
 import { accountRoutes } from './account-routes.js';
@@ -86,6 +87,22 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   const authenticator = new Authenticator(store, auth);
   const { guard, now, logger } = authenticator;
   const accountRoute = accountRoutes(store, authenticator);
+  const events = new EventDispatcher(auth.onEvent, logger);
+
+  /** Reports a change of key `keyId` made by the request's billing key, once its answer is sent. */
+  function keyEvent(
+    res: ServerResponse,
+    context: ModelSwitchContext,
+    keyId: number,
+    at: number,
+    event:
+      | { type: 'key.created' | 'key.deleted' }
+      | { type: 'key.updated'; changed: string[] }
+      | { type: 'key.rotated'; previousKeyExpiresAt: number | null },
+  ): void {
+    if (!events.enabled) return;
+    events.afterResponse(res, { ...event, accountId: context.account.id, keyId, actor: billingKeyActor(context.key.id), time: at });
+  }
 
   /** The key with this id if it is one of the caller's proxy keys; 404 otherwise (never 403). */
   async function ownKey(context: ModelSwitchContext, rawId: string): Promise<KeyRecord> {
@@ -138,6 +155,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const record = await guard.run('insertKey', () => store.insertKey(prepared.record));
     const { id, ...fields } = publicKey(record, at);
     sendJson(res, 201, { id, key: prepared.key, ...fields });
+    keyEvent(res, context, record.id, at, { type: 'key.created' });
   }
 
   async function update(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext, rawId: string): Promise<void> {
@@ -155,6 +173,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const updated = await guard.run('updateKey', () => store.updateKey(current.id, changes));
     if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
     sendJson(res, 200, publicKey(updated, at));
+    keyEvent(res, context, updated.id, at, { type: 'key.updated', changed: Object.keys(body) });
   }
 
   /**
@@ -180,6 +199,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const { id, ...fields } = publicKey(rotated, at);
     const deadline = rotated.previousKeyExpiresAt;
     sendJson(res, 200, { id, key: prepared.key, ...fields, previousKeyExpiresAt: deadline === null ? null : isoTime(deadline) });
+    keyEvent(res, context, rotated.id, at, { type: 'key.rotated', previousKeyExpiresAt: deadline });
   }
 
   async function objectBody(
@@ -215,6 +235,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
       const deleted = await guard.run('deleteKey', () => store.deleteKey(record.id));
       if (!deleted) throw new ModelSwitchError('key_not_found', `No API key with id ${record.id}`, { param: 'id' });
       sendJson(res, 200, { id: record.id, deleted: true });
+      keyEvent(res, context, record.id, now(), { type: 'key.deleted' });
       return;
     }
     sendJson(res, 200, publicKey(record, now()));
