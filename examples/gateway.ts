@@ -14,6 +14,7 @@ import {
   issueKey,
   keysRouter,
   modelSwitchAuth,
+  prometheusMetrics,
   proxyRouter,
   sendError,
 } from '../src/index.js';
@@ -70,10 +71,14 @@ export async function startGateway(
 
   const app = express();
   app.disable('x-powered-by');
-  app.use('/api', keysRouter(store));
+  // Prometheus metrics of the three factories, served at /metrics (in production, where only the
+  // scraper reaches it: a private port or network).
+  const metrics = prometheusMetrics();
+  app.get('/metrics', metrics.handler());
+  app.use('/api', keysRouter(store, { metrics }));
   const upstreams = await upstreamsFromEnv();
-  const proxy = proxyRouter(store, upstreams.options);
-  app.use('/v1', modelSwitchAuth(store), proxy);
+  const proxy = proxyRouter(store, { ...upstreams.options, metrics });
+  app.use('/v1', modelSwitchAuth(store, { metrics }), proxy);
   // Anything else: a 404 written like every other error of the gateway (same JSON, no-store). The path
   // is the client's own text: ModelSwitchError redacts a key pasted into it (GET /api/ms-…).
   app.use((req, res) => {
