@@ -1,4 +1,5 @@
 import { defineConfig } from 'tsup';
+import { buildDashboardAssets } from './scripts/build-dashboard.js';
 
 export default defineConfig({
   entry: {
@@ -16,6 +17,10 @@ export default defineConfig({
   // The PostgreSQL entry loads pg with createRequire(import.meta.url); the shim gives the CommonJS
   // build an import.meta.url (from __filename).
   shims: true,
-  // scrypt-kdf ships ESM only; bundling it keeps the CommonJS build free of require(esm).
-  noExternal: ['scrypt-kdf'],
+  // scrypt-kdf and jose ship ESM only; bundling it keeps the CommonJS build free of require(esm).
+  noExternal: ['scrypt-kdf', 'jose'],
+  // The dashboard's browser assets, into dist/dashboard (after `clean` emptied dist).
+  onSuccess: async () => {
+    await buildDashboardAssets();
+  },
 });

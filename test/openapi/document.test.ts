@@ -17,7 +17,9 @@ import { takeViolations } from './recorder.js';
  * Every code the package answers with (`route_not_found` is the host's own, for its unknown URLs).
  * A `Record`, so a code added to `ModelSwitchErrorCode` fails to compile here until it is named.
  */
-const PACKAGE_CODES: Record<Exclude<ModelSwitchErrorCode, 'route_not_found'>, true> = {
+// The dashboard's codes (session_required, csrf_check_failed) belong to its own JSON API, which the
+// document leaves out: docs/dashboard.md lists it.
+const PACKAGE_CODES: Record<Exclude<ModelSwitchErrorCode, 'route_not_found' | 'session_required' | 'csrf_check_failed'>, true> = {
   invalid_api_key: true,
   expired_api_key: true,
   wrong_key_type: true,
