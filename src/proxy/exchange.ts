@@ -2,7 +2,7 @@ import type { ModelSwitchContext } from '../auth/authenticator.js';
 import { type Logger, errorText } from '../log.js';
 import type { StoreGuard } from '../store/guard.js';
 import { MAX_USAGE_NAME_LENGTH, MAX_USD } from '../store/spend-rules.js';
-import type { KeyStore, ReservationResult, SpendReservation, SpendSettlement, UsageDetails } from '../store/types.js';
+import type { KeyStore, LedgerEntry, ReservationResult, SpendReservation, SpendSettlement, UsageDetails } from '../store/types.js';
 import type { InFlight } from './in-flight.js';
 import { countTokens, refusal } from './metering.js';
 import type { PreparedRequest } from './prepare.js';
@@ -38,6 +38,11 @@ export interface ExchangeDependencies {
   readonly holdMarginMs: number;
   /** The host's metrics (upstream latency, metered tokens and USD, reservations held), or `null`. */
   readonly metrics: GatewayMetrics | null;
+  /**
+   * Told of each ledger entry a settlement wrote (or found, for a retry whose first attempt landed);
+   * the router reports `account.balance_low` from it. What it throws is ignored.
+   */
+  readonly onSettled?: ((exchange: Exchange, entry: LedgerEntry) => void) | undefined;
 }
 
 /** What an exchange needs of the request sent upstream: a way to stop it when the client leaves. */
@@ -310,15 +315,14 @@ export class Exchange {
         released = true;
         metrics?.reservationHeld(-1);
       };
-      const attempt = () =>
-        guard
-          .run('settleSpend', () => store.settleSpend(settlement))
-          .then(() => {
-            release();
-            const details = settlement.usage;
-            if (metrics !== null && details !== undefined)
-              metrics.metered(details.model, details.promptTokens, details.completionTokens, cost);
-          });
+      const attempt = async () => {
+        const entry = await guard.run('settleSpend', () => store.settleSpend(settlement));
+        release();
+        const details = settlement.usage;
+        if (metrics !== null && details !== undefined) metrics.metered(details.model, details.promptTokens, details.completionTokens, cost);
+        if (entry) this.reportSettled(entry);
+        return entry;
+      };
       try {
         await attempt();
       } catch {
@@ -356,6 +360,14 @@ export class Exchange {
       requestId: this.requestId,
       upstreamId: this.answerId ?? null,
     };
+  }
+
+  private reportSettled(entry: LedgerEntry): void {
+    try {
+      this.dependencies.onSettled?.(this, entry);
+    } catch {
+      // A report is never worth a lost or repeated settlement.
+    }
   }
 
   /**
