@@ -43,6 +43,7 @@ export { API_KEY_PATTERN, generateApiKey, parseApiKey, type ParsedApiKey } from 
 export type { KeyType } from './store/types.js';
 export { KeyHasher, type KeyHasherOptions, type ScryptParameters } from './keys/hashing.js';
 export { DEFAULT_PROXY_PATHS, DEFAULT_RATE_LIMIT, DEFAULT_SCRYPT } from './defaults.js';
+export type { EventHandler, ModelSwitchActor, ModelSwitchEvent, ModelSwitchEventType } from './events/events.js';
 export { ConfigurationError, type ConfigurationErrorCode } from './errors/configuration-error.js';
 export { ModelSwitchError, type ErrorBody, type ModelSwitchErrorCode, type ModelSwitchErrorType } from './errors/errors.js';
 export { sendError } from './http/respond.js';
@@ -55,6 +56,7 @@ export { KeyvKeyStore, type KeyvKeyStoreOptions } from './store/keyv/keyv-store.
 export { MemoryKeyStore, type MemoryKeyStoreOptions } from './store/memory/memory-store.js';
 export type {
   AccountRecord,
+  Awaitable,
   BalanceChange,
   BalanceChangeResult,
   CounterState,
@@ -74,7 +76,6 @@ export type {
   ReservationResult,
   SpendReservation,
   SpendSettlement,
-  SyncHotPath,
   UsageDetails,
   UsageRange,
   UsageRow,
