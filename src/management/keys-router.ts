@@ -5,6 +5,7 @@ import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { trackRequest } from '../auth/request-metrics.js';
 import { EventDispatcher, billingKeyActor } from '../events/events.js';
 import { DEFAULT_KEYS_PAGE_LIMIT, DEFAULT_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
 import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
@@ -55,6 +56,8 @@ const ALLOWED_METHODS = {
   rotate: ['POST'],
 } as const;
 type Route = keyof typeof ALLOWED_METHODS;
+/** The route label of each route in the request metrics. */
+const ROUTE_LABELS: Record<Route, string> = { collection: '/api/keys', item: '/api/keys/:id', rotate: '/api/keys/:id/rotate' };
 
 /**
  * The key management API, scoped to the billing key's account (`Authorization: Bearer mk-…`):
@@ -85,7 +88,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   assertStore(store, 'keysRouter');
   const { maxBodyBytes, auth } = resolveKeysRouterOptions(options);
   const authenticator = new Authenticator(store, auth);
-  const { guard, now, logger } = authenticator;
+  const { guard, now, logger, metrics } = authenticator;
   const accountRoute = accountRoutes(store, authenticator);
   const events = new EventDispatcher(auth.onEvent, logger);
 
@@ -245,6 +248,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const path = (req.url ?? '/').split('?', 1)[0] as string;
     // Public, before any key is read: the document describes how to authenticate.
     if (path === OPENAPI_PATH && req.method !== 'OPTIONS') {
+      trackRequest(metrics, req, res, '/api/openapi.json');
       answerOpenApi(req, res);
       return;
     }
@@ -256,6 +260,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
       next();
       return;
     }
+    trackRequest(metrics, req, res, ROUTE_LABELS[route]);
     const allowed: readonly string[] = ALLOWED_METHODS[route];
     if (!allowed.includes(req.method ?? '')) {
       sendError(
