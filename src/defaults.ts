@@ -28,6 +28,13 @@ export const DEFAULT_KEY_TYPE = 'proxy';
  * modelSwitchAuth(store, { defaultRateLimit: { ...DEFAULT_RATE_LIMIT, requests: 100 } });
  * ```
  */
+/**
+ * `standardHeaders` of the authenticating factories: the `RateLimit-*` headers of the IETF draft 6
+ * (`RateLimit-Policy`, `-Limit`, `-Remaining`, `-Reset`), what express-rate-limit's `true` sends.
+ */
+export const DEFAULT_STANDARD_HEADERS = 'draft-6';
+/** `legacyHeaders` of the authenticating factories: no `X-RateLimit-*` headers (express-rate-limit's advice for new APIs). */
+export const DEFAULT_LEGACY_HEADERS = false;
 export const DEFAULT_RATE_LIMIT: Readonly<{ requests: number; interval: string }> = Object.freeze({ requests: 1000, interval: '10s' });
 /** `storeTimeoutMs`: a store call slower than this fails the request with 503 `store_unavailable`. */
 export const DEFAULT_STORE_TIMEOUT_MS = 2000;

@@ -2,6 +2,7 @@ export { modelSwitchAuth } from './auth/model-switch-auth.js';
 export type { Middleware, NextFunction } from './http/middleware.js';
 export type { AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './auth/authenticator.js';
 export type { AuthOptions } from './auth/options.js';
+export type { StandardHeaders } from './auth/rate-limit-headers.js';
 export { generationRoute } from './auth/generation.js';
 export { keyInfoRoute, type KeyInfoResponse } from './auth/key-info.js';
 export { keysRouter } from './management/keys-router.js';

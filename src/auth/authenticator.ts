@@ -4,7 +4,8 @@ import type { KeyType } from '../store/types.js';
 import { readBearerToken } from '../http/bearer.js';
 import { MISSING_OR_INVALID_HEADER, ModelSwitchError, answerWithoutStack, authenticationError, invalidApiKey } from '../errors/errors.js';
 import type { KeyHasher } from '../keys/hashing.js';
-import { intervalToMs, rateLimitExceeded, setRateLimitHeaders } from './rate-limit.js';
+import { intervalToMs, rateLimitExceeded } from './rate-limit.js';
+import type { RateLimitHeaderWriter } from './rate-limit-headers.js';
 import { limitPeriod, usageInPeriod } from '../store/spend-rules.js';
 import type { Logger } from '../log.js';
 import { StoreGuard } from '../store/guard.js';
@@ -46,6 +47,8 @@ export class Authenticator {
   readonly now: () => number;
   private readonly hasher: KeyHasher;
   private readonly defaultRateLimit: Readonly<RateLimitSetting> | null;
+  /** Writes the rate-limit headers the factory's `standardHeaders` and `legacyHeaders` chose (`null`: none). */
+  private readonly rateLimitHeaders: RateLimitHeaderWriter | null;
   /** The host's logger, safe to call (see `hostLogger`): the factories log through it too. */
   readonly logger: Logger;
   /** The host's metrics, or `null`. */
@@ -74,6 +77,7 @@ export class Authenticator {
     this.defaultRateLimit = options.defaultRateLimit;
     this.metrics = options.metrics;
     this.metrics?.watchQueue(options.hasher);
+    this.rateLimitHeaders = options.rateLimitHeaders;
   }
 
   /**
@@ -403,7 +407,7 @@ export class Authenticator {
 
   /** Sets the `RateLimit-*` headers from the counter after this request's hit; throws 429 when over. */
   private applyCounter(limit: RateLimitSetting, windowMs: number, counter: CounterState, res: ServerResponse, now: number): void {
-    setRateLimitHeaders(res, limit, windowMs, counter.count, counter.resetAt, now);
+    this.rateLimitHeaders?.(res, limit, windowMs, counter.count, counter.resetAt, now);
     if (counter.count > limit.requests) {
       throw rateLimitExceeded(
         `Rate limit exceeded: ${limit.requests} requests per ${limit.interval} for this key. Retry after the window resets.`,

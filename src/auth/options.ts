@@ -1,10 +1,11 @@
-import { DEFAULT_KEY_TYPE, DEFAULT_RATE_LIMIT } from '../defaults.js';
+import { DEFAULT_KEY_TYPE, DEFAULT_LEGACY_HEADERS, DEFAULT_RATE_LIMIT, DEFAULT_STANDARD_HEADERS } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
 import type { EventHandler } from '../events/events.js';
 import { type KeyHasher, defaultKeyHasher } from '../keys/hashing.js';
 import { type ResolvedStoreGuardOptions, type StoreGuardOptions, resolveStoreGuardOptions } from '../store/guard.js';
 import type { KeyType, RateLimitSetting } from '../store/types.js';
 import { intervalToMs } from './rate-limit.js';
+import { type RateLimitHeaderWriter, STANDARD_HEADER_DRAFTS, type StandardHeaders, rateLimitHeaderWriter } from './rate-limit-headers.js';
 
 /** Options of the authenticating factories. Every field is optional; `undefined` means the default. */
 export interface AuthOptions extends StoreGuardOptions {
@@ -23,6 +24,14 @@ export interface AuthOptions extends StoreGuardOptions {
    * key or balance, so it has none of its own to report.
    */
   onEvent?: EventHandler;
+  /**
+   * Which `RateLimit*` headers every rate-limited answer carries, as express-rate-limit's option:
+   * `'draft-6'` (default; `true` is the same), `'draft-7'`, `'draft-8'` or `false` for none (see
+   * {@link StandardHeaders}). A 429 carries `Retry-After` whatever this says.
+   */
+  standardHeaders?: StandardHeaders;
+  /** Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch seconds), as express-rate-limit's option. Default false. */
+  legacyHeaders?: boolean;
 }
 
 /** {@link AuthOptions} after {@link resolveAuthOptions}: every field present, checked, and frozen where the middleware shares it. */
@@ -34,6 +43,8 @@ export interface ResolvedAuthOptions extends ResolvedStoreGuardOptions {
   readonly now: () => number;
   /** The host's handler, or `undefined` for none. */
   readonly onEvent: EventHandler | undefined;
+  /** Writes the rate-limit headers `standardHeaders` and `legacyHeaders` chose; `null` when they chose none. */
+  readonly rateLimitHeaders: RateLimitHeaderWriter | null;
 }
 
 /**
@@ -73,7 +84,18 @@ export function resolveAuthOptions(options: AuthOptions | undefined, factory: st
     defaultRateLimit: resolveDefaultRateLimit(options.defaultRateLimit, factory),
     now,
     onEvent,
+    rateLimitHeaders: resolveRateLimitHeaders(options, factory),
   };
+}
+
+function resolveRateLimitHeaders(options: AuthOptions, factory: string): RateLimitHeaderWriter | null {
+  const standard = options.standardHeaders === undefined ? DEFAULT_STANDARD_HEADERS : options.standardHeaders;
+  if (typeof standard !== 'boolean' && !STANDARD_HEADER_DRAFTS.includes(standard)) {
+    throw optionError(factory, "options.standardHeaders must be 'draft-6', 'draft-7', 'draft-8', true (draft-6) or false (none)");
+  }
+  const legacy = options.legacyHeaders === undefined ? DEFAULT_LEGACY_HEADERS : options.legacyHeaders;
+  if (typeof legacy !== 'boolean') throw optionError(factory, 'options.legacyHeaders must be true or false');
+  return rateLimitHeaderWriter(standard, legacy);
 }
 
 function resolveDefaultRateLimit(setting: RateLimitSetting | null | undefined, factory: string): Readonly<RateLimitSetting> | null {

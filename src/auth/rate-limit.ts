@@ -1,6 +1,4 @@
-import type { ServerResponse } from 'node:http';
 import { type ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
-import type { RateLimitSetting } from '../store/types.js';
 
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 const INTERVAL = /^([1-9][0-9]{0,6})([smhd])$/;
@@ -22,39 +20,6 @@ export function intervalToMs(interval: string): number | null {
   if (!match) return null;
   const ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
   return ms > MAX_WINDOW_MS ? null : ms;
-}
-
-/** The two header values that depend on the limit alone, for the last limit seen (most requests share one). */
-let lastFixed = { requests: Number.NaN, windowMs: Number.NaN, policy: '', limit: '' };
-
-/**
- * Counter state turned into `RateLimit-*` headers (IETF draft "RateLimit header fields", draft 6).
- * Names go out in lower case (header names are case-insensitive, RFC 9110 §5.1, and HTTP/2 sends
- * them so): Node stores each header under its lower-cased name, and a name already in lower case
- * skips a string copy per header on every request.
- */
-export function setRateLimitHeaders(
-  res: ServerResponse,
-  limit: RateLimitSetting,
-  windowMs: number,
-  count: number,
-  resetAt: number,
-  now: number,
-): void {
-  let fixed = lastFixed;
-  if (fixed.requests !== limit.requests || fixed.windowMs !== windowMs) {
-    fixed = {
-      requests: limit.requests,
-      windowMs,
-      policy: `${limit.requests};w=${Math.ceil(windowMs / 1000)}`,
-      limit: String(limit.requests),
-    };
-    lastFixed = fixed;
-  }
-  res.setHeader('ratelimit-policy', fixed.policy);
-  res.setHeader('ratelimit-limit', fixed.limit);
-  res.setHeader('ratelimit-remaining', String(Math.max(0, limit.requests - count)));
-  res.setHeader('ratelimit-reset', String(Math.max(0, Math.ceil((resetAt - now) / 1000))));
 }
 
 /** The 429 answer, with `Retry-After` in whole seconds (at least 1). */

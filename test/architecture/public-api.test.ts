@@ -71,6 +71,7 @@ const INDEX_EXPORTS = [
   'adjustBalance',
   'prepareRotation',
   'AuthOptions',
+  'StandardHeaders',
   'AuthenticatedKey',
   'AuthenticatedRequest',
   'ConfigurationError',

@@ -43,6 +43,9 @@ describe('resolveAuthOptions', () => {
       now: Date.now,
       storeTimeoutMs: DEFAULT_STORE_TIMEOUT_MS,
       logger: 'function',
+      // DEFAULT_STANDARD_HEADERS (draft 6), without DEFAULT_LEGACY_HEADERS: see test/integration/rate-limit-headers.test.ts.
+      rateLimitHeaders: expect.any(Function),
+      metrics: null,
     });
     expect([DEFAULT_KEY_TYPE, DEFAULT_RATE_LIMIT, DEFAULT_STORE_TIMEOUT_MS]).toEqual(['proxy', { requests: 1000, interval: '10s' }, 2000]);
     expect(Object.isFrozen(resolved.defaultRateLimit)).toBe(true);
@@ -63,6 +66,8 @@ describe('resolveAuthOptions', () => {
       defaultRateLimit: { requests: 5, interval: '1m', tokens: 100 },
       storeTimeoutMs: 250,
       logger: ['warn: a line'],
+      rateLimitHeaders: expect.any(Function),
+      metrics: null,
     });
     expect({ copied: resolved.defaultRateLimit !== defaultRateLimit, frozen: Object.isFrozen(defaultRateLimit) }).toEqual({
       copied: true,
