@@ -14,6 +14,7 @@ import {
   validateId,
   validateLimit,
   validateLimitReset,
+  validateModels,
   validateName,
   validateRateLimit,
 } from '../management/validation.js';
@@ -31,7 +32,6 @@ export interface Caller {
 const CREATE_FIELDS = new Set(['type', 'name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const MAX_GRACE_MS = 7 * 24 * 60 * 60 * 1000;
-const MODEL_NAME = /^[^\s*]{1,200}\*?$/;
 const DEFAULT_TRANSACTIONS_PAGE = 50;
 const USAGE_DAYS = 30;
 const MAX_USAGE_DAYS = 366;
@@ -88,10 +88,10 @@ export class DashboardApi {
       limit: body.limit === undefined ? null : validateLimit(body.limit),
       limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
       rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
+      models: body.models === undefined ? null : validateModels(body.models),
     };
-    const models = body.models === undefined ? null : validateModels(body.models);
     const prepared = await prepareKey(input, { hasher: this.options.hasher, now, boundedPerAccount: true });
-    const record = await this.guard.run('insertKey', () => this.store.insertKey({ ...prepared.record, models }));
+    const record = await this.guard.run('insertKey', () => this.store.insertKey(prepared.record));
     const { id, ...fields } = dashboardKey(record, now);
     sendJson(res, 201, { id, key: prepared.key, ...fields });
   }
@@ -231,20 +231,6 @@ export function dashboardKey(record: KeyRecord, now: number) {
 function keyType(value: unknown, param = 'type'): KeyType {
   if (value === 'proxy' || value === 'billing') return value;
   throw invalidRequest(`${param} must be "proxy" or "billing"`, param);
-}
-
-/** `models`: `null` (every model) or 1–100 names, each exact or a prefix ending in `*`. */
-function validateModels(value: unknown): string[] | null {
-  if (value === null) return null;
-  if (!Array.isArray(value) || value.length < 1 || value.length > 100) {
-    throw invalidRequest('models must be null or a list of 1 to 100 model names', 'models');
-  }
-  for (const name of value) {
-    if (typeof name !== 'string' || !MODEL_NAME.test(name)) {
-      throw invalidRequest('each model must be a name without spaces, optionally ending in * (a prefix)', 'models');
-    }
-  }
-  return [...new Set(value as string[])];
 }
 
 /** `grace_period`: `0`, seconds as a number, or a duration like `"90s"`, `"1h"`, at most 7 days. */
