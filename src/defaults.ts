@@ -38,6 +38,12 @@ export const DEFAULT_STORE_TIMEOUT_MS = 2000;
 export const DEFAULT_KEYS_MAX_BODY_BYTES = 16_384;
 /** `GET /keys` without `limit`: keys per page. */
 export const DEFAULT_KEYS_PAGE_LIMIT = 100;
+/** `GET /transactions` without `limit`: ledger entries per page (1–1000 may be asked for). */
+export const DEFAULT_TRANSACTIONS_PAGE = 100;
+/** `GET /usage` without `from`: the days read, ending with `to` (default today, UTC), both included. */
+export const DEFAULT_USAGE_DAYS = 30;
+/** `GET /usage`: the most days one request may read (`from` to `to`, both included): a year, leap day too. */
+export const MAX_USAGE_DAYS = 366;
 
 // keys: hashing (`KeyHasher`)
 

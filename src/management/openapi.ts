@@ -148,10 +148,15 @@ const OWN_ANSWER_HEADERS: JsonObject = { 'Cache-Control': headerRef('Cache-Contr
 type Access = 'public' | 'billing' | 'proxy';
 
 /** Extra headers some error codes always carry. */
-function errorHeaders(codes: readonly DocumentedErrorCode[], access: Access): JsonObject {
+function errorHeaders(codes: readonly DocumentedErrorCode[], access: Access, proxied: boolean): JsonObject {
   const headers: JsonObject = { ...OWN_ANSWER_HEADERS };
   if (access !== 'public') Object.assign(headers, RATE_LIMIT_HEADERS);
   const status = ERRORS[codes[0] as DocumentedErrorCode].status;
+  // The proxy names a request as soon as it starts handling it, so every refusal from there on carries its id.
+  if (proxied)
+    headers['X-Request-Id'] = headerRef(
+      codes.every((code) => REFUSED_AFTER_NAMING.has(code)) ? 'X-Request-Id' : 'X-Request-Id-After-Authentication',
+    );
   if (status === 401) headers['WWW-Authenticate'] = headerRef('WWW-Authenticate');
   if (status === 429) headers['Retry-After'] = headerRef('Retry-After');
   if (status === 503) headers['Retry-After'] = headerRef('Retry-After-When-Busy');
@@ -162,8 +167,18 @@ function errorHeaders(codes: readonly DocumentedErrorCode[], access: Access): Js
   return headers;
 }
 
-/** One response per status for these codes, each with the error JSON restricted to its codes. */
-function errorResponses(codes: readonly DocumentedErrorCode[], access: Access): JsonObject {
+/** Codes a proxied request is only refused with once the proxy named it (after authentication and rate limiting). */
+const REFUSED_AFTER_NAMING: ReadonlySet<DocumentedErrorCode> = new Set([
+  'insufficient_balance',
+  'model_not_found',
+  'request_too_large',
+  'unsupported_content_encoding',
+  'upstream_error',
+  'upstream_timeout',
+]);
+
+/** One response per status for these codes, each with the error JSON restricted to its codes (`proxied`: a proxied route's). */
+function errorResponses(codes: readonly DocumentedErrorCode[], access: Access, proxied = false): JsonObject {
   const byStatus = new Map<number, DocumentedErrorCode[]>();
   for (const code of codes) {
     const status = ERRORS[code].status;
@@ -174,7 +189,7 @@ function errorResponses(codes: readonly DocumentedErrorCode[], access: Access): 
     const types = [...new Set(statusCodes.map((code) => ERRORS[code].type))];
     responses[String(status)] = {
       description: statusCodes.map((code) => `\`${code}\`: ${ERRORS[code].when}.`).join('\n'),
-      headers: errorHeaders(statusCodes, access),
+      headers: errorHeaders(statusCodes, access, proxied),
       content: json({
         allOf: [ref('Error'), { properties: { error: { properties: { type: { enum: types }, code: { enum: [...statusCodes] } } } } }],
       }),
@@ -208,6 +223,8 @@ interface OperationSpec {
   errors: readonly DocumentedErrorCode[];
   /** Extra responses (the passed-through upstream answer). */
   extra?: JsonObject;
+  /** A proxied route: its answers carry `X-Request-Id`. */
+  proxied?: boolean;
 }
 
 function operation(spec: OperationSpec): JsonObject {
@@ -220,7 +237,7 @@ function operation(spec: OperationSpec): JsonObject {
   if (spec.parameters !== undefined) op.parameters = spec.parameters;
   if (spec.requestBody !== undefined) op.requestBody = spec.requestBody;
   const errors = spec.access === 'public' ? spec.errors : [...AUTH_ERRORS, ...spec.errors];
-  op.responses = { ...spec.answers, ...errorResponses([...new Set(errors)], spec.access), ...spec.extra };
+  op.responses = { ...spec.answers, ...errorResponses([...new Set(errors)], spec.access, spec.proxied), ...spec.extra };
   return op;
 }
 
@@ -475,9 +492,16 @@ const headers: JsonObject = {
   'RateLimit-Reset': { description: 'Seconds until the window resets (draft 6).', schema: { type: 'string', pattern: '^[0-9]+$' } },
   RateLimit: { description: 'The IETF `RateLimit` field (`standardHeaders` draft 7 or 8).', schema: { type: 'string' } },
   'X-Request-Id': {
-    description: "The gateway's id of a proxied request: the `requestId` of its ledger entry and of `GET /v1/generation`.",
-    schema: { type: 'string' },
+    description:
+      "The gateway's id of a proxied request (`req_` and 24 base64url characters): the `requestId` of its ledger entry and of `GET /v1/generation`.",
+    required: true,
+    schema: { type: 'string', pattern: '^req_[A-Za-z0-9_-]{24}$' },
   },
+  'X-Request-Id-After-Authentication': {
+    description: 'The request id, on the refusals that come after the key passed authentication and its rate limit (a spend limit, say).',
+    schema: { type: 'string', pattern: '^req_[A-Za-z0-9_-]{24}$' },
+  },
+  'X-Upstream-Request-Id': { description: "The upstream's own `x-request-id`, when it sent one.", schema: { type: 'string' } },
   'x-should-retry': { description: 'Retrying the same request cannot pass.', schema: { const: 'false' } },
 };
 
@@ -675,12 +699,17 @@ function inferencePaths(): { [path: string]: JsonObject } {
         description:
           "Sent to the upstream that serves the body's `model`, with the upstream's credential instead of the client's key; its maximum cost is reserved first and the real cost (from the upstream's `usage`) settled after. `\"stream\": true` streams server-sent events through as they come.",
         access: 'proxy',
+        proxied: true,
         requestBody: jsonBody(ref('InferenceRequest')),
         answers: {
           '200': {
             description:
               "The upstream's answer, passed through (its body unchanged; a stream's usage chunk may be dropped when the gateway asked for it).",
-            headers: { 'X-Request-Id': headerRef('X-Request-Id'), ...RATE_LIMIT_HEADERS },
+            headers: {
+              'X-Request-Id': headerRef('X-Request-Id'),
+              'X-Upstream-Request-Id': headerRef('X-Upstream-Request-Id'),
+              ...RATE_LIMIT_HEADERS,
+            },
             content: {
               'application/json': { schema: { type: 'object' } },
               'text/event-stream': { schema: { type: 'string' } },
@@ -700,7 +729,11 @@ function inferencePaths(): { [path: string]: JsonObject } {
         extra: {
           default: {
             description: "The upstream's own answer with any other status (its error JSON, say), passed through unchanged.",
-            headers: { 'X-Request-Id': headerRef('X-Request-Id'), ...RATE_LIMIT_HEADERS },
+            headers: {
+              'X-Request-Id': headerRef('X-Request-Id'),
+              'X-Upstream-Request-Id': headerRef('X-Upstream-Request-Id'),
+              ...RATE_LIMIT_HEADERS,
+            },
             content: { 'application/json': { schema: {} }, 'text/event-stream': { schema: { type: 'string' } } },
           },
         },

@@ -31,6 +31,8 @@ interface Tracked {
   writeHeadHeaders: OutgoingHttpHeaders;
   /** The proxy sent this request upstream and the upstream answered. */
   passthrough: boolean;
+  /** The client's port, read on arrival: a destroyed socket no longer has one. */
+  remotePort: number | undefined;
   checked: boolean;
 }
 
@@ -40,6 +42,8 @@ const proxyPorts = new Set<number>();
 /** Servers found to be upstreams (mocks): none of their answers is checked. */
 const upstreamServers = new WeakSet<Server>();
 const violations: string[] = [];
+/** How many answers were checked against the document (answers to documented paths), for `answersChecked()`. */
+let checkedCount = 0;
 
 /** Installs the recorder in this process once (idempotent). */
 export function installRecorder(): void {
@@ -60,6 +64,11 @@ export function installRecorder(): void {
     }
     return (clientEmit as (this: ClientRequest, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
   };
+}
+
+/** How many answers of this test file were checked against the document so far. */
+export function answersChecked(): number {
+  return checkedCount;
 }
 
 /** The violations found since the last call, which clears them. */
@@ -88,6 +97,7 @@ function track(server: Server, req: IncomingMessage, res: ServerResponse): void 
     dropped: templateOf(req.url ?? '/') === undefined,
     writeHeadHeaders: {},
     passthrough: false,
+    remotePort: req.socket.remotePort,
     checked: false,
   };
   tracked.set(req, entry);
@@ -121,14 +131,14 @@ function track(server: Server, req: IncomingMessage, res: ServerResponse): void 
     if (headers !== undefined && !Array.isArray(headers)) Object.assign(entry.writeHeadHeaders, headers);
     return (writeHead as (...args: unknown[]) => ServerResponse).apply(this, args);
   } as ServerResponse['writeHead'];
-  res.once('finish', () => check(server, req, res, entry, true));
-  res.once('close', () => check(server, req, res, entry, false));
+  res.once('finish', () => check(server, res, entry, true));
+  res.once('close', () => check(server, res, entry, false));
 }
 
-function check(server: Server, req: IncomingMessage, res: ServerResponse, entry: Tracked, finished: boolean): void {
+function check(server: Server, res: ServerResponse, entry: Tracked, finished: boolean): void {
   if (entry.checked) return;
   entry.checked = true;
-  const remotePort = req.socket.remotePort;
+  const remotePort = entry.remotePort;
   if (remotePort !== undefined && proxyPorts.has(remotePort)) {
     // An upstream (a mock in the test): its answers are the provider's, not the package's.
     upstreamServers.add(server);
@@ -148,6 +158,7 @@ function check(server: Server, req: IncomingMessage, res: ServerResponse, entry:
     body: finished && !entry.dropped ? decoded(Buffer.concat(entry.chunks), headers['content-encoding']) : undefined,
     passthrough: entry.passthrough,
   };
+  checkedCount++;
   try {
     for (const violation of violationsOf(answer)) violations.push(violation);
   } catch (error) {

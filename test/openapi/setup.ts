@@ -1,5 +1,5 @@
 import { afterAll, afterEach } from 'vitest';
-import { installRecorder, takeViolations } from './recorder.js';
+import { answersChecked, installRecorder, takeViolations } from './recorder.js';
 
 // Every test file (vitest setupFiles): each answer an HTTP test receives from the package must be one
 // the OpenAPI document describes (see recorder.ts).
@@ -14,4 +14,8 @@ function failOnViolations(): void {
 
 afterEach(failOnViolations);
 // Answers that end after their test (a stream being settled, say) are caught here.
-afterAll(failOnViolations);
+afterAll(() => {
+  // OPENAPI_STATS=1 shows how many answers each test file had checked.
+  if (process.env.OPENAPI_STATS) console.log(`OpenAPI: ${answersChecked()} answers checked`);
+  failOnViolations();
+});
