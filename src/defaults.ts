@@ -172,6 +172,15 @@ export const DEFAULT_SUITE_NAME = 'KeyStore conformance: ';
 /** `keyStoreSuite` `concurrency`: operations the concurrency tests start at once. */
 export const DEFAULT_SUITE_CONCURRENCY = 200;
 
+// events
+
+/**
+ * `balanceLowThreshold` of `proxyRouter`, `creditBalance` and `adjustBalance`: an
+ * `account.balance_low` event fires when a change takes an account's balance from at least this
+ * many USD to below it. $1: a few hundred typical requests left, time for a top-up.
+ */
+export const DEFAULT_BALANCE_LOW_THRESHOLD = 1;
+
 // dashboard
 
 /** `dashboardRouter` `session.ttlMs`: how long a dashboard session lasts after sign-in. 12 hours: a working day, not a week. */

@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { DEFAULT_BALANCE_LOW_THRESHOLD, DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { ConfigurationError } from '../errors/configuration-error.js';
+import { EventDispatcher, type EventHandler, crossesBelow, isBalanceLowThreshold } from '../events/events.js';
+import { type Logger, hostLogger } from '../log.js';
 import type { BalanceChange, BalanceChangeResult, KeyRotation, KeyType } from '../store/types.js';
 import { generateApiKey, keyWithHandle } from './api-key.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
-import { MAX_NOTE_LENGTH, MAX_REFERENCE_LENGTH, MAX_USD, limitPeriod } from '../store/spend-rules.js';
+import { MAX_NOTE_LENGTH, MAX_REFERENCE_LENGTH, MAX_USD, limitPeriod, roundUsd } from '../store/spend-rules.js';
 import type { AccountRecord, KeyRecord, KeyStore, LimitReset, NewKeyRecord, RateLimitSetting } from '../store/types.js';
 
 /** What {@link createAccount} takes; all optional. */
@@ -63,6 +66,13 @@ export interface CreditOptions {
   note?: string | null;
   /** The entry's time (epoch ms). Default now. */
   now?: number;
+  /**
+   * Receives `account.credited` (actor `host`) once the credit is applied (not for a reference
+   * already credited), on a later turn than the answer; what it throws is logged through `logger`.
+   */
+  onEvent?: EventHandler;
+  /** Where a failing `onEvent` is reported. Default `console`. */
+  logger?: Logger;
 }
 
 /** Options of {@link adjustBalance}: like {@link CreditOptions}, but the reference is required. */
@@ -73,6 +83,16 @@ export interface AdjustmentOptions {
   note?: string | null;
   /** The entry's time (epoch ms). Default now. */
   now?: number;
+  /**
+   * Receives `account.balance_low` (actor `host`) when the correction takes the balance from at
+   * least `balanceLowThreshold` to below it, on a later turn than the answer; what it throws is
+   * logged through `logger`.
+   */
+  onEvent?: EventHandler;
+  /** USD: see `onEvent`. Default {@link DEFAULT_BALANCE_LOW_THRESHOLD} ($1). */
+  balanceLowThreshold?: number;
+  /** Where a failing `onEvent` is reported. Default `console`. */
+  logger?: Logger;
 }
 
 /**
@@ -109,7 +129,22 @@ export async function creditBalance(
     throw new TypeError(`creditBalance: amountUsd must be a finite number above 0 and at most ${MAX_USD}`);
   }
   const reference = options.reference ?? `credit_${randomBytes(12).toString('base64url')}`;
-  return store.changeBalance(balanceChange('creditBalance', accountId, 'credit', amountUsd, { ...options, reference }));
+  const events = dispatcherOf('creditBalance', options);
+  const result = await store.changeBalance(balanceChange('creditBalance', accountId, 'credit', amountUsd, { ...options, reference }));
+  if (result?.applied === true) {
+    const { entry, account } = result;
+    events?.afterResponse(undefined, {
+      type: 'account.credited',
+      accountId: entry.accountId,
+      keyId: null,
+      actor: 'host',
+      time: entry.createdAt,
+      amount: entry.amount,
+      balance: account.balance,
+      reference,
+    });
+  }
+  return result;
 }
 
 /**
@@ -133,7 +168,45 @@ export async function adjustBalance(
   if (!isUsd(amountUsd) || amountUsd === 0) {
     throw new TypeError(`adjustBalance: amountUsd must be a finite number other than 0, between -${MAX_USD} and ${MAX_USD}`);
   }
-  return store.changeBalance(balanceChange('adjustBalance', accountId, 'adjustment', amountUsd, options ?? {}));
+  const events = dispatcherOf('adjustBalance', options ?? {});
+  const threshold = options?.balanceLowThreshold ?? DEFAULT_BALANCE_LOW_THRESHOLD;
+  if (!isBalanceLowThreshold(threshold)) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `adjustBalance: options.balanceLowThreshold must be a number of USD from 0 to ${MAX_USD}, e.g. ${DEFAULT_BALANCE_LOW_THRESHOLD}`,
+    );
+  }
+  const result = await store.changeBalance(balanceChange('adjustBalance', accountId, 'adjustment', amountUsd, options ?? {}));
+  if (result?.applied === true) {
+    const { entry } = result;
+    if (crossesBelow(roundUsd(entry.balanceAfter - entry.amount), entry.balanceAfter, threshold)) {
+      events?.afterResponse(undefined, {
+        type: 'account.balance_low',
+        accountId: entry.accountId,
+        keyId: null,
+        actor: 'host',
+        time: entry.createdAt,
+        balance: entry.balanceAfter,
+        threshold,
+      });
+    }
+  }
+  return result;
+}
+
+/** The dispatcher of a helper's `onEvent`, or `undefined` without one; a bad `onEvent` or `logger` throws a ConfigurationError. */
+function dispatcherOf(helper: string, options: { onEvent?: EventHandler; logger?: Logger }): EventDispatcher | undefined {
+  const { onEvent, logger } = options;
+  if (onEvent !== undefined && typeof onEvent !== 'function') {
+    throw new ConfigurationError('ERR_MS_OPTION', `${helper}: options.onEvent must be a function (event) => void, or left out`);
+  }
+  if (logger !== undefined && (typeof logger !== 'object' || logger === null || typeof logger.error !== 'function')) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `${helper}: options.logger must be an object with warn(message) and error(message), like console`,
+    );
+  }
+  return onEvent === undefined ? undefined : new EventDispatcher(onEvent, hostLogger(logger));
 }
 
 /** The store's balance change, its reference and note checked here so the error names the helper. */

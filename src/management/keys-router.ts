@@ -5,6 +5,7 @@ import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { EventDispatcher, billingKeyActor } from '../events/events.js';
 import { DEFAULT_KEYS_PAGE_LIMIT } from '../defaults.js';
 import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
 import { accountRoutes } from './account-routes.js';
@@ -75,6 +76,19 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   const authenticator = new Authenticator(store, auth);
   const { guard, now, logger } = authenticator;
   const accountRoute = accountRoutes(store, authenticator);
+  const events = new EventDispatcher(auth.onEvent, logger);
+
+  /** Reports a change of key `keyId` made by the request's billing key, once its answer is sent. */
+  function keyEvent(
+    res: ServerResponse,
+    context: ModelSwitchContext,
+    keyId: number,
+    at: number,
+    event: { type: 'key.created' | 'key.deleted' } | { type: 'key.updated'; changed: string[] },
+  ): void {
+    if (!events.enabled) return;
+    events.afterResponse(res, { ...event, accountId: context.account.id, keyId, actor: billingKeyActor(context.key.id), time: at });
+  }
 
   /** The key with this id if it is one of the caller's proxy keys; 404 otherwise (never 403). */
   async function ownKey(context: ModelSwitchContext, rawId: string): Promise<KeyRecord> {
@@ -127,6 +141,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const record = await guard.run('insertKey', () => store.insertKey(prepared.record));
     const { id, ...fields } = publicKey(record, at);
     sendJson(res, 201, { id, key: prepared.key, ...fields });
+    keyEvent(res, context, record.id, at, { type: 'key.created' });
   }
 
   async function update(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext, rawId: string): Promise<void> {
@@ -144,6 +159,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const updated = await guard.run('updateKey', () => store.updateKey(current.id, changes));
     if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
     sendJson(res, 200, publicKey(updated, at));
+    keyEvent(res, context, updated.id, at, { type: 'key.updated', changed: Object.keys(body) });
   }
 
   async function objectBody(req: IncomingMessage, res: ServerResponse, allowed: Set<string>): Promise<Record<string, unknown>> {
@@ -167,11 +183,15 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     }
     if (route === 'collection') return create(req, res, context);
     if (method === 'PUT' || method === 'PATCH') return update(req, res, context, rawId);
+    // EVENTS: key.rotated — when the rotate route (POST /keys/:id/rotate) is added here, emit after
+    // its answer: events.afterResponse(res, { type: 'key.rotated', accountId, keyId, actor:
+    // billingKeyActor(context.key.id), time, previousKeyExpiresAt }).
     const record = await ownKey(context, rawId);
     if (method === 'DELETE') {
       const deleted = await guard.run('deleteKey', () => store.deleteKey(record.id));
       if (!deleted) throw new ModelSwitchError('key_not_found', `No API key with id ${record.id}`, { param: 'id' });
       sendJson(res, 200, { id: record.id, deleted: true });
+      keyEvent(res, context, record.id, now(), { type: 'key.deleted' });
       return;
     }
     sendJson(res, 200, publicKey(record, now()));

@@ -2,7 +2,7 @@ import type { ModelSwitchContext } from '../auth/authenticator.js';
 import { type Logger, errorText } from '../log.js';
 import type { StoreGuard } from '../store/guard.js';
 import { MAX_USAGE_NAME_LENGTH, MAX_USD } from '../store/spend-rules.js';
-import type { KeyStore, ReservationResult, SpendReservation, SpendSettlement, UsageDetails } from '../store/types.js';
+import type { KeyStore, LedgerEntry, ReservationResult, SpendReservation, SpendSettlement, UsageDetails } from '../store/types.js';
 import type { InFlight } from './in-flight.js';
 import { countTokens, refusal } from './metering.js';
 import type { PreparedRequest } from './prepare.js';
@@ -35,6 +35,11 @@ export interface ExchangeDependencies {
    * this (`holdMarginMs`); an answer still streaming renews it once half of this has passed.
    */
   readonly holdMarginMs: number;
+  /**
+   * Told of each ledger entry a settlement wrote (or found, for a retry whose first attempt landed);
+   * the router reports `account.balance_low` from it. What it throws is ignored.
+   */
+  readonly onSettled?: ((exchange: Exchange, entry: LedgerEntry) => void) | undefined;
 }
 
 /** What an exchange needs of the request sent upstream: a way to stop it when the client leaves. */
@@ -284,7 +289,11 @@ export class Exchange {
       // Token counting runs beside the settlement and fails on its own (the guard logs it), so its
       // failure never reads as a lost settlement.
       const counting = usage === undefined ? undefined : countTokens(store, guard, this.context, usage, at).catch(() => {});
-      const attempt = () => guard.run('settleSpend', () => store.settleSpend(settlement));
+      const attempt = async () => {
+        const entry = await guard.run('settleSpend', () => store.settleSpend(settlement));
+        if (entry) this.reportSettled(entry);
+        return entry;
+      };
       try {
         await attempt();
       } catch {
@@ -320,6 +329,14 @@ export class Exchange {
       requestId: this.requestId,
       upstreamId: this.answerId ?? null,
     };
+  }
+
+  private reportSettled(entry: LedgerEntry): void {
+    try {
+      this.dependencies.onSettled?.(this, entry);
+    } catch {
+      // A report is never worth a lost or repeated settlement.
+    }
   }
 
   /**

@@ -1,21 +1,24 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { findGeneration, isGenerationRequest } from '../auth/generation.js';
 import { isKeyInfoRequest, keyInfoBody } from '../auth/key-info.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { BufferBudget, readJsonBody } from '../http/body.js';
 import type { Middleware, NextFunction } from '../http/middleware.js';
 import { answerError, sendJson } from '../http/respond.js';
+import { EventDispatcher, crossesBelow, proxyKeyActor } from '../events/events.js';
 import { type Logger, errorText } from '../log.js';
 import { assertStore } from '../store/assert-store.js';
 import type { StoreGuard } from '../store/guard.js';
-import type { KeyStore } from '../store/types.js';
+import { roundUsd } from '../store/spend-rules.js';
+import type { KeyStore, LedgerEntry } from '../store/types.js';
 import { Exchange, type ExchangeDependencies } from './exchange.js';
 import { InFlight } from './in-flight.js';
 import { urlContainsKey } from './key-scan.js';
 import { checkTokenRate } from './metering.js';
 import { type ProxyRouterOptions, resolveProxyOptions } from './options.js';
 import { isModelAllowed } from '../keys/models.js';
-import { modelNotFound, prepare } from './prepare.js';
+import { type PreparedRequest, modelNotFound, prepare } from './prepare.js';
 import { priceOf } from './pricing.js';
 import { REQUEST_ID_HEADER, newRequestId } from './request-id.js';
 import { UpstreamEvents } from './upstream-events.js';
@@ -105,7 +108,60 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   const { guard, now, logger } = authenticator;
   /** What `drain()` waits for. */
   const inFlight = new InFlight();
-  const dependencies: ExchangeDependencies = { store, guard, now, logger, inFlight, holdMarginMs: resolved.holdMarginMs };
+  const announcer = new EventDispatcher(resolved.auth.onEvent, logger);
+  /** Each exchange's response, for events delivered after it. */
+  const responses = new WeakMap<Exchange, ServerResponse>();
+  const dependencies: ExchangeDependencies = {
+    store,
+    guard,
+    now,
+    logger,
+    inFlight,
+    holdMarginMs: resolved.holdMarginMs,
+    onSettled: announcer.enabled ? reportBalance : undefined,
+  };
+
+  /** `account.balance_low` when this settlement took the balance below the threshold (exactly once per crossing: ledger entries are serial per account). */
+  function reportBalance(exchange: Exchange, entry: LedgerEntry): void {
+    const threshold = resolved.balanceLowThreshold;
+    if (!crossesBelow(roundUsd(entry.balanceAfter - entry.amount), entry.balanceAfter, threshold)) return;
+    const keyId = exchange.context.key.id;
+    announcer.afterResponse(responses.get(exchange), {
+      type: 'account.balance_low',
+      accountId: entry.accountId,
+      keyId,
+      actor: proxyKeyActor(keyId),
+      time: entry.createdAt,
+      balance: entry.balanceAfter,
+      threshold,
+    });
+  }
+
+  /** Reserves for the request; a refusal for the key's limit is reported as `key.limit_reached` once answered. */
+  async function reserve(
+    res: ServerResponse,
+    context: ModelSwitchContext,
+    prepared: PreparedRequest,
+    requestId: string,
+  ): Promise<Exchange> {
+    try {
+      return await Exchange.reserve(dependencies, context, prepared, requestId);
+    } catch (error) {
+      if (announcer.enabled && error instanceof ModelSwitchError && error.code === 'spend_limit_reached') {
+        const { key, account, usage } = context;
+        announcer.afterResponse(res, {
+          type: 'key.limit_reached',
+          accountId: account.id,
+          keyId: key.id,
+          actor: proxyKeyActor(key.id),
+          time: prepared.at,
+          limit: key.limit ?? 0,
+          usage,
+        });
+      }
+      throw error;
+    }
+  }
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const events = new UpstreamEvents(upstreams, (req) => exchanges.get(req), logger);
   const isListed = (model: string) => allowUnpricedModels || priceOf(pricing, model) !== undefined;
@@ -127,7 +183,8 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw prepared.error;
     }
     await checkTokenRate(store, guard, context, prepared.at);
-    const exchange = await Exchange.reserve(dependencies, context, prepared, requestId);
+    const exchange = await reserve(res, context, prepared, requestId);
+    responses.set(exchange, res);
     exchanges.set(req, exchange);
     await events.send(exchange, req, res);
   }
@@ -145,6 +202,10 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
     }
     if (isKeyInfoRequest(req)) {
       sendJson(res, 200, keyInfoBody(context));
+      return;
+    }
+    if (isGenerationRequest(req)) {
+      sendJson(res, 200, await findGeneration(store, guard, context, req.url));
       return;
     }
     const path = pathOf(req.url);

@@ -2,6 +2,7 @@ import { DEFAULT_STORE_TIMEOUT_MS } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
 import { ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
 import { type Logger, errorText, hostLogger } from '../log.js';
+import type { Awaitable } from './types.js';
 
 /** Options shared by every factory that talks to the store. */
 export interface StoreGuardOptions {
@@ -82,14 +83,22 @@ export class StoreGuard {
     if (!known) outageByStore.set(store, this.outage);
   }
 
-  /** Runs `call`; on error or timeout rejects with a 503 `ModelSwitchError`. */
-  run<T>(operation: string, call: () => Promise<T>): Promise<T> {
-    let started: Promise<T>;
+  /**
+   * Runs `call` (a store call answering a value or a promise); on error or timeout rejects with a
+   * 503 `ModelSwitchError`.
+   */
+  run<T>(operation: string, call: () => Awaitable<T>): Promise<T> {
+    let started: Awaitable<T>;
     try {
-      started = Promise.resolve(call());
+      started = call();
     } catch (error) {
       return Promise.reject(this.fail(operation, error));
     }
+    return this.watch(operation, Promise.resolve(started));
+  }
+
+  /** The store call `answer` already made, with `run`'s timeout and 503 on failure. */
+  watch<T>(operation: string, answer: Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let settled = false;
       const entry: PendingCall = {
@@ -102,7 +111,7 @@ export class StoreGuard {
       };
       this.pending.add(entry);
       this.sweeper ??= setInterval(() => this.sweep(), this.sweepEveryMs).unref();
-      started.then(
+      answer.then(
         (value) => {
           this.pending.delete(entry);
           if (settled) return;
@@ -145,7 +154,7 @@ export class StoreGuard {
 
   /**
    * The 503 `store_unavailable` error for a failed store call (a `ModelSwitchError` passes as is),
-   * logged once per outage; for synchronous store calls, which `run` does not wrap.
+   * logged once per outage; also for a store call that threw or was refused before `run` or `watch` saw it.
    */
   fail(operation: string, error: unknown): ModelSwitchError {
     if (error instanceof ModelSwitchError) return error;

@@ -110,6 +110,7 @@ describe('the README curl commands, run as written against the example gateway',
         'GET /api/transactions',
         'GET /api/usage',
         'GET /v1/auth/key',
+        'GET /v1/generation',
         'GET /v1/models',
         'GET /v1/models/:id',
         'POST /v1/chat/completions',
@@ -142,8 +143,13 @@ describe('the README curl commands, run as written against the example gateway',
         const nonEmpty = (text: string) => text.split('\n').filter((line) => line.trim() !== '');
         expectLinesLike(nonEmpty(output), nonEmpty(expected.text), step.command);
       }
-      const parsed = output.startsWith('{') ? (JSON.parse(output) as { key?: string }) : {};
+      const parsed = output.startsWith('{')
+        ? (JSON.parse(output) as { key?: string; transactions?: Array<{ requestId: string | null }> })
+        : {};
       if (parsed.key?.startsWith('ms-')) env.MODELSWITCH_API_KEY = parsed.key;
+      // What the README tells the reader to export after a page of transactions: its newest request id.
+      const requestId = parsed.transactions?.[0]?.requestId;
+      if (requestId) env.REQUEST_ID = requestId;
     }
   });
 });
