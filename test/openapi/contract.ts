@@ -103,6 +103,14 @@ export function templateOf(url: string): string | undefined {
   return theContract().templates.find(({ pattern }) => pattern.test(path))?.template;
 }
 
+/** Whether a path is one the proxy passes to an upstream (its operation has the `default` of a passed-through answer). */
+export function isProxied(url: string): boolean {
+  const template = templateOf(url);
+  if (template === undefined) return false;
+  const operation = theContract().resolve((theContract().document.paths[template] as JsonObject).post);
+  return theContract().resolve(operation?.responses)?.default !== undefined;
+}
+
 /**
  * What is wrong with an answer according to the document: an undocumented status, a missing or
  * malformed header, a body of another content type or not matching its schema. Answers to paths
