@@ -9,6 +9,7 @@ import { limitPeriod, usageInPeriod } from '../store/spend-rules.js';
 import type { Logger } from '../log.js';
 import { StoreGuard } from '../store/guard.js';
 import type { ResolvedAuthOptions } from './options.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { AccountRecord, Awaitable, CounterState, KeyRecord, KeyStore, RateLimitSetting } from '../store/types.js';
 
 /** A verified key as the middleware hands it on: the record without its hashes. */
@@ -47,6 +48,8 @@ export class Authenticator {
   private readonly defaultRateLimit: Readonly<RateLimitSetting> | null;
   /** The host's logger, safe to call (see `hostLogger`): the factories log through it too. */
   readonly logger: Logger;
+  /** The host's metrics, or `null`. */
+  readonly metrics: GatewayMetrics | null;
   /** When this process last wrote each key's lastUsedAt. */
   private readonly touchedAt = new Map<number, number>();
   /** Keys admitted on the async path, by handle: what `admitSeen` reads and counts in one go. */
@@ -69,6 +72,8 @@ export class Authenticator {
     this.now = options.now;
     this.logger = options.logger;
     this.defaultRateLimit = options.defaultRateLimit;
+    this.metrics = options.metrics;
+    this.metrics?.watchQueue(options.hasher);
   }
 
   /**
@@ -82,6 +87,35 @@ export class Authenticator {
    * reads the key and the account and hits the counter in parallel (one store round trip).
    */
   admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
+    const metrics = this.metrics;
+    if (metrics === null) return this.admitKey(req, res);
+    const started = performance.now();
+    const done = (outcome: string) => metrics.authentication((performance.now() - started) / 1000, outcome);
+    let admitted: ModelSwitchContext | Promise<ModelSwitchContext>;
+    try {
+      admitted = this.admitKey(req, res);
+    } catch (error) {
+      done(outcomeOf(error));
+      throw error;
+    }
+    if (!(admitted instanceof Promise)) {
+      done('ok');
+      return admitted;
+    }
+    return admitted.then(
+      (context) => {
+        done('ok');
+        return context;
+      },
+      (error: unknown) => {
+        done(outcomeOf(error));
+        throw error;
+      },
+    );
+  }
+
+  /** {@link admit} without its timing. */
+  private admitKey(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
     const token = presentedToken(req);
     // Only the length before the cache (one SHA-256), so nothing longer is ever hashed: a key found
     // there passed the shape and checksum checks when it verified. Any other key is checked for both
@@ -397,4 +431,9 @@ function isPending<T>(answer: Awaitable<T>): answer is Promise<T> {
 function existing<T extends Readonly<AccountRecord>>(account: T | null | undefined): T {
   if (!account) throw invalidApiKey();
   return account;
+}
+
+/** The metrics outcome of a refused authentication: its error code (anything else is a bug, `internal_error`). */
+function outcomeOf(error: unknown): string {
+  return error instanceof ModelSwitchError ? error.code : 'internal_error';
 }

@@ -253,6 +253,11 @@ export class KeyHasher {
     this.handleNextRun = new BoundedCache(cacheSize);
   }
 
+  /** How many scrypt runs (verifications and hashes of new keys) are waiting for a slot now: the metrics' queue depth. */
+  get queued(): number {
+    return this.waitingVerifications.length + this.waitingHashes.length;
+  }
+
   /** How many scrypt runs are running or waiting for a slot now (for benchmarks and health checks). */
   get hashesInFlight(): number {
     return this.running + this.waitingVerifications.length + this.waitingHashes.length;

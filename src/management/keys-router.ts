@@ -5,6 +5,7 @@ import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { trackRequest } from '../auth/request-metrics.js';
 import { EventDispatcher, billingKeyActor } from '../events/events.js';
 import { DEFAULT_KEYS_PAGE_LIMIT } from '../defaults.js';
 import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
@@ -74,7 +75,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   assertStore(store, 'keysRouter');
   const { maxBodyBytes, auth } = resolveKeysRouterOptions(options);
   const authenticator = new Authenticator(store, auth);
-  const { guard, now, logger } = authenticator;
+  const { guard, now, logger, metrics } = authenticator;
   const accountRoute = accountRoutes(store, authenticator);
   const events = new EventDispatcher(auth.onEvent, logger);
 
@@ -201,6 +202,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const path = (req.url ?? '/').split('?', 1)[0] as string;
     // Public, before any key is read: the document describes how to authenticate.
     if (path === OPENAPI_PATH && req.method !== 'OPTIONS') {
+      trackRequest(metrics, req, res, '/api/openapi.json');
       answerOpenApi(req, res);
       return;
     }
@@ -211,6 +213,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
       next();
       return;
     }
+    trackRequest(metrics, req, res, route === 'collection' ? '/api/keys' : '/api/keys/:id');
     const allowed = route === 'collection' ? ['GET', 'HEAD', 'POST'] : ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE'];
     if (!allowed.includes(req.method ?? '')) {
       sendError(
