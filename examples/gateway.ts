@@ -3,14 +3,17 @@
  *
  * An Express 5 app with the three factories mounted, on PORT (default 3000). It creates an
  * account with MODELSWITCH_INITIAL_BALANCE USD (default 10) and prints its billing key once, as
- * `MODELSWITCH_BILLING_KEY=mk-…`, so every curl command of the README can be run against it.
+ * `MODELSWITCH_BILLING_KEY=mk-…`, so every curl command of the README can be run against it. The
+ * dashboard is at /dashboard (its URL is printed beside the billing key): sign in with that key.
  */
+import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import express from 'express';
 import {
   type KeyStore,
   ModelSwitchError,
   createAccount,
+  dashboardRouter,
   issueKey,
   keysRouter,
   modelSwitchAuth,
@@ -71,6 +74,10 @@ export async function startGateway(
   const app = express();
   app.disable('x-powered-by');
   app.use('/api', keysRouter(store));
+  // The session secret signs dashboard sessions. A production host sets its own (shared by every
+  // instance, kept across restarts); the example makes one per start, so a restart signs everyone out.
+  const sessionSecret = process.env.DASHBOARD_SESSION_SECRET ?? randomBytes(32).toString('base64url');
+  app.use('/dashboard', dashboardRouter(store, { session: { secret: sessionSecret } }));
   const upstreams = await upstreamsFromEnv();
   const proxy = proxyRouter(store, upstreams.options);
   app.use('/v1', modelSwitchAuth(store), proxy);
@@ -91,6 +98,7 @@ export async function startGateway(
   log(upstreams.description);
   log(`Account ${account.id} with a balance of ${account.balance} USD. Its billing key, shown once:`);
   log(`MODELSWITCH_BILLING_KEY=${billing.key}`);
+  log(`Dashboard: ${url}/dashboard/ (sign in with the billing key above)`);
   return {
     server,
     store,

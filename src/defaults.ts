@@ -38,6 +38,12 @@ export const DEFAULT_STORE_TIMEOUT_MS = 2000;
 export const DEFAULT_KEYS_MAX_BODY_BYTES = 16_384;
 /** `GET /keys` without `limit`: keys per page. */
 export const DEFAULT_KEYS_PAGE_LIMIT = 100;
+/** `GET /transactions` without `limit`: ledger entries per page (1–1000 may be asked for). */
+export const DEFAULT_TRANSACTIONS_PAGE = 100;
+/** `GET /usage` without `from`: the days read, ending with `to` (default today, UTC), both included. */
+export const DEFAULT_USAGE_DAYS = 30;
+/** `GET /usage`: the most days one request may read (`from` to `to`, both included): a year, leap day too. */
+export const MAX_USAGE_DAYS = 366;
 
 // keys: hashing (`KeyHasher`)
 
@@ -165,3 +171,19 @@ export const DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS = 5000;
 export const DEFAULT_SUITE_NAME = 'KeyStore conformance: ';
 /** `keyStoreSuite` `concurrency`: operations the concurrency tests start at once. */
 export const DEFAULT_SUITE_CONCURRENCY = 200;
+
+// dashboard
+
+/** `dashboardRouter` `session.ttlMs`: how long a dashboard session lasts after sign-in. 12 hours: a working day, not a week. */
+export const DEFAULT_DASHBOARD_SESSION_TTL_MS = 12 * 60 * 60 * 1000;
+/** `dashboardRouter` `session.cookieName`: the session cookie's name. */
+export const DEFAULT_DASHBOARD_COOKIE_NAME = 'modelswitch_session';
+/**
+ * `dashboardRouter` `signInAttempts`: failed sign-ins one client address may make per
+ * `signInWindowMs` before it answers 429, on top of the per-key bound every wrong secret has (KeyHasher).
+ */
+export const DEFAULT_DASHBOARD_SIGN_IN_ATTEMPTS = 10;
+/** `dashboardRouter` `signInWindowMs`: the window of `signInAttempts`. One minute. */
+export const DEFAULT_DASHBOARD_SIGN_IN_WINDOW_MS = 60_000;
+/** `dashboardRouter` `maxBodyBytes`: the largest JSON body the dashboard's own API reads. */
+export const DEFAULT_DASHBOARD_MAX_BODY_BYTES = 16_384;

@@ -4,8 +4,19 @@ export type { AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from 
 export type { AuthOptions } from './auth/options.js';
 export { keyInfoRoute, type KeyInfoResponse } from './auth/key-info.js';
 export { keysRouter } from './management/keys-router.js';
+export type {
+  AccountResponse,
+  TransactionsResponse,
+  UsageGroup,
+  UsageGrouping,
+  UsageResponse,
+  UsageTotals,
+} from './management/account-routes.js';
 export type { KeysRouterOptions } from './management/options.js';
 export { proxyRouter, type ProxyRouter, type ProxyRouterOptions } from './proxy/proxy-router.js';
+export { dashboardRouter } from './dashboard/dashboard-router.js';
+export { oidcIdentity, type OidcIdentityOptions } from './dashboard/oidc.js';
+export type { DashboardIdentity, DashboardOptions, DashboardSessionOptions, IdentifyFunction } from './dashboard/options.js';
 export { costOf, type ModelPrice, type Pricing, type TokenUsage } from './proxy/pricing.js';
 export type { Upstream } from './proxy/upstreams.js';
 export {
@@ -26,6 +37,7 @@ export {
   type RotationOptions,
 } from './keys/accounts.js';
 export { publicKey, type PublicKey } from './keys/public-key.js';
+export { publicLedgerEntry, type PublicLedgerEntry } from './keys/public-ledger-entry.js';
 export { API_KEY_PATTERN, generateApiKey, parseApiKey, type ParsedApiKey } from './keys/api-key.js';
 export type { KeyType } from './store/types.js';
 export { KeyHasher, type KeyHasherOptions, type ScryptParameters } from './keys/hashing.js';

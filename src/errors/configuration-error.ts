@@ -3,9 +3,10 @@
  * - `ERR_MS_STORE`: the factory was given no `KeyStore`;
  * - `ERR_MS_OPTION`: an option has the wrong type or is out of range;
  * - `ERR_MS_UPSTREAM`: an entry of `proxyRouter`'s `upstreams` is invalid;
- * - `ERR_MS_PRICING`: `proxyRouter`'s `pricing` (or a price it returned) is invalid.
+ * - `ERR_MS_PRICING`: `proxyRouter`'s `pricing` (or a price it returned) is invalid;
+ * - `ERR_MS_SESSION_SECRET`: `dashboardRouter` has no `session.secret` under `NODE_ENV=production`, or a short one.
  */
-export type ConfigurationErrorCode = 'ERR_MS_STORE' | 'ERR_MS_OPTION' | 'ERR_MS_UPSTREAM' | 'ERR_MS_PRICING';
+export type ConfigurationErrorCode = 'ERR_MS_STORE' | 'ERR_MS_OPTION' | 'ERR_MS_UPSTREAM' | 'ERR_MS_PRICING' | 'ERR_MS_SESSION_SECRET';
 
 /**
  * A programmer mistake in the options given to a factory, caught when the middleware is created.

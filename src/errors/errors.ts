@@ -5,7 +5,9 @@ export type ModelSwitchErrorCode =
   | 'invalid_api_key'
   | 'expired_api_key'
   | 'wrong_key_type'
+  | 'session_required'
   | 'key_deactivated'
+  | 'csrf_check_failed'
   | 'spend_limit_reached'
   | 'insufficient_balance'
   | 'rate_limit_exceeded'
@@ -48,6 +50,10 @@ const statusAndType: Record<ModelSwitchErrorCode, [number, ModelSwitchErrorType]
   invalid_api_key: [401, 'authentication_error'],
   expired_api_key: [401, 'authentication_error'],
   wrong_key_type: [401, 'authentication_error'],
+  // The dashboard: no session cookie (or one that expired, was signed out, or whose billing key is gone).
+  session_required: [401, 'authentication_error'],
+  // The dashboard: a state-changing request without the session's CSRF token or from another origin.
+  csrf_check_failed: [403, 'permission_error'],
   key_deactivated: [403, 'permission_error'],
   spend_limit_reached: [403, 'permission_error'],
   insufficient_balance: [402, 'billing_error'],

@@ -7,8 +7,10 @@ import { assertStore } from '../store/assert-store.js';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
 import { DEFAULT_KEYS_PAGE_LIMIT } from '../defaults.js';
 import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
+import { accountRoutes } from './account-routes.js';
 import { isJsonObject, readJsonBody } from '../http/body.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
+import { answerOpenApi } from './openapi.js';
 import { sendError, sendJson } from '../http/respond.js';
 import type { KeyChanges, KeyRecord, KeyStore } from '../store/types.js';
 import {
@@ -39,6 +41,8 @@ const READ_ONLY_FIELDS = new Set([
   'last_used_at',
 ]);
 const COLLECTION = /^\/keys\/?$/;
+/** Where below the mount the OpenAPI document is served (`GET /api/openapi.json`). */
+const OPENAPI_PATH = '/openapi.json';
 const ITEM = /^\/keys\/([^/]*)\/?$/;
 
 /**
@@ -51,6 +55,10 @@ const ITEM = /^\/keys\/([^/]*)\/?$/;
  * | `GET /keys/:id` | 200 key |
  * | `PUT`/`PATCH /keys/:id` | 200 key |
  * | `DELETE /keys/:id` | 200 `{"id","deleted":true}` |
+ * | `GET /account` | 200 `{"id","balance","reserved","available","isFreeTier","createdAt"}` |
+ * | `GET /transactions?limit=&before=&key_id=&type=` | 200 `{"transactions":[…],"has_more":bool}`, newest first |
+ * | `GET /usage?from=&to=&group_by=` | 200 `{"usage":[…],"total":{…}}` |
+ * | `GET /openapi.json` | 200 the OpenAPI 3.1 document of the package's routes (public, no key) |
  *
  * Paths are relative to where it is mounted; other paths go to `next()`. It manages proxy keys
  * (`ms-`); billing keys are issued with `issueKey` and answer 404 here.
@@ -66,6 +74,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   const { maxBodyBytes, auth } = resolveKeysRouterOptions(options);
   const authenticator = new Authenticator(store, auth);
   const { guard, now, logger } = authenticator;
+  const accountRoute = accountRoutes(store, authenticator);
 
   /** The key with this id if it is one of the caller's proxy keys; 404 otherwise (never 403). */
   async function ownKey(context: ModelSwitchContext, rawId: string): Promise<KeyRecord> {
@@ -170,6 +179,12 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
 
   return function keysRouter(req, res, next) {
     const path = (req.url ?? '/').split('?', 1)[0] as string;
+    // Public, before any key is read: the document describes how to authenticate.
+    if (path === OPENAPI_PATH && req.method !== 'OPTIONS') {
+      answerOpenApi(req, res);
+      return;
+    }
+    if (accountRoute(req, res, path)) return;
     const item = ITEM.exec(path);
     const route = COLLECTION.test(path) ? 'collection' : item ? 'item' : null;
     if (route === null || req.method === 'OPTIONS') {

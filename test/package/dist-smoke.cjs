@@ -5,6 +5,7 @@
 // migrates a schema of its own and round-trips an account. Last, the package as installed without its
 // optional peer dependency pg: the main entries load, the PostgreSQL entry says `npm install pg`.
 const assert = require('node:assert/strict');
+const { spawnSync } = require('node:child_process');
 const http = require('node:http');
 const { randomBytes } = require('node:crypto');
 const { cpSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync, mkdirSync } = require('node:fs');
@@ -126,7 +127,20 @@ async function checkWithoutPg() {
     await import(pathToFileURL(join(app, 'dist/index.js')).href);
     assert.throws(() => require(join(app, 'dist/postgres/index.cjs')), isMissingPg, 'CommonJS without pg: clear error');
     await assert.rejects(import(pathToFileURL(join(app, 'dist/postgres/index.js')).href), isMissingPg, 'ESM without pg: clear error');
-    console.log('without pg: the main entries load, modelswitch-keys/postgres says npm install pg: ok');
+    // The bin as package.json names it, from the installed copy: it runs without pg, and a
+    // postgres:// store says to install it (exit code 2, one line).
+    const bin = join(app, require(join(app, 'package.json')).bin['modelswitch-keys']);
+    const help = spawnSync(process.execPath, [bin, '--help'], { encoding: 'utf8' });
+    assert.equal(help.status, 0, `bin --help: ${help.stderr}`);
+    assert.match(help.stdout, /^Usage: modelswitch-keys COMMAND/, 'bin --help prints the usage');
+    const noPg = spawnSync(process.execPath, [bin, 'migrate', '--store', 'postgres://127.0.0.1:1/x'], { encoding: 'utf8' });
+    assert.equal(noPg.status, 2, 'bin on PostgreSQL without pg: exit code 2');
+    assert.match(
+      noPg.stderr,
+      /^modelswitch-keys: [^\n]*npm install pg[^\n]*\n$/,
+      'bin on PostgreSQL without pg: one line saying npm install pg',
+    );
+    console.log('without pg: the main entries load, modelswitch-keys/postgres says npm install pg, the bin runs: ok');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

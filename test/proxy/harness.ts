@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import compression from 'compression';
 import express from 'express';
 import { modelSwitchAuth } from '../../src/auth/model-switch-auth.js';
+import { keysRouter } from '../../src/management/keys-router.js';
 import { type ProxyRouter, type ProxyRouterOptions, proxyRouter } from '../../src/proxy/proxy-router.js';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
 import type { KeyStore } from '../../src/store/types.js';
@@ -33,6 +34,8 @@ export const MOCK_PRICE = { inputPerMillion: 1000, outputPerMillion: 2000 };
 export interface Gateway extends SeededAccount {
   /** Base URL of the gateway's inference API, `http://127.0.0.1:<port>/v1`. */
   url: string;
+  /** Base URL of its management API, `http://127.0.0.1:<port>/api` (mounted with `api: true`). */
+  apiUrl: string;
   app: express.Express;
   /** The mounted proxyRouter (for `drain()`). */
   proxy: ProxyRouter;
@@ -49,6 +52,8 @@ export interface GatewayOptions {
   compression?: boolean;
   proxy?: Partial<ProxyRouterOptions>;
   store?: KeyStore;
+  /** Mount keysRouter at `/api` too, with the same hasher, clock and logger. */
+  api?: boolean;
 }
 
 /** An Express host mounting modelSwitchAuth + proxyRouter in front of a fresh mock upstream. */
@@ -61,6 +66,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   const seeded = await seedAccount(store, { hasher, balance: options.balance ?? 10, now: clock.now() });
   const app = express();
   if (options.compression) app.use(compression());
+  if (options.api) app.use('/api', keysRouter(store, { hasher, now: clock.now, logger }));
   const proxy = proxyRouter(store, {
     upstreams: [
       { name: 'mock', target: upstream.url, apiKey: 'sk-upstream-secret', models: ['mock-model', 'mock-unpriced', /^mock-family-/] },
@@ -75,10 +81,12 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   app.use('/v1', modelSwitchAuth(store, { hasher, now: clock.now, logger }), proxy);
   const server: Server = createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const url = `${origin}/v1`;
   return {
     ...seeded,
     url,
+    apiUrl: `${origin}/api`,
     app,
     proxy,
     store,

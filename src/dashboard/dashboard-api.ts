@@ -1,0 +1,320 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
+import { isJsonObject, readJsonBody } from '../http/body.js';
+import { sendJson } from '../http/respond.js';
+import { prepareKey, prepareRotation } from '../keys/accounts.js';
+import { isoTime, publicKey } from '../keys/public-key.js';
+import { intervalToMs } from '../auth/rate-limit.js';
+import type { StoreGuard } from '../store/guard.js';
+import { MAX_LEDGER_PAGE, isUtcDate, roundUsd, utcDay } from '../store/spend-rules.js';
+import type { KeyChanges, KeyRecord, KeyStore, KeyType, LedgerEntry, LedgerEntryType } from '../store/types.js';
+import {
+  validateActive,
+  validateExpiresAt,
+  validateId,
+  validateLimit,
+  validateLimitReset,
+  validateName,
+  validateRateLimit,
+} from '../management/validation.js';
+import type { ResolvedDashboardOptions } from './options.js';
+
+/** Who the request is from: the account it may see and change. */
+export interface Caller {
+  accountId: string;
+  /** Shown in the page header: a billing key's name and prefix, or the host's user. */
+  subject: string;
+  /** The billing key the session is bound to (`null` for the host's own login). */
+  keyId: number | null;
+}
+
+const CREATE_FIELDS = new Set(['type', 'name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
+const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
+const MAX_GRACE_MS = 7 * 24 * 60 * 60 * 1000;
+const MODEL_NAME = /^[^\s*]{1,200}\*?$/;
+const DEFAULT_TRANSACTIONS_PAGE = 50;
+const USAGE_DAYS = 30;
+const MAX_USAGE_DAYS = 366;
+/** The CSV export pages through at most this many entries (the ledger's retention bounds it anyway). */
+const MAX_CSV_ENTRIES = 100_000;
+const LEDGER_TYPES = new Set<LedgerEntryType>(['usage', 'credit', 'adjustment']);
+
+/** The dashboard's JSON API over the store, scoped to the caller's account. */
+export class DashboardApi {
+  constructor(
+    private readonly store: KeyStore,
+    private readonly guard: StoreGuard,
+    private readonly options: ResolvedDashboardOptions,
+  ) {}
+
+  /** The key with this id if it belongs to the caller's account; 404 otherwise (never 403). */
+  private async ownKey(caller: Caller, rawId: string): Promise<KeyRecord> {
+    const id = validateId(rawId);
+    const record = await this.guard.run('getKey', () => this.store.getKey(id));
+    if (!record || record.accountId !== caller.accountId)
+      throw new ModelSwitchError('key_not_found', `No API key with id ${id}`, { param: 'id' });
+    return record;
+  }
+
+  async listKeys(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
+    const type = keyType(query.get('type') ?? 'proxy');
+    const keys: KeyRecord[] = [];
+    let after: number | undefined;
+    // A person's keys fit a page or a few; the dashboard shows them all.
+    for (let page = 0; page < 10; page++) {
+      const listed = await this.guard.run('listKeys', () =>
+        this.store.listKeys(caller.accountId, { type, limit: 1000, ...(after === undefined ? {} : { after }) }),
+      );
+      keys.push(...listed.keys);
+      if (!listed.hasMore || listed.keys.length === 0) break;
+      after = listed.keys[listed.keys.length - 1]?.id;
+    }
+    const now = this.options.now();
+    sendJson(res, 200, { keys: keys.map((key) => dashboardKey(key, now)), signedInKeyId: caller.keyId });
+  }
+
+  async createKey(caller: Caller, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await this.objectBody(req, res, CREATE_FIELDS);
+    const type = keyType(body.type ?? 'proxy', 'type');
+    if (body.name === undefined) throw invalidRequest('name is required', 'name');
+    const now = this.options.now();
+    if (type === 'billing' && body.models !== undefined && body.models !== null)
+      throw invalidRequest('models applies to proxy keys only', 'models');
+    const input = {
+      accountId: caller.accountId,
+      type,
+      name: validateName(body.name),
+      expiresAt: body.expires_at === undefined ? null : validateExpiresAt(body.expires_at, now),
+      limit: body.limit === undefined ? null : validateLimit(body.limit),
+      limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
+      rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
+    };
+    const models = body.models === undefined ? null : validateModels(body.models);
+    const prepared = await prepareKey(input, { hasher: this.options.hasher, now, boundedPerAccount: true });
+    const record = await this.guard.run('insertKey', () => this.store.insertKey({ ...prepared.record, models }));
+    const { id, ...fields } = dashboardKey(record, now);
+    sendJson(res, 201, { id, key: prepared.key, ...fields });
+  }
+
+  async updateKey(caller: Caller, rawId: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const current = await this.ownKey(caller, rawId);
+    const body = await this.objectBody(req, res, UPDATE_FIELDS);
+    const now = this.options.now();
+    const changes: KeyChanges = {};
+    if (body.name !== undefined) changes.name = validateName(body.name);
+    if (body.active !== undefined) changes.active = validateActive(body.active);
+    if (body.expires_at !== undefined) changes.expiresAt = validateExpiresAt(body.expires_at, now);
+    if (body.limit !== undefined) changes.limit = validateLimit(body.limit);
+    if (body.limit_reset !== undefined) changes.limitReset = validateLimitReset(body.limit_reset);
+    if (body.rate_limit !== undefined) changes.rateLimit = validateRateLimit(body.rate_limit);
+    if (body.models !== undefined) {
+      if (current.type === 'billing' && body.models !== null) throw invalidRequest('models applies to proxy keys only', 'models');
+      changes.models = validateModels(body.models);
+    }
+    const updated = await this.guard.run('updateKey', () => this.store.updateKey(current.id, changes));
+    if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
+    sendJson(res, 200, dashboardKey(updated, now));
+  }
+
+  async deleteKey(caller: Caller, rawId: string, res: ServerResponse): Promise<void> {
+    const record = await this.ownKey(caller, rawId);
+    const deleted = await this.guard.run('deleteKey', () => this.store.deleteKey(record.id));
+    if (!deleted) throw new ModelSwitchError('key_not_found', `No API key with id ${record.id}`, { param: 'id' });
+    sendJson(res, 200, { id: record.id, deleted: true });
+  }
+
+  /** A new secret for the same key, as `POST /api/keys/:id/rotate` does; the old one works until the grace period ends. */
+  async rotateKey(caller: Caller, rawId: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const record = await this.ownKey(caller, rawId);
+    const body = await this.objectBody(req, res, new Set(['grace_period']));
+    const now = this.options.now();
+    const gracePeriodMs = body.grace_period === undefined ? 0 : gracePeriod(body.grace_period);
+    const prepared = await prepareRotation(record, { hasher: this.options.hasher, now, gracePeriodMs });
+    const rotated = await this.guard.run('rotateKey', () => this.store.rotateKey(prepared.rotation));
+    if (!rotated) throw new ModelSwitchError('key_not_found', `No API key with id ${record.id}`, { param: 'id' });
+    const { id, ...fields } = dashboardKey(rotated, now);
+    sendJson(res, 200, { id, key: prepared.key, ...fields });
+  }
+
+  async account(caller: Caller, res: ServerResponse): Promise<void> {
+    const account = await this.guard.run('getAccount', () => this.store.getAccount(caller.accountId));
+    if (!account) throw new ModelSwitchError('key_not_found', 'The account no longer exists');
+    sendJson(res, 200, {
+      id: account.id,
+      balance: account.balance,
+      reserved: account.reserved,
+      available: roundUsd(account.balance - account.reserved),
+      isFreeTier: account.isFreeTier,
+      createdAt: isoTime(account.createdAt),
+    });
+  }
+
+  async transactions(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
+    const filters = ledgerFilters(query, ['limit', 'before', 'type', 'key_id']);
+    let limit = DEFAULT_TRANSACTIONS_PAGE;
+    const rawLimit = query.get('limit');
+    if (rawLimit !== null) {
+      limit = /^[0-9]{1,4}$/.test(rawLimit) ? Number(rawLimit) : 0;
+      if (limit < 1 || limit > MAX_LEDGER_PAGE) throw invalidRequest(`limit must be an integer from 1 to ${MAX_LEDGER_PAGE}`, 'limit');
+    }
+    const rawBefore = query.get('before');
+    const before = rawBefore === null ? undefined : validateId(rawBefore, 'before');
+    const page = await this.guard.run('listLedger', () =>
+      this.store.listLedger(caller.accountId, { limit, ...filters, ...(before === undefined ? {} : { before }) }),
+    );
+    sendJson(res, 200, { transactions: page.entries.map(transaction), has_more: page.hasMore });
+  }
+
+  /** The whole ledger (within retention) as CSV, newest first. */
+  async transactionsCsv(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
+    const filters = ledgerFilters(query, ['type', 'key_id']);
+    const lines = ['id,created_at,type,amount,balance_after,key_id,model,prompt_tokens,completion_tokens,request_id,reference'];
+    let before: number | undefined;
+    for (let count = 0; count < MAX_CSV_ENTRIES; ) {
+      const page = await this.guard.run('listLedger', () =>
+        this.store.listLedger(caller.accountId, { limit: MAX_LEDGER_PAGE, ...filters, ...(before === undefined ? {} : { before }) }),
+      );
+      for (const entry of page.entries) lines.push(csvLine(entry));
+      count += page.entries.length;
+      if (!page.hasMore || page.entries.length === 0) break;
+      before = page.entries[page.entries.length - 1]?.id;
+    }
+    const body = `${lines.join('\r\n')}\r\n`;
+    res.statusCode = 200;
+    res.setHeader('Content-Type', 'text/csv; charset=utf-8');
+    res.setHeader('Content-Disposition', `attachment; filename="transactions-${caller.accountId.replace(/[^A-Za-z0-9_-]/g, '_')}.csv"`);
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    res.end(body);
+  }
+
+  /** Usage aggregates of a date range (default the last 30 days): per day, key and model, with totals. */
+  async usage(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
+    for (const [name] of query) if (name !== 'from' && name !== 'to') throw invalidRequest(`Unknown query parameter ${name}`, name);
+    const now = this.options.now();
+    const to = query.get('to') ?? utcDay(now);
+    const from = query.get('from') ?? utcDay(Date.parse(`${to}T00:00:00Z`) - (USAGE_DAYS - 1) * 86_400_000);
+    if (!isUtcDate(from)) throw invalidRequest('from must be a UTC date YYYY-MM-DD', 'from');
+    if (!isUtcDate(to)) throw invalidRequest('to must be a UTC date YYYY-MM-DD', 'to');
+    const days = (Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 + 1;
+    if (days < 1 || days > MAX_USAGE_DAYS) throw invalidRequest(`from..to must span 1 to ${MAX_USAGE_DAYS} days`, 'from');
+    const rows = await this.guard.run('getUsage', () => this.store.getUsage(caller.accountId, { from, to }));
+    const total = { requests: 0, promptTokens: 0, completionTokens: 0, cost: 0 };
+    for (const row of rows) {
+      total.requests += row.requests;
+      total.promptTokens += row.promptTokens;
+      total.completionTokens += row.completionTokens;
+      total.cost = roundUsd(total.cost + row.cost);
+    }
+    sendJson(res, 200, { from, to, usage: rows, total });
+  }
+
+  private async objectBody(req: IncomingMessage, res: ServerResponse, allowed: ReadonlySet<string>): Promise<Record<string, unknown>> {
+    const { value } = await readJsonBody(req, res, this.options.maxBodyBytes);
+    if (value === undefined && allowed.has('grace_period')) return {};
+    if (!isJsonObject(value)) throw invalidRequest('Request body must be a JSON object');
+    for (const name of Object.keys(value)) if (!allowed.has(name)) throw invalidRequest(`Unknown field ${name}`, name);
+    return value;
+  }
+}
+
+/** A key as the dashboard shows it: the management API's fields plus its type, models and rotation deadline. */
+export function dashboardKey(record: KeyRecord, now: number) {
+  return {
+    ...publicKey(record, now),
+    type: record.type,
+    models: record.models === null ? null : [...record.models],
+    previousKeyExpiresAt:
+      record.previousKeyExpiresAt === null || record.previousKeyExpiresAt <= now ? null : isoTime(record.previousKeyExpiresAt),
+  };
+}
+
+function keyType(value: unknown, param = 'type'): KeyType {
+  if (value === 'proxy' || value === 'billing') return value;
+  throw invalidRequest(`${param} must be "proxy" or "billing"`, param);
+}
+
+/** `models`: `null` (every model) or 1–100 names, each exact or a prefix ending in `*`. */
+function validateModels(value: unknown): string[] | null {
+  if (value === null) return null;
+  if (!Array.isArray(value) || value.length < 1 || value.length > 100) {
+    throw invalidRequest('models must be null or a list of 1 to 100 model names', 'models');
+  }
+  for (const name of value) {
+    if (typeof name !== 'string' || !MODEL_NAME.test(name)) {
+      throw invalidRequest('each model must be a name without spaces, optionally ending in * (a prefix)', 'models');
+    }
+  }
+  return [...new Set(value as string[])];
+}
+
+/** `grace_period`: `0`, seconds as a number, or a duration like `"90s"`, `"1h"`, at most 7 days. */
+function gracePeriod(value: unknown): number {
+  const ms =
+    typeof value === 'number' && Number.isInteger(value)
+      ? value * 1000
+      : value === '0'
+        ? 0
+        : typeof value === 'string'
+          ? intervalToMs(value)
+          : null;
+  if (ms === null || !(ms >= 0) || ms > MAX_GRACE_MS) {
+    throw invalidRequest('grace_period must be a duration like "90s", "1h" or "1d", from 0 to 7 days', 'grace_period');
+  }
+  return ms;
+}
+
+function ledgerFilters(query: URLSearchParams, allowed: readonly string[]): { type?: LedgerEntryType; keyId?: number } {
+  for (const [name] of query) if (!allowed.includes(name)) throw invalidRequest(`Unknown query parameter ${name}`, name);
+  const filters: { type?: LedgerEntryType; keyId?: number } = {};
+  const type = query.get('type');
+  if (type !== null && type !== '') {
+    if (!LEDGER_TYPES.has(type as LedgerEntryType)) throw invalidRequest('type must be usage, credit or adjustment', 'type');
+    filters.type = type as LedgerEntryType;
+  }
+  const keyId = query.get('key_id');
+  if (keyId !== null && keyId !== '') filters.keyId = validateId(keyId, 'key_id');
+  return filters;
+}
+
+function transaction(entry: LedgerEntry) {
+  return {
+    id: entry.id,
+    type: entry.type,
+    amount: entry.amount,
+    balanceAfter: entry.balanceAfter,
+    keyId: entry.keyId,
+    model: entry.model,
+    promptTokens: entry.promptTokens,
+    completionTokens: entry.completionTokens,
+    requestId: entry.requestId,
+    reference: entry.reference,
+    createdAt: isoTime(entry.createdAt),
+  };
+}
+
+function csvLine(entry: LedgerEntry): string {
+  const t = transaction(entry);
+  return [
+    t.id,
+    t.createdAt,
+    t.type,
+    t.amount,
+    t.balanceAfter,
+    t.keyId,
+    t.model,
+    t.promptTokens,
+    t.completionTokens,
+    t.requestId,
+    t.reference,
+  ]
+    .map(csvField)
+    .join(',');
+}
+
+/** A CSV field (RFC 4180), with a leading `=`, `+`, `-`, `@` neutralised so a spreadsheet never runs it as a formula. */
+function csvField(value: string | number | null): string {
+  if (value === null) return '';
+  if (typeof value === 'number') return String(value);
+  const text = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}

@@ -1,0 +1,387 @@
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SignJWT } from 'jose';
+import { ConfigurationError, MemoryKeyStore, dashboardRouter, issueKey } from '../../src/index.js';
+import { buildDashboardAssets } from '../../scripts/build-dashboard.js';
+import { FRAMEWORKS } from '../app.js';
+import { fastHasher, seedAccount, testClock } from '../helpers.js';
+import { DashboardClient, TEST_SESSION_SECRET, startDashboardApp } from './dashboard-app.js';
+
+const hasher = fastHasher();
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+const closers: Array<() => Promise<void>> = [];
+
+beforeAll(async () => {
+  // The router serves the built assets: build them from the sources under test.
+  await buildDashboardAssets();
+});
+
+afterEach(async () => {
+  for (const close of closers.splice(0)) await close();
+});
+
+async function setUp(framework: (typeof FRAMEWORKS)[number] = 'express5', options: { clock?: ReturnType<typeof testClock> } = {}) {
+  const store = new MemoryKeyStore();
+  const clock = options.clock ?? testClock(Date.now());
+  const seeded = await seedAccount(store, { hasher, now: clock.now() });
+  const app = await startDashboardApp(framework, store, { hasher, now: clock.now });
+  closers.push(app.close);
+  return { store, clock, seeded, app, client: new DashboardClient(app.origin) };
+}
+
+function expectSecurityHeaders(headers: Headers): void {
+  expect(headers.get('content-security-policy')).toBe(CSP);
+  expect(headers.get('cache-control')).toBe('no-store');
+  expect(headers.get('referrer-policy')).toBe('no-referrer');
+  expect(headers.get('x-content-type-options')).toBe('nosniff');
+  expect(headers.get('x-frame-options')).toBe('DENY');
+}
+
+describe('dashboardRouter', () => {
+  describe.each(FRAMEWORKS)('mounted under %s', (framework) => {
+    it('serves the page shell, its assets and the session API under the mount path', async () => {
+      const { client, seeded } = await setUp(framework);
+      const page = await client.call('GET', '');
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
+      expectSecurityHeaders(page.headers);
+      expect(page.text).toContain('<script src="assets/app.js" defer></script>');
+      expect(page.text).not.toMatch(/<script>|<style>|style="/);
+      const script = await client.call('GET', 'assets/app.js');
+      expect(script.status).toBe(200);
+      expect(script.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+      expect(script.headers.get('cache-control')).toBe('no-cache');
+      const css = await client.call('GET', 'assets/app.css');
+      expect(css.status).toBe(200);
+      expect(css.headers.get('content-type')).toBe('text/css; charset=utf-8');
+      const signedIn = await client.signIn(seeded.billingKey);
+      expect(signedIn.status).toBe(200);
+      const cookie = signedIn.headers.get('set-cookie') as string;
+      expect(cookie).toMatch(/^modelswitch_session=[\w-]+\.[\w-]+\.[\w-]+; Path=\/dashboard; Max-Age=43200; HttpOnly; SameSite=Strict$/);
+      const keys = await client.call('GET', 'api/keys');
+      expect(keys.status).toBe(200);
+      expect((keys.body as { keys: Array<{ name: string }> }).keys.map((key) => key.name)).toEqual(['My Production Key']);
+    });
+  });
+
+  it('redirects /dashboard to /dashboard/ so the relative URLs resolve', async () => {
+    const { app } = await setUp();
+    const response = await fetch(`${app.origin}/dashboard`, { redirect: 'manual' });
+    expect(response.status).toBe(308);
+    expect(response.headers.get('location')).toBe('/dashboard/');
+  });
+
+  it('signs in with a billing key: 200 with the session, a CSRF token and an HttpOnly cookie, never the key', async () => {
+    const { client, seeded, clock } = await setUp();
+    const answer = await client.signIn(seeded.billingKey);
+    expect(answer.status).toBe(200);
+    expectSecurityHeaders(answer.headers);
+    const body = answer.body as Record<string, unknown>;
+    expect(body).toEqual({
+      kind: 'billing-key',
+      accountId: seeded.account.id,
+      subject: expect.stringMatching(/^billing \(mk-.{4}…\)$/),
+      keyId: expect.any(Number),
+      expiresAt: new Date(Math.floor(clock.now() / 1000) * 1000 + 12 * 3600 * 1000).toISOString().replace('.000Z', 'Z'),
+      csrfToken: expect.stringMatching(/^[\w-]{43}$/),
+    });
+    expect(JSON.stringify(body)).not.toContain(seeded.billingKey);
+    expect(answer.headers.get('set-cookie')).not.toContain(seeded.billingKey);
+    const session = await client.call('GET', 'api/session');
+    expect(session.status).toBe(200);
+    expect(session.body).toEqual(body);
+  });
+
+  it('refuses a proxy key, a wrong secret and garbage at sign-in, and throttles repeated failures with 429', async () => {
+    const { client, seeded, app } = await setUp();
+    const proxy = await client.call('POST', 'api/session', { key: seeded.proxyKey });
+    expect(proxy.status).toBe(401);
+    expect((proxy.body as { error: { code: string } }).error.code).toBe('wrong_key_type');
+    const wrong = `${seeded.billingKey.slice(0, 20)}${seeded.billingKey.slice(20).split('').reverse().join('')}`;
+    const refused = await client.call('POST', 'api/session', { key: wrong });
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('www-authenticate')).toBe('Bearer realm="modelswitch", error="invalid_token"');
+    expect(refused.body).toEqual({ error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } });
+    expect(refused.headers.get('set-cookie')).toBeNull();
+    const shape = await client.call('POST', 'api/session', { key: 42 });
+    expect(shape.status).toBe(400);
+    for (let attempt = 3; attempt <= 10; attempt++) await client.call('POST', 'api/session', { key: 'mk-nothing' });
+    const throttled = await client.call('POST', 'api/session', { key: seeded.billingKey });
+    expect(throttled.status).toBe(429);
+    expect(throttled.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect((throttled.body as { error: { code: string } }).error.code).toBe('rate_limit_exceeded');
+    expect(app.origin).toBeTruthy();
+  });
+
+  it('answers 401 session_required without a session, with a forged token, and after the session expires', async () => {
+    const { client, seeded, clock } = await setUp();
+    const none = await client.call('GET', 'api/keys');
+    expect(none.status).toBe(401);
+    expect(none.body).toEqual({
+      error: { message: 'Sign in to the dashboard with a billing key (mk-…)', type: 'authentication_error', code: 'session_required' },
+    });
+    expect(none.headers.get('www-authenticate')).toBe('Bearer realm="modelswitch"');
+    expectSecurityHeaders(none.headers);
+
+    const forged = await new SignJWT({ acc: seeded.account.id })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('1')
+      .setIssuer('modelswitch-keys/dashboard')
+      .setAudience('modelswitch-keys/dashboard')
+      .setJti('x')
+      .setIssuedAt()
+      .setExpirationTime('1h')
+      .sign(new TextEncoder().encode('another-secret-another-secret-another-secret'));
+    client.cookie = `modelswitch_session=${forged}`;
+    expect((await client.call('GET', 'api/keys')).status).toBe(401);
+    const unsigned = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${forged.split('.')[1]}.`;
+    client.cookie = `modelswitch_session=${unsigned}`;
+    expect((await client.call('GET', 'api/keys')).status).toBe(401);
+
+    client.cookie = '';
+    await client.signIn(seeded.billingKey);
+    expect((await client.call('GET', 'api/keys')).status).toBe(200);
+    clock.advance(12 * 3600 * 1000 + 1000);
+    const expired = await client.call('GET', 'api/keys');
+    expect(expired.status).toBe(401);
+    expect(expired.headers.get('set-cookie')).toBe('modelswitch_session=; Path=/dashboard; Max-Age=0; HttpOnly; SameSite=Strict');
+  });
+
+  it('ends the session when its billing key is deactivated or deleted (read fresh on every request)', async () => {
+    const { client, seeded, store } = await setUp();
+    const signedIn = (await client.signIn(seeded.billingKey)).body as { keyId: number };
+    await store.updateKey(signedIn.keyId, { active: false });
+    expect((await client.call('GET', 'api/keys')).status).toBe(401);
+    await store.updateKey(signedIn.keyId, { active: true });
+    await client.signIn(seeded.billingKey);
+    expect((await client.call('GET', 'api/keys')).status).toBe(200);
+    await store.deleteKey(signedIn.keyId);
+    expect((await client.call('GET', 'api/keys')).status).toBe(401);
+  });
+
+  it('signs out: the same cookie replayed afterwards answers 401', async () => {
+    const { client, seeded } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const cookie = client.cookie;
+    const out = await client.call('DELETE', 'api/session');
+    expect(out.status).toBe(200);
+    expect(out.body).toEqual({ signedOut: true });
+    expect(out.headers.get('set-cookie')).toBe('modelswitch_session=; Path=/dashboard; Max-Age=0; HttpOnly; SameSite=Strict');
+    client.cookie = cookie;
+    expect((await client.call('GET', 'api/session')).status).toBe(401);
+  });
+
+  it('refuses state-changing requests without the CSRF token, with a wrong one, or from another origin (403 csrf_check_failed)', async () => {
+    const { client, seeded } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const noToken = await client.call('POST', 'api/keys', { name: 'x' }, { 'x-csrf-token': '' });
+    expect(noToken.status).toBe(403);
+    expect(noToken.body).toEqual({
+      error: {
+        message: 'Missing or wrong CSRF token: reload the dashboard and try again',
+        type: 'permission_error',
+        code: 'csrf_check_failed',
+      },
+    });
+    const wrongToken = await client.call('POST', 'api/keys', { name: 'x' }, { 'x-csrf-token': 'A'.repeat(43) });
+    expect(wrongToken.status).toBe(403);
+    const otherOrigin = await client.call('POST', 'api/keys', { name: 'x' }, { origin: 'https://evil.example' });
+    expect(otherOrigin.status).toBe(403);
+    expect((otherOrigin.body as { error: { message: string } }).error.message).toBe(
+      'Cross-origin request refused: state-changing requests must come from the dashboard page itself',
+    );
+    const noOrigin = await client.call('DELETE', 'api/session', undefined, { origin: '' });
+    expect(noOrigin.status).toBe(403);
+    const signInElsewhere = await client.call('POST', 'api/session', { key: seeded.billingKey }, { origin: 'https://evil.example' });
+    expect(signInElsewhere.status).toBe(403);
+    const listed = (await client.call('GET', 'api/keys')).body as { keys: unknown[] };
+    expect(listed.keys).toHaveLength(1);
+  });
+
+  it('creates, renames, deactivates, rotates and deletes keys with the key value only in the create and rotate answers', async () => {
+    const { client, seeded, clock } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const created = await client.call('POST', 'api/keys', {
+      name: 'CI',
+      expires_at: '2099-01-01',
+      limit: 5,
+      limit_reset: 'monthly',
+      rate_limit: { requests: 10, interval: '1m' },
+      models: ['gpt-4o-mini', 'claude-*'],
+    });
+    expect(created.status).toBe(201);
+    const key = created.body as { id: number; key: string };
+    expect(created.body).toEqual({
+      id: expect.any(Number),
+      key: expect.stringMatching(/^ms-[0-9A-Za-z]{38}$/),
+      name: 'CI',
+      prefix: key.key.slice(0, 7),
+      active: true,
+      createdAt: new Date(clock.now()).toISOString().replace('.000Z', 'Z'),
+      expiresAt: '2099-01-01T00:00:00Z',
+      lastUsedAt: null,
+      usage: 0,
+      limit: 5,
+      limitReset: 'monthly',
+      rateLimit: { requests: 10, interval: '1m' },
+      type: 'proxy',
+      models: ['gpt-4o-mini', 'claude-*'],
+      previousKeyExpiresAt: null,
+    });
+    const listed = await client.call('GET', 'api/keys');
+    expect(listed.text).not.toContain(key.key);
+    const renamed = await client.call('PATCH', `api/keys/${key.id}`, { name: 'CI runner' });
+    expect(renamed.status).toBe(200);
+    expect((renamed.body as { name: string }).name).toBe('CI runner');
+    const off = await client.call('PATCH', `api/keys/${key.id}`, { active: false });
+    expect((off.body as { active: boolean }).active).toBe(false);
+    const rotated = await client.call('POST', `api/keys/${key.id}/rotate`, { grace_period: '1h' });
+    expect(rotated.status).toBe(200);
+    const rotatedBody = rotated.body as { id: number; key: string; previousKeyExpiresAt: string };
+    expect(rotatedBody.id).toBe(key.id);
+    expect(rotatedBody.key).not.toBe(key.key);
+    expect(rotatedBody.key.slice(0, 13)).toBe(key.key.slice(0, 13));
+    expect(rotatedBody.previousKeyExpiresAt).toBe(new Date(clock.now() + 3600_000).toISOString().replace('.000Z', 'Z'));
+    const badGrace = await client.call('POST', `api/keys/${key.id}/rotate`, { grace_period: '8d' });
+    expect(badGrace.status).toBe(400);
+    expect((badGrace.body as { error: { param: string } }).error.param).toBe('grace_period');
+    const deleted = await client.call('DELETE', `api/keys/${key.id}`);
+    expect(deleted.body).toEqual({ id: key.id, deleted: true });
+    expect((await client.call('DELETE', `api/keys/${key.id}`)).status).toBe(404);
+  });
+
+  it('validates like the management API: unknown fields, a key in a name, bad limits and models answer 400 with param', async () => {
+    const { client, seeded } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const cases: Array<[unknown, string]> = [
+      [{ name: 'x', usage: 1 }, 'usage'],
+      [{}, 'name'],
+      [{ name: `leak ${seeded.proxyKey}` }, 'name'],
+      [{ name: 'x', limit: -1 }, 'limit'],
+      [{ name: 'x', models: [] }, 'models'],
+      [{ name: 'x', type: 'admin' }, 'type'],
+      [{ name: 'x', type: 'billing', models: ['gpt-4o'] }, 'models'],
+    ];
+    for (const [body, param] of cases) {
+      const answer = await client.call('POST', 'api/keys', body);
+      expect(answer.status, JSON.stringify(body)).toBe(400);
+      expect((answer.body as { error: { param: string } }).error.param).toBe(param);
+      expect(answer.text).not.toContain(seeded.proxyKey);
+    }
+  });
+
+  it("manages billing keys on the Billing Keys page, and never another account's keys (404)", async () => {
+    const { client, seeded, store } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const created = await client.call('POST', 'api/keys', { type: 'billing', name: 'Finance' });
+    expect(created.status).toBe(201);
+    expect((created.body as { key: string; type: string }).key).toMatch(/^mk-/);
+    const billing = (await client.call('GET', 'api/keys?type=billing')).body as { keys: Array<{ name: string }>; signedInKeyId: number };
+    expect(billing.keys.map((key) => key.name)).toEqual(['billing', 'Finance']);
+    const other = await seedAccount(store, { hasher });
+    const otherKey = await issueKey(store, { accountId: other.account.id, type: 'proxy', name: 'theirs' }, { hasher });
+    for (const [method, path, body] of [
+      ['PATCH', `api/keys/${otherKey.record.id}`, { name: 'mine' }],
+      ['DELETE', `api/keys/${otherKey.record.id}`, undefined],
+      ['POST', `api/keys/${otherKey.record.id}/rotate`, {}],
+    ] as const) {
+      const answer = await client.call(method, path, body);
+      expect(answer.status).toBe(404);
+      expect((answer.body as { error: { code: string } }).error.code).toBe('key_not_found');
+    }
+  });
+
+  it('shows the account, its transactions (paged, newest first), usage of the last 30 days and a CSV export', async () => {
+    const { client, seeded, store, clock } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const account = await client.call('GET', 'api/account');
+    expect(account.body).toEqual({
+      id: seeded.account.id,
+      balance: 10,
+      reserved: 0,
+      available: 10,
+      isFreeTier: false,
+      createdAt: new Date(seeded.account.createdAt).toISOString().replace('.000Z', 'Z'),
+    });
+    await store.changeBalance({
+      accountId: seeded.account.id,
+      type: 'credit',
+      amount: 5,
+      reference: '=cmd|evil',
+      note: null,
+      now: clock.now(),
+    });
+    const page = await client.call('GET', 'api/transactions?limit=1');
+    const transactions = page.body as { transactions: Array<{ type: string; amount: number }>; has_more: boolean };
+    expect(transactions.transactions).toMatchObject([{ type: 'credit', amount: 5 }]);
+    expect(transactions.has_more).toBe(true);
+    const csv = await client.call('GET', 'api/transactions.csv');
+    expect(csv.status).toBe(200);
+    expect(csv.headers.get('content-type')).toBe('text/csv; charset=utf-8');
+    expect(csv.headers.get('content-disposition')).toMatch(/^attachment; filename="transactions-[\w-]+\.csv"$/);
+    const lines = csv.text.trim().split('\r\n');
+    expect(lines[0]).toBe('id,created_at,type,amount,balance_after,key_id,model,prompt_tokens,completion_tokens,request_id,reference');
+    expect(lines).toHaveLength(3);
+    expect(lines[1]).toMatch(/,credit,5,15,,,,,,'=cmd\|evil$/);
+    const usage = await client.call('GET', 'api/usage');
+    expect(usage.status).toBe(200);
+    expect(usage.body).toEqual({
+      from: new Date(clock.now() - 29 * 86_400_000).toISOString().slice(0, 10),
+      to: new Date(clock.now()).toISOString().slice(0, 10),
+      usage: [],
+      total: { requests: 0, promptTokens: 0, completionTokens: 0, cost: 0 },
+    });
+    expect((await client.call('GET', 'api/usage?from=2020-01-01&to=2026-01-01')).status).toBe(400);
+    expect((await client.call('GET', 'api/transactions?type=bogus')).status).toBe(400);
+  });
+
+  it('passes other paths to next() and answers unknown API routes 404 in the error shape', async () => {
+    const { client, seeded } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const unknown = await client.call('GET', 'api/nothing');
+    expect(unknown.status).toBe(404);
+    expect((unknown.body as { error: { code: string } }).error.code).toBe('route_not_found');
+    const other = await client.call('GET', 'elsewhere');
+    expect(other.status).toBe(404);
+    // The host's own 404 (Express's finalhandler here), not the dashboard's headers.
+    expect(other.headers.get('content-security-policy')).not.toBe(CSP);
+  });
+
+  it('requires session.secret under NODE_ENV=production with a coded ConfigurationError, and refuses a short one', () => {
+    const store = new MemoryKeyStore();
+    const previous = process.env.NODE_ENV;
+    process.env.NODE_ENV = 'production';
+    try {
+      expect(() => dashboardRouter(store)).toThrow(ConfigurationError);
+      try {
+        dashboardRouter(store);
+      } catch (error) {
+        expect((error as ConfigurationError).code).toBe('ERR_MS_SESSION_SECRET');
+        expect((error as Error).message).toContain('session.secret is required under NODE_ENV=production');
+      }
+      expect(() => dashboardRouter(store, { session: { secret: TEST_SESSION_SECRET } })).not.toThrow();
+    } finally {
+      process.env.NODE_ENV = previous;
+    }
+    expect(() => dashboardRouter(store, { session: { secret: 'short' } })).toThrow(/at least 32 bytes/);
+    expect(() => dashboardRouter(store, { session: { ttlMs: 1 } })).toThrow(/ttlMs/);
+    expect(() => dashboardRouter(store, { allowedOrigins: ['https://x.example/path'] })).toThrow(/allowedOrigins/);
+  });
+
+  it('sets Secure on the cookie behind an HTTPS proxy when trusted', async () => {
+    const store = new MemoryKeyStore();
+    const seeded = await seedAccount(store, { hasher });
+    const app = await startDashboardApp('express5', store, { hasher, dashboard: { trustProxy: true } });
+    closers.push(app.close);
+    const client = new DashboardClient(app.origin);
+    const host = new URL(app.origin).host;
+    const answer = await client.call(
+      'POST',
+      'api/session',
+      { key: seeded.billingKey },
+      { 'x-forwarded-proto': 'https', origin: `https://${host}` },
+    );
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get('set-cookie')).toMatch(/; HttpOnly; SameSite=Strict; Secure$/);
+  });
+});

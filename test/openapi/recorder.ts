@@ -1,0 +1,184 @@
+import { ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { type RecordedAnswer, templateOf, violationsOf } from './contract.js';
+
+/**
+ * Checks every answer an HTTP server of this test process sends against the OpenAPI document
+ * (`src/management/openapi.ts`), whichever helper or test built the app: `test/openapi/setup.ts`
+ * installs it for every test file (vitest `setupFiles`) and fails a test that received an answer the
+ * document does not describe.
+ *
+ * Two kinds of server answer are not the package's and are left alone: a mock upstream's (a server
+ * that received a request from the proxy: its `pipe` from a gateway request links the two) and the
+ * host's own routes (paths the document does not describe). A gateway answer that passes an
+ * upstream's through is checked for the gateway's own headers only: its status and body are the
+ * upstream's.
+ */
+
+/** Bodies are kept up to this size to be checked; an answer is far smaller, a larger one is not the package's JSON. */
+const MAX_KEPT_BYTES = 1024 * 1024;
+const INSTALLED = Symbol.for('modelswitch-keys.test.openapi-recorder');
+
+interface Tracked {
+  method: string;
+  url: string;
+  chunks: Buffer[];
+  bytes: number;
+  /** Stopped keeping the body (too large, or not JSON). */
+  dropped: boolean;
+  /** Headers given to `writeHead` (Node does not always show them in `getHeaders()`). */
+  writeHeadHeaders: OutgoingHttpHeaders;
+  /** The proxy sent this request upstream and the upstream answered. */
+  passthrough: boolean;
+  /** The client's port, read on arrival: a destroyed socket no longer has one. */
+  remotePort: number | undefined;
+  checked: boolean;
+}
+
+const tracked = new WeakMap<IncomingMessage, Tracked>();
+/** Local ports of the proxy's sockets to upstreams: a server request from one of them is an upstream's. */
+const proxyPorts = new Set<number>();
+/** Servers found to be upstreams (mocks): none of their answers is checked. */
+const upstreamServers = new WeakSet<Server>();
+const violations: string[] = [];
+/** How many answers were checked against the document (answers to documented paths), for `answersChecked()`. */
+let checkedCount = 0;
+
+/** Installs the recorder in this process once (idempotent). */
+export function installRecorder(): void {
+  const registry = globalThis as typeof globalThis & { [INSTALLED]?: true };
+  if (registry[INSTALLED]) return;
+  registry[INSTALLED] = true;
+  const serverEmit = Server.prototype.emit;
+  Server.prototype.emit = function recordingEmit(this: Server, event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'request') track(this, args[0] as IncomingMessage, args[1] as ServerResponse);
+    return (serverEmit as (this: Server, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
+  };
+  const clientEmit = ClientRequest.prototype.emit;
+  ClientRequest.prototype.emit = function recordingClientEmit(this: ClientRequest, event: string | symbol, ...args: unknown[]): boolean {
+    // http-proxy pipes the gateway's request into the upstream request: that links the two.
+    if (event === 'pipe') {
+      const gateway = tracked.get(args[0] as IncomingMessage);
+      if (gateway !== undefined) linkUpstream(gateway, this);
+    }
+    return (clientEmit as (this: ClientRequest, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
+  };
+}
+
+/** How many answers of this test file were checked against the document so far. */
+export function answersChecked(): number {
+  return checkedCount;
+}
+
+/** The violations found since the last call, which clears them. */
+export function takeViolations(): string[] {
+  return violations.splice(0);
+}
+
+function linkUpstream(gateway: Tracked, upstreamRequest: ClientRequest): void {
+  upstreamRequest.once('response', () => {
+    gateway.passthrough = true;
+  });
+  upstreamRequest.on('socket', (socket: Socket) => {
+    if (socket.localPort !== undefined) proxyPorts.add(socket.localPort);
+    else socket.once('connect', () => socket.localPort !== undefined && proxyPorts.add(socket.localPort));
+  });
+}
+
+function track(server: Server, req: IncomingMessage, res: ServerResponse): void {
+  if (upstreamServers.has(server)) return;
+  const entry: Tracked = {
+    method: req.method ?? 'GET',
+    // Saved now: Express rewrites req.url below a mount and leaves it so when a router answers.
+    url: req.url ?? '/',
+    chunks: [],
+    bytes: 0,
+    dropped: templateOf(req.url ?? '/') === undefined,
+    writeHeadHeaders: {},
+    passthrough: false,
+    remotePort: req.socket.remotePort,
+    checked: false,
+  };
+  tracked.set(req, entry);
+  const keep = (chunk: unknown, encoding: unknown) => {
+    if (entry.dropped || chunk === undefined || chunk === null || typeof chunk === 'function') return;
+    const buffer =
+      typeof chunk === 'string'
+        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+        : Buffer.from(chunk as Uint8Array);
+    entry.bytes += buffer.length;
+    if (entry.bytes > MAX_KEPT_BYTES || String(res.getHeader('content-type') ?? '').includes('text/event-stream')) {
+      entry.dropped = true;
+      entry.chunks = [];
+      return;
+    }
+    entry.chunks.push(buffer);
+  };
+  const write = res.write;
+  res.write = function recordingWrite(this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
+    keep(chunk, rest[0]);
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as ServerResponse['write'];
+  const end = res.end;
+  res.end = function recordingEnd(this: ServerResponse, chunk?: unknown, ...rest: unknown[]) {
+    keep(chunk, rest[0]);
+    return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, ...rest);
+  } as ServerResponse['end'];
+  const writeHead = res.writeHead;
+  res.writeHead = function recordingWriteHead(this: ServerResponse, ...args: unknown[]) {
+    const headers = args.find((arg) => typeof arg === 'object' && arg !== null);
+    if (headers !== undefined && !Array.isArray(headers)) Object.assign(entry.writeHeadHeaders, headers);
+    return (writeHead as (...args: unknown[]) => ServerResponse).apply(this, args);
+  } as ServerResponse['writeHead'];
+  res.once('finish', () => check(server, res, entry, true));
+  res.once('close', () => check(server, res, entry, false));
+}
+
+function check(server: Server, res: ServerResponse, entry: Tracked, finished: boolean): void {
+  if (entry.checked) return;
+  entry.checked = true;
+  const remotePort = entry.remotePort;
+  if (remotePort !== undefined && proxyPorts.has(remotePort)) {
+    // An upstream (a mock in the test): its answers are the provider's, not the package's.
+    upstreamServers.add(server);
+    return;
+  }
+  if (templateOf(entry.url) === undefined || !res.headersSent) return;
+  const headers: Record<string, string> = {};
+  const all = { ...lowerCased(entry.writeHeadHeaders), ...lowerCased(res.getHeaders()) };
+  for (const [name, value] of Object.entries(all)) {
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
+  }
+  const answer: RecordedAnswer = {
+    method: entry.method,
+    url: entry.url,
+    status: res.statusCode,
+    headers,
+    body: finished && !entry.dropped ? decoded(Buffer.concat(entry.chunks), headers['content-encoding']) : undefined,
+    passthrough: entry.passthrough,
+  };
+  checkedCount++;
+  try {
+    for (const violation of violationsOf(answer)) violations.push(violation);
+  } catch (error) {
+    // Thrown in a response event, it would be an uncaught exception blamed on some later test.
+    violations.push(`${entry.method} ${entry.url}: the check failed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+function lowerCased(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  return Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]));
+}
+
+/** The body as sent before a compression middleware encoded it. */
+function decoded(body: Buffer, coding: string | undefined): Buffer | undefined {
+  try {
+    if (coding === 'gzip') return gunzipSync(body);
+    if (coding === 'deflate') return inflateSync(body);
+    if (coding === 'br') return brotliDecompressSync(body);
+  } catch {
+    return undefined;
+  }
+  return body;
+}
