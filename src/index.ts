@@ -2,6 +2,7 @@ export { modelSwitchAuth } from './auth/model-switch-auth.js';
 export type { Middleware, NextFunction } from './http/middleware.js';
 export type { AuthenticatedKey, AuthenticatedRequest, ModelSwitchContext } from './auth/authenticator.js';
 export type { AuthOptions } from './auth/options.js';
+export { generationRoute } from './auth/generation.js';
 export { keyInfoRoute, type KeyInfoResponse } from './auth/key-info.js';
 export { keysRouter } from './management/keys-router.js';
 export type {
@@ -42,6 +43,9 @@ export { API_KEY_PATTERN, generateApiKey, parseApiKey, type ParsedApiKey } from 
 export type { KeyType } from './store/types.js';
 export { KeyHasher, type KeyHasherOptions, type ScryptParameters } from './keys/hashing.js';
 export { DEFAULT_PROXY_PATHS, DEFAULT_RATE_LIMIT, DEFAULT_SCRYPT } from './defaults.js';
+export { prometheusMetrics, type PrometheusMetrics, type PrometheusMetricsOptions } from './metrics/prometheus.js';
+export type { GatewayMetrics, MetricsQueue } from './metrics/gateway-metrics.js';
+export type { EventHandler, ModelSwitchActor, ModelSwitchEvent, ModelSwitchEventType } from './events/events.js';
 export { ConfigurationError, type ConfigurationErrorCode } from './errors/configuration-error.js';
 export { ModelSwitchError, type ErrorBody, type ModelSwitchErrorCode, type ModelSwitchErrorType } from './errors/errors.js';
 export { sendError } from './http/respond.js';
@@ -54,6 +58,7 @@ export { KeyvKeyStore, type KeyvKeyStoreOptions } from './store/keyv/keyv-store.
 export { MemoryKeyStore, type MemoryKeyStoreOptions } from './store/memory/memory-store.js';
 export type {
   AccountRecord,
+  Awaitable,
   BalanceChange,
   BalanceChangeResult,
   CounterState,
@@ -73,7 +78,6 @@ export type {
   ReservationResult,
   SpendReservation,
   SpendSettlement,
-  SyncHotPath,
   UsageDetails,
   UsageRange,
   UsageRow,

@@ -9,7 +9,8 @@ import { limitPeriod, usageInPeriod } from '../store/spend-rules.js';
 import type { Logger } from '../log.js';
 import { StoreGuard } from '../store/guard.js';
 import type { ResolvedAuthOptions } from './options.js';
-import type { AccountRecord, CounterState, KeyRecord, KeyStore, RateLimitSetting } from '../store/types.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { AccountRecord, Awaitable, CounterState, KeyRecord, KeyStore, RateLimitSetting } from '../store/types.js';
 
 /** A verified key as the middleware hands it on: the record without its hashes. */
 export type AuthenticatedKey = Omit<KeyRecord, 'hash' | 'previousHash'>;
@@ -47,6 +48,8 @@ export class Authenticator {
   private readonly defaultRateLimit: Readonly<RateLimitSetting> | null;
   /** The host's logger, safe to call (see `hostLogger`): the factories log through it too. */
   readonly logger: Logger;
+  /** The host's metrics, or `null`. */
+  readonly metrics: GatewayMetrics | null;
   /** When this process last wrote each key's lastUsedAt. */
   private readonly touchedAt = new Map<number, number>();
   /** Keys admitted on the async path, by handle: what `admitSeen` reads and counts in one go. */
@@ -69,17 +72,50 @@ export class Authenticator {
     this.now = options.now;
     this.logger = options.logger;
     this.defaultRateLimit = options.defaultRateLimit;
+    this.metrics = options.metrics;
+    this.metrics?.watchQueue(options.hasher);
   }
 
   /**
    * Verifies the request's key and counts it against the key's rate limit. Sets `RateLimit-*`
    * headers; throws a `ModelSwitchError` (401/403/429/503) when the request does not pass.
    *
-   * With an in-process store (`KeyStore.sync`) and a key already in the verified-key cache, this
-   * answers synchronously, without a promise: the hot path of the memory store. Otherwise it returns
-   * a promise, reading the account and hitting the counter in parallel (one store round trip fewer).
+   * One path for every store: the hot path's store calls may answer at once or with a promise
+   * (`Awaitable`). When a key is already in the verified-key cache and the store answers at once
+   * (an in-process store such as `MemoryKeyStore`), this answers synchronously, without a promise.
+   * Otherwise it returns a promise; for a key admitted before on a store that answers promises it
+   * reads the key and the account and hits the counter in parallel (one store round trip).
    */
   admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
+    const metrics = this.metrics;
+    if (metrics === null) return this.admitKey(req, res);
+    const started = performance.now();
+    const done = (outcome: string) => metrics.authentication((performance.now() - started) / 1000, outcome);
+    let admitted: ModelSwitchContext | Promise<ModelSwitchContext>;
+    try {
+      admitted = this.admitKey(req, res);
+    } catch (error) {
+      done(outcomeOf(error));
+      throw error;
+    }
+    if (!(admitted instanceof Promise)) {
+      done('ok');
+      return admitted;
+    }
+    return admitted.then(
+      (context) => {
+        done('ok');
+        return context;
+      },
+      (error: unknown) => {
+        done(outcomeOf(error));
+        throw error;
+      },
+    );
+  }
+
+  /** {@link admit} without its timing. */
+  private admitKey(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
     const token = presentedToken(req);
     // Only the length before the cache (one SHA-256), so nothing longer is ever hashed: a key found
     // there passed the shape and checksum checks when it verified. Any other key is checked for both
@@ -89,85 +125,99 @@ export class Authenticator {
     if (verifiedHash === undefined && !(hasKeyShape(token) && hasValidChecksum(token))) throw invalidApiKey();
     const parsed = keyParts(token);
     if (parsed.type !== this.keyType) throw authenticationError('wrong_key_type', TYPE_MISMATCH[this.keyType], true);
-    const store = this.store;
-    const sync = store.sync;
-    // Only while the store the host gave us still has the very methods `sync` stands in for: a
-    // wrapper, subclass or patch that replaces one of them must not be bypassed.
-    if (
-      sync === undefined ||
-      store.getKeyByHandle !== sync.standsFor.getKeyByHandle ||
-      store.getAccount !== sync.standsFor.getAccount ||
-      store.hitCounter !== sync.standsFor.hitCounter
-    ) {
-      return this.admitAsync(parsed, res, undefined, verifiedHash);
+    // `seen` fills only on a store that answers promises: an in-process store never looks it up.
+    if (verifiedHash !== undefined && this.seen.size > 0) {
+      const seen = this.seen.get(parsed.handle);
+      // Only for the very key that verified (never a guess at its handle): a guess must not count
+      // against the key's rate limit.
+      if (seen !== undefined && verifiedHash === seen.hash) return this.admitSeen(parsed, seen, res, verifiedHash);
     }
-    // Only the store calls are guarded: what they throw is a store failure (503), like a rejection.
-    let record: Readonly<KeyRecord> | null;
+    // What a store call throws is a store failure (503), like a rejection.
+    let found: Awaitable<Readonly<KeyRecord> | null>;
     try {
-      record = sync.getKeyByHandle(parsed.handle);
+      found = this.store.getKeyByHandle(parsed.handle);
     } catch (error) {
       throw this.guard.fail('getKeyByHandle', error);
     }
+    if (isPending(found)) return this.admitAsync(parsed, res, this.guard.watch('getKeyByHandle', found), verifiedHash, true);
+    const record = found;
     if (!record || record.type !== parsed.type) throw invalidApiKey();
-    // Not verified yet (a cold key, or a guess): scrypt, asynchronously.
-    if (verifiedHash === undefined || verifiedHash !== record.hash) return this.admitAsync(parsed, res, record, verifiedHash);
+    // Not verified yet (a cold key, or a guess), or the previous secret of a rotation (its deadline
+    // is checked there): asynchronously.
+    if (verifiedHash === undefined || verifiedHash !== record.hash) return this.admitAsync(parsed, res, record, verifiedHash, false);
     const now = this.now();
     this.checkUsable(record, now);
-    let read: Readonly<AccountRecord> | null;
+    let read: Awaitable<Readonly<AccountRecord> | null>;
     try {
-      read = sync.getAccount(record.accountId);
+      read = this.store.getAccount(record.accountId);
     } catch (error) {
       throw this.guard.fail('getAccount', error);
     }
-    const account = existing(read);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
     const windowMs = this.windowOf(record.id, rateLimit);
+    if (isPending(read)) return this.finish(record, this.guard.watch('getAccount', read), rateLimit, windowMs, res, now);
+    const account = existing(read);
     if (rateLimit !== null && windowMs !== null) {
-      let counter: CounterState;
+      let counter: Awaitable<CounterState>;
       try {
-        counter = sync.hitCounter(this.counterName(record.id, windowMs), windowMs, now);
+        counter = this.store.hitCounter(this.counterName(record.id, windowMs), windowMs, now);
       } catch (error) {
         throw this.guard.fail('hitCounter', error);
+      }
+      if (isPending(counter)) {
+        return this.guard.watch('hitCounter', counter).then((state) => {
+          this.applyCounter(rateLimit, windowMs, state, res, now);
+          return this.context(record, account, now);
+        });
       }
       this.applyCounter(rateLimit, windowMs, counter, res, now);
     }
     this.guard.succeeded();
-    return this.context(record, { ...account }, now);
+    return this.context(record, account, now);
   }
 
-  /** `known`: the record `admit` already read; `verifiedHash`: the hash the key verified against, if cached. */
+  /**
+   * The rest of `admit` once the key's record is on its way (`found`): verifies it (scrypt unless
+   * `verifiedHash` matches), then reads the account and hits the counter in parallel. `remember`:
+   * the store answered with a promise, so the key's next request may take `admitSeen`.
+   */
   private async admitAsync(
     parsed: ParsedApiKey,
     res: ServerResponse,
-    known: Readonly<KeyRecord> | undefined,
+    found: Awaitable<Readonly<KeyRecord> | null>,
     verifiedHash: string | undefined,
+    remember: boolean,
   ): Promise<ModelSwitchContext> {
-    if (known === undefined) {
-      const seen = this.seen.get(parsed.handle);
-      // Only for the very key that verified (never a guess at its handle): a guess must not count
-      // against the key's rate limit.
-      if (seen !== undefined && verifiedHash !== undefined && verifiedHash === seen.hash) {
-        const admitted = await this.admitSeen(parsed, seen, res);
-        if (admitted !== null) return admitted;
-      }
-    }
-    const record = await this.verifiedRecord(parsed, known, verifiedHash);
+    const record = await this.verifiedRecord(parsed, await found, verifiedHash);
     const now = this.now();
     this.checkUsable(record, now);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
     const windowMs = this.windowOf(record.id, rateLimit);
     const [account] = await Promise.all([this.accountOf(record), this.hitRateLimit(record.id, rateLimit, windowMs, res, now)]);
-    if (known === undefined) this.remember(parsed.handle, record, windowMs);
+    if (remember) this.remember(parsed.handle, record, windowMs);
     return this.context(record, account, now);
   }
 
+  /** The end of `admit` for a store that answered the key at once but the account with a promise. */
+  private async finish(
+    record: Readonly<KeyRecord>,
+    account: Promise<Readonly<AccountRecord> | null>,
+    rateLimit: Readonly<RateLimitSetting> | null,
+    windowMs: number | null,
+    res: ServerResponse,
+    now: number,
+  ): Promise<ModelSwitchContext> {
+    const [read] = await Promise.all([account, this.hitRateLimit(record.id, rateLimit, windowMs, res, now)]);
+    return this.context(record, existing(read), now);
+  }
+
   /**
-   * A key this process admitted before, on a store without `sync`: reads the key and the account
-   * and counts the hit all at once (one store round trip instead of two), with the account and the
-   * rate-limit window the key had last time; the fresh record then confirms them. Returns `null`
-   * when the key changed in a way only the full path handles (deleted, re-created, new hash).
+   * A key this process admitted before, on a store that answers promises: reads the key and the
+   * account and counts the hit all at once (one store round trip instead of two), with the account
+   * and the rate-limit window the key had last time; the fresh record then confirms them. When the
+   * key changed in a way only the full path handles (deleted, re-created, new hash), takes it.
    */
-  private async admitSeen(parsed: ParsedApiKey, seen: SeenKey, res: ServerResponse): Promise<ModelSwitchContext | null> {
+  private async admitSeen(parsed: ParsedApiKey, seen: SeenKey, res: ServerResponse, verifiedHash: string): Promise<ModelSwitchContext> {
     const now = this.now();
     const { keyId, accountId, windowMs: seenWindow } = seen;
     const [record, account, counter] = await Promise.all([
@@ -179,7 +229,8 @@ export class Authenticator {
     ]);
     if (!record || record.id !== keyId || record.hash !== seen.hash || record.accountId !== accountId || record.type !== parsed.type) {
       this.seen.delete(parsed.handle);
-      return null;
+      const fresh = this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle));
+      return this.admitAsync(parsed, res, fresh, verifiedHash, true);
     }
     this.checkUsable(record, now);
     const owner = existing(account);
@@ -203,33 +254,45 @@ export class Authenticator {
   }
 
   /**
-   * The key's record once its secret is verified (`known`: the record already read; `verifiedHash`:
-   * the hash the key verified against, if cached); throws 401/503.
+   * The key's record once its secret is verified (`record`: what the store answered for its handle;
+   * `verifiedHash`: the hash the key verified against, if cached); throws 401.
+   *
+   * During a rotation's grace period the record holds two hashes: the current secret's and the
+   * previous one's, which passes only while the clock is before `previousKeyExpiresAt` (checked here,
+   * after scrypt, on every request: the verified-key cache remembers which hash a key matched, never
+   * that it may pass). A rotated-out secret is still recognised (cached here, or matched against
+   * `previousHash` by scrypt once), so its holders are refused without scrypt work and without
+   * spending the handle's wrong-secret turns, which would lock the new secret out of processes that
+   * have not cached it yet.
    */
   private async verifiedRecord(
     parsed: ParsedApiKey,
-    known: Readonly<KeyRecord> | undefined,
+    record: Readonly<KeyRecord> | null,
     verifiedHash: string | undefined,
   ): Promise<Readonly<KeyRecord>> {
-    const record = known ?? (await this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle)));
-    if (
-      !record ||
-      record.type !== parsed.type ||
-      // The cached check first: a repeat request then costs no promise at all.
-      !((verifiedHash !== undefined && verifiedHash === record.hash) || (await this.verify(parsed, record.hash)))
-    ) {
-      throw invalidApiKey();
+    if (!record || record.type !== parsed.type) throw invalidApiKey();
+    // The cached check first: a repeat request then costs no promise at all.
+    if (verifiedHash !== undefined && verifiedHash === record.hash) return record;
+    const previous = record.previousHash;
+    // This very key verified before against a hash the record no longer holds: the key's secret was
+    // rotated since (a key value's hash never changes otherwise), so it is refused without scrypt.
+    if (verifiedHash !== undefined && verifiedHash !== previous) throw invalidApiKey();
+    const matched = verifiedHash ?? (await this.verify(parsed, record.hash, previous));
+    if (matched !== undefined && matched === record.hash) return record;
+    if (matched !== undefined && matched === previous && record.previousKeyExpiresAt !== null && this.now() < record.previousKeyExpiresAt) {
+      return record;
     }
-    return record;
+    throw invalidApiKey();
   }
 
   /**
-   * scrypt through the hasher. A verification refused because too many already wait for scrypt
-   * (`maxQueuedVerifications`) answers 503 `verification_busy`; the first one of each minute is logged.
+   * scrypt through the hasher: which of the record's hashes the key matches (the current one first).
+   * A verification refused because too many already wait for scrypt (`maxQueuedVerifications`)
+   * answers 503 `verification_busy`; the first one of each minute is logged.
    */
-  private async verify(parsed: ParsedApiKey, hash: string): Promise<boolean> {
+  private async verify(parsed: ParsedApiKey, hash: string, previousHash: string | null): Promise<string | undefined> {
     try {
-      return await this.hasher.verify(parsed.value, hash, parsed.handle);
+      return await this.hasher.matchingHash(parsed.value, previousHash === null ? [hash] : [hash, previousHash], parsed.handle);
     } catch (error) {
       if (error instanceof ModelSwitchError && error.code === 'verification_busy') {
         const now = this.now();
@@ -272,8 +335,8 @@ export class Authenticator {
   }
 
   private context(record: Readonly<KeyRecord>, account: AccountRecord, now: number): ModelSwitchContext {
-    // The record may be the store's own (KeyStore.sync): copy, field by field rather than a rest
-    // spread, as this runs on every request.
+    // The host gets its own copy of the key, field by field rather than a rest spread, as this runs
+    // on every request.
     const ownLimit = record.rateLimit === null ? null : { ...record.rateLimit };
     const key: AuthenticatedKey = {
       id: record.id,
@@ -370,6 +433,11 @@ function presentedToken(req: IncomingMessage): string {
   return credentials.token;
 }
 
+/** Whether a store call answered a promise (any thenable) rather than the value itself. */
+function isPending<T>(answer: Awaitable<T>): answer is Promise<T> {
+  return typeof (answer as { then?: unknown } | null)?.then === 'function';
+}
+
 /**
  * The key's account, or a 401: a key whose account is gone cannot be used, like an unknown key.
  * Falsy rather than `null` only: a store answering `undefined` must not let the key through.
@@ -377,4 +445,9 @@ function presentedToken(req: IncomingMessage): string {
 function existing<T extends Readonly<AccountRecord>>(account: T | null | undefined): T {
   if (!account) throw invalidApiKey();
   return account;
+}
+
+/** The metrics outcome of a refused authentication: its error code (anything else is a bug, `internal_error`). */
+function outcomeOf(error: unknown): string {
+  return error instanceof ModelSwitchError ? error.code : 'internal_error';
 }

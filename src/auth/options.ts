@@ -1,5 +1,6 @@
 import { DEFAULT_KEY_TYPE, DEFAULT_RATE_LIMIT } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
+import type { EventHandler } from '../events/events.js';
 import { type KeyHasher, defaultKeyHasher } from '../keys/hashing.js';
 import { type ResolvedStoreGuardOptions, type StoreGuardOptions, resolveStoreGuardOptions } from '../store/guard.js';
 import type { KeyType, RateLimitSetting } from '../store/types.js';
@@ -15,6 +16,13 @@ export interface AuthOptions extends StoreGuardOptions {
   defaultRateLimit?: RateLimitSetting | null;
   /** Clock in epoch ms, injectable for tests. Default `Date.now`. */
   now?: () => number;
+  /**
+   * Receives what happens to keys and balances through this factory (`key.created`,
+   * `key.limit_reached`, `account.balance_low`, …; see `ModelSwitchEvent`), after the answer was
+   * sent; what it throws is logged and changes nothing. Default: none. `modelSwitchAuth` changes no
+   * key or balance, so it has none of its own to report.
+   */
+  onEvent?: EventHandler;
 }
 
 /** {@link AuthOptions} after {@link resolveAuthOptions}: every field present, checked, and frozen where the middleware shares it. */
@@ -24,6 +32,8 @@ export interface ResolvedAuthOptions extends ResolvedStoreGuardOptions {
   /** Frozen: every request's `req.modelSwitch.rateLimit` may be this one object. */
   readonly defaultRateLimit: Readonly<RateLimitSetting> | null;
   readonly now: () => number;
+  /** The host's handler, or `undefined` for none. */
+  readonly onEvent: EventHandler | undefined;
 }
 
 /**
@@ -52,12 +62,17 @@ export function resolveAuthOptions(options: AuthOptions | undefined, factory: st
   if (!isKeyHasher(hasher)) throw optionError(factory, 'options.hasher must be a KeyHasher, e.g. new KeyHasher({ cacheSize: 50_000 })');
   const now = options.now ?? Date.now;
   if (typeof now !== 'function') throw optionError(factory, 'options.now must be a function answering epoch ms, like Date.now');
+  const { onEvent } = options;
+  if (onEvent !== undefined && typeof onEvent !== 'function') {
+    throw optionError(factory, 'options.onEvent must be a function (event) => void, e.g. (event) => auditLog.info(event), or left out');
+  }
   return {
     ...resolveStoreGuardOptions(options, factory),
     keyType,
     hasher,
     defaultRateLimit: resolveDefaultRateLimit(options.defaultRateLimit, factory),
     now,
+    onEvent,
   };
 }
 

@@ -15,6 +15,7 @@ export type ModelSwitchErrorCode =
   | 'method_not_allowed'
   | 'key_not_found'
   | 'model_not_found'
+  | 'generation_not_found'
   | 'model_not_allowed'
   | 'route_not_found'
   | 'request_too_large'
@@ -62,6 +63,7 @@ const statusAndType: Record<ModelSwitchErrorCode, [number, ModelSwitchErrorType]
   method_not_allowed: [405, 'invalid_request_error'],
   key_not_found: [404, 'not_found_error'],
   model_not_found: [404, 'not_found_error'],
+  generation_not_found: [404, 'not_found_error'],
   model_not_allowed: [403, 'permission_error'],
   // The host's own unknown URLs (the package's routers pass those to next()): OpenAI answers them
   // 404 with this type.

@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { DEFAULT_BALANCE_LOW_THRESHOLD, DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { ConfigurationError } from '../errors/configuration-error.js';
+import { EventDispatcher, type EventHandler, crossesBelow, isBalanceLowThreshold } from '../events/events.js';
+import { type Logger, hostLogger } from '../log.js';
 import type { BalanceChange, BalanceChangeResult, KeyRotation, KeyType } from '../store/types.js';
 import { generateApiKey, keyWithHandle } from './api-key.js';
 import { type KeyHasher, defaultKeyHasher } from './hashing.js';
-import { MAX_NOTE_LENGTH, MAX_REFERENCE_LENGTH, MAX_USD, limitPeriod } from '../store/spend-rules.js';
+import { MAX_NOTE_LENGTH, MAX_REFERENCE_LENGTH, MAX_USD, limitPeriod, roundUsd } from '../store/spend-rules.js';
 import type { AccountRecord, KeyRecord, KeyStore, LimitReset, NewKeyRecord, RateLimitSetting } from '../store/types.js';
 
 /** What {@link createAccount} takes; all optional. */
@@ -63,6 +66,13 @@ export interface CreditOptions {
   note?: string | null;
   /** The entry's time (epoch ms). Default now. */
   now?: number;
+  /**
+   * Receives `account.credited` (actor `host`) once the credit is applied (not for a reference
+   * already credited), on a later turn than the answer; what it throws is logged through `logger`.
+   */
+  onEvent?: EventHandler;
+  /** Where a failing `onEvent` is reported. Default `console`. */
+  logger?: Logger;
 }
 
 /** Options of {@link adjustBalance}: like {@link CreditOptions}, but the reference is required. */
@@ -73,6 +83,16 @@ export interface AdjustmentOptions {
   note?: string | null;
   /** The entry's time (epoch ms). Default now. */
   now?: number;
+  /**
+   * Receives `account.balance_low` (actor `host`) when the correction takes the balance from at
+   * least `balanceLowThreshold` to below it, on a later turn than the answer; what it throws is
+   * logged through `logger`.
+   */
+  onEvent?: EventHandler;
+  /** USD: see `onEvent`. Default {@link DEFAULT_BALANCE_LOW_THRESHOLD} ($1). */
+  balanceLowThreshold?: number;
+  /** Where a failing `onEvent` is reported. Default `console`. */
+  logger?: Logger;
 }
 
 /**
@@ -109,7 +129,22 @@ export async function creditBalance(
     throw new TypeError(`creditBalance: amountUsd must be a finite number above 0 and at most ${MAX_USD}`);
   }
   const reference = options.reference ?? `credit_${randomBytes(12).toString('base64url')}`;
-  return store.changeBalance(balanceChange('creditBalance', accountId, 'credit', amountUsd, { ...options, reference }));
+  const events = dispatcherOf('creditBalance', options);
+  const result = await store.changeBalance(balanceChange('creditBalance', accountId, 'credit', amountUsd, { ...options, reference }));
+  if (result?.applied === true) {
+    const { entry, account } = result;
+    events?.afterResponse(undefined, {
+      type: 'account.credited',
+      accountId: entry.accountId,
+      keyId: null,
+      actor: 'host',
+      time: entry.createdAt,
+      amount: entry.amount,
+      balance: account.balance,
+      reference,
+    });
+  }
+  return result;
 }
 
 /**
@@ -133,7 +168,45 @@ export async function adjustBalance(
   if (!isUsd(amountUsd) || amountUsd === 0) {
     throw new TypeError(`adjustBalance: amountUsd must be a finite number other than 0, between -${MAX_USD} and ${MAX_USD}`);
   }
-  return store.changeBalance(balanceChange('adjustBalance', accountId, 'adjustment', amountUsd, options ?? {}));
+  const events = dispatcherOf('adjustBalance', options ?? {});
+  const threshold = options?.balanceLowThreshold ?? DEFAULT_BALANCE_LOW_THRESHOLD;
+  if (!isBalanceLowThreshold(threshold)) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `adjustBalance: options.balanceLowThreshold must be a number of USD from 0 to ${MAX_USD}, e.g. ${DEFAULT_BALANCE_LOW_THRESHOLD}`,
+    );
+  }
+  const result = await store.changeBalance(balanceChange('adjustBalance', accountId, 'adjustment', amountUsd, options ?? {}));
+  if (result?.applied === true) {
+    const { entry } = result;
+    if (crossesBelow(roundUsd(entry.balanceAfter - entry.amount), entry.balanceAfter, threshold)) {
+      events?.afterResponse(undefined, {
+        type: 'account.balance_low',
+        accountId: entry.accountId,
+        keyId: null,
+        actor: 'host',
+        time: entry.createdAt,
+        balance: entry.balanceAfter,
+        threshold,
+      });
+    }
+  }
+  return result;
+}
+
+/** The dispatcher of a helper's `onEvent`, or `undefined` without one; a bad `onEvent` or `logger` throws a ConfigurationError. */
+function dispatcherOf(helper: string, options: { onEvent?: EventHandler; logger?: Logger }): EventDispatcher | undefined {
+  const { onEvent, logger } = options;
+  if (onEvent !== undefined && typeof onEvent !== 'function') {
+    throw new ConfigurationError('ERR_MS_OPTION', `${helper}: options.onEvent must be a function (event) => void, or left out`);
+  }
+  if (logger !== undefined && (typeof logger !== 'object' || logger === null || typeof logger.error !== 'function')) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `${helper}: options.logger must be an object with warn(message) and error(message), like console`,
+    );
+  }
+  return onEvent === undefined ? undefined : new EventDispatcher(onEvent, hostLogger(logger));
 }
 
 /** The store's balance change, its reference and note checked here so the error names the helper. */
@@ -162,6 +235,12 @@ export interface RotationOptions {
   now?: number;
   /** How long the current secret keeps working, 0 to 7 days in ms. Default 0: it stops at once. */
   gracePeriodMs?: number;
+  /**
+   * Count the hash against the hasher's `maxHashesPerAccount` for the record's `accountId` and its
+   * `maxQueuedHashes`, rejecting past them with 429 `rate_limit_exceeded` or 503 `server_busy`, as
+   * `POST /api/keys/:id/rotate` does. Default false: a host's own calls wait their turn.
+   */
+  boundedPerAccount?: boolean;
 }
 
 /** A rotation ready for `store.rotateKey`, and the new key value, which exists nowhere else. */
@@ -176,7 +255,8 @@ export interface PreparedRotation {
  * Makes a key's new secret: the same handle (the prefix identifies the key record, not the secret),
  * a new random secret and checksum, its scrypt hash, and the previous secret's deadline
  * (`now + gracePeriodMs`, or none for 0). Store it with `store.rotateKey(rotation)`, which swaps the
- * hashes atomically. Throws a TypeError for a grace period that is not 0–7 days.
+ * hashes atomically. Throws a TypeError for a grace period that is not 0–7 days. `POST
+ * /api/keys/:id/rotate` is this plus `rotateKey`.
  *
  * @example
  * ```ts
@@ -186,7 +266,7 @@ export interface PreparedRotation {
  * ```
  */
 export async function prepareRotation(
-  record: Pick<KeyRecord, 'id' | 'type' | 'handle'>,
+  record: Pick<KeyRecord, 'id' | 'type' | 'handle'> & Partial<Pick<KeyRecord, 'accountId'>>,
   options: RotationOptions = {},
 ): Promise<PreparedRotation> {
   const grace = options.gracePeriodMs ?? DEFAULT_ROTATION_GRACE_PERIOD_MS;
@@ -195,7 +275,10 @@ export async function prepareRotation(
   }
   const now = options.now ?? Date.now();
   const generated = keyWithHandle(record.type, record.handle);
-  const hash = await (options.hasher ?? defaultKeyHasher()).hash(generated.value);
+  const bounded = options.boundedPerAccount === true;
+  if (bounded && typeof record.accountId !== 'string')
+    throw new TypeError("prepareRotation: boundedPerAccount needs the record's accountId");
+  const hash = await (options.hasher ?? defaultKeyHasher()).hash(generated.value, bounded ? { account: record.accountId as string } : {});
   return {
     key: generated.value,
     rotation: { id: record.id, hash, previousKeyExpiresAt: grace > 0 ? now + grace : null, now },

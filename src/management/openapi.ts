@@ -22,12 +22,8 @@ export interface OpenApiDocument extends JsonObject {
   components: JsonObject;
 }
 
-/**
- * Error codes the document names: the package's own, and those of routes it describes from the
- * contract that a later change adds (`generation_not_found`).
- */
-// The dashboard's own codes are not here: its JSON API serves its page, not clients (docs/dashboard.md).
-export type DocumentedErrorCode = Exclude<ModelSwitchErrorCode, 'session_required' | 'csrf_check_failed'> | 'generation_not_found';
+/** Error codes the document names: every code the package answers with but the dashboard's, whose JSON API serves its own page, not clients (docs/dashboard.md). */
+export type DocumentedErrorCode = Exclude<ModelSwitchErrorCode, 'session_required' | 'csrf_check_failed'>;
 
 /** Status, type and when each documented code is answered (the contract's error table, DESIGN "Errors"). */
 const ERRORS: Record<DocumentedErrorCode, { status: number; type: ModelSwitchErrorType; when: string }> = {
@@ -318,27 +314,22 @@ const keyInput: { [name: string]: JsonValue } = {
   models: modelsSetting,
 };
 
-const transaction = closed(
-  {
-    id: { type: 'integer', minimum: 1, description: 'Increasing in write order: the `before` cursor.' },
-    type: { enum: ['usage', 'credit', 'adjustment'] },
-    amount: usd('Signed: a `usage` entry is −cost, a `credit` positive, an `adjustment` either sign.'),
-    balanceAfter: usd("The account's balance right after this entry."),
-    keyId: nullable({ type: 'integer', minimum: 1, description: '`usage`: the key that spent.' }),
-    model: nullable({ type: 'string' }),
-    promptTokens: nullable({ type: 'integer', minimum: 0 }),
-    completionTokens: nullable({ type: 'integer', minimum: 0 }),
-    requestId: nullable({ type: 'string', description: 'The `X-Request-Id` the gateway sent on that answer.' }),
-    upstreamId: nullable({ type: 'string', description: "The upstream answer's `id` (`chatcmpl-…`)." }),
-    reference: nullable({
-      type: 'string',
-      description: '`credit`/`adjustment`: the idempotency reference (`opening` for an opening balance).',
-    }),
-    note: nullable({ type: 'string' }),
-    createdAt: time('When the entry was written.'),
-  },
-  ['id', 'type', 'amount', 'balanceAfter', 'keyId', 'model', 'promptTokens', 'completionTokens', 'requestId', 'reference', 'createdAt'],
-);
+const transaction = closed({
+  id: { type: 'integer', minimum: 1, description: 'Increasing in write order: the `before` cursor.' },
+  type: { enum: ['usage', 'credit', 'adjustment'] },
+  amount: usd('Signed: a `usage` entry is −cost, a `credit` positive, an `adjustment` either sign.'),
+  balanceAfter: usd("The account's balance right after this entry."),
+  keyId: nullable({ type: 'integer', minimum: 1, description: '`usage`: the key that spent.' }),
+  model: nullable({ type: 'string' }),
+  promptTokens: nullable({ type: 'integer', minimum: 0 }),
+  completionTokens: nullable({ type: 'integer', minimum: 0 }),
+  requestId: nullable({ type: 'string', description: 'The `X-Request-Id` the gateway sent on that answer.' }),
+  reference: nullable({
+    type: 'string',
+    description: '`credit`/`adjustment`: the idempotency reference (`opening` for an opening balance).',
+  }),
+  createdAt: time('When the entry was written.'),
+});
 const usageCounts: { [name: string]: JsonValue } = {
   requests: { type: 'integer', minimum: 0 },
   promptTokens: { type: 'integer', minimum: 0 },
@@ -394,9 +385,13 @@ const schemas: JsonObject = {
   RotateKeyRequest: closed(
     {
       grace_period: {
-        type: 'string',
-        pattern: '^(0|[1-9][0-9]{0,6}[smhd])$',
-        description: 'How long the old secret keeps working, 0 to 7d (default 0).',
+        description:
+          'How long the previous secret keeps working, 0 to 7 days (default 0: it stops at once): a duration like `rate_limit.interval` (`"90s"`, `"15m"`, `"1h"`, `"7d"`, `"0s"`), a whole number of seconds, or `null` for 0.',
+        anyOf: [
+          { type: 'string', pattern: '^(0|[1-9][0-9]{0,6})[smhd]$' },
+          { type: 'integer', minimum: 0, maximum: 604800 },
+          { type: 'null' },
+        ],
       },
     },
     [],

@@ -1,5 +1,6 @@
 import { type AuthOptions, type ResolvedAuthOptions, resolveAuthOptions } from '../auth/options.js';
 import {
+  DEFAULT_BALANCE_LOW_THRESHOLD,
   DEFAULT_MAX_JSON_DEPTH,
   DEFAULT_PROXY_ALLOW_UNPRICED_MODELS,
   DEFAULT_PROXY_ENFORCE_MAX_TOKENS,
@@ -11,6 +12,8 @@ import {
   DEFAULT_PROXY_TIMEOUT_MS,
 } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
+import { isBalanceLowThreshold } from '../events/events.js';
+import { MAX_USD } from '../store/spend-rules.js';
 import { MAX_OUTPUT_TOKENS, type Pricing, validatePricing } from './pricing.js';
 import { countPromptTokens, estimatePromptTokensByModel } from './prompt-tokens.js';
 
@@ -61,6 +64,11 @@ export interface ProxyRouterOptions extends Omit<AuthOptions, 'keyType'> {
    * released by the next reservation of its key or account. Default 0.
    */
   holdSweepIntervalMs?: number;
+  /**
+   * An `account.balance_low` event (see `onEvent`) fires when a settlement takes the account's
+   * balance from at least this many USD to below it. Default {@link DEFAULT_BALANCE_LOW_THRESHOLD} ($1).
+   */
+  balanceLowThreshold?: number;
   /** Largest accepted JSON body in bytes (after decoding a `Content-Encoding`); larger answers 413. Default 4194304 (4 MiB). */
   maxBodyBytes?: number;
   /**
@@ -100,6 +108,8 @@ export interface ResolvedProxyOptions {
   readonly holdMarginMs: number;
   /** The sweeper's interval, 0 for none. */
   readonly holdSweepIntervalMs: number;
+  /** USD: `account.balance_low` fires when a settlement takes a balance below it. */
+  readonly balanceLowThreshold: number;
   readonly maxBodyBytes: number;
   readonly maxBufferedBytes: number;
   readonly maxJsonDepth: number;
@@ -150,6 +160,7 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
     timeoutMs,
     holdMarginMs,
     holdSweepIntervalMs,
+    balanceLowThreshold,
     maxBodyBytes,
     maxBufferedBytes,
     maxJsonDepth,
@@ -201,6 +212,10 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
   if (sweepInterval !== 0 && !(isTimeoutMs(sweepInterval) && sweepInterval >= 1)) {
     throw optionError(`holdSweepIntervalMs must be 0 (no sweeper) or a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, e.g. 60000`);
   }
+  const threshold = balanceLowThreshold ?? DEFAULT_BALANCE_LOW_THRESHOLD;
+  if (!isBalanceLowThreshold(threshold)) {
+    throw optionError(`balanceLowThreshold must be a number of USD from 0 to ${MAX_USD}, e.g. ${DEFAULT_BALANCE_LOW_THRESHOLD}`);
+  }
   const resolvedUpstreams = resolveUpstreams(upstreams, timeout);
   const isProxiedPath = resolveProxyPaths(paths);
   return {
@@ -214,6 +229,7 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
     timeoutMs: timeout,
     holdMarginMs: margin,
     holdSweepIntervalMs: sweepInterval,
+    balanceLowThreshold: threshold,
     maxBodyBytes: bodyLimit,
     maxBufferedBytes: bufferLimit,
     maxJsonDepth: depth,

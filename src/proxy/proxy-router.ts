@@ -1,21 +1,26 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { findGeneration, isGenerationRequest } from '../auth/generation.js';
 import { isKeyInfoRequest, keyInfoBody } from '../auth/key-info.js';
+import { nameRoute, trackRequest } from '../auth/request-metrics.js';
+import { DEFAULT_PROXY_PATHS } from '../defaults.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { BufferBudget, readJsonBody } from '../http/body.js';
 import type { Middleware, NextFunction } from '../http/middleware.js';
 import { answerError, sendJson } from '../http/respond.js';
+import { EventDispatcher, crossesBelow, proxyKeyActor } from '../events/events.js';
 import { type Logger, errorText } from '../log.js';
 import { assertStore } from '../store/assert-store.js';
 import type { StoreGuard } from '../store/guard.js';
-import type { KeyStore } from '../store/types.js';
+import { roundUsd } from '../store/spend-rules.js';
+import type { KeyStore, LedgerEntry } from '../store/types.js';
 import { Exchange, type ExchangeDependencies } from './exchange.js';
 import { InFlight } from './in-flight.js';
 import { urlContainsKey } from './key-scan.js';
 import { checkTokenRate } from './metering.js';
 import { type ProxyRouterOptions, resolveProxyOptions } from './options.js';
 import { isModelAllowed } from '../keys/models.js';
-import { modelNotFound, prepare } from './prepare.js';
+import { type PreparedRequest, modelNotFound, prepare } from './prepare.js';
 import { priceOf } from './pricing.js';
 import { REQUEST_ID_HEADER, newRequestId } from './request-id.js';
 import { UpstreamEvents } from './upstream-events.js';
@@ -102,10 +107,70 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   const resolved = resolveProxyOptions(options);
   const { upstreams, pricing, allowUnpricedModels, isProxiedPath } = resolved;
   const authenticator = new Authenticator(store, resolved.auth);
-  const { guard, now, logger } = authenticator;
+  const { guard, now, logger, metrics } = authenticator;
+  /** Route labels of the metrics: the proxied paths named exactly (a RegExp-matched path is `/v1/*`, never the raw path). */
+  const proxiedRoutes = new Set(
+    (options.paths ?? DEFAULT_PROXY_PATHS)
+      .filter((path): path is string => typeof path === 'string')
+      .map((path) => path.replace(/(.)\/+$/, '$1')),
+  );
   /** What `drain()` waits for. */
   const inFlight = new InFlight();
-  const dependencies: ExchangeDependencies = { store, guard, now, logger, inFlight, holdMarginMs: resolved.holdMarginMs };
+  const announcer = new EventDispatcher(resolved.auth.onEvent, logger);
+  /** Each exchange's response, for events delivered after it. */
+  const responses = new WeakMap<Exchange, ServerResponse>();
+  const dependencies: ExchangeDependencies = {
+    store,
+    guard,
+    now,
+    logger,
+    inFlight,
+    holdMarginMs: resolved.holdMarginMs,
+    onSettled: announcer.enabled ? reportBalance : undefined,
+    metrics,
+  };
+
+  /** `account.balance_low` when this settlement took the balance below the threshold (exactly once per crossing: ledger entries are serial per account). */
+  function reportBalance(exchange: Exchange, entry: LedgerEntry): void {
+    const threshold = resolved.balanceLowThreshold;
+    if (!crossesBelow(roundUsd(entry.balanceAfter - entry.amount), entry.balanceAfter, threshold)) return;
+    const keyId = exchange.context.key.id;
+    announcer.afterResponse(responses.get(exchange), {
+      type: 'account.balance_low',
+      accountId: entry.accountId,
+      keyId,
+      actor: proxyKeyActor(keyId),
+      time: entry.createdAt,
+      balance: entry.balanceAfter,
+      threshold,
+    });
+  }
+
+  /** Reserves for the request; a refusal for the key's limit is reported as `key.limit_reached` once answered. */
+  async function reserve(
+    res: ServerResponse,
+    context: ModelSwitchContext,
+    prepared: PreparedRequest,
+    requestId: string,
+  ): Promise<Exchange> {
+    try {
+      return await Exchange.reserve(dependencies, context, prepared, requestId);
+    } catch (error) {
+      if (announcer.enabled && error instanceof ModelSwitchError && error.code === 'spend_limit_reached') {
+        const { key, account, usage } = context;
+        announcer.afterResponse(res, {
+          type: 'key.limit_reached',
+          accountId: account.id,
+          keyId: key.id,
+          actor: proxyKeyActor(key.id),
+          time: prepared.at,
+          limit: key.limit ?? 0,
+          usage,
+        });
+      }
+      throw error;
+    }
+  }
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const events = new UpstreamEvents(upstreams, (req) => exchanges.get(req), logger);
   const isListed = (model: string) => allowUnpricedModels || priceOf(pricing, model) !== undefined;
@@ -127,7 +192,8 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw prepared.error;
     }
     await checkTokenRate(store, guard, context, prepared.at);
-    const exchange = await Exchange.reserve(dependencies, context, prepared, requestId);
+    const exchange = await reserve(res, context, prepared, requestId);
+    responses.set(exchange, res);
     exchanges.set(req, exchange);
     await events.send(exchange, req, res);
   }
@@ -144,17 +210,25 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw invalidRequest('The request URL contains a ModelSwitch API key; remove it (keys are never sent to providers)');
     }
     if (isKeyInfoRequest(req)) {
+      nameRoute(req, '/v1/auth/key');
       sendJson(res, 200, keyInfoBody(context));
+      return;
+    }
+    if (isGenerationRequest(req)) {
+      nameRoute(req, '/v1/generation');
+      sendJson(res, 200, await findGeneration(store, guard, context, req.url));
       return;
     }
     const path = pathOf(req.url);
     const allowed = context.key.models;
     const isOffered = allowed === null ? isListed : (model: string) => isModelAllowed(allowed, model) && isListed(model);
     if (req.method === 'GET' && path === '/models') {
+      nameRoute(req, '/v1/models');
       sendJson(res, 200, { object: 'list', data: listModels(upstreams, isOffered) });
       return;
     }
     if (req.method === 'GET' && path.startsWith('/models/')) {
+      nameRoute(req, '/v1/models/:id');
       let id = path.slice('/models/'.length);
       try {
         id = decodeURIComponent(id);
@@ -171,10 +245,13 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       next();
       return;
     }
+    nameRoute(req, proxiedRoutes.has(path) ? `/v1${path}` : '/v1/*');
     await forward(req, res, context);
   }
 
   const router = function proxyRouter(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
+    // Counted as `/v1/*` unless it is one of the proxy's own routes (named in serve).
+    trackRequest(metrics, req, res, '/v1/*');
     serve(req, res, next).catch((error: unknown) => answerError(res, error, logger));
   };
   const sweeper = new HoldSweeper(store, guard, now, logger, resolved.holdSweepIntervalMs);

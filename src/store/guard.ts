@@ -2,6 +2,8 @@ import { DEFAULT_STORE_TIMEOUT_MS } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
 import { ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
 import { type Logger, errorText, hostLogger } from '../log.js';
+import { type GatewayMetrics, isGatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { Awaitable } from './types.js';
 
 /** Options shared by every factory that talks to the store. */
 export interface StoreGuardOptions {
@@ -9,6 +11,11 @@ export interface StoreGuardOptions {
   storeTimeoutMs?: number;
   /** Where outages are reported: one line when the store starts failing, one when it recovers. Default `console`. */
   logger?: Logger;
+  /**
+   * Where the factory reports its metrics: `prometheusMetrics()` answers one (requests by route,
+   * latencies, metered tokens and USD, store failures, queues). Default: none.
+   */
+  metrics?: GatewayMetrics;
 }
 
 /** {@link StoreGuardOptions} after {@link resolveStoreGuardOptions}: every field present and checked. */
@@ -16,6 +23,8 @@ export interface ResolvedStoreGuardOptions {
   readonly storeTimeoutMs: number;
   /** The host's logger (or `console`) made safe to call: see `hostLogger`. */
   readonly logger: Logger;
+  /** The host's metrics, or `null` for none. */
+  readonly metrics: GatewayMetrics | null;
 }
 
 /**
@@ -46,7 +55,14 @@ export function resolveStoreGuardOptions(options: StoreGuardOptions, factory: st
       `${factory}: options.logger must be an object with warn(message) and error(message), like console or a pino logger`,
     );
   }
-  return { storeTimeoutMs, logger: hostLogger(logger) };
+  const { metrics } = options;
+  if (metrics !== undefined && !isGatewayMetrics(metrics)) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `${factory}: options.metrics must be what prometheusMetrics() answers (a GatewayMetrics)`,
+    );
+  }
+  return { storeTimeoutMs, logger: hostLogger(logger), metrics: metrics ?? null };
 }
 
 const outageByStore = new WeakMap<object, { down: boolean }>();
@@ -69,6 +85,7 @@ export class StoreGuard {
   private readonly timeoutMs: number;
   private readonly sweepEveryMs: number;
   private readonly logger: Logger;
+  private readonly metrics: GatewayMetrics | null;
   private readonly outage: { down: boolean };
   private readonly pending = new Set<PendingCall>();
   private sweeper: NodeJS.Timeout | undefined;
@@ -77,19 +94,28 @@ export class StoreGuard {
     this.timeoutMs = options.storeTimeoutMs;
     this.sweepEveryMs = Math.max(1, Math.min(250, this.timeoutMs / 4));
     this.logger = options.logger;
+    this.metrics = options.metrics;
     const known = outageByStore.get(store);
     this.outage = known ?? { down: false };
     if (!known) outageByStore.set(store, this.outage);
   }
 
-  /** Runs `call`; on error or timeout rejects with a 503 `ModelSwitchError`. */
-  run<T>(operation: string, call: () => Promise<T>): Promise<T> {
-    let started: Promise<T>;
+  /**
+   * Runs `call` (a store call answering a value or a promise); on error or timeout rejects with a
+   * 503 `ModelSwitchError`.
+   */
+  run<T>(operation: string, call: () => Awaitable<T>): Promise<T> {
+    let started: Awaitable<T>;
     try {
-      started = Promise.resolve(call());
+      started = call();
     } catch (error) {
       return Promise.reject(this.fail(operation, error));
     }
+    return this.watch(operation, Promise.resolve(started));
+  }
+
+  /** The store call `answer` already made, with `run`'s timeout and 503 on failure. */
+  watch<T>(operation: string, answer: Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let settled = false;
       const entry: PendingCall = {
@@ -102,7 +128,7 @@ export class StoreGuard {
       };
       this.pending.add(entry);
       this.sweeper ??= setInterval(() => this.sweep(), this.sweepEveryMs).unref();
-      started.then(
+      answer.then(
         (value) => {
           this.pending.delete(entry);
           if (settled) return;
@@ -145,10 +171,11 @@ export class StoreGuard {
 
   /**
    * The 503 `store_unavailable` error for a failed store call (a `ModelSwitchError` passes as is),
-   * logged once per outage; for synchronous store calls, which `run` does not wrap.
+   * logged once per outage; also for a store call that threw or was refused before `run` or `watch` saw it.
    */
   fail(operation: string, error: unknown): ModelSwitchError {
     if (error instanceof ModelSwitchError) return error;
+    this.metrics?.storeFailure(operation);
     if (error instanceof TypeError) {
       // The store refused an argument (say a NaN amount): a bug to fix, not an outage. Fail closed all the same.
       this.logger.error(`modelswitch-keys: the key store refused ${operation}: ${error.message}`);

@@ -281,9 +281,25 @@ export interface CounterState {
 }
 
 /**
+ * A value, or a promise of one: what the hot path's store methods (`getKeyByHandle`, `getAccount`,
+ * `hitCounter`) may answer. A store that keeps its data in this process answers at once; one that
+ * does I/O answers a promise. Callers `await` it (or check for a promise, as the middleware does).
+ *
+ * @example
+ * ```ts
+ * const counter: Awaitable<CounterState> = store.hitCounter('requests:1:10000', 10_000, Date.now());
+ * const { count } = await counter;
+ * ```
+ */
+export type Awaitable<T> = T | Promise<T>;
+
+/**
  * Where keys, accounts and counters live. Every member returns a Promise and is **required**
- * unless marked **Optional**. A store must never report "not found" for an outage: when its
- * backend fails it rejects, and the middleware answers 503 `store_unavailable`.
+ * unless marked **Optional**, except the three the middleware calls on every request
+ * (`getKeyByHandle`, `getAccount`, `hitCounter`), which may answer at once ({@link Awaitable}):
+ * an in-process store then admits a cached key with no promise at all. Each may fail by throwing
+ * or by rejecting. A store must never report "not found" for an outage: when its backend fails it
+ * rejects (or throws), and the middleware answers 503 `store_unavailable`.
  *
  * Operations marked *atomic* must stay correct when many requests (and, for shared stores, many
  * gateway processes) call them at once. Run `keyStoreSuite` from `modelswitch-keys/testing`
@@ -304,8 +320,11 @@ export interface KeyStore {
    * ±1e12 (`MAX_USD`) or `reserved` is not 0.
    */
   createAccount(account: AccountRecord): Promise<AccountRecord>;
-  /** Required. The account, or `null` when there is none with that id. */
-  getAccount(id: string): Promise<AccountRecord | null>;
+  /**
+   * Required. The account, or `null` when there is none with that id. May answer at once
+   * ({@link Awaitable}); a record it answers is the caller's to keep (a copy, never the store's own).
+   */
+  getAccount(id: string): Awaitable<AccountRecord | null>;
   /**
    * Required, atomic, idempotent by `(accountId, reference)`: adds `amount` to the balance and writes
    * its ledger entry (`type`, `reference`, `note`) in one step, answering `{ account, entry, applied: true }`.
@@ -324,8 +343,11 @@ export interface KeyStore {
   insertKey(key: NewKeyRecord): Promise<KeyRecord>;
   /** Required. The key with this id, or `null`. */
   getKey(id: number): Promise<KeyRecord | null>;
-  /** Required. The key with this handle, or `null`. Called on every authenticated request: keep it one read. */
-  getKeyByHandle(handle: string): Promise<KeyRecord | null>;
+  /**
+   * Required. The key with this handle, or `null`. Called on every authenticated request: keep it
+   * one read. May answer at once ({@link Awaitable}); a record it answers is the caller's to keep.
+   */
+  getKeyByHandle(handle: string): Awaitable<KeyRecord | null>;
   /**
    * Required. Up to `limit` keys of the account and `type` with `id > after` (from the start when
    * `after` is undefined), ascending by id. Must not scan other accounts' keys.
@@ -439,45 +461,10 @@ export interface KeyStore {
   /**
    * Required, atomic. Adds `amount` (default 1) to the fixed-window counter `name` for the window of
    * `windowMs` that contains `now`, and returns its new value. Windows start at multiples of
-   * `windowMs` since the epoch. `amount` 0 reads the counter. Rejects with a TypeError, changing
-   * nothing, when `amount` is NaN, infinite or negative.
+   * `windowMs` since the epoch. `amount` 0 reads the counter. Rejects (or throws) a TypeError,
+   * changing nothing, when `amount` is NaN, infinite or negative. May answer at once ({@link Awaitable}).
    */
-  hitCounter(name: string, windowMs: number, now: number, amount?: number): Promise<CounterState>;
-  /**
-   * Optional, for stores that keep their data in this process (like `MemoryKeyStore`): the three
-   * calls of the authentication hot path, answered synchronously. When present, `modelSwitchAuth`
-   * and `keysRouter` use them for keys already in the verified-key cache and call `next()` without a
-   * promise or a store timeout (a store in this process cannot hang). Each must behave like its
-   * async namesake, and throw where that one would reject. A store that does I/O must not have it.
-   */
-  readonly sync?: SyncHotPath | undefined;
+  hitCounter(name: string, windowMs: number, now: number, amount?: number): Awaitable<CounterState>;
   /** Optional. Releases connections and timers. */
   close?(): Promise<void>;
-}
-
-/**
- * `KeyStore.sync`: the hot path's store calls without a promise, for in-process stores.
- *
- * @example
- * ```ts
- * const store = new MemoryKeyStore();
- * store.sync?.getKeyByHandle('AbCdEfGhIj'); // the record, or null
- * ```
- */
-export interface SyncHotPath {
-  /**
-   * The key with this handle, or `null`. May be the store's own record rather than a copy: the
-   * caller reads it at once, copies what it keeps and never changes it.
-   */
-  getKeyByHandle(handle: string): Readonly<KeyRecord> | null;
-  /** The account, or `null`. May be the store's own record, read and copied like the key's. */
-  getAccount(id: string): Readonly<AccountRecord> | null;
-  /** Atomic. Like `KeyStore.hitCounter`. */
-  hitCounter(name: string, windowMs: number, now: number, amount?: number): CounterState;
-  /**
-   * The store's own async methods these stand in for. The middleware uses `sync` only while the
-   * store object it was given still has exactly these functions, so a wrapper, subclass or patch
-   * that replaces one of them (to log, filter or fail on purpose) is never bypassed.
-   */
-  readonly standsFor: Readonly<Pick<KeyStore, 'getKeyByHandle' | 'getAccount' | 'hitCounter'>>;
 }

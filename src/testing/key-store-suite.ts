@@ -2,6 +2,7 @@ import { DEFAULT_SUITE_CONCURRENCY, DEFAULT_SUITE_NAME } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
 import type { KeyStore } from '../store/types.js';
 import { accountTests } from './accounts.js';
+import { awaitableTests } from './awaitable.js';
 import { counterTests } from './counters.js';
 import type { SuiteGroup } from './group.js';
 import { holdTests } from './holds.js';
@@ -11,11 +12,10 @@ import { listingTests } from './listing.js';
 import { modelTests } from './models.js';
 import { rotationTests } from './rotation.js';
 import { spendTests } from './spend.js';
-import { syncTests } from './sync.js';
 
 /**
  * A group of {@link keyStoreSuite}'s tests, by topic: `accounts`, `keys`, `listing`, `spend`,
- * `ledger`, `holds`, `rotation`, `models`, `counters` and `sync` (the optional synchronous hot path).
+ * `ledger`, `holds`, `rotation`, `models`, `counters` and `awaitable` (the hot path's three calls, answered at once or with a promise).
  * Used to name groups in `skip`.
  *
  * @example
@@ -33,7 +33,7 @@ export type KeyStoreSuiteGroup =
   | 'rotation'
   | 'models'
   | 'counters'
-  | 'sync';
+  | 'awaitable';
 
 /**
  * The topics of the suite, in the order they run, by the name that appears in their test names and
@@ -50,7 +50,7 @@ const GROUPS: Readonly<Record<KeyStoreSuiteGroup, SuiteGroup>> = {
   rotation: rotationTests,
   models: modelTests,
   counters: counterTests,
-  sync: syncTests,
+  awaitable: awaitableTests,
 };
 
 /** Each test's timeout: the concurrency tests run hundreds of operations on a remote store. */
@@ -99,8 +99,8 @@ export interface KeyStoreSuiteOptions {
  * one balance, limit periods, bad amounts), `ledger` (opening entries, idempotent balance changes,
  * usage entries, the invariants under concurrency, paging, usage aggregates, trimming), `holds`
  * (deadlines, release exactly once, extension), `rotation` (hash swap and grace period), `models`
- * (the allow-list as given), `counters` (exact concurrent counts per fixed window) and `sync` (the
- * optional synchronous hot path). Test names read `KeyStore conformance: spend: …`. Register it in a test
+ * (the allow-list as given), `counters` (exact concurrent counts per fixed window) and `awaitable`
+ * (the hot path's three calls, answered at once or with a promise, fresh and copied). Test names read `KeyStore conformance: spend: …`. Register it in a test
  * file of your own: a fresh store per test, or one shared store (the tests use random ids).
  *
  * @example

@@ -11,7 +11,8 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
  */
 const LAYERS: readonly (readonly string[])[] = [
   ['log.ts', 'defaults.ts', 'errors'],
-  ['store', 'http'],
+  ['metrics'],
+  ['store', 'http', 'events'],
   ['keys', 'ledger'],
   ['auth', 'testing'],
   ['management', 'proxy'],

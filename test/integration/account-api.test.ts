@@ -146,7 +146,7 @@ for (const storeCase of STORES) {
       await storeCase.close(store);
     });
 
-    it('after JSON, streamed, abandoned and refused requests and a top-up, /api/account, /api/transactions, /api/usage and /v1/auth/key agree', async () => {
+    it('after JSON, streamed, abandoned and refused requests and a top-up, /api/account, /api/transactions, /api/usage, /v1/generation and /v1/auth/key agree', async () => {
       const g = await startGateway({ store, api: true, balance: 10 });
       gateway = g;
       const second = await createKey(g, 'Batch');
@@ -260,6 +260,26 @@ for (const storeCase of STORES) {
       const usageOnly = entries.filter((entry) => entry.type === 'usage');
       expect(-roundUsd(usageOnly.reduce((sum, entry) => sum + entry.amount, 0))).toBe(total.cost);
 
+      // Each request's entry through /v1/generation, for the key that made it, by its X-Request-Id.
+      for (const [i, requestId] of ids.entries()) {
+        const key = keys[i] === second.id ? second.key : g.proxyKey;
+        expect(await get(`${g.url}/generation?id=${requestId}`, key)).toEqual(ok(usageEntries[i]));
+      }
+      const missing = (id: string) => ({
+        status: 404,
+        headers: JSON_HEADERS,
+        body: {
+          error: {
+            message: `No generation with id ${id} for this API key`,
+            type: 'not_found_error',
+            code: 'generation_not_found',
+            param: 'id',
+          },
+        },
+      });
+      expect(await get(`${g.url}/generation?id=${refused.requestId}`, g.proxyKey)).toEqual(missing(refused.requestId));
+      expect(await get(`${g.url}/generation?id=${ids[3]}`, g.proxyKey)).toEqual(missing(ids[3] as string));
+
       const keyInfo = (await get(`${g.url}/auth/key`, g.proxyKey)).body as { data: { usage: number; limit: number } };
       expect({ usage: keyInfo.data.usage, limit: keyInfo.data.limit }).toEqual({ usage: firstKeyCost, limit: balance });
       const secondInfo = (await get(`${g.url}/auth/key`, second.key)).body as { data: { usage: number; limit: number } };
@@ -309,7 +329,7 @@ for (const storeCase of STORES) {
       expect(seen).toEqual([...seen].sort((a, b) => b - a));
     }, 120_000);
 
-    it("never shows another account's account, entries, usage or key, and answers its key id as it answers one that does not exist", async () => {
+    it("never shows another account's account, entries, usage, requests or key, and answers its key id as it answers one that does not exist", async () => {
       const g = await startGateway({ store, api: true, balance: 10 });
       gateway = g;
       expect((await complete(g, g.proxyKey, chat())).status).toBe(200);
@@ -342,6 +362,20 @@ for (const storeCase of STORES) {
       expect(await get(`${g.apiUrl}/transactions?before=${newestOfTheirs + 1000}`, other.billingKey)).toEqual(
         ok({ transactions: [opening], has_more: false }),
       );
+      const mine = (theirs.find((entry) => entry.type === 'usage') as PublicEntry).requestId as string;
+      expect(await get(`${g.url}/generation?id=${mine}`, other.proxyKey)).toEqual({
+        status: 404,
+        headers: JSON_HEADERS,
+        body: {
+          error: {
+            message: `No generation with id ${mine} for this API key`,
+            type: 'not_found_error',
+            code: 'generation_not_found',
+            param: 'id',
+          },
+        },
+      });
+      expect((await get(`${g.url}/generation?id=${mine}`, g.proxyKey)).status).toBe(200);
       const zero = { requests: 0, promptTokens: 0, completionTokens: 0, cost: 0 };
       expect(await get(`${g.apiUrl}/usage?group_by=day,key,model`, other.billingKey)).toEqual(ok({ usage: [], total: zero }));
       // And the first account still sees its own.

@@ -9,7 +9,7 @@ const hasher = fastHasher();
 const HOT_PATH = new Set(['getKeyByHandle', 'getAccount', 'hitCounter']);
 
 /**
- * A MemoryKeyStore seen as a remote store: no `sync`, every call answers on a later tick, and the
+ * A MemoryKeyStore seen as a remote store: every call answers a promise, on a later tick, and the
  * calls of the hot path are recorded in "waves" (calls made while others are still pending share one).
  */
 function remoteStore() {
@@ -19,7 +19,6 @@ function remoteStore() {
   let failing = false;
   const store = new Proxy(inner, {
     get(target, property) {
-      if (property === 'sync') return undefined;
       const value = Reflect.get(target, property, target);
       if (typeof value !== 'function') return value;
       return async (...args: unknown[]) => {

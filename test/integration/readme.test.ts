@@ -96,7 +96,7 @@ describe('the README curl commands, run as written against the example gateway',
     const routes = readmeSteps().map(({ command }) => {
       const method = /-X (\w+)/.exec(command)?.[1] ?? (command.includes(' -d ') ? 'POST' : 'GET');
       const path = /http:\/\/localhost:3000(\/[^\s"'?]*)/.exec(command)?.[1] ?? '';
-      return `${method} ${path.replace(/\/keys\/\d+$/, '/keys/:id').replace(/\/models\/[^/]+$/, '/models/:id')}`;
+      return `${method} ${path.replace(/\/keys\/\d+(\/rotate)?$/, '/keys/:id$1').replace(/\/models\/[^/]+$/, '/models/:id')}`;
     });
     expect(new Set(routes)).toEqual(
       new Set([
@@ -106,10 +106,12 @@ describe('the README curl commands, run as written against the example gateway',
         'PUT /api/keys/:id',
         'PATCH /api/keys/:id',
         'DELETE /api/keys/:id',
+        'POST /api/keys/:id/rotate',
         'GET /api/account',
         'GET /api/transactions',
         'GET /api/usage',
         'GET /v1/auth/key',
+        'GET /v1/generation',
         'GET /v1/models',
         'GET /v1/models/:id',
         'POST /v1/chat/completions',
@@ -142,8 +144,13 @@ describe('the README curl commands, run as written against the example gateway',
         const nonEmpty = (text: string) => text.split('\n').filter((line) => line.trim() !== '');
         expectLinesLike(nonEmpty(output), nonEmpty(expected.text), step.command);
       }
-      const parsed = output.startsWith('{') ? (JSON.parse(output) as { key?: string }) : {};
+      const parsed = output.startsWith('{')
+        ? (JSON.parse(output) as { key?: string; transactions?: Array<{ requestId: string | null }> })
+        : {};
       if (parsed.key?.startsWith('ms-')) env.MODELSWITCH_API_KEY = parsed.key;
+      // What the README tells the reader to export after a page of transactions: its newest request id.
+      const requestId = parsed.transactions?.[0]?.requestId;
+      if (requestId) env.REQUEST_ID = requestId;
     }
   });
 });

@@ -31,6 +31,7 @@ const PACKAGE_CODES: Record<Exclude<ModelSwitchErrorCode, 'route_not_found' | 's
   method_not_allowed: true,
   key_not_found: true,
   model_not_found: true,
+  generation_not_found: true,
   model_not_allowed: true,
   request_too_large: true,
   unsupported_content_encoding: true,

@@ -1,7 +1,7 @@
 import { ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
-import { type RecordedAnswer, templateOf, violationsOf } from './contract.js';
+import { type RecordedAnswer, isProxied, templateOf, violationsOf } from './contract.js';
 
 /**
  * Checks every answer an HTTP server of this test process sends against the OpenAPI document
@@ -42,6 +42,8 @@ const proxyPorts = new Set<number>();
 /** Servers found to be upstreams (mocks): none of their answers is checked. */
 const upstreamServers = new WeakSet<Server>();
 const violations: string[] = [];
+/** Ports that servers of this process listen on: a request to another local port goes to a gateway in a child process. */
+const localPorts = new Set<number>();
 /** How many answers were checked against the document (answers to documented paths), for `answersChecked()`. */
 let checkedCount = 0;
 
@@ -53,6 +55,10 @@ export function installRecorder(): void {
   const serverEmit = Server.prototype.emit;
   Server.prototype.emit = function recordingEmit(this: Server, event: string | symbol, ...args: unknown[]): boolean {
     if (event === 'request') track(this, args[0] as IncomingMessage, args[1] as ServerResponse);
+    if (event === 'listening') {
+      const address = this.address();
+      if (typeof address === 'object' && address !== null) localPorts.add(address.port);
+    }
     return (serverEmit as (this: Server, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
   };
   const clientEmit = ClientRequest.prototype.emit;
@@ -64,6 +70,62 @@ export function installRecorder(): void {
     }
     return (clientEmit as (this: ClientRequest, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
   };
+  const originalFetch = globalThis.fetch;
+  globalThis.fetch = async function recordingFetch(input: Parameters<typeof fetch>[0], init?: RequestInit): Promise<Response> {
+    const response = await originalFetch(input, init);
+    try {
+      checkFromClient(input, init, response);
+    } catch (error) {
+      violations.push(`fetch ${String(input)}: the check failed: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    return response;
+  };
+}
+
+/**
+ * An answer of a gateway in a child process (the several-processes tests), which the server side
+ * of this process never sees: checked from what `fetch` received. Whether a proxied answer is an
+ * upstream's is read from `Cache-Control`: the package writes `no-store` on every answer of its own,
+ * and passes an upstream's through with the upstream's (a stream's is `no-cache, no-transform`).
+ */
+function checkFromClient(input: Parameters<typeof fetch>[0], init: RequestInit | undefined, response: Response): void {
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  const local = url.hostname === '127.0.0.1' || url.hostname === 'localhost' || url.hostname === '[::1]';
+  if (!local || localPorts.has(Number(url.port)) || templateOf(url.pathname) === undefined) return;
+  const headers: Record<string, string> = {};
+  // fetch decodes a compressed body itself: the body read below is the plain one.
+  response.headers.forEach((value, name) => {
+    if (name !== 'content-encoding') headers[name] = value;
+  });
+  const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
+  const record = (body: Buffer | undefined) => {
+    checkedCount++;
+    const answer: RecordedAnswer = {
+      method,
+      url: url.pathname + url.search,
+      status: response.status,
+      headers,
+      body,
+      passthrough: headers['cache-control'] !== 'no-store' && isProxied(url.pathname),
+    };
+    try {
+      for (const violation of violationsOf(answer)) violations.push(`${violation} (a gateway process)`);
+    } catch (error) {
+      violations.push(`${method} ${url.pathname}: the check failed: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
+  if ((headers['content-type'] ?? '').includes('text/event-stream') || response.body === null) {
+    record(undefined);
+    return;
+  }
+  response
+    .clone()
+    .arrayBuffer()
+    .then(
+      (body) => record(Buffer.from(body)),
+      // The test cut the answer off: its status and headers still count.
+      () => record(undefined),
+    );
 }
 
 /** How many answers of this test file were checked against the document so far. */

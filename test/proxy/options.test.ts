@@ -53,6 +53,7 @@ describe('resolveProxyOptions', () => {
       timeoutMs: 600_000,
       holdMarginMs: 60_000,
       holdSweepIntervalMs: 0,
+      balanceLowThreshold: 1,
       maxBodyBytes: 4 * 1024 * 1024,
       maxBufferedBytes: 128 * 1024 * 1024,
       maxJsonDepth: 64,

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
 import type { LedgerEntry } from '../../src/store/types.js';
 import { type Gateway, chat, deferred, post, startGateway } from './harness.js';
 
@@ -119,5 +120,29 @@ describe('X-Request-Id on proxied answers', () => {
     expect(res.headers.get('x-request-id')).toMatch(REQUEST_ID);
     expect(res.headers.get('x-upstream-request-id')).toBe('req_mock');
     expect(await usageEntries()).toEqual([]);
+  });
+});
+
+describe('a settlement the store applied but whose answer was lost', () => {
+  it('is retried under the same request id and written once: one entry, one charge', async () => {
+    const store = new MemoryKeyStore();
+    const settle = store.settleSpend.bind(store);
+    let calls = 0;
+    // The first attempt reaches the store and is applied, then the connection drops before the answer.
+    store.settleSpend = async (settlement) => {
+      calls++;
+      const entry = await settle(settlement);
+      if (calls === 1) throw new Error('connection reset after the write');
+      return entry;
+    };
+    gateway = await startGateway({ store });
+    const res = await post(gateway, '/chat/completions', chat());
+    expect(res.status).toBe(200);
+    await gateway.proxy.drain();
+    const requestId = res.headers.get('x-request-id') as string;
+    expect(calls).toBe(2);
+    expect(await usageEntries()).toEqual([usageEntry(requestId, { balanceAfter: 10 - COST })]);
+    expect((await store.getAccount(gateway.account.id))?.balance).toBe(10 - COST);
+    expect((await store.getKey(gateway.proxyKeyId))?.usage).toBe(COST);
   });
 });

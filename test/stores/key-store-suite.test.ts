@@ -25,7 +25,7 @@ function groupCounts(names: string[], prefix = 'KeyStore conformance: '): Record
   return counts;
 }
 
-const ALL_GROUPS = { accounts: 3, keys: 7, listing: 3, spend: 12, ledger: 10, holds: 6, rotation: 5, models: 3, counters: 3, sync: 1 };
+const ALL_GROUPS = { accounts: 3, keys: 7, listing: 3, spend: 12, ledger: 10, holds: 6, rotation: 5, models: 3, counters: 3, awaitable: 1 };
 
 describe('keyStoreSuite', () => {
   it('registers every group, in order, as "KeyStore conformance: <group>: <test>" with a 60 s timeout', () => {
@@ -43,7 +43,7 @@ describe('keyStoreSuite', () => {
       'rotation',
       'models',
       'counters',
-      'sync',
+      'awaitable',
     ]);
     expect(runner.run.map((test) => test.name)).toContain(
       'KeyStore conformance: spend: reservations never let concurrent requests pass the key limit',
@@ -72,7 +72,7 @@ describe('keyStoreSuite', () => {
       holds: 6,
       rotation: 5,
       models: 3,
-      sync: 1,
+      awaitable: 1,
     });
     expect(groupCounts(runner.skipped)).toEqual({ spend: 12, counters: 3 });
     expect(runner.skipped).toContain('KeyStore conformance: counters: counts 200 concurrent counter hits exactly, per fixed window');
@@ -84,7 +84,7 @@ describe('keyStoreSuite', () => {
     expect(() => keyStoreSuite({ it: recorder().it, createStore, skip: misspelt })).toThrow(
       new ConfigurationError(
         'ERR_MS_OPTION',
-        'keyStoreSuite: skip.counter names no group; the groups are accounts, keys, listing, spend, ledger, holds, rotation, models, counters, sync',
+        'keyStoreSuite: skip.counter names no group; the groups are accounts, keys, listing, spend, ledger, holds, rotation, models, counters, awaitable',
       ),
     );
     expect(() => keyStoreSuite({ it: recorder(false).it, createStore, skip: { counters: true } })).toThrow(

@@ -84,6 +84,11 @@ describe('resolveAuthOptions', () => {
       'modelSwitchAuth: options.hasher must be a KeyHasher, e.g. new KeyHasher({ cacheSize: 50_000 })',
     ],
     ['a clock that is no function', { now: 5 }, 'modelSwitchAuth: options.now must be a function answering epoch ms, like Date.now'],
+    [
+      'an onEvent that is no function',
+      { onEvent: 'audit' },
+      'modelSwitchAuth: options.onEvent must be a function (event) => void, e.g. (event) => auditLog.info(event), or left out',
+    ],
     ['a rate limit of 0 requests', { defaultRateLimit: { requests: 0, interval: '1s' } }, RATE_LIMIT_MESSAGE],
     ['a rate limit of 1.5 requests', { defaultRateLimit: { requests: 1.5, interval: '1s' } }, RATE_LIMIT_MESSAGE],
     ['an unreadable interval', { defaultRateLimit: { requests: 1, interval: 'soon' } }, RATE_LIMIT_MESSAGE],

@@ -1,4 +1,4 @@
-import type { KeyRecord, KeyStore, KeyType } from '../types.js';
+import type { AccountRecord, KeyRecord, KeyStore, KeyType } from '../types.js';
 
 /** One hit of a fixed-window counter, with the window already worked out by the store. */
 export interface CounterHit {
@@ -22,11 +22,9 @@ export interface KeyvBackend
   extends Pick<
     KeyStore,
     | 'createAccount'
-    | 'getAccount'
     | 'changeBalance'
     | 'insertKey'
     | 'getKey'
-    | 'getKeyByHandle'
     | 'updateKey'
     | 'deleteKey'
     | 'touchKey'
@@ -39,6 +37,10 @@ export interface KeyvBackend
     | 'getUsage'
     | 'trimLedger'
   > {
+  /** `KeyStore.getAccount`, always a promise here (both backends read Keyv or Redis). */
+  getAccount(id: string): Promise<AccountRecord | null>;
+  /** `KeyStore.getKeyByHandle`, always a promise here. */
+  getKeyByHandle(handle: string): Promise<KeyRecord | null>;
   /** Whether the atomic operations are atomic across processes (true on Redis only). */
   readonly sharedAcrossProcesses: boolean;
   /** Up to `limit + 1` keys of the account and type with an id greater than `after`, ascending (the extra one tells "has more"). */

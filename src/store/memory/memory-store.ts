@@ -26,6 +26,7 @@ import {
 } from '../spend-rules.js';
 import type {
   AccountRecord,
+  Awaitable,
   BalanceChange,
   BalanceChangeResult,
   CounterState,
@@ -42,7 +43,6 @@ import type {
   ReservationResult,
   SpendReservation,
   SpendSettlement,
-  SyncHotPath,
   UsageRange,
   UsageRow,
 } from '../types.js';
@@ -96,30 +96,6 @@ export class MemoryKeyStore implements KeyStore {
   private nextEntryId = 1;
   private readonly retentionDays: number;
 
-  private readonly syncPath: SyncHotPath = {
-    getKeyByHandle: (handle) => this.byHandle.get(handle) ?? null,
-    getAccount: (id) => this.accounts.get(id) ?? null,
-    hitCounter: (name, windowMs, now, amount = 1) => this.hit(name, windowMs, now, amount),
-    // Defined below the class; instances are only made after the module has run.
-    standsFor: ORIGINAL_METHODS,
-  };
-
-  /**
-   * The hot path without promises (see `KeyStore.sync`): `modelSwitchAuth` answers a cached key
-   * synchronously. Returns the stored records themselves; the middleware copies what it keeps.
-   * It stands for this class's own `getKeyByHandle`, `getAccount` and `hitCounter`: once a
-   * subclass, a wrapper or a patch replaces one of them, the middleware stops using it, so their
-   * version is never bypassed.
-   *
-   * @example
-   * ```ts
-   * new MemoryKeyStore().sync?.getKeyByHandle('AbCdEfGhIj'); // null
-   * ```
-   */
-  get sync(): SyncHotPath | undefined {
-    return this.syncPath;
-  }
-
   constructor(options: MemoryKeyStoreOptions = {}) {
     this.retentionDays = resolveRetentionDays(options.ledgerRetentionDays, 'MemoryKeyStore');
     if (process.env.NODE_ENV === 'production' && !warnedInProduction) {
@@ -142,7 +118,11 @@ export class MemoryKeyStore implements KeyStore {
     return { ...account };
   }
 
-  async getAccount(id: string): Promise<AccountRecord | null> {
+  /**
+   * Answers at once, without a promise: a copy of the account, or `null`. Typed `Awaitable` as in
+   * `KeyStore`, so a subclass may still override it with an async method.
+   */
+  getAccount(id: string): Awaitable<AccountRecord | null> {
     const account = this.accounts.get(id);
     return account ? { ...account } : null;
   }
@@ -202,8 +182,9 @@ export class MemoryKeyStore implements KeyStore {
     return key ? copy(key) : null;
   }
 
-  async getKeyByHandle(handle: string): Promise<KeyRecord | null> {
-    const key = this.syncPath.getKeyByHandle(handle);
+  /** Answers at once, without a promise: a copy of the key, or `null` (typed `Awaitable`, like `getAccount`). */
+  getKeyByHandle(handle: string): Awaitable<KeyRecord | null> {
+    const key = this.byHandle.get(handle);
     return key ? copy(key) : null;
   }
 
@@ -336,11 +317,8 @@ export class MemoryKeyStore implements KeyStore {
     return trimmed;
   }
 
-  async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
-    return this.hit(name, windowMs, now, amount);
-  }
-
-  private hit(name: string, windowMs: number, now: number, amount: number): CounterState {
+  /** Answers at once, without a promise (typed `Awaitable`, like `getAccount`); throws a TypeError for a bad hit, changing nothing. */
+  hitCounter(name: string, windowMs: number, now: number, amount = 1): Awaitable<CounterState> {
     checkCounterHit(windowMs, now, amount);
     const windowStart = now - (now % windowMs);
     let counter = this.counters.get(name);
@@ -426,10 +404,3 @@ function firstGreater(ids: number[], after: number): number {
   }
   return low;
 }
-
-/** The methods `MemoryKeyStore.sync` stands in for, as the class defines them (before any patch). */
-const ORIGINAL_METHODS: SyncHotPath['standsFor'] = {
-  getKeyByHandle: MemoryKeyStore.prototype.getKeyByHandle,
-  getAccount: MemoryKeyStore.prototype.getAccount,
-  hitCounter: MemoryKeyStore.prototype.hitCounter,
-};

@@ -4,10 +4,12 @@ import request from 'supertest';
 import { describe, expect, it, vi } from 'vitest';
 import {
   type AccountRecord,
+  type Awaitable,
+  type CounterState,
+  type KeyRecord,
   type KeyStore,
   MemoryKeyStore,
   type ModelSwitchContext,
-  type SyncHotPath,
   modelSwitchAuth,
 } from '../../src/index.js';
 import { FRAMEWORKS, buildApp } from '../app.js';
@@ -42,24 +44,30 @@ async function callOnce(middleware: ReturnType<typeof modelSwitchAuth>, key: str
   };
 }
 
-/** The same MemoryKeyStore seen through a wrapper without `sync`: the async path. */
-function withoutSync(inner: MemoryKeyStore): KeyStore {
+type HotPathCall = 'getKeyByHandle' | 'getAccount' | 'hitCounter';
+
+/** The same MemoryKeyStore seen through a wrapper whose `promised` hot-path calls answer promises, as a store doing I/O does. */
+function behindPromises(
+  inner: MemoryKeyStore,
+  promised: readonly HotPathCall[] = ['getKeyByHandle', 'getAccount', 'hitCounter'],
+): KeyStore {
   return new Proxy(inner, {
     get(target, property) {
-      if (property === 'sync') return undefined;
       const value = Reflect.get(target, property, target);
-      return typeof value === 'function' ? value.bind(target) : value;
+      if (typeof value !== 'function') return value;
+      const bound = value.bind(target);
+      return (promised as readonly PropertyKey[]).includes(property) ? async (...args: unknown[]) => bound(...args) : bound;
     },
   });
 }
 
-describe('the synchronous hot path of an in-process store', () => {
-  it('passes a cached key on MemoryKeyStore with next() called before the middleware returns, exactly as the async path would', async () => {
+describe('one store interface: the hot path answered at once or with a promise', () => {
+  it('passes a cached key on MemoryKeyStore with next() called before the middleware returns, exactly as a store answering promises would', async () => {
     const clock = testClock();
     const store = new MemoryKeyStore();
     const seeded = await seedAccount(store, { hasher, now: clock.now() });
     const sync = modelSwitchAuth(store, { hasher, now: clock.now });
-    const viaPromises = modelSwitchAuth(withoutSync(store), { hasher, now: clock.now });
+    const viaPromises = modelSwitchAuth(behindPromises(store), { hasher, now: clock.now });
 
     const first = await callOnce(sync, seeded.proxyKey);
     expect(first.synchronous).toBe(false); // Not verified yet: scrypt runs asynchronously.
@@ -105,6 +113,31 @@ describe('the synchronous hot path of an in-process store', () => {
       rateLimit: { requests: 1000, interval: '10s' },
     });
     expect(Object.isFrozen(second.context?.rateLimit)).toBe(true);
+  });
+
+  it.each<[string, HotPathCall[]]>([
+    ['the key', ['getKeyByHandle']],
+    ['the account', ['getAccount']],
+    ['the counter', ['hitCounter']],
+    ['the account and the counter', ['getAccount', 'hitCounter']],
+  ])('admits a cached key alike on a store that answers %s with a promise and the rest at once', async (_case, promised) => {
+    const clock = testClock();
+    const store = new MemoryKeyStore();
+    const seeded = await seedAccount(store, { hasher, now: clock.now() });
+    const atOnce = modelSwitchAuth(store, { hasher, now: clock.now });
+    const mixed = modelSwitchAuth(behindPromises(store, promised), { hasher, now: clock.now });
+    await callOnce(atOnce, seeded.proxyKey); // Verifies the key (scrypt) and writes lastUsedAt.
+    const reference = await callOnce(atOnce, seeded.proxyKey);
+    const answers = [];
+    for (let i = 0; i < 2; i++) answers.push(await callOnce(mixed, seeded.proxyKey));
+    expect(answers.map(({ synchronous, nextError, context, headers }) => ({ synchronous, nextError, context, headers }))).toEqual(
+      [1, 2].map((i) => ({
+        synchronous: false,
+        nextError: undefined,
+        context: reference.context,
+        headers: { ...reference.headers, 'ratelimit-remaining': String(998 - i) },
+      })),
+    );
   });
 
   it.each(FRAMEWORKS)(
@@ -208,26 +241,27 @@ describe('the synchronous hot path of an in-process store', () => {
   });
 });
 
-/** A MemoryKeyStore whose synchronous calls can be made to throw. */
+/** A MemoryKeyStore whose hot-path calls can be made to throw (not reject): an in-process store failing. */
 class FaultySyncStore extends MemoryKeyStore {
-  failing: { call: keyof SyncHotPath; error: Error } | null = null;
-  override get sync(): SyncHotPath | undefined {
-    const real = super.sync as SyncHotPath;
-    const failing = this.failing;
-    const check = <T>(call: keyof SyncHotPath, answer: () => T): T => {
-      if (failing?.call === call) throw failing.error;
-      return answer();
-    };
-    return {
-      getKeyByHandle: (handle) => check('getKeyByHandle', () => real.getKeyByHandle(handle)),
-      getAccount: (id) => check('getAccount', () => real.getAccount(id)),
-      hitCounter: (name, windowMs, now, amount) => check('hitCounter', () => real.hitCounter(name, windowMs, now, amount)),
-      standsFor: real.standsFor,
-    };
+  failing: { call: HotPathCall; error: Error } | null = null;
+  private check(call: HotPathCall): void {
+    if (this.failing?.call === call) throw this.failing.error;
+  }
+  override getKeyByHandle(handle: string): Awaitable<KeyRecord | null> {
+    this.check('getKeyByHandle');
+    return super.getKeyByHandle(handle);
+  }
+  override getAccount(id: string): Awaitable<AccountRecord | null> {
+    this.check('getAccount');
+    return super.getAccount(id);
+  }
+  override hitCounter(name: string, windowMs: number, now: number, amount?: number): Awaitable<CounterState> {
+    this.check('hitCounter');
+    return super.hitCounter(name, windowMs, now, amount);
   }
 }
 
-describe.each(FRAMEWORKS)('a synchronous store call that throws, under %s', (framework) => {
+describe.each(FRAMEWORKS)('a store call that throws instead of rejecting, under %s', (framework) => {
   it.each(['getKeyByHandle', 'getAccount', 'hitCounter'] as const)(
     '%s: answers 503 store_unavailable, logs one line per outage and one on recovery',
     async (call) => {
@@ -270,8 +304,8 @@ describe.each(FRAMEWORKS)('a synchronous store call that throws, under %s', (fra
   });
 });
 
-describe('MemoryKeyStore.sync', () => {
-  it('is not used once getKeyByHandle, getAccount or hitCounter is replaced on the instance or in a subclass: the replacement runs', async () => {
+describe('a replaced hot-path method', () => {
+  it('runs when getKeyByHandle, getAccount or hitCounter is replaced on the instance or in a subclass: there is no second interface to bypass it', async () => {
     for (const method of ['getKeyByHandle', 'getAccount', 'hitCounter'] as const) {
       const store = new MemoryKeyStore();
       const original = store[method].bind(store) as (...args: never[]) => Promise<unknown>;
@@ -301,7 +335,7 @@ describe('MemoryKeyStore.sync', () => {
     expect(audited.seen).toEqual([seeded.account.id, seeded.account.id]);
   });
 
-  it('is not used through a wrapper that wraps the methods, nor after a patch of the prototype', async () => {
+  it('runs through a wrapper that wraps the methods, and after a patch of the prototype', async () => {
     const inner = new MemoryKeyStore();
     const seeded = await seedAccount(inner, { hasher });
     const calls: string[] = [];
@@ -315,7 +349,6 @@ describe('MemoryKeyStore.sync', () => {
         };
       },
     });
-    expect(wrapped.sync).toBeDefined(); // The getter runs on the target; the middleware still checks.
     const app = buildApp('express5', wrapped, { hasher });
     for (let i = 0; i < 2; i++) await request(app).get('/v1/whoami').set('Authorization', `Bearer ${seeded.proxyKey}`);
     expect(calls.filter((c) => c === 'getKeyByHandle')).toHaveLength(2);
@@ -334,12 +367,11 @@ describe('MemoryKeyStore.sync', () => {
 });
 
 describe('a store that answers undefined instead of null', () => {
-  it('refuses the key (401) when its account is gone, on the synchronous and the one-round-trip paths', async () => {
+  it('refuses the key (401) when its account is gone, answered at once', async () => {
     class Loose extends MemoryKeyStore {
       dropAccounts = false;
-      override get sync(): SyncHotPath | undefined {
-        const real = super.sync as SyncHotPath;
-        return { ...real, getAccount: (id) => (this.dropAccounts ? (undefined as never) : real.getAccount(id)), standsFor: real.standsFor };
+      override getAccount(id: string): Awaitable<AccountRecord | null> {
+        return this.dropAccounts ? (undefined as never) : super.getAccount(id);
       }
     }
     const store = new Loose();
