@@ -5,6 +5,11 @@
  * account with MODELSWITCH_INITIAL_BALANCE USD (default 10) and prints its billing key once, as
  * `MODELSWITCH_BILLING_KEY=mk-…`, so every curl command of the README can be run against it. The
  * dashboard is at /dashboard (its URL is printed beside the billing key): sign in with that key.
+ *
+ * With MODELSWITCH_ACCOUNT set it uses that account instead (made beforehand, e.g. with
+ * `modelswitch-keys account create` and `billing-key create` on the same DATABASE_URL or
+ * REDIS_URL) and issues no key: the account, its keys, balance and ledger carry over restarts.
+ * Prometheus metrics are served at /metrics.
  */
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
@@ -17,6 +22,7 @@ import {
   issueKey,
   keysRouter,
   modelSwitchAuth,
+  prometheusMetrics,
   proxyRouter,
   sendError,
 } from '../src/index.js';
@@ -57,30 +63,58 @@ export interface RunningGateway {
   server: Server;
   store: KeyStore;
   url: string;
+  /** The billing key issued at start. */
   billingKey: string;
   close(): Promise<void>;
 }
 
+/** The example on an existing account (`accountId`): it issues no billing key. */
+export interface RunningAccountGateway extends Omit<RunningGateway, 'billingKey'> {
+  billingKey: null;
+}
+
+/** Options of {@link startGateway}. */
+export interface StartOptions {
+  port?: number;
+  initialBalance?: number;
+  store?: KeyStore;
+  log?: (line: string) => void;
+}
+
 /** Starts the example gateway; `port` 0 picks a free port. */
+export function startGateway(options?: StartOptions & { accountId?: undefined }): Promise<RunningGateway>;
+/** Starts the example gateway on an existing account of the store, issuing no key. */
+export function startGateway(options: StartOptions & { accountId: string }): Promise<RunningAccountGateway>;
 export async function startGateway(
-  options: { port?: number; initialBalance?: number; store?: KeyStore; log?: (line: string) => void } = {},
-): Promise<RunningGateway> {
+  options: StartOptions & { accountId?: string | undefined } = {},
+): Promise<RunningGateway | RunningAccountGateway> {
   const log = options.log ?? safeLog;
   const chosen = options.store ? { store: options.store, description: 'key store: given by the caller' } : await exampleStore();
   const store = chosen.store;
-  const account = await createAccount(store, { balance: options.initialBalance ?? 10 });
-  const billing = await issueKey(store, { accountId: account.id, type: 'billing', name: 'example billing key' });
+  const existing = options.accountId === undefined ? null : await store.getAccount(options.accountId);
+  if (options.accountId !== undefined && existing === null) {
+    await store.close?.();
+    throw new Error(
+      `MODELSWITCH_ACCOUNT ${options.accountId} does not exist in this store: create it with modelswitch-keys account create --id ${options.accountId}`,
+    );
+  }
+  const account = existing ?? (await createAccount(store, { balance: options.initialBalance ?? 10 }));
+  const billing = existing === null ? await issueKey(store, { accountId: account.id, type: 'billing', name: 'example billing key' }) : null;
 
   const app = express();
   app.disable('x-powered-by');
-  app.use('/api', keysRouter(store));
+  // Prometheus metrics of the three factories, served at /metrics (in production, where only the
+  // scraper reaches it: a private port or network).
+  const metrics = prometheusMetrics();
+  app.get('/metrics', metrics.handler());
+  app.use('/api', keysRouter(store, { metrics }));
   // The session secret signs dashboard sessions. A production host sets its own (shared by every
   // instance, kept across restarts); the example makes one per start, so a restart signs everyone out.
   const sessionSecret = process.env.DASHBOARD_SESSION_SECRET ?? randomBytes(32).toString('base64url');
   app.use('/dashboard', dashboardRouter(store, { session: { secret: sessionSecret } }));
   const upstreams = await upstreamsFromEnv();
-  const proxy = proxyRouter(store, upstreams.options);
-  app.use('/v1', modelSwitchAuth(store), proxy);
+  const proxy = proxyRouter(store, { ...upstreams.options, metrics });
+  app.use('/v1', modelSwitchAuth(store, { metrics }), proxy);
   // Anything else: a 404 written like every other error of the gateway (same JSON, no-store). The path
   // is the client's own text: ModelSwitchError redacts a key pasted into it (GET /api/ms-…).
   app.use((req, res) => {
@@ -96,14 +130,19 @@ export async function startGateway(
   const url = `http://localhost:${typeof address === 'object' && address ? address.port : options.port}`;
   log(`ModelSwitch example gateway on ${url}; ${chosen.description}`);
   log(upstreams.description);
-  log(`Account ${account.id} with a balance of ${account.balance} USD. Its billing key, shown once:`);
-  log(`MODELSWITCH_BILLING_KEY=${billing.key}`);
-  log(`Dashboard: ${url}/dashboard/ (sign in with the billing key above)`);
-  return {
+  if (billing === null) {
+    log(`Account ${account.id} (MODELSWITCH_ACCOUNT) with a balance of ${account.balance} USD: use its billing key`);
+    log(`Dashboard: ${url}/dashboard/ (sign in with its billing key)`);
+  } else {
+    log(`Account ${account.id} with a balance of ${account.balance} USD. Its billing key, shown once:`);
+    log(`MODELSWITCH_BILLING_KEY=${billing.key}`);
+    log(`Dashboard: ${url}/dashboard/ (sign in with the billing key above)`);
+  }
+  log(`Metrics: ${url}/metrics`);
+  const running = {
     server,
     store,
     url,
-    billingKey: billing.key,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Idle keep-alive connections would hold close() open; in-flight answers are cut.
@@ -115,6 +154,7 @@ export async function startGateway(
       await store.close?.();
     },
   };
+  return billing === null ? { ...running, billingKey: null } : { ...running, billingKey: billing.key };
 }
 
 const isMain = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/').split('/').pop() ?? '');
@@ -125,7 +165,9 @@ if (isMain) {
     process.exit(1);
   }
   ignoreBrokenPipes();
-  const gateway = await startGateway({ port: Number(process.env.PORT ?? 3000), initialBalance: balance });
+  const accountId = process.env.MODELSWITCH_ACCOUNT || undefined;
+  const port = Number(process.env.PORT ?? 3000);
+  const gateway = accountId ? await startGateway({ port, accountId }) : await startGateway({ port, initialBalance: balance });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

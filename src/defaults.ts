@@ -196,3 +196,14 @@ export const DEFAULT_DASHBOARD_SIGN_IN_ATTEMPTS = 10;
 export const DEFAULT_DASHBOARD_SIGN_IN_WINDOW_MS = 60_000;
 /** `dashboardRouter` `maxBodyBytes`: the largest JSON body the dashboard's own API reads. */
 export const DEFAULT_DASHBOARD_MAX_BODY_BYTES = 16_384;
+
+// metrics (`prometheusMetrics`)
+
+/** `prometheusMetrics` `prefix`: prepended to every metric name. */
+export const DEFAULT_METRICS_PREFIX = 'modelswitch_';
+/** `prometheusMetrics` without `models`: distinct model names reported as themselves before the rest is `other`. */
+export const DEFAULT_METRICS_MAX_MODELS = 50;
+/** Buckets (seconds) of the authentication histogram: a cached key takes microseconds, a scrypt verification tens of ms, a queue more. */
+export const METRICS_AUTHENTICATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** Buckets (seconds) of the upstream histogram: time to an LLM's answer headers runs from tens of ms to minutes. */
+export const METRICS_UPSTREAM_BUCKETS: readonly number[] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];

@@ -43,6 +43,8 @@ export { API_KEY_PATTERN, generateApiKey, parseApiKey, type ParsedApiKey } from 
 export type { KeyType } from './store/types.js';
 export { KeyHasher, type KeyHasherOptions, type ScryptParameters } from './keys/hashing.js';
 export { DEFAULT_PROXY_PATHS, DEFAULT_RATE_LIMIT, DEFAULT_SCRYPT } from './defaults.js';
+export { prometheusMetrics, type PrometheusMetrics, type PrometheusMetricsOptions } from './metrics/prometheus.js';
+export type { GatewayMetrics, MetricsQueue } from './metrics/gateway-metrics.js';
 export type { EventHandler, ModelSwitchActor, ModelSwitchEvent, ModelSwitchEventType } from './events/events.js';
 export { ConfigurationError, type ConfigurationErrorCode } from './errors/configuration-error.js';
 export { ModelSwitchError, type ErrorBody, type ModelSwitchErrorCode, type ModelSwitchErrorType } from './errors/errors.js';

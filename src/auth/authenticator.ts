@@ -9,6 +9,7 @@ import { limitPeriod, usageInPeriod } from '../store/spend-rules.js';
 import type { Logger } from '../log.js';
 import { StoreGuard } from '../store/guard.js';
 import type { ResolvedAuthOptions } from './options.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { AccountRecord, Awaitable, CounterState, KeyRecord, KeyStore, RateLimitSetting } from '../store/types.js';
 
 /** A verified key as the middleware hands it on: the record without its hashes. */
@@ -47,6 +48,8 @@ export class Authenticator {
   private readonly defaultRateLimit: Readonly<RateLimitSetting> | null;
   /** The host's logger, safe to call (see `hostLogger`): the factories log through it too. */
   readonly logger: Logger;
+  /** The host's metrics, or `null`. */
+  readonly metrics: GatewayMetrics | null;
   /** When this process last wrote each key's lastUsedAt. */
   private readonly touchedAt = new Map<number, number>();
   /** Keys admitted on the async path, by handle: what `admitSeen` reads and counts in one go. */
@@ -69,6 +72,8 @@ export class Authenticator {
     this.now = options.now;
     this.logger = options.logger;
     this.defaultRateLimit = options.defaultRateLimit;
+    this.metrics = options.metrics;
+    this.metrics?.watchQueue(options.hasher);
   }
 
   /**
@@ -82,6 +87,35 @@ export class Authenticator {
    * reads the key and the account and hits the counter in parallel (one store round trip).
    */
   admit(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
+    const metrics = this.metrics;
+    if (metrics === null) return this.admitKey(req, res);
+    const started = performance.now();
+    const done = (outcome: string) => metrics.authentication((performance.now() - started) / 1000, outcome);
+    let admitted: ModelSwitchContext | Promise<ModelSwitchContext>;
+    try {
+      admitted = this.admitKey(req, res);
+    } catch (error) {
+      done(outcomeOf(error));
+      throw error;
+    }
+    if (!(admitted instanceof Promise)) {
+      done('ok');
+      return admitted;
+    }
+    return admitted.then(
+      (context) => {
+        done('ok');
+        return context;
+      },
+      (error: unknown) => {
+        done(outcomeOf(error));
+        throw error;
+      },
+    );
+  }
+
+  /** {@link admit} without its timing. */
+  private admitKey(req: IncomingMessage, res: ServerResponse): ModelSwitchContext | Promise<ModelSwitchContext> {
     const token = presentedToken(req);
     // Only the length before the cache (one SHA-256), so nothing longer is ever hashed: a key found
     // there passed the shape and checksum checks when it verified. Any other key is checked for both
@@ -108,7 +142,8 @@ export class Authenticator {
     if (isPending(found)) return this.admitAsync(parsed, res, this.guard.watch('getKeyByHandle', found), verifiedHash, true);
     const record = found;
     if (!record || record.type !== parsed.type) throw invalidApiKey();
-    // Not verified yet (a cold key, or a guess): scrypt, asynchronously.
+    // Not verified yet (a cold key, or a guess), or the previous secret of a rotation (its deadline
+    // is checked there): asynchronously.
     if (verifiedHash === undefined || verifiedHash !== record.hash) return this.admitAsync(parsed, res, record, verifiedHash, false);
     const now = this.now();
     this.checkUsable(record, now);
@@ -221,30 +256,43 @@ export class Authenticator {
   /**
    * The key's record once its secret is verified (`record`: what the store answered for its handle;
    * `verifiedHash`: the hash the key verified against, if cached); throws 401.
+   *
+   * During a rotation's grace period the record holds two hashes: the current secret's and the
+   * previous one's, which passes only while the clock is before `previousKeyExpiresAt` (checked here,
+   * after scrypt, on every request: the verified-key cache remembers which hash a key matched, never
+   * that it may pass). A rotated-out secret is still recognised (cached here, or matched against
+   * `previousHash` by scrypt once), so its holders are refused without scrypt work and without
+   * spending the handle's wrong-secret turns, which would lock the new secret out of processes that
+   * have not cached it yet.
    */
   private async verifiedRecord(
     parsed: ParsedApiKey,
     record: Readonly<KeyRecord> | null,
     verifiedHash: string | undefined,
   ): Promise<Readonly<KeyRecord>> {
-    if (
-      !record ||
-      record.type !== parsed.type ||
-      // The cached check first: a repeat request then costs no promise at all.
-      !((verifiedHash !== undefined && verifiedHash === record.hash) || (await this.verify(parsed, record.hash)))
-    ) {
-      throw invalidApiKey();
+    if (!record || record.type !== parsed.type) throw invalidApiKey();
+    // The cached check first: a repeat request then costs no promise at all.
+    if (verifiedHash !== undefined && verifiedHash === record.hash) return record;
+    const previous = record.previousHash;
+    // This very key verified before against a hash the record no longer holds: the key's secret was
+    // rotated since (a key value's hash never changes otherwise), so it is refused without scrypt.
+    if (verifiedHash !== undefined && verifiedHash !== previous) throw invalidApiKey();
+    const matched = verifiedHash ?? (await this.verify(parsed, record.hash, previous));
+    if (matched !== undefined && matched === record.hash) return record;
+    if (matched !== undefined && matched === previous && record.previousKeyExpiresAt !== null && this.now() < record.previousKeyExpiresAt) {
+      return record;
     }
-    return record;
+    throw invalidApiKey();
   }
 
   /**
-   * scrypt through the hasher. A verification refused because too many already wait for scrypt
-   * (`maxQueuedVerifications`) answers 503 `verification_busy`; the first one of each minute is logged.
+   * scrypt through the hasher: which of the record's hashes the key matches (the current one first).
+   * A verification refused because too many already wait for scrypt (`maxQueuedVerifications`)
+   * answers 503 `verification_busy`; the first one of each minute is logged.
    */
-  private async verify(parsed: ParsedApiKey, hash: string): Promise<boolean> {
+  private async verify(parsed: ParsedApiKey, hash: string, previousHash: string | null): Promise<string | undefined> {
     try {
-      return await this.hasher.verify(parsed.value, hash, parsed.handle);
+      return await this.hasher.matchingHash(parsed.value, previousHash === null ? [hash] : [hash, previousHash], parsed.handle);
     } catch (error) {
       if (error instanceof ModelSwitchError && error.code === 'verification_busy') {
         const now = this.now();
@@ -397,4 +445,9 @@ function isPending<T>(answer: Awaitable<T>): answer is Promise<T> {
 function existing<T extends Readonly<AccountRecord>>(account: T | null | undefined): T {
   if (!account) throw invalidApiKey();
   return account;
+}
+
+/** The metrics outcome of a refused authentication: its error code (anything else is a bug, `internal_error`). */
+function outcomeOf(error: unknown): string {
+  return error instanceof ModelSwitchError ? error.code : 'internal_error';
 }

@@ -3,6 +3,7 @@ import type { Middleware } from '../http/middleware.js';
 import type { ModelSwitchContext } from './authenticator.js';
 import { sendJson } from '../http/respond.js';
 import { isoTime } from '../keys/public-key.js';
+import { nameRoute } from './request-metrics.js';
 import type { LimitReset } from '../store/types.js';
 
 /** The body of `GET /v1/auth/key`, as the docs show it. */
@@ -75,6 +76,7 @@ export function keyInfoRoute(): Middleware {
       next();
       return;
     }
+    nameRoute(req, '/v1/auth/key');
     sendJson(res, 200, keyInfoBody(context));
   };
 }

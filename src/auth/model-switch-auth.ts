@@ -4,6 +4,7 @@ import { type AuthOptions, resolveAuthOptions } from './options.js';
 import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
+import { trackRequest } from './request-metrics.js';
 import type { KeyStore } from '../store/types.js';
 
 declare global {
@@ -14,6 +15,9 @@ declare global {
     }
   }
 }
+
+/** The route label of a request `modelSwitchAuth` refused, or passed to a route of the host (as mounted at `/v1`). */
+const AUTHENTICATED_ROUTE = '/v1/*';
 
 /**
  * Bearer authentication for the inference API (`/v1`, `ms-` keys by default). Verifies the key
@@ -34,8 +38,10 @@ declare global {
 export function modelSwitchAuth(store: KeyStore, options: AuthOptions = {}): Middleware {
   assertStore(store, 'modelSwitchAuth');
   const authenticator = new Authenticator(store, resolveAuthOptions(options, 'modelSwitchAuth'));
-  const { logger } = authenticator;
+  const { logger, metrics } = authenticator;
   return function modelSwitchAuth(req, res, next) {
+    // Until a later factory names it (proxyRouter, keyInfoRoute), a request is counted as `/v1/*`.
+    trackRequest(metrics, req, res, AUTHENTICATED_ROUTE);
     let admitted: ModelSwitchContext | Promise<ModelSwitchContext>;
     try {
       admitted = authenticator.admit(req, res);

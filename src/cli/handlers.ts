@@ -47,6 +47,7 @@ export async function runCommand(
     case 'account create': {
       const balance = values.balance === undefined ? 0 : usd(String(values.balance), '--balance', true);
       const id = values.id === undefined ? undefined : accountId(String(values.id));
+      if (id !== undefined && (await context.store.getAccount(id)) !== null) throw new CliInputError(`account ${id} exists already`);
       const account = await createAccount(context.store, {
         ...(id === undefined ? {} : { id }),
         balance,

@@ -32,6 +32,7 @@ export function sendError(res: ServerResponse, error: ModelSwitchError): void {
     // A frozen error is answered again and again (see authenticationError): keep its body.
     if (Object.isFrozen(error)) encodedBodies.set(error, encoded);
   }
+  answeredCodes.set(res, error.code);
   res.statusCode = error.status;
   const headers = error.headers;
   for (const name in headers) res.setHeader(name, headers[name] as string);
@@ -39,6 +40,21 @@ export function sendError(res: ServerResponse, error: ModelSwitchError): void {
   res.setHeader('Content-Length', encoded.length);
   res.setHeader('Cache-Control', 'no-store');
   res.end(encoded.body);
+}
+
+/** The error code each response answered with, for the metrics of its request. */
+const answeredCodes = new WeakMap<ServerResponse, string>();
+
+/**
+ * The `error.code` `sendError` answered `res` with, or `undefined` when it answered none.
+ *
+ * @example
+ * ```ts
+ * res.on('finish', () => console.log(res.statusCode, answeredErrorCode(res) ?? 'ok'));
+ * ```
+ */
+export function answeredErrorCode(res: ServerResponse): string | undefined {
+  return answeredCodes.get(res);
 }
 
 /** JSON bodies of the errors answered repeatedly. */

@@ -235,6 +235,12 @@ export interface RotationOptions {
   now?: number;
   /** How long the current secret keeps working, 0 to 7 days in ms. Default 0: it stops at once. */
   gracePeriodMs?: number;
+  /**
+   * Count the hash against the hasher's `maxHashesPerAccount` for the record's `accountId` and its
+   * `maxQueuedHashes`, rejecting past them with 429 `rate_limit_exceeded` or 503 `server_busy`, as
+   * `POST /api/keys/:id/rotate` does. Default false: a host's own calls wait their turn.
+   */
+  boundedPerAccount?: boolean;
 }
 
 /** A rotation ready for `store.rotateKey`, and the new key value, which exists nowhere else. */
@@ -249,7 +255,8 @@ export interface PreparedRotation {
  * Makes a key's new secret: the same handle (the prefix identifies the key record, not the secret),
  * a new random secret and checksum, its scrypt hash, and the previous secret's deadline
  * (`now + gracePeriodMs`, or none for 0). Store it with `store.rotateKey(rotation)`, which swaps the
- * hashes atomically. Throws a TypeError for a grace period that is not 0–7 days.
+ * hashes atomically. Throws a TypeError for a grace period that is not 0–7 days. `POST
+ * /api/keys/:id/rotate` is this plus `rotateKey`.
  *
  * @example
  * ```ts
@@ -259,7 +266,7 @@ export interface PreparedRotation {
  * ```
  */
 export async function prepareRotation(
-  record: Pick<KeyRecord, 'id' | 'type' | 'handle'>,
+  record: Pick<KeyRecord, 'id' | 'type' | 'handle'> & Partial<Pick<KeyRecord, 'accountId'>>,
   options: RotationOptions = {},
 ): Promise<PreparedRotation> {
   const grace = options.gracePeriodMs ?? DEFAULT_ROTATION_GRACE_PERIOD_MS;
@@ -268,7 +275,10 @@ export async function prepareRotation(
   }
   const now = options.now ?? Date.now();
   const generated = keyWithHandle(record.type, record.handle);
-  const hash = await (options.hasher ?? defaultKeyHasher()).hash(generated.value);
+  const bounded = options.boundedPerAccount === true;
+  if (bounded && typeof record.accountId !== 'string')
+    throw new TypeError("prepareRotation: boundedPerAccount needs the record's accountId");
+  const hash = await (options.hasher ?? defaultKeyHasher()).hash(generated.value, bounded ? { account: record.accountId as string } : {});
   return {
     key: generated.value,
     rotation: { id: record.id, hash, previousKeyExpiresAt: grace > 0 ? now + grace : null, now },

@@ -179,8 +179,9 @@ class BoundedCache<V> {
 export class KeyHasher {
   readonly scrypt: Readonly<ScryptParameters>;
   private readonly verified: BoundedCache<string>;
-  private readonly failed: BoundedCache<{ hash: string; until: number }>;
-  private readonly inFlight = new Map<string, Promise<boolean>>();
+  /** Until when each (key fingerprint, hash) pair that failed is known to fail. */
+  private readonly failed: BoundedCache<number>;
+  private readonly inFlight = new Map<string, Promise<string | undefined>>();
   private readonly maxConcurrent: number;
   private readonly failureTtlMs: number;
   /** When each recently guessed handle may run scrypt for a wrong secret again. */
@@ -251,6 +252,11 @@ export class KeyHasher {
     this.verified = new BoundedCache(cacheSize);
     this.failed = new BoundedCache(cacheSize);
     this.handleNextRun = new BoundedCache(cacheSize);
+  }
+
+  /** How many scrypt runs (verifications and hashes of new keys) are waiting for a slot now: the metrics' queue depth. */
+  get queued(): number {
+    return this.waitingVerifications.length + this.waitingHashes.length;
   }
 
   /** How many scrypt runs are running or waiting for a slot now (for benchmarks and health checks). */
@@ -340,18 +346,41 @@ export class KeyHasher {
   async verify(key: string, hash: string, handle?: string): Promise<boolean> {
     // A record without a hash (a broken store) must never match the empty cache slot.
     if (typeof hash !== 'string' || hash === '') return false;
+    return (await this.matchingHash(key, [hash], handle)) === hash;
+  }
+
+  /**
+   * Which of `hashes` the key matches, tried in order, or `undefined` for none: {@link verify} for a
+   * key record that holds two hashes during a rotation's grace period (the current secret's and the
+   * previous one's). The whole check takes one turn of the handle's wrong-secret budget, given back
+   * when a hash matches, so the previous secret's holders never lock the new one out. A match is
+   * cached like {@link verify}'s; each miss is remembered for `failureTtlMs` per hash.
+   *
+   * @example
+   * ```ts
+   * const matched = await hasher.matchingHash(key, [record.hash, record.previousHash], handle);
+   * if (matched === record.hash) {
+   *   // the current secret
+   * }
+   * ```
+   */
+  async matchingHash(key: string, hashes: ReadonlyArray<string | null>, handle?: string): Promise<string | undefined> {
+    // A record without a hash (a broken store) must never match the empty cache slot.
+    const valid = hashes.filter((hash): hash is string => typeof hash === 'string' && hash !== '');
     const id = fingerprint(key);
-    if (this.verified.get(id) === hash) return true;
-    const failure = this.failed.get(id);
-    if (failure !== undefined && failure.hash === hash && failure.until > this.now()) return false;
-    const flightId = `${id}\n${hash}`;
+    const verifiedHash = this.verified.get(id);
+    if (verifiedHash !== undefined && valid.includes(verifiedHash)) return verifiedHash;
+    const now = this.now();
+    const candidates = valid.filter((hash) => !((this.failed.get(`${id}\n${hash}`) ?? 0) > now));
+    if (candidates.length === 0) return undefined;
+    const flightId = `${id}\n${candidates.join('\n')}`;
     const pending = this.inFlight.get(flightId);
     if (pending) return pending;
     const slot = handle === undefined ? null : this.takeFailureSlot(handle);
     if (slot === false) {
       // Not remembered as failed: without scrypt we do not know that it is wrong.
       this.throttledVerifications++;
-      return false;
+      return undefined;
     }
     if (this.maxQueued !== null && this.running >= this.maxConcurrent && this.waitingVerifications.length >= this.maxQueued) {
       // A refusal for load must not cost the real key its handle's turn: give it back.
@@ -359,21 +388,28 @@ export class KeyHasher {
       this.refusedVerifications++;
       throw this.busy();
     }
-    const run = this.limited(() => Scrypt.verify(Buffer.from(hash, 'base64'), key), this.waitingVerifications)
-      .catch(() => false)
-      .then((ok) => {
-        if (ok) {
-          this.verified.set(id, hash);
-          this.failed.delete(id);
-          if (slot) this.releaseFailureSlot(slot);
-        } else {
-          this.failed.set(id, { hash, until: this.now() + this.failureTtlMs });
-        }
-        return ok;
+    const run = this.firstMatch(key, id, candidates)
+      .then((matched) => {
+        if (matched !== undefined && slot) this.releaseFailureSlot(slot);
+        return matched;
       })
       .finally(() => this.inFlight.delete(flightId));
     this.inFlight.set(flightId, run);
     return run;
+  }
+
+  /** scrypt against each candidate in turn (each run in a slot of its own), caching the match and remembering the misses. */
+  private async firstMatch(key: string, id: string, candidates: readonly string[]): Promise<string | undefined> {
+    for (const hash of candidates) {
+      const ok = await this.limited(() => Scrypt.verify(Buffer.from(hash, 'base64'), key), this.waitingVerifications).catch(() => false);
+      if (ok) {
+        this.verified.set(id, hash);
+        this.failed.delete(`${id}\n${hash}`);
+        return hash;
+      }
+      this.failed.set(`${id}\n${hash}`, this.now() + this.failureTtlMs);
+    }
+    return undefined;
   }
 
   /**

@@ -7,6 +7,7 @@ import { isoTime } from '../keys/public-key.js';
 import { type PublicLedgerEntry, publicLedgerEntry } from '../keys/public-ledger-entry.js';
 import { MAX_LEDGER_PAGE, roundUsd } from '../store/spend-rules.js';
 import type { KeyStore, LedgerEntryType, LedgerQuery, UsageRow } from '../store/types.js';
+import { trackRequest } from '../auth/request-metrics.js';
 import { validateId } from './validation.js';
 
 /** The answer of `GET /api/account`: the billing key's account, in USD. */
@@ -136,6 +137,7 @@ export function accountRoutes(
   return function accountRoute(req, res, path) {
     const route = ROUTES[(path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path) as keyof typeof ROUTES];
     if (route === undefined || req.method === 'OPTIONS') return false;
+    trackRequest(authenticator.metrics, req, res, `/api/${route}`);
     if (!ALLOWED_METHODS.includes(req.method ?? '')) {
       sendError(
         res,

@@ -1,12 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { prepareKey } from '../keys/accounts.js';
-import { publicKey } from '../keys/public-key.js';
+import { prepareKey, prepareRotation } from '../keys/accounts.js';
+import { isoTime, publicKey } from '../keys/public-key.js';
 import type { Middleware } from '../http/middleware.js';
 import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
+import { trackRequest } from '../auth/request-metrics.js';
 import { EventDispatcher, billingKeyActor } from '../events/events.js';
-import { DEFAULT_KEYS_PAGE_LIMIT } from '../defaults.js';
+import { DEFAULT_KEYS_PAGE_LIMIT, DEFAULT_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
 import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
 import { accountRoutes } from './account-routes.js';
 import { isJsonObject, readJsonBody } from '../http/body.js';
@@ -17,6 +18,7 @@ import type { KeyChanges, KeyRecord, KeyStore } from '../store/types.js';
 import {
   validateActive,
   validateExpiresAt,
+  validateGracePeriod,
   validateId,
   validateLimit,
   validateLimitReset,
@@ -41,10 +43,21 @@ const READ_ONLY_FIELDS = new Set([
   'lastUsedAt',
   'last_used_at',
 ]);
+const ROTATE_FIELDS = new Set(['grace_period']);
 const COLLECTION = /^\/keys\/?$/;
 /** Where below the mount the OpenAPI document is served (`GET /api/openapi.json`). */
 const OPENAPI_PATH = '/openapi.json';
 const ITEM = /^\/keys\/([^/]*)\/?$/;
+const ROTATE = /^\/keys\/([^/]*)\/rotate\/?$/;
+/** The methods each route answers; others answer 405 with `Allow`. */
+const ALLOWED_METHODS = {
+  collection: ['GET', 'HEAD', 'POST'],
+  item: ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE'],
+  rotate: ['POST'],
+} as const;
+type Route = keyof typeof ALLOWED_METHODS;
+/** The route label of each route in the request metrics. */
+const ROUTE_LABELS: Record<Route, string> = { collection: '/api/keys', item: '/api/keys/:id', rotate: '/api/keys/:id/rotate' };
 
 /**
  * The key management API, scoped to the billing key's account (`Authorization: Bearer mk-…`):
@@ -56,6 +69,7 @@ const ITEM = /^\/keys\/([^/]*)\/?$/;
  * | `GET /keys/:id` | 200 key |
  * | `PUT`/`PATCH /keys/:id` | 200 key |
  * | `DELETE /keys/:id` | 200 `{"id","deleted":true}` |
+ * | `POST /keys/:id/rotate` | 200 `{"id","key",…,"previousKeyExpiresAt"}`: a new secret for the same key, shown once |
  * | `GET /account` | 200 `{"id","balance","reserved","available","isFreeTier","createdAt"}` |
  * | `GET /transactions?limit=&before=&key_id=&type=` | 200 `{"transactions":[…],"has_more":bool}`, newest first |
  * | `GET /usage?from=&to=&group_by=` | 200 `{"usage":[…],"total":{…}}` |
@@ -74,7 +88,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   assertStore(store, 'keysRouter');
   const { maxBodyBytes, auth } = resolveKeysRouterOptions(options);
   const authenticator = new Authenticator(store, auth);
-  const { guard, now, logger } = authenticator;
+  const { guard, now, logger, metrics } = authenticator;
   const accountRoute = accountRoutes(store, authenticator);
   const events = new EventDispatcher(auth.onEvent, logger);
 
@@ -84,7 +98,10 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     context: ModelSwitchContext,
     keyId: number,
     at: number,
-    event: { type: 'key.created' | 'key.deleted' } | { type: 'key.updated'; changed: string[] },
+    event:
+      | { type: 'key.created' | 'key.deleted' }
+      | { type: 'key.updated'; changed: string[] }
+      | { type: 'key.rotated'; previousKeyExpiresAt: number | null },
   ): void {
     if (!events.enabled) return;
     events.afterResponse(res, { ...event, accountId: context.account.id, keyId, actor: billingKeyActor(context.key.id), time: at });
@@ -162,8 +179,40 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     keyEvent(res, context, updated.id, at, { type: 'key.updated', changed: Object.keys(body) });
   }
 
-  async function objectBody(req: IncomingMessage, res: ServerResponse, allowed: Set<string>): Promise<Record<string, unknown>> {
+  /**
+   * A new secret for one of the caller's keys: same record (id, handle and prefix, name, limits,
+   * usage, counters, `active`); the previous secret keeps working until `previousKeyExpiresAt`
+   * (`grace_period` after now; none for 0), and a rotation within a grace period ends the oldest
+   * secret at once (see `KeyStore.rotateKey`).
+   */
+  async function rotate(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext, rawId: string): Promise<void> {
+    const current = await ownKey(context, rawId);
+    // The body is optional: `curl -X POST …/rotate` rotates with no grace period.
+    const body = await objectBody(req, res, ROTATE_FIELDS, true);
+    const gracePeriodMs = body.grace_period === undefined ? DEFAULT_ROTATION_GRACE_PERIOD_MS : validateGracePeriod(body.grace_period);
+    const at = now();
+    const prepared = await prepareRotation(current, {
+      ...(options.hasher ? { hasher: options.hasher } : {}),
+      now: at,
+      gracePeriodMs,
+      boundedPerAccount: true,
+    });
+    const rotated = await guard.run('rotateKey', () => store.rotateKey(prepared.rotation));
+    if (!rotated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
+    const { id, ...fields } = publicKey(rotated, at);
+    const deadline = rotated.previousKeyExpiresAt;
+    sendJson(res, 200, { id, key: prepared.key, ...fields, previousKeyExpiresAt: deadline === null ? null : isoTime(deadline) });
+    keyEvent(res, context, rotated.id, at, { type: 'key.rotated', previousKeyExpiresAt: deadline });
+  }
+
+  async function objectBody(
+    req: IncomingMessage,
+    res: ServerResponse,
+    allowed: Set<string>,
+    optional = false,
+  ): Promise<Record<string, unknown>> {
     const { value } = await readJsonBody(req, res, maxBodyBytes);
+    if (optional && value === undefined) return {};
     if (!isJsonObject(value)) throw invalidRequest('Request body must be a JSON object');
     for (const name of Object.keys(value)) {
       if (READ_ONLY_FIELDS.has(name)) throw invalidRequest(`${name} cannot be set`, name);
@@ -172,7 +221,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     return value;
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse, route: 'collection' | 'item', rawId: string): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, route: Route, rawId: string): Promise<void> {
     const context = await authenticator.admit(req, res);
     (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
     const method = req.method;
@@ -182,10 +231,8 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
       throw invalidRequest(`Unknown query parameter ${name}`, name);
     }
     if (route === 'collection') return create(req, res, context);
+    if (route === 'rotate') return rotate(req, res, context, rawId);
     if (method === 'PUT' || method === 'PATCH') return update(req, res, context, rawId);
-    // EVENTS: key.rotated — when the rotate route (POST /keys/:id/rotate) is added here, emit after
-    // its answer: events.afterResponse(res, { type: 'key.rotated', accountId, keyId, actor:
-    // billingKeyActor(context.key.id), time, previousKeyExpiresAt }).
     const record = await ownKey(context, rawId);
     if (method === 'DELETE') {
       const deleted = await guard.run('deleteKey', () => store.deleteKey(record.id));
@@ -201,17 +248,20 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const path = (req.url ?? '/').split('?', 1)[0] as string;
     // Public, before any key is read: the document describes how to authenticate.
     if (path === OPENAPI_PATH && req.method !== 'OPTIONS') {
+      trackRequest(metrics, req, res, '/api/openapi.json');
       answerOpenApi(req, res);
       return;
     }
     if (accountRoute(req, res, path)) return;
-    const item = ITEM.exec(path);
-    const route = COLLECTION.test(path) ? 'collection' : item ? 'item' : null;
+    const rotation = ROTATE.exec(path);
+    const item = rotation ?? ITEM.exec(path);
+    const route: Route | null = COLLECTION.test(path) ? 'collection' : rotation ? 'rotate' : item ? 'item' : null;
     if (route === null || req.method === 'OPTIONS') {
       next();
       return;
     }
-    const allowed = route === 'collection' ? ['GET', 'HEAD', 'POST'] : ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE'];
+    trackRequest(metrics, req, res, ROUTE_LABELS[route]);
+    const allowed: readonly string[] = ALLOWED_METHODS[route];
     if (!allowed.includes(req.method ?? '')) {
       sendError(
         res,

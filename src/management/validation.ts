@@ -1,7 +1,8 @@
 import { invalidRequest } from '../errors/errors.js';
 import { intervalToMs } from '../auth/rate-limit.js';
-import { API_KEY_PATTERN } from '../keys/api-key.js';
+import { containsKey } from '../keys/api-key.js';
 import { MAX_ALLOWED_MODELS, MAX_MODEL_NAME_LENGTH } from '../keys/models.js';
+import { MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
 import type { LimitReset, RateLimitSetting } from '../store/types.js';
 
 const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
@@ -13,8 +14,6 @@ const CONTROL_CHARACTERS = /\p{Cc}/u;
  * the Braille blank. A name made only of these is blank however long it is.
  */
 const INVISIBLE_ONLY = /^[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
-/** A whole key, also glued to other characters: a name is shown in listings, so it must not carry one. */
-const KEY_IN_TEXT = new RegExp(API_KEY_PATTERN.source.replaceAll('\\b', ''));
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const ID = /^[1-9][0-9]{0,15}$/;
 
@@ -31,7 +30,8 @@ export function validateName(value: unknown, param = 'name'): string {
   // A lone surrogate is not text: stores that speak JSON to another process (Redis' cjson) refuse it.
   if (LONE_SURROGATE.test(value)) throw invalidRequest(`${param} must be valid Unicode text`, param);
   if (INVISIBLE_ONLY.test(value)) throw invalidRequest(`${param} must not be blank`, param);
-  if (KEY_IN_TEXT.test(value)) throw invalidRequest(`${param} must not contain an API key`, param);
+  // A name is shown in listings, so it must not carry a key, also not percent-encoded (`ms%2D…`).
+  if (containsKey(value)) throw invalidRequest(`${param} must not contain an API key`, param);
   return value;
 }
 
@@ -120,11 +120,36 @@ export function validateModels(value: unknown, param = 'models'): string[] | nul
     if (entry.slice(0, -1).includes('*')) {
       throw invalidRequest(`${where} may contain "*" only at its end (a prefix, e.g. "gpt-4o*")`, where);
     }
-    if (KEY_IN_TEXT.test(entry)) throw invalidRequest(`${where} must not contain an API key`, where);
+    if (containsKey(entry)) throw invalidRequest(`${where} must not contain an API key`, where);
     if (seen.has(entry)) throw invalidRequest(`${where} repeats "${entry}"`, where);
     seen.add(entry);
   });
   return [...(value as string[])];
+}
+
+const GRACE_PERIOD = /^(0|[1-9][0-9]{0,6})([smhd])$/;
+const GRACE_UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/**
+ * `grace_period` of a rotation, in ms: a duration written like `rate_limit.interval` (`"90s"`,
+ * `"15m"`, `"1h"`, `"7d"`, `"0s"`), or a whole number of seconds (`3600`), from 0 to 7 days; `null`
+ * is 0 (the previous secret stops at once).
+ */
+export function validateGracePeriod(value: unknown, param = 'grace_period'): number {
+  let ms = Number.NaN;
+  if (value === null) ms = 0;
+  else if (typeof value === 'number' && Number.isSafeInteger(value)) ms = value * 1000;
+  else if (typeof value === 'string') {
+    const match = GRACE_PERIOD.exec(value);
+    if (match) ms = Number(match[1]) * GRACE_UNIT_MS[match[2] as keyof typeof GRACE_UNIT_MS];
+  }
+  if (!(ms >= 0 && ms <= MAX_ROTATION_GRACE_PERIOD_MS)) {
+    throw invalidRequest(
+      `${param} must be a duration from 0 to 7 days: a whole number of seconds, or a string like "90s", "15m", "1h" or "7d"`,
+      param,
+    );
+  }
+  return ms;
 }
 
 /** `active`: a boolean. */

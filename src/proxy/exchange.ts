@@ -7,6 +7,7 @@ import type { InFlight } from './in-flight.js';
 import { countTokens, refusal } from './metering.js';
 import type { PreparedRequest } from './prepare.js';
 import { type TokenUsage, costOf } from './pricing.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import { storableText } from './request-id.js';
 
 /** How an exchange ended, for settlement and its log line. */
@@ -35,6 +36,8 @@ export interface ExchangeDependencies {
    * this (`holdMarginMs`); an answer still streaming renews it once half of this has passed.
    */
   readonly holdMarginMs: number;
+  /** The host's metrics (upstream latency, metered tokens and USD, reservations held), or `null`. */
+  readonly metrics: GatewayMetrics | null;
   /**
    * Told of each ledger entry a settlement wrote (or found, for a retry whose first attempt landed);
    * the router reports `account.balance_low` from it. What it throws is ignored.
@@ -106,6 +109,10 @@ export class Exchange {
   private open = true;
   /** A renewal of the hold is under way. */
   private renewing = false;
+  /** When the request went upstream (`performance.now()`), for the upstream latency. */
+  private sentAt: number | undefined;
+  /** The upstream's latency was reported (once per exchange). */
+  private upstreamReported = false;
   /** The hold was found gone when renewing it (another instance released it as expired): renewed no more. */
   private holdLost = false;
 
@@ -155,6 +162,7 @@ export class Exchange {
       inFlight.leave();
       throw error;
     }
+    dependencies.metrics?.reservationHeld(1);
     return new Exchange(dependencies, context, request, holdId, requestId, now);
   }
 
@@ -166,6 +174,7 @@ export class Exchange {
   /** The request sent upstream, to stop when the client leaves. */
   attach(upstreamRequest: UpstreamRequest): void {
     this.upstreamRequest = upstreamRequest;
+    this.sentAt ??= performance.now();
   }
 
   /** The upstream was silent past its timeout. */
@@ -173,9 +182,18 @@ export class Exchange {
     this.timedOutFlag = true;
   }
 
-  /** The upstream's answer began; `success` (2xx) makes it chargeable. */
-  answered(success: boolean): void {
+  /** The upstream's answer began with `status`; `success` (2xx) makes it chargeable. */
+  answered(success: boolean, status?: number): void {
     this.metered = success;
+    this.reportUpstream(status === undefined ? (success ? '2xx' : 'error') : `${Math.floor(status / 100)}xx`);
+  }
+
+  /** The upstream latency, once: to its answer's headers, or to the failure that ended the exchange without one. */
+  private reportUpstream(outcome: string): void {
+    const { metrics } = this.dependencies;
+    if (metrics === null || this.upstreamReported || this.sentAt === undefined) return;
+    this.upstreamReported = true;
+    metrics.upstream(this.request.upstream.name, this.request.model, outcome, (performance.now() - this.sentAt) / 1000);
   }
 
   /** `bytes` of the upstream's answer reached the client: the upstream is alive, so its hold is renewed when due. */
@@ -268,8 +286,9 @@ export class Exchange {
   }
 
   private async runSettlement(ending: Ending): Promise<void> {
-    const { store, guard, now, logger, inFlight } = this.dependencies;
+    const { store, guard, now, logger, inFlight, metrics } = this.dependencies;
     const { key, account } = this.context;
+    this.reportUpstream(this.timedOutFlag ? 'timeout' : 'error');
     try {
       const cost = this.chargeFor(ending);
       const usage = this.usage;
@@ -289,8 +308,18 @@ export class Exchange {
       // Token counting runs beside the settlement and fails on its own (the guard logs it), so its
       // failure never reads as a lost settlement.
       const counting = usage === undefined ? undefined : countTokens(store, guard, this.context, usage, at).catch(() => {});
+      let released = false;
+      /** The hold is settled (or given up on): it leaves the metrics' reservations held, once. */
+      const release = () => {
+        if (released) return;
+        released = true;
+        metrics?.reservationHeld(-1);
+      };
       const attempt = async () => {
         const entry = await guard.run('settleSpend', () => store.settleSpend(settlement));
+        release();
+        const details = settlement.usage;
+        if (metrics !== null && details !== undefined) metrics.metered(details.model, details.promptTokens, details.completionTokens, cost);
         if (entry) this.reportSettled(entry);
         return entry;
       };
@@ -302,10 +331,12 @@ export class Exchange {
         inFlight.track(
           retryInBackground(
             attempt,
-            () =>
+            () => {
               logger.error(
                 `modelswitch-keys: could not settle key ${key.id} (reserved ${this.request.reserved}, cost ${cost}); reconcile by hand`,
-              ),
+              );
+              release();
+            },
             inFlight,
           ),
         );

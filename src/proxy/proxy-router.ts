@@ -2,6 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
 import { findGeneration, isGenerationRequest } from '../auth/generation.js';
 import { isKeyInfoRequest, keyInfoBody } from '../auth/key-info.js';
+import { nameRoute, trackRequest } from '../auth/request-metrics.js';
+import { DEFAULT_PROXY_PATHS } from '../defaults.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { BufferBudget, readJsonBody } from '../http/body.js';
 import type { Middleware, NextFunction } from '../http/middleware.js';
@@ -105,7 +107,13 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
   const resolved = resolveProxyOptions(options);
   const { upstreams, pricing, allowUnpricedModels, isProxiedPath } = resolved;
   const authenticator = new Authenticator(store, resolved.auth);
-  const { guard, now, logger } = authenticator;
+  const { guard, now, logger, metrics } = authenticator;
+  /** Route labels of the metrics: the proxied paths named exactly (a RegExp-matched path is `/v1/*`, never the raw path). */
+  const proxiedRoutes = new Set(
+    (options.paths ?? DEFAULT_PROXY_PATHS)
+      .filter((path): path is string => typeof path === 'string')
+      .map((path) => path.replace(/(.)\/+$/, '$1')),
+  );
   /** What `drain()` waits for. */
   const inFlight = new InFlight();
   const announcer = new EventDispatcher(resolved.auth.onEvent, logger);
@@ -119,6 +127,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
     inFlight,
     holdMarginMs: resolved.holdMarginMs,
     onSettled: announcer.enabled ? reportBalance : undefined,
+    metrics,
   };
 
   /** `account.balance_low` when this settlement took the balance below the threshold (exactly once per crossing: ledger entries are serial per account). */
@@ -201,10 +210,12 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       throw invalidRequest('The request URL contains a ModelSwitch API key; remove it (keys are never sent to providers)');
     }
     if (isKeyInfoRequest(req)) {
+      nameRoute(req, '/v1/auth/key');
       sendJson(res, 200, keyInfoBody(context));
       return;
     }
     if (isGenerationRequest(req)) {
+      nameRoute(req, '/v1/generation');
       sendJson(res, 200, await findGeneration(store, guard, context, req.url));
       return;
     }
@@ -212,10 +223,12 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
     const allowed = context.key.models;
     const isOffered = allowed === null ? isListed : (model: string) => isModelAllowed(allowed, model) && isListed(model);
     if (req.method === 'GET' && path === '/models') {
+      nameRoute(req, '/v1/models');
       sendJson(res, 200, { object: 'list', data: listModels(upstreams, isOffered) });
       return;
     }
     if (req.method === 'GET' && path.startsWith('/models/')) {
+      nameRoute(req, '/v1/models/:id');
       let id = path.slice('/models/'.length);
       try {
         id = decodeURIComponent(id);
@@ -232,10 +245,13 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       next();
       return;
     }
+    nameRoute(req, proxiedRoutes.has(path) ? `/v1${path}` : '/v1/*');
     await forward(req, res, context);
   }
 
   const router = function proxyRouter(req: IncomingMessage, res: ServerResponse, next: NextFunction): void {
+    // Counted as `/v1/*` unless it is one of the proxy's own routes (named in serve).
+    trackRequest(metrics, req, res, '/v1/*');
     serve(req, res, next).catch((error: unknown) => answerError(res, error, logger));
   };
   const sweeper = new HoldSweeper(store, guard, now, logger, resolved.holdSweepIntervalMs);

@@ -171,7 +171,7 @@ export class UpstreamEvents {
     const contentType = String(proxyRes.headers['content-type'] ?? '');
     const isStream = contentType.includes('text/event-stream');
     const metered = status >= 200 && status < 300;
-    exchange.answered(metered);
+    exchange.answered(metered, status);
     res.statusCode = status;
     for (const [name, value] of Object.entries(proxyRes.headers)) {
       if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name) || isProviderRateLimit(name)) continue;

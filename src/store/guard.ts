@@ -2,6 +2,7 @@ import { DEFAULT_STORE_TIMEOUT_MS } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
 import { ModelSwitchError, answerWithoutStack } from '../errors/errors.js';
 import { type Logger, errorText, hostLogger } from '../log.js';
+import { type GatewayMetrics, isGatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { Awaitable } from './types.js';
 
 /** Options shared by every factory that talks to the store. */
@@ -10,6 +11,11 @@ export interface StoreGuardOptions {
   storeTimeoutMs?: number;
   /** Where outages are reported: one line when the store starts failing, one when it recovers. Default `console`. */
   logger?: Logger;
+  /**
+   * Where the factory reports its metrics: `prometheusMetrics()` answers one (requests by route,
+   * latencies, metered tokens and USD, store failures, queues). Default: none.
+   */
+  metrics?: GatewayMetrics;
 }
 
 /** {@link StoreGuardOptions} after {@link resolveStoreGuardOptions}: every field present and checked. */
@@ -17,6 +23,8 @@ export interface ResolvedStoreGuardOptions {
   readonly storeTimeoutMs: number;
   /** The host's logger (or `console`) made safe to call: see `hostLogger`. */
   readonly logger: Logger;
+  /** The host's metrics, or `null` for none. */
+  readonly metrics: GatewayMetrics | null;
 }
 
 /**
@@ -47,7 +55,14 @@ export function resolveStoreGuardOptions(options: StoreGuardOptions, factory: st
       `${factory}: options.logger must be an object with warn(message) and error(message), like console or a pino logger`,
     );
   }
-  return { storeTimeoutMs, logger: hostLogger(logger) };
+  const { metrics } = options;
+  if (metrics !== undefined && !isGatewayMetrics(metrics)) {
+    throw new ConfigurationError(
+      'ERR_MS_OPTION',
+      `${factory}: options.metrics must be what prometheusMetrics() answers (a GatewayMetrics)`,
+    );
+  }
+  return { storeTimeoutMs, logger: hostLogger(logger), metrics: metrics ?? null };
 }
 
 const outageByStore = new WeakMap<object, { down: boolean }>();
@@ -70,6 +85,7 @@ export class StoreGuard {
   private readonly timeoutMs: number;
   private readonly sweepEveryMs: number;
   private readonly logger: Logger;
+  private readonly metrics: GatewayMetrics | null;
   private readonly outage: { down: boolean };
   private readonly pending = new Set<PendingCall>();
   private sweeper: NodeJS.Timeout | undefined;
@@ -78,6 +94,7 @@ export class StoreGuard {
     this.timeoutMs = options.storeTimeoutMs;
     this.sweepEveryMs = Math.max(1, Math.min(250, this.timeoutMs / 4));
     this.logger = options.logger;
+    this.metrics = options.metrics;
     const known = outageByStore.get(store);
     this.outage = known ?? { down: false };
     if (!known) outageByStore.set(store, this.outage);
@@ -158,6 +175,7 @@ export class StoreGuard {
    */
   fail(operation: string, error: unknown): ModelSwitchError {
     if (error instanceof ModelSwitchError) return error;
+    this.metrics?.storeFailure(operation);
     if (error instanceof TypeError) {
       // The store refused an argument (say a NaN amount): a bug to fix, not an outage. Fail closed all the same.
       this.logger.error(`modelswitch-keys: the key store refused ${operation}: ${error.message}`);

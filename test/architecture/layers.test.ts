@@ -11,6 +11,7 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
  */
 const LAYERS: readonly (readonly string[])[] = [
   ['log.ts', 'defaults.ts', 'errors'],
+  ['metrics'],
   ['store', 'http', 'events'],
   ['keys', 'ledger'],
   ['auth', 'testing'],

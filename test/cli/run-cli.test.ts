@@ -78,6 +78,17 @@ describe('runCli on a store', () => {
     ]);
   });
 
+  it('refuses an account id that exists already (exit code 2), changing nothing', async () => {
+    const store = new MemoryKeyStore();
+    await cli(['account', 'create', '--id', 'team-1', '--balance', '3'], store);
+    expect(await cli(['account', 'create', '--id', 'team-1', '--balance', '5'], store)).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: 'modelswitch-keys: account team-1 exists already\n',
+    });
+    expect((await store.getAccount('team-1'))?.balance).toBe(3);
+  });
+
   it('prints a new billing key in full (the only output that holds a key), as text and as JSON', async () => {
     const store = new MemoryKeyStore();
     await cli(['account', 'create', '--id', 'team-1'], store);

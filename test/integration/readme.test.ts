@@ -96,7 +96,7 @@ describe('the README curl commands, run as written against the example gateway',
     const routes = readmeSteps().map(({ command }) => {
       const method = /-X (\w+)/.exec(command)?.[1] ?? (command.includes(' -d ') ? 'POST' : 'GET');
       const path = /http:\/\/localhost:3000(\/[^\s"'?]*)/.exec(command)?.[1] ?? '';
-      return `${method} ${path.replace(/\/keys\/\d+$/, '/keys/:id').replace(/\/models\/[^/]+$/, '/models/:id')}`;
+      return `${method} ${path.replace(/\/keys\/\d+(\/rotate)?$/, '/keys/:id$1').replace(/\/models\/[^/]+$/, '/models/:id')}`;
     });
     expect(new Set(routes)).toEqual(
       new Set([
@@ -106,6 +106,7 @@ describe('the README curl commands, run as written against the example gateway',
         'PUT /api/keys/:id',
         'PATCH /api/keys/:id',
         'DELETE /api/keys/:id',
+        'POST /api/keys/:id/rotate',
         'GET /api/account',
         'GET /api/transactions',
         'GET /api/usage',

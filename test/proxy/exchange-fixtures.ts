@@ -196,6 +196,7 @@ export function exchangeWorld() {
     logger,
     inFlight,
     holdMarginMs: DEFAULT_PROXY_HOLD_MARGIN_MS,
+    metrics: null,
   };
   return { clock, scheduler, logger, store, inFlight, dependencies };
 }

@@ -7,6 +7,7 @@ import { keysRouter } from '../../src/management/keys-router.js';
 import { type ProxyRouter, type ProxyRouterOptions, proxyRouter } from '../../src/proxy/proxy-router.js';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
 import type { KeyStore } from '../../src/store/types.js';
+import type { GatewayMetrics } from '../../src/metrics/gateway-metrics.js';
 import { type SeededAccount, type TestClock, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 import { type MockUpstream, startTestUpstream } from './mock-upstream.js';
 
@@ -52,6 +53,8 @@ export interface GatewayOptions {
   compression?: boolean;
   proxy?: Partial<ProxyRouterOptions>;
   store?: KeyStore;
+  /** Metrics for both modelSwitchAuth and proxyRouter. */
+  metrics?: GatewayMetrics;
   /** Mount keysRouter at `/api` too, with the same hasher, clock and logger. */
   api?: boolean;
 }
@@ -76,9 +79,14 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     now: clock.now,
     logger,
     hasher,
+    ...(options.metrics ? { metrics: options.metrics } : {}),
     ...options.proxy,
   });
-  app.use('/v1', modelSwitchAuth(store, { hasher, now: clock.now, logger }), proxy);
+  app.use(
+    '/v1',
+    modelSwitchAuth(store, { hasher, now: clock.now, logger, ...(options.metrics ? { metrics: options.metrics } : {}) }),
+    proxy,
+  );
   const server: Server = createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -4,7 +4,8 @@
  * `KeyHasher` (its own verified-key cache), its own rate-limit and spend bookkeeping, with
  * `keysRouter` on `/api` and `modelSwitchAuth` + `proxyRouter` (which answers `GET /v1/auth/key` too) on `/v1`, in front of
  * the test's mock upstream. Its clock is fixed (`GATEWAY_NOW`), so no window or period rolls over
- * during a test. Prints `{"port":…}` once listening; when its stdin ends (the test is done, or
+ * during a test, unless the test moves it: `PUT /clock/<epoch ms>` sets it (answering 204 once set),
+ * as a rotation's grace deadline needs. Prints `{"port":…}` once listening; when its stdin ends (the test is done, or
  * died), it closes, drains the proxy's settlements and exits.
  *
  * Environment: REDIS_URL, GATEWAY_PREFIX, GATEWAY_UPSTREAM (the mock's base URL with `/v1`), GATEWAY_NOW;
@@ -24,8 +25,8 @@ if (!REDIS_URL || !GATEWAY_PREFIX || !GATEWAY_UPSTREAM || !GATEWAY_NOW) {
   process.exit(2);
 }
 
-const fixedNow = Number(GATEWAY_NOW);
-const now = () => fixedNow;
+let current = Number(GATEWAY_NOW);
+const now = () => current;
 const store = new KeyvKeyStore(redisKeyv(REDIS_URL), { prefix: GATEWAY_PREFIX });
 const hasher = new KeyHasher({ scrypt: { logN: 10 } });
 const logger = {
@@ -42,6 +43,10 @@ const proxy = proxyRouter(store, {
   ...holdOptionsFromEnv(process.env.GATEWAY_HOLDS),
 });
 const app = express();
+app.put('/clock/:now', (req, res) => {
+  current = Number(req.params.now);
+  res.status(204).end();
+});
 app.use('/api', keysRouter(store, { hasher, now, logger }));
 app.use('/v1', modelSwitchAuth(store, { hasher, now, logger }), proxy);
 

@@ -235,6 +235,31 @@ describe('KeyHasher', () => {
       expect(subject.scryptRuns).toBe(3);
     });
 
+    it('checks a key against both hashes of a rotation in one turn, given back when either matches', async () => {
+      const clock = testClock();
+      const subject = hasher({ handleFailureLimit: 2, handleFailureWindowMs: 60_000, now: clock.now });
+      const previous = await storedKey();
+      // The rotated key: same handle, new secret.
+      const current = guessFor(previous.handle);
+      const currentHash = await hasher().hash(current);
+      expect(await subject.matchingHash(previous.key, [currentHash, previous.hash], previous.handle)).toBe(previous.hash);
+      expect(subject.scryptRuns).toBe(2);
+      // The turn came back: the new secret, cold, is checked at once, and matches the first hash.
+      expect(await subject.matchingHash(current, [currentHash, previous.hash], previous.handle)).toBe(currentHash);
+      expect({ scrypt: subject.scryptRuns, throttled: subject.throttledVerifications }).toEqual({ scrypt: 3, throttled: 0 });
+      // Cached: which hash each key matched, without scrypt; a list without it matches nothing (its
+      // miss against the current hash is remembered too).
+      expect(await subject.matchingHash(previous.key, [currentHash, previous.hash], previous.handle)).toBe(previous.hash);
+      expect(await subject.matchingHash(previous.key, [currentHash], previous.handle)).toBe(undefined);
+      expect(subject.scryptRuns).toBe(3);
+      // A guess matching neither spends one turn for both runs; the next guess waits for the next turn.
+      expect(await subject.matchingHash(guessFor(previous.handle), [currentHash, previous.hash], previous.handle)).toBe(undefined);
+      expect(subject.scryptRuns).toBe(5);
+      expect(await subject.matchingHash(guessFor(previous.handle), [currentHash, previous.hash], previous.handle)).toBe(undefined);
+      expect({ scrypt: subject.scryptRuns, throttled: subject.throttledVerifications }).toEqual({ scrypt: 5, throttled: 1 });
+      expect(await subject.matchingHash(current, [null, ''], previous.handle)).toBe(undefined);
+    });
+
     it('defaults to two wrong-secret runs per handle per minute', async () => {
       const clock = testClock();
       const subject = hasher({ now: clock.now });
