@@ -21,6 +21,7 @@ const KNOWN_CODES: readonly ModelSwitchErrorCode[] = [
   'method_not_allowed',
   'key_not_found',
   'model_not_found',
+  'generation_not_found',
   'route_not_found',
   'request_too_large',
   'unsupported_content_encoding',
