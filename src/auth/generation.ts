@@ -7,6 +7,7 @@ import { assertStore } from '../store/assert-store.js';
 import { StoreGuard, type StoreGuardOptions, resolveStoreGuardOptions } from '../store/guard.js';
 import { MAX_USAGE_NAME_LENGTH } from '../store/spend-rules.js';
 import type { KeyStore } from '../store/types.js';
+import { nameRoute } from './request-metrics.js';
 import type { ModelSwitchContext } from './authenticator.js';
 
 /** Whether a request is `GET <mount>/generation` (query string and trailing slash ignored). */
@@ -72,6 +73,7 @@ export function generationRoute(store: KeyStore, options: StoreGuardOptions = {}
       next();
       return;
     }
+    nameRoute(req, '/v1/generation');
     findGeneration(store, guard, context, req.url).then(
       (entry) => sendJson(res, 200, entry),
       (error: unknown) => answerError(res, error, resolved.logger),

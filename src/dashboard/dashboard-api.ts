@@ -4,9 +4,11 @@ import { isJsonObject, readJsonBody } from '../http/body.js';
 import { sendJson } from '../http/respond.js';
 import { prepareKey, prepareRotation } from '../keys/accounts.js';
 import { isoTime, publicKey } from '../keys/public-key.js';
+import { publicLedgerEntry } from '../keys/public-ledger-entry.js';
+import { accountAnswer, transactionsAnswer, usageAnswer } from '../management/account-routes.js';
 import { intervalToMs } from '../auth/rate-limit.js';
 import type { StoreGuard } from '../store/guard.js';
-import { MAX_LEDGER_PAGE, isUtcDate, roundUsd, utcDay } from '../store/spend-rules.js';
+import { MAX_LEDGER_PAGE } from '../store/spend-rules.js';
 import type { KeyChanges, KeyRecord, KeyStore, KeyType, LedgerEntry, LedgerEntryType } from '../store/types.js';
 import {
   validateActive,
@@ -14,6 +16,7 @@ import {
   validateId,
   validateLimit,
   validateLimitReset,
+  validateModels,
   validateName,
   validateRateLimit,
 } from '../management/validation.js';
@@ -31,10 +34,6 @@ export interface Caller {
 const CREATE_FIELDS = new Set(['type', 'name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const MAX_GRACE_MS = 7 * 24 * 60 * 60 * 1000;
-const MODEL_NAME = /^[^\s*]{1,200}\*?$/;
-const DEFAULT_TRANSACTIONS_PAGE = 50;
-const USAGE_DAYS = 30;
-const MAX_USAGE_DAYS = 366;
 /** The CSV export pages through at most this many entries (the ledger's retention bounds it anyway). */
 const MAX_CSV_ENTRIES = 100_000;
 const LEDGER_TYPES = new Set<LedgerEntryType>(['usage', 'credit', 'adjustment']);
@@ -88,10 +87,10 @@ export class DashboardApi {
       limit: body.limit === undefined ? null : validateLimit(body.limit),
       limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
       rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
+      models: body.models === undefined ? null : validateModels(body.models),
     };
-    const models = body.models === undefined ? null : validateModels(body.models);
     const prepared = await prepareKey(input, { hasher: this.options.hasher, now, boundedPerAccount: true });
-    const record = await this.guard.run('insertKey', () => this.store.insertKey({ ...prepared.record, models }));
+    const record = await this.guard.run('insertKey', () => this.store.insertKey(prepared.record));
     const { id, ...fields } = dashboardKey(record, now);
     sendJson(res, 201, { id, key: prepared.key, ...fields });
   }
@@ -139,30 +138,12 @@ export class DashboardApi {
   async account(caller: Caller, res: ServerResponse): Promise<void> {
     const account = await this.guard.run('getAccount', () => this.store.getAccount(caller.accountId));
     if (!account) throw new ModelSwitchError('key_not_found', 'The account no longer exists');
-    sendJson(res, 200, {
-      id: account.id,
-      balance: account.balance,
-      reserved: account.reserved,
-      available: roundUsd(account.balance - account.reserved),
-      isFreeTier: account.isFreeTier,
-      createdAt: isoTime(account.createdAt),
-    });
+    sendJson(res, 200, accountAnswer(account));
   }
 
+  /** `GET /api/transactions`, for the session's account. */
   async transactions(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
-    const filters = ledgerFilters(query, ['limit', 'before', 'type', 'key_id']);
-    let limit = DEFAULT_TRANSACTIONS_PAGE;
-    const rawLimit = query.get('limit');
-    if (rawLimit !== null) {
-      limit = /^[0-9]{1,4}$/.test(rawLimit) ? Number(rawLimit) : 0;
-      if (limit < 1 || limit > MAX_LEDGER_PAGE) throw invalidRequest(`limit must be an integer from 1 to ${MAX_LEDGER_PAGE}`, 'limit');
-    }
-    const rawBefore = query.get('before');
-    const before = rawBefore === null ? undefined : validateId(rawBefore, 'before');
-    const page = await this.guard.run('listLedger', () =>
-      this.store.listLedger(caller.accountId, { limit, ...filters, ...(before === undefined ? {} : { before }) }),
-    );
-    sendJson(res, 200, { transactions: page.entries.map(transaction), has_more: page.hasMore });
+    sendJson(res, 200, await transactionsAnswer(this.store, this.guard, caller.accountId, query));
   }
 
   /** The whole ledger (within retention) as CSV, newest first. */
@@ -187,25 +168,9 @@ export class DashboardApi {
     res.end(body);
   }
 
-  /** Usage aggregates of a date range (default the last 30 days): per day, key and model, with totals. */
+  /** `GET /api/usage` (`from`, `to`, `group_by`), for the session's account: the same totals. */
   async usage(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
-    for (const [name] of query) if (name !== 'from' && name !== 'to') throw invalidRequest(`Unknown query parameter ${name}`, name);
-    const now = this.options.now();
-    const to = query.get('to') ?? utcDay(now);
-    const from = query.get('from') ?? utcDay(Date.parse(`${to}T00:00:00Z`) - (USAGE_DAYS - 1) * 86_400_000);
-    if (!isUtcDate(from)) throw invalidRequest('from must be a UTC date YYYY-MM-DD', 'from');
-    if (!isUtcDate(to)) throw invalidRequest('to must be a UTC date YYYY-MM-DD', 'to');
-    const days = (Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 + 1;
-    if (days < 1 || days > MAX_USAGE_DAYS) throw invalidRequest(`from..to must span 1 to ${MAX_USAGE_DAYS} days`, 'from');
-    const rows = await this.guard.run('getUsage', () => this.store.getUsage(caller.accountId, { from, to }));
-    const total = { requests: 0, promptTokens: 0, completionTokens: 0, cost: 0 };
-    for (const row of rows) {
-      total.requests += row.requests;
-      total.promptTokens += row.promptTokens;
-      total.completionTokens += row.completionTokens;
-      total.cost = roundUsd(total.cost + row.cost);
-    }
-    sendJson(res, 200, { from, to, usage: rows, total });
+    sendJson(res, 200, await usageAnswer(this.store, this.guard, this.options.now(), caller.accountId, query));
   }
 
   private async objectBody(req: IncomingMessage, res: ServerResponse, allowed: ReadonlySet<string>): Promise<Record<string, unknown>> {
@@ -231,20 +196,6 @@ export function dashboardKey(record: KeyRecord, now: number) {
 function keyType(value: unknown, param = 'type'): KeyType {
   if (value === 'proxy' || value === 'billing') return value;
   throw invalidRequest(`${param} must be "proxy" or "billing"`, param);
-}
-
-/** `models`: `null` (every model) or 1–100 names, each exact or a prefix ending in `*`. */
-function validateModels(value: unknown): string[] | null {
-  if (value === null) return null;
-  if (!Array.isArray(value) || value.length < 1 || value.length > 100) {
-    throw invalidRequest('models must be null or a list of 1 to 100 model names', 'models');
-  }
-  for (const name of value) {
-    if (typeof name !== 'string' || !MODEL_NAME.test(name)) {
-      throw invalidRequest('each model must be a name without spaces, optionally ending in * (a prefix)', 'models');
-    }
-  }
-  return [...new Set(value as string[])];
 }
 
 /** `grace_period`: `0`, seconds as a number, or a duration like `"90s"`, `"1h"`, at most 7 days. */
@@ -276,24 +227,8 @@ function ledgerFilters(query: URLSearchParams, allowed: readonly string[]): { ty
   return filters;
 }
 
-function transaction(entry: LedgerEntry) {
-  return {
-    id: entry.id,
-    type: entry.type,
-    amount: entry.amount,
-    balanceAfter: entry.balanceAfter,
-    keyId: entry.keyId,
-    model: entry.model,
-    promptTokens: entry.promptTokens,
-    completionTokens: entry.completionTokens,
-    requestId: entry.requestId,
-    reference: entry.reference,
-    createdAt: isoTime(entry.createdAt),
-  };
-}
-
 function csvLine(entry: LedgerEntry): string {
-  const t = transaction(entry);
+  const t = publicLedgerEntry(entry);
   return [
     t.id,
     t.createdAt,

@@ -30,6 +30,29 @@ export const KEY_LENGTH = 3 + HANDLE_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH;
 export const API_KEY_PATTERN = /\bm[sk]-[0-9A-Za-z]{38}\b/;
 
 const WHOLE_KEY = /^m[sk]-[0-9A-Za-z]{38}$/;
+/** API_KEY_PATTERN without its word boundaries: a key glued to other characters is still a key. */
+const KEY_ANYWHERE = new RegExp(API_KEY_PATTERN.source.replaceAll('\\b', ''));
+const PERCENT_ESCAPE = /%([0-9A-Fa-f]{2})/g;
+/** Layers of percent-encoding undone when looking for a key (a URL may be encoded more than once). */
+const MAX_DECODE_ROUNDS = 5;
+
+/**
+ * Whether a text holds a whole key, glued to other characters or not, also percent-encoded once or
+ * several times (up to five layers): `ms%2D…` is still the key. Used wherever a key must not pass:
+ * request URLs, bodies and headers on their way to an upstream, and key names, which are shown.
+ */
+export function containsKey(text: string): boolean {
+  let current = text;
+  // Each round undoes one layer; key characters are ASCII, so byte-wise decoding suffices.
+  for (let round = 0; round < MAX_DECODE_ROUNDS; round++) {
+    if (KEY_ANYWHERE.test(current)) return true;
+    if (!current.includes('%')) return false;
+    const decoded = current.replace(PERCENT_ESCAPE, (_match, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
+    if (decoded === current) return false;
+    current = decoded;
+  }
+  return KEY_ANYWHERE.test(current);
+}
 
 /** The parts of a well-formed key. The secret stays inside the full `value`. */
 export interface ParsedApiKey {

@@ -6,7 +6,8 @@ import { answerError, sendError, sendJson } from '../http/respond.js';
 import { isoTime } from '../keys/public-key.js';
 import { type PublicLedgerEntry, publicLedgerEntry } from '../keys/public-ledger-entry.js';
 import { MAX_LEDGER_PAGE, roundUsd } from '../store/spend-rules.js';
-import type { KeyStore, LedgerEntryType, LedgerQuery, UsageRow } from '../store/types.js';
+import type { StoreGuard } from '../store/guard.js';
+import type { AccountRecord, KeyStore, LedgerEntryType, LedgerQuery, UsageRow } from '../store/types.js';
 import { trackRequest } from '../auth/request-metrics.js';
 import { validateId } from './validation.js';
 
@@ -78,59 +79,18 @@ export function accountRoutes(
 ): (req: IncomingMessage, res: ServerResponse, path: string) => boolean {
   const { guard, now, logger } = authenticator;
 
-  function account(context: ModelSwitchContext): AccountResponse {
-    // The account authentication read for this request: fresh from the store.
-    const { id, balance, reserved, isFreeTier, createdAt } = context.account;
-    return { id, balance, reserved, available: roundUsd(balance - reserved), isFreeTier, createdAt: isoTime(createdAt) };
-  }
-
-  async function transactions(context: ModelSwitchContext, query: URLSearchParams): Promise<TransactionsResponse> {
-    const request: LedgerQuery = { limit: DEFAULT_TRANSACTIONS_PAGE };
-    for (const [name, value] of query) {
-      if (name === 'limit') request.limit = pageSize(value);
-      else if (name === 'before') request.before = validateId(value, 'before');
-      // Another account's key id reads this account's entries of that key: none. No 404, so
-      // nothing tells whether the key exists elsewhere.
-      else if (name === 'key_id') request.keyId = validateId(value, 'key_id');
-      else if (name === 'type') request.type = entryType(value);
-      else throw unknownParameter(name);
-    }
-    const page = await guard.run('listLedger', () => store.listLedger(context.account.id, request));
-    return { transactions: page.entries.map(publicLedgerEntry), has_more: page.hasMore };
-  }
-
-  async function usage(context: ModelSwitchContext, query: URLSearchParams): Promise<UsageResponse> {
-    let from: number | undefined;
-    let to: number | undefined;
-    let grouping = DEFAULT_GROUPING;
-    for (const [name, value] of query) {
-      if (name === 'from') from = utcDate(value, 'from');
-      else if (name === 'to') to = utcDate(value, 'to');
-      else if (name === 'group_by') grouping = groupBy(value);
-      else throw unknownParameter(name);
-    }
-    to ??= Math.floor(now() / DAY_MS) * DAY_MS;
-    from ??= to - (DEFAULT_USAGE_DAYS - 1) * DAY_MS;
-    if (from > to) throw invalidRequest(`from must not be after to (${dateOf(to)})`, 'from');
-    if ((to - from) / DAY_MS + 1 > MAX_USAGE_DAYS) {
-      throw invalidRequest(`from and to may span at most ${MAX_USAGE_DAYS} days (both included)`, 'from');
-    }
-    const range = { from: dateOf(from), to: dateOf(to) };
-    const rows = await guard.run('getUsage', () => store.getUsage(context.account.id, range));
-    return summarize(rows, grouping);
-  }
-
   async function answer(req: IncomingMessage, res: ServerResponse, route: AccountRoute): Promise<void> {
     const context = await authenticator.admit(req, res);
     (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch = context;
     const query = queryOf(req.url);
     if (route === 'account') {
       for (const [name] of query) throw unknownParameter(name);
-      sendJson(res, 200, account(context));
+      // The account authentication read for this request: fresh from the store.
+      sendJson(res, 200, accountAnswer(context.account));
     } else if (route === 'transactions') {
-      sendJson(res, 200, await transactions(context, query));
+      sendJson(res, 200, await transactionsAnswer(store, guard, context.account.id, query));
     } else {
-      sendJson(res, 200, await usage(context, query));
+      sendJson(res, 200, await usageAnswer(store, guard, now(), context.account.id, query));
     }
   }
 
@@ -152,9 +112,81 @@ export function accountRoutes(
   };
 }
 
+/**
+ * The answer of `GET /api/account` for an account record (the dashboard's Billing page shows the same).
+ *
+ * @example
+ * ```ts
+ * accountAnswer(account); // { id: 'acct_…', balance: 10, reserved: 0, available: 10, isFreeTier: false, createdAt: '…' }
+ * ```
+ */
+export function accountAnswer(account: AccountRecord): AccountResponse {
+  const { id, balance, reserved, isFreeTier, createdAt } = account;
+  return { id, balance, reserved, available: roundUsd(balance - reserved), isFreeTier, createdAt: isoTime(createdAt) };
+}
+
+/**
+ * The answer of `GET /api/transactions?limit=&before=&key_id=&type=` for one account (the dashboard
+ * pages its transactions table with it). Throws 400 for a bad or unknown query parameter.
+ */
+export async function transactionsAnswer(
+  store: KeyStore,
+  guard: StoreGuard,
+  accountId: string,
+  query: URLSearchParams,
+): Promise<TransactionsResponse> {
+  const request: LedgerQuery = { limit: DEFAULT_TRANSACTIONS_PAGE };
+  for (const [name, value] of checkedQuery(query)) {
+    if (name === 'limit') request.limit = pageSize(value);
+    else if (name === 'before') request.before = validateId(value, 'before');
+    // Another account's key id reads this account's entries of that key: none. No 404, so
+    // nothing tells whether the key exists elsewhere.
+    else if (name === 'key_id') request.keyId = validateId(value, 'key_id');
+    else if (name === 'type') request.type = entryType(value);
+    else throw unknownParameter(name);
+  }
+  const page = await guard.run('listLedger', () => store.listLedger(accountId, request));
+  return { transactions: page.entries.map(publicLedgerEntry), has_more: page.hasMore };
+}
+
+/**
+ * The answer of `GET /api/usage?from=&to=&group_by=` for one account at time `now` (the dashboard's
+ * totals and chart come from it). Throws 400 for a bad or unknown query parameter.
+ */
+export async function usageAnswer(
+  store: KeyStore,
+  guard: StoreGuard,
+  now: number,
+  accountId: string,
+  query: URLSearchParams,
+): Promise<UsageResponse> {
+  let from: number | undefined;
+  let to: number | undefined;
+  let grouping = DEFAULT_GROUPING;
+  for (const [name, value] of checkedQuery(query)) {
+    if (name === 'from') from = utcDate(value, 'from');
+    else if (name === 'to') to = utcDate(value, 'to');
+    else if (name === 'group_by') grouping = groupBy(value);
+    else throw unknownParameter(name);
+  }
+  to ??= Math.floor(now / DAY_MS) * DAY_MS;
+  from ??= to - (DEFAULT_USAGE_DAYS - 1) * DAY_MS;
+  if (from > to) throw invalidRequest(`from must not be after to (${dateOf(to)})`, 'from');
+  if ((to - from) / DAY_MS + 1 > MAX_USAGE_DAYS) {
+    throw invalidRequest(`from and to may span at most ${MAX_USAGE_DAYS} days (both included)`, 'from');
+  }
+  const range = { from: dateOf(from), to: dateOf(to) };
+  const rows = await guard.run('getUsage', () => store.getUsage(accountId, range));
+  return summarize(rows, grouping);
+}
+
 /** The query parameters; a parameter given twice is refused (which one would count is a guess). */
 function queryOf(url: string | undefined): URLSearchParams {
-  const query = new URLSearchParams((url ?? '').split('?')[1] ?? '');
+  return checkedQuery(new URLSearchParams((url ?? '').split('?')[1] ?? ''));
+}
+
+/** `query` itself, once no parameter is given twice. */
+function checkedQuery(query: URLSearchParams): URLSearchParams {
   const seen = new Set<string>();
   for (const [name] of query) {
     if (seen.has(name)) throw invalidRequest(`${name} may be given once`, name);

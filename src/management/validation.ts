@@ -1,6 +1,6 @@
 import { invalidRequest } from '../errors/errors.js';
 import { intervalToMs } from '../auth/rate-limit.js';
-import { API_KEY_PATTERN } from '../keys/api-key.js';
+import { containsKey } from '../keys/api-key.js';
 import { MAX_ALLOWED_MODELS, MAX_MODEL_NAME_LENGTH } from '../keys/models.js';
 import { MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
 import type { LimitReset, RateLimitSetting } from '../store/types.js';
@@ -14,8 +14,6 @@ const CONTROL_CHARACTERS = /\p{Cc}/u;
  * the Braille blank. A name made only of these is blank however long it is.
  */
 const INVISIBLE_ONLY = /^[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
-/** A whole key, also glued to other characters: a name is shown in listings, so it must not carry one. */
-const KEY_IN_TEXT = new RegExp(API_KEY_PATTERN.source.replaceAll('\\b', ''));
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const ID = /^[1-9][0-9]{0,15}$/;
 
@@ -32,7 +30,8 @@ export function validateName(value: unknown, param = 'name'): string {
   // A lone surrogate is not text: stores that speak JSON to another process (Redis' cjson) refuse it.
   if (LONE_SURROGATE.test(value)) throw invalidRequest(`${param} must be valid Unicode text`, param);
   if (INVISIBLE_ONLY.test(value)) throw invalidRequest(`${param} must not be blank`, param);
-  if (KEY_IN_TEXT.test(value)) throw invalidRequest(`${param} must not contain an API key`, param);
+  // A name is shown in listings, so it must not carry a key, also not percent-encoded (`ms%2D…`).
+  if (containsKey(value)) throw invalidRequest(`${param} must not contain an API key`, param);
   return value;
 }
 
@@ -121,7 +120,7 @@ export function validateModels(value: unknown, param = 'models'): string[] | nul
     if (entry.slice(0, -1).includes('*')) {
       throw invalidRequest(`${where} may contain "*" only at its end (a prefix, e.g. "gpt-4o*")`, where);
     }
-    if (KEY_IN_TEXT.test(entry)) throw invalidRequest(`${where} must not contain an API key`, where);
+    if (containsKey(entry)) throw invalidRequest(`${where} must not contain an API key`, where);
     if (seen.has(entry)) throw invalidRequest(`${where} repeats "${entry}"`, where);
     seen.add(entry);
   });

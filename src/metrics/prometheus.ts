@@ -221,8 +221,17 @@ function boundedLabel(allowed: readonly string[] | undefined, cap: number): (val
   };
 }
 
-/** prom-client, loaded when metrics are asked for: the package works without it otherwise. */
-function loadPromClient(load: (id: string) => unknown = createRequire(import.meta.url)): typeof PromClient {
+/**
+ * prom-client, loaded when metrics are asked for: the package works without it otherwise. A
+ * missing prom-client (not one of its own dependencies) becomes a ConfigurationError saying
+ * `npm install prom-client`.
+ *
+ * @example
+ * ```ts
+ * const { Registry } = loadPromClient();
+ * ```
+ */
+export function loadPromClient(load: (id: string) => unknown = createRequire(import.meta.url)): typeof PromClient {
   try {
     return load('prom-client') as typeof PromClient;
   } catch (error) {

@@ -215,6 +215,7 @@ export function proxyRouter(store: KeyStore, options: ProxyRouterOptions): Proxy
       return;
     }
     if (isGenerationRequest(req)) {
+      nameRoute(req, '/v1/generation');
       sendJson(res, 200, await findGeneration(store, guard, context, req.url));
       return;
     }

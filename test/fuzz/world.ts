@@ -21,6 +21,7 @@ const KNOWN_CODES: readonly ModelSwitchErrorCode[] = [
   'method_not_allowed',
   'key_not_found',
   'model_not_found',
+  'generation_not_found',
   'route_not_found',
   'request_too_large',
   'unsupported_content_encoding',
@@ -265,9 +266,21 @@ export async function runCase(
   await settled(world);
   const after = await snapshot(world);
   lastSnapshot.set(world, after);
-  if (answer.status >= 400) expect(after, `${req.method} ${req.path} → ${answer.status} changed the store`).toEqual(before);
+  const last = `${outage ? '(store down) ' : ''}${req.method} ${req.path} → ${answer.status} ${answer.text.slice(0, 200)}`;
+  if (answer.status >= 400) {
+    const changed = differences(before, after);
+    if (changed.length > 0) {
+      throw new Error(
+        `${req.method} ${req.path} → ${answer.status} changed the store:\n${changed.join('\n')}\nafter:\n${(previous.get(world) ?? []).join('\n')}`,
+      );
+    }
+  }
+  previous.set(world, [last, ...(previous.get(world) ?? [])].slice(0, 5));
   return answer;
 }
+
+/** The last cases, newest first, named when a case fails on a change one of them may have left behind. */
+const previous = new WeakMap<FuzzWorld, string[]>();
 
 /** Counts the answer's status and code (and with `FUZZ_STATS=messages`, the method and the error message). */
 function count(world: FuzzWorld, req: FuzzRequest, answer: FuzzAnswer): void {
@@ -286,4 +299,16 @@ export function printStats(world: FuzzWorld, title: string): void {
   if (!process.env.FUZZ_STATS) return;
   const rows = [...world.stats].sort((a, b) => b[1] - a[1]).map(([outcome, count]) => `  ${String(count).padStart(5)} ${outcome}`);
   console.log(`${title}:\n${rows.join('\n')}`);
+}
+
+/** Where two snapshots differ, as `path: before → after` lines (a failure then says what changed). */
+function differences(before: unknown, after: unknown, path = ''): string[] {
+  if (Object.is(before, after)) return [];
+  if (typeof before !== 'object' || typeof after !== 'object' || before === null || after === null) {
+    return [`${path || '(root)'}: ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
+  }
+  const names = new Set([...Object.keys(before), ...Object.keys(after)]);
+  return [...names].flatMap((name) =>
+    differences((before as Record<string, unknown>)[name], (after as Record<string, unknown>)[name], `${path}.${name}`),
+  );
 }

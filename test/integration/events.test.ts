@@ -96,12 +96,16 @@ describe('onEvent', () => {
     const created = await host.call('POST', '/api/keys', seeded.billingKey, { name: 'Support bot' });
     expect(created.status).toBe(201);
     const keyId = created.body.id as number;
-    const proxyKey = created.body.key as string;
+    let proxyKey = created.body.key as string;
     await vi.waitFor(() => expect(log).toHaveLength(2));
     expect((await host.call('PATCH', `/api/keys/${keyId}`, seeded.billingKey, { limit: 0.05, name: 'Support' })).status).toBe(200);
+    const rotated = await host.call('POST', `/api/keys/${keyId}/rotate`, seeded.billingKey, { grace_period: '1h' });
+    expect(rotated.status).toBe(200);
+    const proxyKeyBefore = proxyKey;
+    proxyKey = rotated.body.key as string;
     // $1.02 − $0.028: the balance goes below $1, once.
     expect((await host.call('POST', '/v1/chat/completions', proxyKey, chat())).status).toBe(200);
-    await vi.waitFor(() => expect(log).toHaveLength(6));
+    await vi.waitFor(() => expect(log).toHaveLength(8));
     // $0.028 used of $0.05: the next request's $0.028 would pass the limit.
     expect((await host.call('POST', '/v1/chat/completions', proxyKey, chat())).body).toMatchObject({
       error: { code: 'spend_limit_reached' },
@@ -109,14 +113,14 @@ describe('onEvent', () => {
     // Below the threshold already: another settlement is no second crossing.
     expect((await host.call('POST', '/v1/chat/completions', seeded.proxyKey, chat())).status).toBe(200);
     expect((await host.call('DELETE', `/api/keys/${keyId}`, seeded.billingKey)).status).toBe(200);
-    await vi.waitFor(() => expect(log).toHaveLength(11));
+    await vi.waitFor(() => expect(log).toHaveLength(13));
     const credited = await creditBalance(host.store, seeded.account.id, 5, {
       reference: 'pay_1',
       now: at,
       onEvent: (event) => log.push(event),
     });
     expect(credited?.applied).toBe(true);
-    expect(log).toHaveLength(11);
+    expect(log).toHaveLength(13);
     await delivered();
     await creditBalance(host.store, seeded.account.id, 5, { reference: 'pay_1', now: at, onEvent: (event) => log.push(event) });
     await adjustBalance(host.store, seeded.account.id, -5.5, { reference: 'ticket-1', now: at, onEvent: (event) => log.push(event) });
@@ -129,6 +133,8 @@ describe('onEvent', () => {
       { type: 'key.created', accountId: seeded.account.id, keyId, actor: billing, time: at },
       `answered PATCH /api/keys/${keyId} 200`,
       { type: 'key.updated', accountId: seeded.account.id, keyId, actor: billing, time: at, changed: ['limit', 'name'] },
+      `answered POST /api/keys/${keyId}/rotate 200`,
+      { type: 'key.rotated', accountId: seeded.account.id, keyId, actor: billing, time: at, previousKeyExpiresAt: at + 3_600_000 },
       `answered POST /v1/chat/completions 200`,
       { type: 'account.balance_low', accountId: seeded.account.id, keyId, actor: proxyActor, time: at, balance: 0.992, threshold: 1 },
       `answered POST /v1/chat/completions 403`,
@@ -149,7 +155,7 @@ describe('onEvent', () => {
       { type: 'account.balance_low', accountId: seeded.account.id, keyId: null, actor: 'host', time: at, balance: 0.464, threshold: 1 },
     ]);
     const text = JSON.stringify(log);
-    for (const key of [proxyKey, seeded.proxyKey, seeded.billingKey]) expect(text).not.toContain(key.slice(3, 11));
+    for (const key of [proxyKeyBefore, proxyKey, seeded.proxyKey, seeded.billingKey]) expect(text).not.toContain(key.slice(3, 11));
     expect(redactKeys(text)).toBe(text);
     expect(host.logger.lines).toEqual([]);
   });

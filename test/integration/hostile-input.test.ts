@@ -90,6 +90,8 @@ describe.each(FRAMEWORKS)('keysRouter under %s never echoes a key, and refuses n
   it.each([
     ['a key', `backup of ${key}`, 'name must not contain an API key'],
     ['a key glued to text', `x${key}x`, 'name must not contain an API key'],
+    ['a percent-encoded key', key.replace('-', '%2D'), 'name must not contain an API key'],
+    ['a key percent-encoded twice', `see ${key.replace('-', '%252D')}`, 'name must not contain an API key'],
     ['a C1 control character', 'Prod\u0085uction', 'name must not contain control characters'],
     ['a C1 CSI', '\u009b31mred', 'name must not contain control characters'],
     ['only a zero-width space', '\u200b', 'name must not be blank'],

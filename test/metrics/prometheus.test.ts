@@ -6,6 +6,7 @@ import express from 'express';
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigurationError, MemoryKeyStore, keysRouter, prometheusMetrics } from '../../src/index.js';
+import { PROM_CLIENT_MISSING_MESSAGE, loadPromClient } from '../../src/metrics/prometheus.js';
 import { fastHasher, seedAccount } from '../helpers.js';
 import { type Gateway, MOCK_PRICE, chat, deferred, post, startGateway } from '../proxy/harness.js';
 
@@ -110,6 +111,7 @@ describe('prometheusMetrics on a gateway', () => {
       await fetch(`${gateway.url}/models/model-${i}-${Math.random()}`, { headers });
       await fetch(`${gateway.url}/random/${i}/${Math.random()}`, { headers, method: 'POST' });
       await fetch(`${gateway.url}/chat/completions/${gateway.proxyKey}`, { headers, method: 'POST' });
+      await fetch(`${gateway.url}/generation?id=req_${i}${Math.random()}`, { headers });
     }
     const store = new MemoryKeyStore();
     const hasher = fastHasher();
@@ -126,8 +128,8 @@ describe('prometheusMetrics on a gateway', () => {
 
     const text = await scrape(metrics);
     const routes = new Set(series(text, 'modelswitch_http_requests_total').map((line) => /route="([^"]*)"/.exec(line)?.[1]));
-    expect([...routes].sort()).toEqual(['/api/keys', '/api/keys/:id', '/api/openapi.json', '/v1/*', '/v1/models/:id']);
-    expect(series(text, 'modelswitch_http_requests_total').length).toBeLessThanOrEqual(10);
+    expect([...routes].sort()).toEqual(['/api/keys', '/api/keys/:id', '/api/openapi.json', '/v1/*', '/v1/generation', '/v1/models/:id']);
+    expect(series(text, 'modelswitch_http_requests_total').length).toBeLessThanOrEqual(12);
     expect(text).not.toMatch(/m[sk]-[0-9A-Za-z]{8}/);
     expect(text).not.toContain('random');
   });
@@ -148,6 +150,21 @@ describe('prometheusMetrics on a gateway', () => {
     expect(models).toHaveLength(51);
     expect(models.slice(0, 50)).toEqual(Array.from({ length: 50 }, (_, i) => `model-${i}`));
     expect(series(await scrape(open), 'gw_tokens_total').at(-1)).toBe('gw_tokens_total{model="other",kind="prompt"} 151');
+  });
+
+  it('says npm install prom-client (ConfigurationError ERR_MS_OPTION) when prom-client is missing, and passes other load failures on', () => {
+    const missing = Object.assign(new Error("Cannot find module 'prom-client'"), { code: 'MODULE_NOT_FOUND' });
+    expect(() =>
+      loadPromClient(() => {
+        throw missing;
+      }),
+    ).toThrow(expect.objectContaining({ name: 'ConfigurationError', code: 'ERR_MS_OPTION', message: PROM_CLIENT_MISSING_MESSAGE }));
+    const broken = Object.assign(new Error("Cannot find module 'tdigest'"), { code: 'MODULE_NOT_FOUND' });
+    expect(() =>
+      loadPromClient(() => {
+        throw broken;
+      }),
+    ).toThrow(broken);
   });
 
   it('refuses a bad prefix or models with a ConfigurationError', () => {

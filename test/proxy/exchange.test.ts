@@ -148,9 +148,10 @@ describe('Exchange.reserve', () => {
       world.answer({ ok: true, holdId: 'late-hold' });
       await world.inFlight.drain();
       expect(world.store.settlements).toHaveLength(1);
-      expect(world.logger.lines.at(-1)).toBe(
+      expect(world.logger.lines).toEqual([
+        'error: modelswitch-keys: key store unavailable (settleSpend: connection reset); requests that need it answer 503 until it recovers',
         'error: modelswitch-keys: could not release a late reservation of $0.212 for key 7; reconcile by hand',
-      );
+      ]);
     });
   });
 });
@@ -298,6 +299,29 @@ describe('Exchange.settle on every ending', () => {
     expect(logger.lines).toEqual([
       'warn: modelswitch-keys: upstream mock reported usage for model mock-model that prices to 1000000000000000.1 USD; charged the reserved maximum',
     ]);
+  });
+
+  it('usage that prices to exactly the USD bound ($1e12) is charged as it is; a token more is not', async () => {
+    for (const [promptTokens, cost, lines] of [
+      [1e15, 1e12, []],
+      [1e15 + 1, RESERVED, [expect.stringContaining('prices to 1000000000000.0011 USD; charged the reserved maximum')]],
+    ] as const) {
+      const { store, logger, exchange } = await reservedExchange();
+      exchange.answered(true);
+      exchange.reportUsage({ promptTokens, completionTokens: 0, cachedPromptTokens: 0 });
+      await exchange.settle('completed');
+      expect(store.settlements).toEqual([settlement(cost, START + 1500, details(promptTokens, 0))]);
+      expect(logger.lines).toEqual(lines);
+    }
+  });
+
+  it('an error answer that reported usage is charged it, and its ledger entry has the details', async () => {
+    const { store, logger, exchange } = await reservedExchange();
+    exchange.answered(false);
+    exchange.reportUsage(USAGE);
+    await exchange.settle('completed');
+    expect(store.settlements).toEqual([settlement(COST, START + 1500, details())]);
+    expect(logger.lines).toEqual([]);
   });
 
   it("records the upstream's answer id and the model as a store keeps them (well-formed, at most 200 characters)", async () => {
@@ -517,6 +541,25 @@ describe('Exchange hold renewal', () => {
     expect(logger.lines).toEqual([
       'warn: modelswitch-keys: the hold of a request of key 7 was released as expired while its answer still ran (gateway clocks apart, or holdMarginMs too short); it is still charged when it ends',
     ]);
+  });
+
+  it('a renewal that finds the hold gone because its own answer settled meanwhile says nothing', async () => {
+    const { store, clock, logger, exchange } = await reservedExchange({ stream: true });
+    let answerRenewal: (live: boolean) => void = () => {};
+    store.extendAnswer = () =>
+      new Promise<boolean>((resolve) => {
+        answerRenewal = resolve;
+      });
+    exchange.answered(true);
+    clock.advance(HALF_MARGIN);
+    exchange.forwarded(100);
+    exchange.reportUsage(USAGE);
+    await exchange.settle('completed');
+    answerRenewal(false);
+    await settled();
+    expect(store.extensions).toHaveLength(1);
+    expect(store.settlements).toEqual([settlement(COST, START + 1500 + HALF_MARGIN, details())]);
+    expect(logger.lines).toEqual([]);
   });
 
   it('a clock that throws mid-stream skips the renewal without breaking the stream', async () => {

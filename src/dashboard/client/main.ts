@@ -48,9 +48,9 @@ interface Transaction {
   createdAt: string;
 }
 
+/** A group of `api/usage?group_by=day,model`. */
 interface UsageRow {
   date: string;
-  keyId: number;
   model: string;
   requests: number;
   promptTokens: number;
@@ -618,12 +618,15 @@ async function renderBilling(): Promise<void> {
     h('div', { class: 'toolbar' }, h('h2', {}, 'Transactions'), exportLink),
     table,
   );
+  // The last 30 UTC days, today included: what /api/usage answers by default.
+  const to = new Date().toISOString().slice(0, 10);
+  const from = new Date(Date.parse(`${to}T00:00:00Z`) - 29 * 86_400_000).toISOString().slice(0, 10);
   const card = (label: string, value: string, id: string) =>
     h('div', { class: 'card stat' }, h('span', { class: 'muted' }, label), h('strong', { 'data-stat': id }, value));
   try {
     const [account, usage] = await Promise.all([
       api<{ balance: number; reserved: number; available: number }>('GET', 'api/account'),
-      api<{ from: string; to: string; usage: UsageRow[]; total: { requests: number; cost: number } }>('GET', 'api/usage'),
+      api<{ usage: UsageRow[]; total: { requests: number; cost: number } }>('GET', `api/usage?from=${from}&to=${to}&group_by=day,model`),
     ]);
     summary.replaceChildren(
       card('Balance', usd(account.balance), 'balance'),
@@ -632,7 +635,7 @@ async function renderBilling(): Promise<void> {
       card('Spent, last 30 days', usd(usage.total.cost), 'spent'),
       card('Requests, last 30 days', String(usage.total.requests), 'requests'),
     );
-    chart.replaceChildren(spendChart(usage.usage, usage.from, usage.to));
+    chart.replaceChildren(spendChart(usage.usage, from, to));
   } catch (failure) {
     summary.replaceChildren(message('error', errorText(failure)));
   } finally {
