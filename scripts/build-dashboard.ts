@@ -1,7 +1,7 @@
 // Builds the dashboard's browser assets (src/dashboard/client) into dist/dashboard: one minified
 // script and one stylesheet, which dashboardRouter serves. Run by `npm run build` (tsup's onSuccess)
 // and on its own with `npm run build:dashboard`.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -14,8 +14,11 @@ export async function buildDashboardAssets(outDir = join(ROOT, 'dist', 'dashboar
   mkdirSync(outDir, { recursive: true });
   const script = join(outDir, 'app.js');
   const stylesheet = join(outDir, 'app.css');
-  await Promise.all([
+  // Built in memory and renamed into place, so a server reading the assets while a test process
+  // rebuilds them (test files build them too) never serves a half-written file.
+  const outputs = await Promise.all([
     build({
+      write: false,
       entryPoints: [join(CLIENT, 'main.ts')],
       outfile: script,
       bundle: true,
@@ -25,8 +28,13 @@ export async function buildDashboardAssets(outDir = join(ROOT, 'dist', 'dashboar
       legalComments: 'none',
       logLevel: 'warning',
     }),
-    build({ entryPoints: [join(CLIENT, 'style.css')], outfile: stylesheet, bundle: true, minify: true, logLevel: 'warning' }),
+    build({ write: false, entryPoints: [join(CLIENT, 'style.css')], outfile: stylesheet, bundle: true, minify: true, logLevel: 'warning' }),
   ]);
+  for (const file of outputs.flatMap((output) => output.outputFiles)) {
+    const temporary = `${file.path}.${process.pid}.tmp`;
+    writeFileSync(temporary, file.contents);
+    renameSync(temporary, file.path);
+  }
   return { script, stylesheet };
 }
 

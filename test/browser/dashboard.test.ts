@@ -62,7 +62,7 @@ async function authKey(origin: string, key: string): Promise<number> {
   return (await fetch(`${origin}/v1/auth/key`, { headers: { authorization: `Bearer ${key}` } })).status;
 }
 
-describe.skipIf(skipReason !== undefined)('the dashboard in chromium', () => {
+describe.skipIf(skipReason !== undefined)('the dashboard in chromium', { timeout: 60_000 }, () => {
   let browser: Browser;
   let context: BrowserContext;
   let page: Page;

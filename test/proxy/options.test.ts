@@ -67,7 +67,12 @@ describe('resolveProxyOptions', () => {
       now: Date.now,
       storeTimeoutMs: DEFAULT_STORE_TIMEOUT_MS,
       logger: undefined,
+      metrics: null,
+      onEvent: undefined,
+      rateLimitHeaders: expect.any(Function),
     });
+    // The default header set is draft-6, as express-rate-limit's default.
+    expect(resolved.auth.rateLimitHeaders?.name).toBe('draft6Headers');
     expect(DEFAULT_PROXY_PATHS.map(resolved.isProxiedPath)).toEqual([true, true, true, true]);
     expect(['/images/generations', '/models'].map(resolved.isProxiedPath)).toEqual([false, false]);
     expect(estimatePromptTokensFromBytes({}, 9)).toBe(3);
