@@ -137,7 +137,9 @@ describe.skipIf(skipReason !== undefined)('the dashboard in chromium', { timeout
   it('signs in with the billing key, which appears nowhere afterwards', async () => {
     await page.goto(`${origin}/dashboard`);
     expect(page.url()).toBe(`${origin}/dashboard/`);
-    // The key field has the focus: type, then Enter.
+    // The key field has the focus once the page has asked for its session: type, then Enter.
+    await page.getByLabel('Billing key').waitFor();
+    await page.waitForLoadState('networkidle');
     await page.keyboard.type(billingKey);
     expect(await seriousViolations(page)).toEqual([]);
     await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-sign-in.png') });
