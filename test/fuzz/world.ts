@@ -178,13 +178,14 @@ export function keysIn(world: FuzzWorld, text: string): string[] {
  * - no 5xx but a 503 `store_unavailable` during a store outage;
  * - every error (≥ 400) is the contract's JSON, `{"error":{"message","type","code","param"?}}`, its
  *   status the code's, `no-store`, a 401 with its challenge, a 429 with `Retry-After`, a 405 with `Allow`;
- * - no key value anywhere in the answer (the one exception: the new key in a 201 of `POST /api/keys`,
- *   which is recorded as a key of the world from then on).
+ * - no key value anywhere in the answer (the exceptions: the new key in a 201 of `POST /api/keys` and
+ *   in a 200 of `POST /api/keys/:id/rotate`, each recorded as a key of the world from then on).
  */
 export function checkAnswer(world: FuzzWorld, req: FuzzRequest, answer: FuzzAnswer, outage: boolean): void {
   const label = `${req.method} ${req.path} → ${answer.status} ${answer.text.slice(0, 300)}`;
   let whole = answer.whole;
-  if (answer.status === 201 && req.method === 'POST') {
+  const rotated = answer.status === 200 && req.method === 'POST' && /\/rotate\/?(\?|$)/.test(req.path);
+  if ((answer.status === 201 || rotated) && req.method === 'POST') {
     const created = JSON.parse(answer.text) as { key?: unknown; id?: unknown };
     expect(typeof created.key, label).toBe('string');
     world.keys.push(created.key as string);
