@@ -9,17 +9,8 @@ import { accountAnswer, transactionsAnswer, usageAnswer } from '../management/ac
 import { intervalToMs } from '../auth/rate-limit.js';
 import type { StoreGuard } from '../store/guard.js';
 import { MAX_LEDGER_PAGE } from '../store/spend-rules.js';
-import type { KeyChanges, KeyRecord, KeyStore, KeyType, LedgerEntry, LedgerEntryType } from '../store/types.js';
-import {
-  validateActive,
-  validateExpiresAt,
-  validateId,
-  validateLimit,
-  validateLimitReset,
-  validateModels,
-  validateName,
-  validateRateLimit,
-} from '../management/validation.js';
+import type { KeyRecord, KeyStore, KeyType, LedgerEntry, LedgerEntryType } from '../store/types.js';
+import { keyChangesFromBody, keySettingsFromBody, validateId } from '../management/validation.js';
 import type { ResolvedDashboardOptions } from './options.js';
 
 /** Who the request is from: the account it may see and change. */
@@ -79,16 +70,7 @@ export class DashboardApi {
     const now = this.options.now();
     if (type === 'billing' && body.models !== undefined && body.models !== null)
       throw invalidRequest('models applies to proxy keys only', 'models');
-    const input = {
-      accountId: caller.accountId,
-      type,
-      name: validateName(body.name),
-      expiresAt: body.expires_at === undefined ? null : validateExpiresAt(body.expires_at, now),
-      limit: body.limit === undefined ? null : validateLimit(body.limit),
-      limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
-      rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
-      models: body.models === undefined ? null : validateModels(body.models),
-    };
+    const input = { accountId: caller.accountId, type, ...keySettingsFromBody(body, now) };
     const prepared = await prepareKey(input, { hasher: this.options.hasher, now, boundedPerAccount: true });
     const record = await this.guard.run('insertKey', () => this.store.insertKey(prepared.record));
     const { id, ...fields } = dashboardKey(record, now);
@@ -99,17 +81,9 @@ export class DashboardApi {
     const current = await this.ownKey(caller, rawId);
     const body = await this.objectBody(req, res, UPDATE_FIELDS);
     const now = this.options.now();
-    const changes: KeyChanges = {};
-    if (body.name !== undefined) changes.name = validateName(body.name);
-    if (body.active !== undefined) changes.active = validateActive(body.active);
-    if (body.expires_at !== undefined) changes.expiresAt = validateExpiresAt(body.expires_at, now);
-    if (body.limit !== undefined) changes.limit = validateLimit(body.limit);
-    if (body.limit_reset !== undefined) changes.limitReset = validateLimitReset(body.limit_reset);
-    if (body.rate_limit !== undefined) changes.rateLimit = validateRateLimit(body.rate_limit);
-    if (body.models !== undefined) {
-      if (current.type === 'billing' && body.models !== null) throw invalidRequest('models applies to proxy keys only', 'models');
-      changes.models = validateModels(body.models);
-    }
+    if (current.type === 'billing' && body.models !== undefined && body.models !== null)
+      throw invalidRequest('models applies to proxy keys only', 'models');
+    const changes = keyChangesFromBody(body, now);
     const updated = await this.guard.run('updateKey', () => this.store.updateKey(current.id, changes));
     if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
     sendJson(res, 200, dashboardKey(updated, now));

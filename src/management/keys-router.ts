@@ -14,18 +14,8 @@ import { isJsonObject, readJsonBody } from '../http/body.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { answerOpenApi } from './openapi.js';
 import { sendError, sendJson } from '../http/respond.js';
-import type { KeyChanges, KeyRecord, KeyStore } from '../store/types.js';
-import {
-  validateActive,
-  validateExpiresAt,
-  validateGracePeriod,
-  validateId,
-  validateLimit,
-  validateLimitReset,
-  validateModels,
-  validateName,
-  validateRateLimit,
-} from './validation.js';
+import type { KeyRecord, KeyStore } from '../store/types.js';
+import { keyChangesFromBody, keySettingsFromBody, validateGracePeriod, validateId } from './validation.js';
 
 const CREATE_FIELDS = new Set(['name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
@@ -140,18 +130,8 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
 
   async function create(req: IncomingMessage, res: ServerResponse, context: ModelSwitchContext): Promise<void> {
     const body = await objectBody(req, res, CREATE_FIELDS);
-    if (body.name === undefined) throw invalidRequest('name is required', 'name');
     const at = now();
-    const input = {
-      accountId: context.account.id,
-      type: 'proxy' as const,
-      name: validateName(body.name),
-      expiresAt: body.expires_at === undefined ? null : validateExpiresAt(body.expires_at, at),
-      limit: body.limit === undefined ? null : validateLimit(body.limit),
-      limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
-      rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
-      models: body.models === undefined ? null : validateModels(body.models),
-    };
+    const input = { accountId: context.account.id, type: 'proxy' as const, ...keySettingsFromBody(body, at) };
     // Bounded per account, and behind every verification: one account's flood of creations neither
     // fills the scrypt queue nor delays another account's requests (see KeyHasher).
     const prepared = await prepareKey(input, { hasher: auth.hasher, now: at, boundedPerAccount: true });
@@ -165,14 +145,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const current = await ownKey(context, rawId);
     const body = await objectBody(req, res, UPDATE_FIELDS);
     const at = now();
-    const changes: KeyChanges = {};
-    if (body.name !== undefined) changes.name = validateName(body.name);
-    if (body.active !== undefined) changes.active = validateActive(body.active);
-    if (body.expires_at !== undefined) changes.expiresAt = validateExpiresAt(body.expires_at, at);
-    if (body.limit !== undefined) changes.limit = validateLimit(body.limit);
-    if (body.limit_reset !== undefined) changes.limitReset = validateLimitReset(body.limit_reset);
-    if (body.rate_limit !== undefined) changes.rateLimit = validateRateLimit(body.rate_limit);
-    if (body.models !== undefined) changes.models = validateModels(body.models);
+    const changes = keyChangesFromBody(body, at);
     const updated = await guard.run('updateKey', () => store.updateKey(current.id, changes));
     if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
     sendJson(res, 200, publicKey(updated, at));

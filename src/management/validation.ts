@@ -3,7 +3,7 @@ import { intervalToMs } from '../auth/rate-limit.js';
 import { containsKey } from '../keys/api-key.js';
 import { MAX_ALLOWED_MODELS, MAX_MODEL_NAME_LENGTH } from '../keys/models.js';
 import { MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
-import type { LimitReset, RateLimitSetting } from '../store/types.js';
+import type { KeyChanges, LimitReset, RateLimitSetting } from '../store/types.js';
 
 const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
 /** C0, DEL and C1 (U+0080–U+009F): every control character (Unicode category Cc). */
@@ -163,4 +163,55 @@ export function validateId(value: string, param = 'id'): number {
   const id = ID.test(value) ? Number(value) : Number.NaN;
   if (!Number.isSafeInteger(id)) throw invalidRequest(`${param} must be a positive integer`, param);
   return id;
+}
+
+/** A new key's settings, each checked as the management API checks it. */
+export interface KeySettings {
+  name: string;
+  expiresAt: number | null;
+  limit: number | null;
+  limitReset: LimitReset | null;
+  rateLimit: RateLimitSetting | null;
+  models: string[] | null;
+}
+
+/**
+ * The settings of a key to create from a request body (`name` required; `expires_at`, `limit`,
+ * `limit_reset`, `rate_limit`, `models` optional, `null` when left out), checked in that order so
+ * the first bad field is the one named. The body's field names are checked by the caller.
+ *
+ * @example
+ * const settings = keySettingsFromBody({ name: 'ci', limit: 5 }, Date.now());
+ * // { name: 'ci', expiresAt: null, limit: 5, limitReset: null, rateLimit: null, models: null }
+ */
+export function keySettingsFromBody(body: Record<string, unknown>, now: number): KeySettings {
+  if (body.name === undefined) throw invalidRequest('name is required', 'name');
+  return {
+    name: validateName(body.name),
+    expiresAt: body.expires_at === undefined ? null : validateExpiresAt(body.expires_at, now),
+    limit: body.limit === undefined ? null : validateLimit(body.limit),
+    limitReset: body.limit_reset === undefined ? null : validateLimitReset(body.limit_reset),
+    rateLimit: body.rate_limit === undefined ? null : validateRateLimit(body.rate_limit),
+    models: body.models === undefined ? null : validateModels(body.models),
+  };
+}
+
+/**
+ * The changes to a key from a request body: only the fields it sets (`name`, `active`,
+ * `expires_at`, `limit`, `limit_reset`, `rate_limit`, `models`), each checked. The body's field
+ * names are checked by the caller.
+ *
+ * @example
+ * keyChangesFromBody({ active: false }, Date.now()); // { active: false }
+ */
+export function keyChangesFromBody(body: Record<string, unknown>, now: number): KeyChanges {
+  const changes: KeyChanges = {};
+  if (body.name !== undefined) changes.name = validateName(body.name);
+  if (body.active !== undefined) changes.active = validateActive(body.active);
+  if (body.expires_at !== undefined) changes.expiresAt = validateExpiresAt(body.expires_at, now);
+  if (body.limit !== undefined) changes.limit = validateLimit(body.limit);
+  if (body.limit_reset !== undefined) changes.limitReset = validateLimitReset(body.limit_reset);
+  if (body.rate_limit !== undefined) changes.rateLimit = validateRateLimit(body.rate_limit);
+  if (body.models !== undefined) changes.models = validateModels(body.models);
+  return changes;
 }
