@@ -3,6 +3,9 @@
 // key value only ever lives in the shown-once dialog's DOM and is dropped when it closes: never in a
 // URL, storage, a cookie or the console.
 
+import type { PublicKey } from '../../keys/public-key.js';
+import type { PublicLedgerEntry } from '../../keys/public-ledger-entry.js';
+
 interface Session {
   kind: 'billing-key' | 'identify';
   accountId: string;
@@ -12,41 +15,11 @@ interface Session {
   csrfToken: string;
 }
 
-interface RateLimit {
-  requests: number;
-  interval: string;
-}
+/** A key as the dashboard's `api/keys` answers it: the management API's fields plus its type and rotation deadline. */
+type DashboardKey = PublicKey & { type: 'proxy' | 'billing'; previousKeyExpiresAt: string | null };
 
-interface DashboardKey {
-  id: number;
-  name: string;
-  prefix: string;
-  active: boolean;
-  createdAt: string;
-  expiresAt: string | null;
-  lastUsedAt: string | null;
-  usage: number;
-  limit: number | null;
-  limitReset: string | null;
-  rateLimit: RateLimit | null;
-  type: 'proxy' | 'billing';
-  models: string[] | null;
-  previousKeyExpiresAt: string | null;
-}
-
-interface Transaction {
-  id: number;
-  type: string;
-  amount: number;
-  balanceAfter: number;
-  keyId: number | null;
-  model: string | null;
-  promptTokens: number | null;
-  completionTokens: number | null;
-  requestId: string | null;
-  reference: string | null;
-  createdAt: string;
-}
+/** A ledger entry as the dashboard's `api/transactions` answers it: the management API's own shape. */
+type Transaction = PublicLedgerEntry;
 
 /** A group of `api/usage?group_by=day,model`. */
 interface UsageRow {
