@@ -82,6 +82,17 @@ const statusAndType: Record<ModelSwitchErrorCode, [number, ModelSwitchErrorType]
 export const AUTH_REALM = 'modelswitch';
 
 /**
+ * The HTTP status and error type an error code answers with (the one table `ModelSwitchError` uses).
+ *
+ * @example
+ * errorStatusAndType('key_not_found'); // { status: 404, type: 'not_found_error' }
+ */
+export function errorStatusAndType(code: ModelSwitchErrorCode): { status: number; type: ModelSwitchErrorType } {
+  const [status, type] = statusAndType[code];
+  return { status, type };
+}
+
+/**
  * An error that maps to one HTTP answer of the contract. Every error this package sends is one of
  * these: a store failure becomes a 503 `store_unavailable`, an upstream failure a 502 or 504, and
  * anything else thrown inside a handler a 500 `internal_error` with a fixed message, never a stack

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { DEFAULT_PROXY_PATHS } from '../defaults.js';
-import { ModelSwitchError, type ModelSwitchErrorCode, type ModelSwitchErrorType } from '../errors/errors.js';
+import { ModelSwitchError, type ModelSwitchErrorCode, type ModelSwitchErrorType, errorStatusAndType } from '../errors/errors.js';
 import { sendError } from '../http/respond.js';
 
 /**
@@ -25,83 +25,39 @@ export interface OpenApiDocument extends JsonObject {
 /** Error codes the document names: every code the package answers with but the dashboard's, whose JSON API serves its own page, not clients (docs/dashboard.md). */
 export type DocumentedErrorCode = Exclude<ModelSwitchErrorCode, 'session_required' | 'csrf_check_failed'>;
 
-/** Status, type and when each documented code is answered (the contract's error table, DESIGN "Errors"). */
-const ERRORS: Record<DocumentedErrorCode, { status: number; type: ModelSwitchErrorType; when: string }> = {
-  invalid_api_key: {
-    status: 401,
-    type: 'authentication_error',
-    when: 'the Authorization header is missing or malformed (message "Missing or invalid Authorization header"), or the key is unknown, mistyped or has a wrong secret',
-  },
-  expired_api_key: { status: 401, type: 'authentication_error', when: 'the key is past its `expiresAt`' },
-  wrong_key_type: {
-    status: 401,
-    type: 'authentication_error',
-    when: 'a billing key (`mk-`) on `/v1` or a proxy key (`ms-`) on `/api`; the message says which key to use',
-  },
-  key_deactivated: { status: 403, type: 'permission_error', when: 'the key is deactivated (`active: false`)' },
-  spend_limit_reached: {
-    status: 403,
-    type: 'permission_error',
-    when: "the request could cost more than is left of the key's spend `limit` in its current period",
-  },
-  model_not_allowed: { status: 403, type: 'permission_error', when: "the key's `models` allow-list does not match the request's `model`" },
-  insufficient_balance: { status: 402, type: 'billing_error', when: "the account's available balance cannot cover the request" },
-  rate_limit_exceeded: {
-    status: 429,
-    type: 'rate_limit_error',
-    when: "over the key's rate limit (requests, or tokens per window); on `POST /api/keys` also while the account has too many key creations under way",
-  },
-  invalid_request: {
-    status: 400,
-    type: 'invalid_request_error',
-    when: 'a bad body, field, id or query parameter (`param` names it), or a ModelSwitch key in the URL or body of a proxied request',
-  },
-  method_not_allowed: {
-    status: 405,
-    type: 'invalid_request_error',
-    when: 'a method the route does not take (`Allow` lists those it does)',
-  },
-  key_not_found: {
-    status: 404,
-    type: 'not_found_error',
-    when: "no key with that id, or another account's key (never 403: no existence leak)",
-  },
-  model_not_found: {
-    status: 404,
-    type: 'not_found_error',
-    when: 'no upstream serves the `model`, or it has no price and the host did not opt in to unpriced models',
-  },
-  generation_not_found: {
-    status: 404,
-    type: 'not_found_error',
-    when: "no request of this key has that request id or upstream answer id (another key's requests are never found)",
-  },
-  route_not_found: {
-    status: 404,
-    type: 'invalid_request_error',
-    when: "the host's own answer to an unknown URL (the package never sends it)",
-  },
-  request_too_large: { status: 413, type: 'invalid_request_error', when: 'the body is larger than the configured limit' },
-  unsupported_content_encoding: {
-    status: 415,
-    type: 'invalid_request_error',
-    when: 'a `Content-Encoding` other than gzip, deflate, br or identity (one coding)',
-  },
-  internal_error: {
-    status: 500,
-    type: 'api_error',
-    when: 'an unexpected failure of the host or the package (a fixed message, never a stack trace); please report it',
-  },
-  upstream_error: { status: 502, type: 'api_error', when: 'the upstream could not be reached or answered garbage' },
-  store_unavailable: { status: 503, type: 'api_error', when: 'the key store failed or timed out: the gateway fails closed' },
-  verification_busy: { status: 503, type: 'api_error', when: 'too many keys wait for scrypt verification right now (with `Retry-After`)' },
-  server_busy: {
-    status: 503,
-    type: 'api_error',
-    when: 'the gateway holds too many request bodies or key creations right now (with `Retry-After`)',
-  },
-  upstream_timeout: { status: 504, type: 'api_error', when: 'the upstream did not answer within the configured timeout' },
+/** When each documented code is answered (the contract's error table, DESIGN "Errors"); its status and type are ModelSwitchError's. */
+const WHEN: Record<DocumentedErrorCode, string> = {
+  invalid_api_key:
+    'the Authorization header is missing or malformed (message "Missing or invalid Authorization header"), or the key is unknown, mistyped or has a wrong secret',
+  expired_api_key: 'the key is past its `expiresAt`',
+  wrong_key_type: 'a billing key (`mk-`) on `/v1` or a proxy key (`ms-`) on `/api`; the message says which key to use',
+  key_deactivated: 'the key is deactivated (`active: false`)',
+  spend_limit_reached: "the request could cost more than is left of the key's spend `limit` in its current period",
+  model_not_allowed: "the key's `models` allow-list does not match the request's `model`",
+  insufficient_balance: "the account's available balance cannot cover the request",
+  rate_limit_exceeded:
+    "over the key's rate limit (requests, or tokens per window); on `POST /api/keys` also while the account has too many key creations under way",
+  invalid_request:
+    'a bad body, field, id or query parameter (`param` names it), or a ModelSwitch key in the URL or body of a proxied request',
+  method_not_allowed: 'a method the route does not take (`Allow` lists those it does)',
+  key_not_found: "no key with that id, or another account's key (never 403: no existence leak)",
+  model_not_found: 'no upstream serves the `model`, or it has no price and the host did not opt in to unpriced models',
+  generation_not_found: "no request of this key has that request id or upstream answer id (another key's requests are never found)",
+  route_not_found: "the host's own answer to an unknown URL (the package never sends it)",
+  request_too_large: 'the body is larger than the configured limit',
+  unsupported_content_encoding: 'a `Content-Encoding` other than gzip, deflate, br or identity (one coding)',
+  internal_error: 'an unexpected failure of the host or the package (a fixed message, never a stack trace); please report it',
+  upstream_error: 'the upstream could not be reached or answered garbage',
+  store_unavailable: 'the key store failed or timed out: the gateway fails closed',
+  verification_busy: 'too many keys wait for scrypt verification right now (with `Retry-After`)',
+  server_busy: 'the gateway holds too many request bodies or key creations right now (with `Retry-After`)',
+  upstream_timeout: 'the upstream did not answer within the configured timeout',
 };
+
+/** Each documented code's status and type (ModelSwitchError's own) and when it is sent. */
+const ERRORS = Object.fromEntries(
+  (Object.keys(WHEN) as DocumentedErrorCode[]).map((code) => [code, { ...errorStatusAndType(code), when: WHEN[code] }]),
+) as Record<DocumentedErrorCode, { status: number; type: ModelSwitchErrorType; when: string }>;
 
 /**
  * The status and type of a code as this document states them (tests compare them with
