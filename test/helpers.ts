@@ -96,3 +96,8 @@ export async function rawRequest(port: number, head: string | Buffer): Promise<R
     socket.write(head);
   });
 }
+
+/** The whole error body of a 400 `invalid_request`, with `param` when the answer names one. */
+export function invalid(message: string, param?: string) {
+  return { error: { message, type: 'invalid_request_error', code: 'invalid_request', ...(param === undefined ? {} : { param }) } };
+}

@@ -3,16 +3,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startGateway as startExample } from '../../examples/gateway.js';
 import { API_KEY_PATTERN, MemoryKeyStore, ModelSwitchError, generateApiKey, redactKeys } from '../../src/index.js';
 import { FRAMEWORKS, buildApp } from '../app.js';
-import { type SeededAccount, fastHasher, seedAccount, testClock } from '../helpers.js';
+import { type SeededAccount, fastHasher, seedAccount, testClock, invalid } from '../helpers.js';
 import { type Gateway, startGateway } from '../proxy/harness.js';
 
 const hasher = fastHasher();
 /** Any whole key in a text, glued to other characters or not. */
 const ANY_KEY = new RegExp(API_KEY_PATTERN.source.replaceAll('\\b', ''));
-
-function invalid(message: string, param?: string) {
-  return { error: { message, type: 'invalid_request_error', code: 'invalid_request', ...(param === undefined ? {} : { param }) } };
-}
 
 /** Status and JSON body of an answer, after checking that its text holds no key at all. */
 async function answerWithoutKey(res: Response): Promise<{ status: number; body: unknown }> {

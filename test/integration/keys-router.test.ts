@@ -3,7 +3,7 @@ import request from 'supertest';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { MemoryKeyStore, keysRouter } from '../../src/index.js';
 import { FRAMEWORKS, buildApp } from '../app.js';
-import { type SeededAccount, fastHasher, seedAccount, testClock } from '../helpers.js';
+import { type SeededAccount, fastHasher, seedAccount, testClock, invalid } from '../helpers.js';
 
 const hasher = fastHasher();
 const KEY_FIELDS = [
@@ -20,10 +20,6 @@ const KEY_FIELDS = [
   'rateLimit',
   'models',
 ];
-
-function invalid(message: string, param?: string) {
-  return { error: { message, type: 'invalid_request_error', code: 'invalid_request', ...(param === undefined ? {} : { param }) } };
-}
 
 describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
   let store: MemoryKeyStore;

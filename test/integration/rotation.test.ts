@@ -2,7 +2,7 @@ import request from 'supertest';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { type KeyHasher, MemoryKeyStore } from '../../src/index.js';
 import { FRAMEWORKS, buildApp } from '../app.js';
-import { type SeededAccount, type TestClock, fastHasher, seedAccount, testClock } from '../helpers.js';
+import { type SeededAccount, type TestClock, fastHasher, seedAccount, testClock, invalid } from '../helpers.js';
 
 const HOUR = 3_600_000;
 const TOKEN_CHALLENGE = 'Bearer realm="modelswitch", error="invalid_token"';
@@ -23,10 +23,6 @@ const KEY_FIELDS = [
   'models',
   'previousKeyExpiresAt',
 ];
-
-function invalid(message: string, param?: string) {
-  return { error: { message, type: 'invalid_request_error', code: 'invalid_request', ...(param === undefined ? {} : { param }) } };
-}
 
 describe.each(FRAMEWORKS)('POST /api/keys/:id/rotate under %s', (framework) => {
   let store: MemoryKeyStore;

@@ -2,16 +2,13 @@ import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BufferBudget } from '../../src/http/body.js';
+import { invalid } from '../helpers.js';
 import { type Gateway, chat, deferred, post, startGateway } from './harness.js';
 
 let gateway: Gateway;
 afterEach(async () => {
   await gateway?.close();
 });
-
-function invalid(message: string, param?: string) {
-  return { error: { message, type: 'invalid_request_error', code: 'invalid_request', ...(param === undefined ? {} : { param }) } };
-}
 
 /** POSTs raw bytes with the key and the given headers; answers status, headers and the parsed body. */
 async function postBytes(body: Buffer, headers: Record<string, string>): Promise<{ status: number; headers: Headers; body: unknown }> {
