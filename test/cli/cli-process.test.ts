@@ -7,6 +7,7 @@ import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_KEY_PATTERN, KeyvKeyStore, type KeyStore, keysRouter } from '../../src/index.js';
 import { PostgresKeyStore } from '../../src/store/postgres/index.js';
+import { sampleKeyRecord } from '../../src/testing/index.js';
 import { DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from '../stores/postgres-env.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from '../stores/redis-env.js';
 import { type BinRun, ensureBuilt, runBin } from './built-bin.js';
@@ -192,27 +193,7 @@ describe.each(TARGETS)('modelswitch-keys on $name', (target) => {
 
   it.skipIf(skip)('sums usage by day, key or model from the usage aggregates', async () => {
     const { id } = json(await bin('account', 'create', '--balance', '5', '--json')) as { id: string };
-    const key = await store.insertKey({
-      handle: `h${Math.random().toString(36).slice(2, 11)}`.padEnd(10, 'x').slice(0, 10),
-      type: 'proxy',
-      accountId: id,
-      name: 'app',
-      prefix: 'ms-abcd',
-      hash: 'x',
-      active: true,
-      createdAt: 0,
-      expiresAt: null,
-      lastUsedAt: null,
-      usage: 0,
-      usagePeriod: null,
-      reserved: 0,
-      limit: null,
-      limitReset: null,
-      rateLimit: null,
-      models: null,
-      previousHash: null,
-      previousKeyExpiresAt: null,
-    });
+    const key = await store.insertKey(sampleKeyRecord(id, { name: 'app' }));
     const settle = (model: string, day: string, cost: number, n: number) =>
       store.settleSpend({
         keyId: key.id,
