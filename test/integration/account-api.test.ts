@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { creditBalance } from '../../src/keys/accounts.js';
 import { isoTime } from '../../src/keys/public-key.js';
+import type { PublicLedgerEntry } from '../../src/keys/public-ledger-entry.js';
 import { PostgresKeyStore } from '../../src/store/postgres/index.js';
 import { KeyvKeyStore } from '../../src/store/keyv/keyv-store.js';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
@@ -79,20 +80,6 @@ async function createKey(gateway: Gateway, name: string): Promise<{ id: number; 
   });
   expect(res.status).toBe(201);
   return (await res.json()) as { id: number; key: string };
-}
-
-interface PublicEntry {
-  id: number;
-  type: string;
-  amount: number;
-  balanceAfter: number;
-  keyId: number | null;
-  model: string | null;
-  promptTokens: number | null;
-  completionTokens: number | null;
-  requestId: string | null;
-  reference: string | null;
-  createdAt: string;
 }
 
 /** A store the account API runs on, made once per describe block and closed after it. */
@@ -229,7 +216,7 @@ for (const storeCase of STORES) {
 
       const transactions = await get(`${g.apiUrl}/transactions`, g.billingKey);
       expect(transactions).toEqual(ok({ transactions: [creditEntry, ...[...usageEntries].reverse(), opening], has_more: false }));
-      const entries = (transactions.body as { transactions: PublicEntry[] }).transactions;
+      const entries = (transactions.body as { transactions: PublicLedgerEntry[] }).transactions;
       const entryIds = entries.map((entry) => entry.id);
       expect(entryIds).toEqual([...entryIds].sort((a, b) => b - a));
       expect(roundUsd(entries.reduce((sum, entry) => sum + entry.amount, 0))).toBe(balance);
@@ -237,7 +224,7 @@ for (const storeCase of STORES) {
       // The first key's usage, two at a time with the cursor.
       const firstPage = await get(`${g.apiUrl}/transactions?type=usage&key_id=${g.proxyKeyId}&limit=2`, g.billingKey);
       expect(firstPage).toEqual(ok({ transactions: [usageEntries[5], usageEntries[2]], has_more: true }));
-      const cursor = (firstPage.body as { transactions: PublicEntry[] }).transactions[1]?.id;
+      const cursor = (firstPage.body as { transactions: PublicLedgerEntry[] }).transactions[1]?.id;
       expect(await get(`${g.apiUrl}/transactions?type=usage&key_id=${g.proxyKeyId}&limit=2&before=${cursor}`, g.billingKey)).toEqual(
         ok({ transactions: [usageEntries[1], usageEntries[0]], has_more: false }),
       );
@@ -318,7 +305,7 @@ for (const storeCase of STORES) {
       for (;;) {
         const page = await get(`${g.apiUrl}/transactions?limit=1000${before === undefined ? '' : `&before=${before}`}`, g.billingKey);
         expect(page.status).toBe(200);
-        const { transactions, has_more } = page.body as { transactions: PublicEntry[]; has_more: boolean };
+        const { transactions, has_more } = page.body as { transactions: PublicLedgerEntry[]; has_more: boolean };
         seen.push(...transactions.map((entry) => entry.id));
         pages++;
         if (!has_more) break;
@@ -335,7 +322,7 @@ for (const storeCase of STORES) {
       expect((await complete(g, g.proxyKey, chat())).status).toBe(200);
       await g.proxy.drain();
       const other = await seedAccount(store, { hasher: fastHasher(), balance: 3, now: g.clock.now() });
-      const theirs = ((await get(`${g.apiUrl}/transactions`, g.billingKey)).body as { transactions: PublicEntry[] }).transactions;
+      const theirs = ((await get(`${g.apiUrl}/transactions`, g.billingKey)).body as { transactions: PublicLedgerEntry[] }).transactions;
       const opening = {
         id: expect.any(Number),
         type: 'credit',
@@ -362,7 +349,7 @@ for (const storeCase of STORES) {
       expect(await get(`${g.apiUrl}/transactions?before=${newestOfTheirs + 1000}`, other.billingKey)).toEqual(
         ok({ transactions: [opening], has_more: false }),
       );
-      const mine = (theirs.find((entry) => entry.type === 'usage') as PublicEntry).requestId as string;
+      const mine = (theirs.find((entry) => entry.type === 'usage') as PublicLedgerEntry).requestId as string;
       expect(await get(`${g.url}/generation?id=${mine}`, other.proxyKey)).toEqual({
         status: 404,
         headers: JSON_HEADERS,
