@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { request } from 'node:http';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
@@ -237,7 +238,6 @@ describe('proxyRouter settles before the answer is complete', () => {
       return entry;
     };
     gateway = await startGateway({ store });
-    const { request } = await import('node:http');
     const body = JSON.stringify(chat());
     const received: Buffer[] = [];
     let length = -1;
@@ -247,10 +247,14 @@ describe('proxyRouter settles before the answer is complete', () => {
         `${gateway.url}/chat/completions`,
         {
           method: 'POST',
-          headers: { authorization: `Bearer ${gateway.proxyKey}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+          headers: {
+            authorization: `Bearer ${gateway.proxyKey}`,
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(body),
+          },
         },
         (res) => {
-          length = Number(res.headers["content-length"]);
+          length = Number(res.headers['content-length']);
           res.on('data', (chunk: Buffer) => received.push(chunk));
           res.on('end', () => {
             complete = true;
