@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { DEFAULT_KEY_TYPE, DEFAULT_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { isJsonObject, readJsonBody } from '../http/body.js';
 import { sendJson } from '../http/respond.js';
@@ -47,7 +48,7 @@ export class DashboardApi {
   }
 
   async listKeys(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
-    const type = keyType(query.get('type') ?? 'proxy');
+    const type = keyType(query.get('type') ?? DEFAULT_KEY_TYPE);
     const keys: KeyRecord[] = [];
     let after: number | undefined;
     // A person's keys fit a page or a few; the dashboard shows them all.
@@ -65,7 +66,7 @@ export class DashboardApi {
 
   async createKey(caller: Caller, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await this.objectBody(req, res, CREATE_FIELDS);
-    const type = keyType(body.type ?? 'proxy', 'type');
+    const type = keyType(body.type ?? DEFAULT_KEY_TYPE, 'type');
     if (body.name === undefined) throw invalidRequest('name is required', 'name');
     const now = this.options.now();
     if (type === 'billing' && body.models !== undefined && body.models !== null)
@@ -101,7 +102,7 @@ export class DashboardApi {
     const record = await this.ownKey(caller, rawId);
     const body = await this.objectBody(req, res, new Set(['grace_period']));
     const now = this.options.now();
-    const gracePeriodMs = body.grace_period === undefined ? 0 : gracePeriod(body.grace_period);
+    const gracePeriodMs = body.grace_period === undefined ? DEFAULT_ROTATION_GRACE_PERIOD_MS : gracePeriod(body.grace_period);
     const prepared = await prepareRotation(record, { hasher: this.options.hasher, now, gracePeriodMs });
     const rotated = await this.guard.run('rotateKey', () => this.store.rotateKey(prepared.rotation));
     if (!rotated) throw new ModelSwitchError('key_not_found', `No API key with id ${record.id}`, { param: 'id' });
