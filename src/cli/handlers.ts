@@ -1,3 +1,4 @@
+import { DEFAULT_ACCOUNT_BALANCE, DEFAULT_USAGE_DAYS, DEFAULT_USAGE_GROUP_BY } from '../defaults.js';
 import type { ModelSwitchEvent } from '../events/events.js';
 import { creditBalance, creditedEvent, createAccount, issueKey } from '../keys/accounts.js';
 import { isoTime, publicKey } from '../keys/public-key.js';
@@ -28,8 +29,6 @@ export interface CommandContext {
 
 /** `keys list`: keys read per page. */
 const LIST_PAGE_SIZE = 1000;
-/** `usage` without `--from`: this many days up to `--to`, both included. */
-const DEFAULT_USAGE_DAYS = 30;
 const DAY_MS = 86_400_000;
 const GROUPINGS = ['day', 'key', 'model'] as const;
 type Grouping = (typeof GROUPINGS)[number];
@@ -48,7 +47,7 @@ export async function runCommand(
       return { text: `${result.line}\n`, json: result.json };
     }
     case 'account create': {
-      const balance = values.balance === undefined ? 0 : usd(String(values.balance), '--balance', true);
+      const balance = values.balance === undefined ? DEFAULT_ACCOUNT_BALANCE : usd(String(values.balance), '--balance', true);
       const id = values.id === undefined ? undefined : accountId(String(values.id));
       if (id !== undefined && (await context.store.getAccount(id)) !== null) throw new CliInputError(`account ${id} exists already`);
       const account = await createAccount(context.store, {
@@ -139,7 +138,7 @@ async function usage(context: CommandContext, id: string, values: CommandValues)
     values.from === undefined
       ? utcDay(Date.parse(`${to}T00:00:00Z`) - (DEFAULT_USAGE_DAYS - 1) * DAY_MS)
       : date(String(values.from), '--from');
-  const groupBy = values['group-by'] === undefined ? 'day' : grouping(String(values['group-by']));
+  const groupBy = values['group-by'] === undefined ? DEFAULT_USAGE_GROUP_BY : grouping(String(values['group-by']));
   const rows = await context.store.getUsage(id, { from, to });
   const groups = new Map<string, { group: string; requests: number; promptTokens: number; completionTokens: number; cost: number }>();
   for (const row of rows) {

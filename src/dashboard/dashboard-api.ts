@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { DEFAULT_KEY_TYPE } from '../defaults.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { isJsonObject, readJsonBody } from '../http/body.js';
 import { sendJson } from '../http/respond.js';
@@ -62,7 +63,7 @@ export class DashboardApi {
   }
 
   async listKeys(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
-    const type = keyType(query.get('type') ?? 'proxy');
+    const type = keyType(query.get('type') ?? DEFAULT_KEY_TYPE);
     const keys: KeyRecord[] = [];
     let after: number | undefined;
     // A person's keys fit a page or a few; the dashboard shows them all.
@@ -80,7 +81,7 @@ export class DashboardApi {
 
   async createKey(caller: Caller, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await this.objectBody(req, res, CREATE_FIELDS);
-    const type = keyType(body.type ?? 'proxy', 'type');
+    const type = keyType(body.type ?? DEFAULT_KEY_TYPE, 'type');
     if (body.name === undefined) throw invalidRequest('name is required', 'name');
     const now = this.options.now();
     if (type === 'billing' && body.models !== undefined && body.models !== null)

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import {
   DEFAULT_DASHBOARD_COOKIE_NAME,
+  DEFAULT_DASHBOARD_COOKIE_SECURE,
   DEFAULT_DASHBOARD_MAX_BODY_BYTES,
   DEFAULT_DASHBOARD_SESSION_TTL_MS,
   DEFAULT_DASHBOARD_SIGN_IN_ATTEMPTS,
@@ -139,7 +140,7 @@ export function resolveDashboardOptions(options: DashboardOptions, environment =
     option('session.ttlMs must be an integer from 60000 (1 minute) to 604800000 (7 days)');
   const cookieName = session.cookieName ?? DEFAULT_DASHBOARD_COOKIE_NAME;
   if (!COOKIE_NAME.test(cookieName)) option('session.cookieName must be 1 to 64 letters, digits, - or _');
-  const secure = session.secure ?? 'auto';
+  const secure = session.secure ?? DEFAULT_DASHBOARD_COOKIE_SECURE;
   if (secure !== 'auto' && typeof secure !== 'boolean') option("session.secure must be true, false or 'auto'");
   if (options.identify !== undefined && typeof options.identify !== 'function') option('identify must be a function');
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function')

@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_BALANCE_LOW_THRESHOLD, DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import {
+  DEFAULT_ACCOUNT_BALANCE,
+  DEFAULT_ACCOUNT_IS_FREE_TIER,
+  DEFAULT_BALANCE_LOW_THRESHOLD,
+  DEFAULT_ROTATION_GRACE_PERIOD_MS,
+  MAX_ROTATION_GRACE_PERIOD_MS,
+} from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
 import {
   EventDispatcher,
@@ -42,7 +48,7 @@ export interface NewAccountInput {
  * ```
  */
 export async function createAccount(store: KeyStore, input: NewAccountInput = {}): Promise<AccountRecord> {
-  const balance = input.balance ?? 0;
+  const balance = input.balance ?? DEFAULT_ACCOUNT_BALANCE;
   if (!isUsd(balance)) throw new TypeError(`createAccount: balance must be a finite number between -${MAX_USD} and ${MAX_USD}`);
   if (input.id !== undefined && (typeof input.id !== 'string' || !/^[\w.:@-]{1,128}$/.test(input.id))) {
     throw new TypeError('createAccount: id must be 1–128 characters of letters, digits, _ . : @ -');
@@ -51,7 +57,7 @@ export async function createAccount(store: KeyStore, input: NewAccountInput = {}
     id: input.id ?? `acct_${randomBytes(12).toString('base64url')}`,
     balance,
     reserved: 0,
-    isFreeTier: input.isFreeTier ?? false,
+    isFreeTier: input.isFreeTier ?? DEFAULT_ACCOUNT_IS_FREE_TIER,
     createdAt: input.now ?? Date.now(),
   });
 }
