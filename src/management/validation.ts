@@ -2,7 +2,7 @@ import { invalidRequest } from '../errors/errors.js';
 import { intervalToMs } from '../auth/rate-limit.js';
 import { containsKey } from '../keys/api-key.js';
 import { MAX_ALLOWED_MODELS, MAX_MODEL_NAME_LENGTH } from '../keys/models.js';
-import { MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
 import type { KeyChanges, LimitReset, RateLimitSetting } from '../store/types.js';
 
 const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
@@ -158,6 +158,20 @@ export function validateGracePeriod(value: unknown, param = 'grace_period'): num
     );
   }
   return ms;
+}
+
+/**
+ * The grace period of a rotation from its request body, in ms: `grace_period` checked by
+ * {@link validateGracePeriod}, or {@link DEFAULT_ROTATION_GRACE_PERIOD_MS} (0) when left out. The
+ * one reading of `POST /api/keys/:id/rotate` and of the dashboard's Rotate, so both take and refuse
+ * the same values. The body's field names are checked by the caller.
+ *
+ * @example
+ * gracePeriodFromBody({ grace_period: '1h' }); // 3600000
+ * gracePeriodFromBody({}); // 0
+ */
+export function gracePeriodFromBody(body: Record<string, unknown>): number {
+  return body.grace_period === undefined ? DEFAULT_ROTATION_GRACE_PERIOD_MS : validateGracePeriod(body.grace_period);
 }
 
 /** `active`: a boolean. */
