@@ -1,5 +1,6 @@
 import { DEFAULT_ACCOUNT_BALANCE, DEFAULT_USAGE_DAYS, DEFAULT_USAGE_GROUP_BY } from '../defaults.js';
-import { creditBalance, createAccount, issueKey } from '../keys/accounts.js';
+import type { ModelSwitchEvent } from '../events/events.js';
+import { creditBalance, creditedEvent, createAccount, issueKey } from '../keys/accounts.js';
 import { isoTime, publicKey } from '../keys/public-key.js';
 import { isUtcDate, utcDay } from '../store/spend-rules.js';
 import type { AccountRecord, KeyRecord, KeyStore, KeyType, LedgerEntry, UsageRow } from '../store/types.js';
@@ -22,6 +23,8 @@ export interface CommandContext {
   store: KeyStore;
   migrate(): Promise<{ line: string; json: Record<string, unknown> }>;
   now(): number;
+  /** Reports a change the command made (actor `cli`); `runCli` delivers it after the output. */
+  emit(event: ModelSwitchEvent): void;
 }
 
 /** `keys list`: keys read per page. */
@@ -65,6 +68,8 @@ export async function runCommand(
       const note = values.note === undefined ? null : String(values.note);
       const result = await creditBalance(context.store, id, amount, { reference: String(values.reference), note, now: context.now() });
       if (result === null) throw new CliNotFoundError(`no account ${id}`);
+      const credited = creditedEvent(result, String(values.reference), 'cli');
+      if (credited !== null) context.emit(credited);
       const text = result.applied
         ? `Credited ${amount} USD to ${id} (reference ${result.entry.reference}): balance ${result.account.balance} USD\n`
         : `Reference ${result.entry.reference} is already in ${id}'s ledger: nothing credited, balance ${result.account.balance} USD\n`;
@@ -76,6 +81,7 @@ export async function runCommand(
       if (name.length === 0 || [...name].length > 100) throw new CliInputError('--name must be 1–100 characters');
       const issued = await issueKey(context.store, { accountId: account.id, type: 'billing', name }, { now: context.now() });
       const json = { ...keyJson(issued.record, context.now()), key: issued.key };
+      context.emit(keyEvent('key.created', issued.record, context.now()));
       return {
         text: `Billing key ${issued.record.id} "${name}" for account ${account.id}, shown once (only its hash is stored):\n${issued.key}\n`,
         json,
@@ -96,11 +102,22 @@ export async function runCommand(
       const id = keyId(first);
       const key = await context.store.updateKey(id, { active: false });
       if (key === null) throw new CliNotFoundError(`no key ${id}`);
+      context.emit({
+        type: 'key.updated',
+        accountId: key.accountId,
+        keyId: key.id,
+        actor: 'cli',
+        time: context.now(),
+        changed: ['active'],
+      });
       return { text: `Key ${id} (${key.prefix}…, "${key.name}") deactivated\n`, json: keyJson(key, context.now()) };
     }
     case 'keys delete': {
       const id = keyId(first);
-      if (!(await context.store.deleteKey(id))) throw new CliNotFoundError(`no key ${id}`);
+      // Read first: the event names the key's account, which the deletion does not answer.
+      const key = await context.store.getKey(id);
+      if (key === null || !(await context.store.deleteKey(id))) throw new CliNotFoundError(`no key ${id}`);
+      context.emit(keyEvent('key.deleted', key, context.now()));
       return { text: `Key ${id} deleted\n`, json: { id, deleted: true } };
     }
     case 'usage':
@@ -108,6 +125,11 @@ export async function runCommand(
     default:
       throw new CliInputError(`unknown command '${command.words.join(' ')}'`);
   }
+}
+
+/** A `key.created` or `key.deleted` event of `key`, made by the CLI. */
+function keyEvent(type: 'key.created' | 'key.deleted', key: KeyRecord, time: number): ModelSwitchEvent {
+  return { type, accountId: key.accountId, keyId: key.id, actor: 'cli', time };
 }
 
 async function usage(context: CommandContext, id: string, values: CommandValues): Promise<CommandOutput> {

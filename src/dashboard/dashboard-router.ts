@@ -7,6 +7,7 @@ import { answerError, sendError, sendJson } from '../http/respond.js';
 import { isoTime } from '../keys/public-key.js';
 import { parseApiKey } from '../keys/api-key.js';
 import { rateLimitExceeded } from '../auth/rate-limit.js';
+import { EventDispatcher } from '../events/events.js';
 import { assertStore } from '../store/assert-store.js';
 import { StoreGuard } from '../store/guard.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
@@ -69,7 +70,7 @@ export function dashboardRouter(store: KeyStore, options: DashboardOptions = {})
   assertStore(store, 'dashboardRouter');
   const resolved = resolveDashboardOptions(options);
   const guard = new StoreGuard(store, resolved.guard);
-  const api = new DashboardApi(store, guard, resolved);
+  const api = new DashboardApi(store, guard, resolved, new EventDispatcher(resolved.onEvent, resolved.logger));
   const signedOut = new SignedOutSessions(store, guard, resolved.ttlMs);
   const assets = new DashboardAssets(resolved.assetsDirectory);
   const { now, logger } = resolved;

@@ -475,7 +475,7 @@ async function renderKeys(type: 'proxy' | 'billing'): Promise<void> {
             const grace = h(
               'select',
               {},
-              h('option', { value: '0' }, 'End it now'),
+              h('option', { value: '0s' }, 'End it now'),
               h('option', { value: '1h' }, '1 hour'),
               h('option', { value: '1d' }, '1 day'),
               h('option', { value: '7d' }, '7 days'),
