@@ -308,6 +308,30 @@ describe('dashboardRouter', () => {
     expect(await store.getKey(seeded.proxyKeyId)).toEqual(before);
   });
 
+  it("signs in with a rotated billing key's previous secret until its deadline (injected clock), then 401; its use never locks the new secret out", async () => {
+    const { client, seeded, store, clock, app } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const billingId = (await store.listKeys(seeded.account.id, { type: 'billing', limit: 10 })).keys[0]?.id as number;
+    const rotated = await client.call('POST', `api/keys/${billingId}/rotate`, { grace_period: '1h' });
+    expect(rotated.status).toBe(200);
+    const newKey = (rotated.body as { key: string }).key;
+    expect(newKey).toMatch(/^mk-[0-9A-Za-z]{38}$/);
+    const signIn = async (key: string) => {
+      const answer = await new DashboardClient(app.origin).signIn(key);
+      return { status: answer.status, body: answer.status === 200 ? 'signed in' : answer.body };
+    };
+    clock.advance(3_600_000 - 1);
+    expect(await signIn(seeded.billingKey)).toEqual({ status: 200, body: 'signed in' });
+    clock.advance(1);
+    expect(await signIn(seeded.billingKey)).toEqual({
+      status: 401,
+      body: { error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } },
+    });
+    expect(await signIn(newKey)).toEqual({ status: 200, body: 'signed in' });
+    // The session made before the rotation is bound to the key record, not its secret: it goes on.
+    expect((await client.call('GET', 'api/keys')).status).toBe(200);
+  });
+
   it("hashes a rotation's new secret for its account, as a creation's, so maxHashesPerAccount bounds both", async () => {
     const { client, seeded } = await setUp();
     await client.signIn(seeded.billingKey);

@@ -317,3 +317,98 @@ export async function ledgerInvariantsThroughRoutes(world: LedgerRoutesWorld): P
     });
   }
 }
+
+/** What an in-process gateway (test/proxy/harness.ts, mounted with `api: true`) offers {@link expectSettledOnceThroughRoutes}. */
+export interface RoutesHost {
+  url: string;
+  apiUrl: string;
+  billingKey: string;
+  proxyKey: string;
+  proxyKeyId: number;
+  account: { id: string };
+}
+
+/** A request of the host's proxy key the routes must show exactly once: its X-Request-Id, model, cost and tokens. */
+export interface SettledRequest {
+  requestId: string;
+  model: string;
+  cost: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/**
+ * Checks through the routes, on an account opened with `initial` USD whose only spending is
+ * `requests` (all made with the host's proxy key): `/api/transactions` has exactly one usage
+ * entry per request and the opening credit, replaying in one serial order to the balance;
+ * `/api/account`, `/api/usage` (by key and model, and by day), `/v1/auth/key` and each request's
+ * `/v1/generation` agree with them.
+ */
+export async function expectSettledOnceThroughRoutes(
+  host: RoutesHost,
+  initial: number,
+  requests: readonly SettledRequest[],
+): Promise<void> {
+  const spent = roundUsd(requests.reduce((total, r) => total + r.cost, 0));
+  const balance = roundUsd(initial - spent);
+  const page = await getJson(`${host.apiUrl}/transactions?limit=1000`, host.billingKey);
+  expect(page.status).toBe(200);
+  const { transactions, has_more } = page.body as { transactions: PublicLedgerEntry[]; has_more: boolean };
+  expect(has_more).toBe(false);
+  const usage = transactions.filter((e) => e.type === 'usage');
+  expect(usage.map((e) => e.requestId).sort()).toEqual(requests.map((r) => r.requestId).sort());
+  for (const r of requests) {
+    expect(usage.find((e) => e.requestId === r.requestId)).toEqual({
+      id: expect.any(Number),
+      type: 'usage',
+      amount: -r.cost,
+      balanceAfter: expect.any(Number),
+      keyId: host.proxyKeyId,
+      model: r.model,
+      promptTokens: r.promptTokens,
+      completionTokens: r.completionTokens,
+      requestId: r.requestId,
+      reference: null,
+      createdAt: expect.any(String),
+    });
+    expect(await getJson(`${host.url}/generation?id=${r.requestId}`, host.proxyKey)).toEqual({
+      status: 200,
+      body: usage.find((e) => e.requestId === r.requestId),
+    });
+  }
+  expect(transactions.filter((e) => e.type !== 'usage').map((e) => [e.type, e.reference, e.amount])).toEqual([
+    ['credit', 'opening', initial],
+  ]);
+  const ordered = [...transactions].sort((a, b) => a.id - b.id);
+  for (let i = 1; i < ordered.length; i++) {
+    const [previous, current] = [ordered[i - 1] as PublicLedgerEntry, ordered[i] as PublicLedgerEntry];
+    expect(current.balanceAfter, `entry ${current.id}`).toBeCloseTo(previous.balanceAfter + current.amount, 9);
+  }
+  expect(roundUsd((ordered.at(-1) as PublicLedgerEntry).balanceAfter)).toBe(balance);
+  expect(roundUsd(transactions.reduce((total, e) => total + e.amount, 0))).toBe(balance);
+
+  const account = await getJson(`${host.apiUrl}/account`, host.billingKey);
+  expect(account).toEqual({
+    status: 200,
+    body: { id: host.account.id, balance, reserved: 0, available: balance, isFreeTier: false, createdAt: expect.any(String) },
+  });
+  const info = await getJson(`${host.url}/auth/key`, host.proxyKey);
+  const data = (info.body as { data: { usage: number; limit: number } }).data;
+  expect({ status: info.status, usage: data.usage, limit: data.limit }).toEqual({ status: 200, usage: spent, limit: balance });
+
+  const models = [...new Set(requests.map((r) => r.model))].sort();
+  const sum = (list: readonly SettledRequest[]) => ({
+    requests: list.length,
+    promptTokens: list.reduce((total, r) => total + r.promptTokens, 0),
+    completionTokens: list.reduce((total, r) => total + r.completionTokens, 0),
+    cost: roundUsd(list.reduce((total, r) => total + r.cost, 0)),
+  });
+  const rounded = <T extends { cost: number }>(row: T): T => ({ ...row, cost: roundUsd(row.cost) });
+  const byKeyModel = await getJson(`${host.apiUrl}/usage?group_by=key,model`, host.billingKey);
+  const body = byKeyModel.body as { usage: Array<{ model: string; cost: number }>; total: { cost: number } };
+  expect({ status: byKeyModel.status, usage: body.usage.map(rounded), total: rounded(body.total) }).toEqual({
+    status: 200,
+    usage: models.map((model) => ({ keyId: host.proxyKeyId, model, ...sum(requests.filter((r) => r.model === model)) })),
+    total: sum(requests),
+  });
+}
