@@ -7,7 +7,7 @@ import { prepareKey, prepareRotation } from '../keys/accounts.js';
 import { isoTime, publicKey } from '../keys/public-key.js';
 import { publicLedgerEntry } from '../keys/public-ledger-entry.js';
 import { accountAnswer, transactionsAnswer, usageAnswer } from '../management/account-routes.js';
-import { type EventDispatcher, dashboardActor } from '../events/events.js';
+import { type EventDispatcher, type KeyChange, dashboardActor } from '../events/events.js';
 import type { StoreGuard } from '../store/guard.js';
 import { MAX_LEDGER_PAGE } from '../store/spend-rules.js';
 import type { KeyRecord, KeyStore, KeyType, LedgerEntry, LedgerEntryType } from '../store/types.js';
@@ -39,16 +39,7 @@ export class DashboardApi {
   ) {}
 
   /** Reports a change of key `keyId` made in the caller's session, once its answer is sent. */
-  private keyEvent(
-    caller: Caller,
-    res: ServerResponse,
-    keyId: number,
-    at: number,
-    event:
-      | { type: 'key.created' | 'key.deleted' }
-      | { type: 'key.updated'; changed: string[] }
-      | { type: 'key.rotated'; previousKeyExpiresAt: number | null },
-  ): void {
+  private keyEvent(caller: Caller, res: ServerResponse, keyId: number, at: number, event: KeyChange): void {
     if (!this.events.enabled) return;
     this.events.afterResponse(res, { ...event, accountId: caller.accountId, keyId, actor: dashboardActor(caller), time: at });
   }

@@ -113,6 +113,18 @@ export type ModelSwitchEvent =
       reference: string;
     });
 
+/** `Omit` applied to each member of a union on its own, so the members stay apart. */
+type OmitEach<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/**
+ * A change made to a key (created, updated, rotated, deleted) without the fields every event has:
+ * what the management API and the dashboard say about it before they add who and when.
+ */
+export type KeyChange = OmitEach<
+  Extract<ModelSwitchEvent, { type: 'key.created' | 'key.deleted' | 'key.updated' | 'key.rotated' }>,
+  keyof EventBase
+>;
+
 /**
  * The host's `onEvent` handler. Called after the answer of the request that caused the event was
  * sent (never before, never in the way of a request), on a later turn of the event loop; what it

@@ -6,7 +6,7 @@ import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
 import { trackRequest } from '../auth/request-metrics.js';
-import { EventDispatcher, billingKeyActor } from '../events/events.js';
+import { EventDispatcher, type KeyChange, billingKeyActor } from '../events/events.js';
 import { DEFAULT_KEYS_PAGE_LIMIT } from '../defaults.js';
 import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
 import { accountRoutes } from './account-routes.js';
@@ -83,16 +83,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   const events = new EventDispatcher(auth.onEvent, logger);
 
   /** Reports a change of key `keyId` made by the request's billing key, once its answer is sent. */
-  function keyEvent(
-    res: ServerResponse,
-    context: ModelSwitchContext,
-    keyId: number,
-    at: number,
-    event:
-      | { type: 'key.created' | 'key.deleted' }
-      | { type: 'key.updated'; changed: string[] }
-      | { type: 'key.rotated'; previousKeyExpiresAt: number | null },
-  ): void {
+  function keyEvent(res: ServerResponse, context: ModelSwitchContext, keyId: number, at: number, event: KeyChange): void {
     if (!events.enabled) return;
     events.afterResponse(res, { ...event, accountId: context.account.id, keyId, actor: billingKeyActor(context.key.id), time: at });
   }
