@@ -61,6 +61,7 @@ const DROPPED_RESPONSE_HEADERS = new Set([
 ]);
 /** Bodies of non-streamed answers are kept up to this size to read their `usage`; larger ones are charged the reservation. */
 const MAX_METERED_BODY = 16 * 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 /** The provider's own rate-limit headers, OpenAI's, Anthropic's and the IETF's (names as Node gives them, lower case). */
 function isProviderRateLimit(name: string): boolean {
@@ -282,6 +283,9 @@ export class UpstreamEvents {
       res.flushHeaders();
     }
     let ended = false;
+    // A JSON answer's last chunk waits for the settlement: its Content-Length lets a client finish
+    // reading as soon as the last byte arrives, and the client's next request must see the spend.
+    let held: Buffer | undefined;
     proxyRes.on('data', function forwardChunk(chunk: Buffer) {
       const out = scanner ? scanner.push(chunk) : chunk;
       exchange.reportUsage(scanner?.usage);
@@ -292,7 +296,14 @@ export class UpstreamEvents {
         if (keptBytes > MAX_METERED_BODY) kept = undefined;
         else kept.push(chunk);
       }
-      if (out.length > 0 && !res.write(out)) {
+      let write = out;
+      if (!isStream) {
+        write = held ?? EMPTY;
+        held = out;
+      }
+      if (write.length === 0) {
+        if (!res.headersSent) res.flushHeaders();
+      } else if (!res.write(write)) {
         proxyRes.pause();
         res.once('drain', () => proxyRes.resume());
       }
@@ -314,7 +325,7 @@ export class UpstreamEvents {
         exchange.reportAnswerId(answer.id);
       }
       // Settle before ending, so the client's next request sees its spend.
-      void exchange.settle('completed').then(() => res.end());
+      void exchange.settle('completed').then(() => res.end(held));
     });
     proxyRes.on('close', function upstreamClosed() {
       if (ended) return;
