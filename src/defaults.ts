@@ -17,8 +17,18 @@ export const SERVER_BUSY_RETRY_AFTER_SECONDS = 1;
 
 // auth: the authenticating factories (`modelSwitchAuth`, `keysRouter`, `proxyRouter`)
 
-/** `modelSwitchAuth` `keyType`: the inference API takes proxy keys (`ms-`); `keysRouter` always takes billing keys. */
+/**
+ * `modelSwitchAuth` `keyType`: the inference API takes proxy keys (`ms-`); `keysRouter` always takes
+ * billing keys. Also the dashboard API's key type when a list or a creation names none.
+ */
 export const DEFAULT_KEY_TYPE = 'proxy';
+/**
+ * `standardHeaders` of the authenticating factories: the `RateLimit-*` headers of the IETF draft 6
+ * (`RateLimit-Policy`, `-Limit`, `-Remaining`, `-Reset`), what express-rate-limit's `true` sends.
+ */
+export const DEFAULT_STANDARD_HEADERS = 'draft-6';
+/** `legacyHeaders` of the authenticating factories: no `X-RateLimit-*` headers (express-rate-limit's advice for new APIs). */
+export const DEFAULT_LEGACY_HEADERS = false;
 /**
  * The docs' default rate limit (`defaultRateLimit`): 1000 requests per 10 seconds per key, for
  * keys without their own `rateLimit`.
@@ -28,13 +38,6 @@ export const DEFAULT_KEY_TYPE = 'proxy';
  * modelSwitchAuth(store, { defaultRateLimit: { ...DEFAULT_RATE_LIMIT, requests: 100 } });
  * ```
  */
-/**
- * `standardHeaders` of the authenticating factories: the `RateLimit-*` headers of the IETF draft 6
- * (`RateLimit-Policy`, `-Limit`, `-Remaining`, `-Reset`), what express-rate-limit's `true` sends.
- */
-export const DEFAULT_STANDARD_HEADERS = 'draft-6';
-/** `legacyHeaders` of the authenticating factories: no `X-RateLimit-*` headers (express-rate-limit's advice for new APIs). */
-export const DEFAULT_LEGACY_HEADERS = false;
 export const DEFAULT_RATE_LIMIT: Readonly<{ requests: number; interval: string }> = Object.freeze({ requests: 1000, interval: '10s' });
 /** `storeTimeoutMs`: a store call slower than this fails the request with 503 `store_unavailable`. */
 export const DEFAULT_STORE_TIMEOUT_MS = 2000;
@@ -49,6 +52,8 @@ export const DEFAULT_KEYS_PAGE_LIMIT = 100;
 export const DEFAULT_TRANSACTIONS_PAGE = 100;
 /** `GET /usage` without `from`: the days read, ending with `to` (default today, UTC), both included. */
 export const DEFAULT_USAGE_DAYS = 30;
+/** `GET /usage` without `group_by` (and the CLI's `usage` without `--group-by`): one row per UTC day. */
+export const DEFAULT_USAGE_GROUP_BY = 'day';
 /** `GET /usage`: the most days one request may read (`from` to `to`, both included): a year, leap day too. */
 export const MAX_USAGE_DAYS = 366;
 
@@ -107,6 +112,21 @@ export const DEFAULT_PROXY_HOLD_MARGIN_MS = 60_000;
  * also frees them for readers of `reserved` (`GET /api/account`) on accounts nobody uses.
  */
 export const DEFAULT_PROXY_HOLD_SWEEP_INTERVAL_MS = 0;
+/**
+ * `proxyRouter` `maxSockets`: connections one router opens at most to each upstream. Each answer
+ * holds its connection until it ends (a stream for its whole length), so this bounds concurrent
+ * answers per upstream, not requests per second; requests past it wait for a connection (within
+ * the upstream's `timeoutMs`). 512 keeps a process's upstream sockets, with their client sockets,
+ * around the usual 1024 file descriptors at worst while serving hundreds of streams at once.
+ */
+export const DEFAULT_PROXY_MAX_SOCKETS = 512;
+/**
+ * `proxyRouter` `keepAliveMs`: how long an idle upstream connection is kept for the next request.
+ * Shorter than the idle timeouts upstreams close connections after (Node and uvicorn servers: 5 s;
+ * load balancers: 60 s and more), so the gateway closes an idle connection before the upstream
+ * does and rarely sends a request on one being closed (undici's default is the same 4 s).
+ */
+export const DEFAULT_PROXY_KEEP_ALIVE_MS = 4_000;
 /** `proxyRouter` `maxBodyBytes`: the largest JSON request body accepted (after decoding a compressed one); larger answers 413. 4 MiB. */
 export const DEFAULT_PROXY_MAX_BODY_BYTES = 4 * 1024 * 1024;
 /**
@@ -140,6 +160,13 @@ export const DEFAULT_PROXY_PATHS: readonly string[] = ['/chat/completions', '/co
 
 // end proxy
 
+// keys: accounts (`createAccount`)
+
+/** `createAccount` `balance` (and the CLI's `account create` without `--balance`): an account starts with no money. */
+export const DEFAULT_ACCOUNT_BALANCE = 0;
+/** `createAccount` `isFreeTier`: accounts are paid ones unless said otherwise. */
+export const DEFAULT_ACCOUNT_IS_FREE_TIER = false;
+
 // ledger
 
 /**
@@ -154,6 +181,12 @@ export const DEFAULT_ROTATION_GRACE_PERIOD_MS = 0;
 
 /** The longest grace period of a rotation (`prepareRotation` `gracePeriodMs`): 7 days. */
 export const MAX_ROTATION_GRACE_PERIOD_MS = 7 * 24 * 3_600_000;
+
+/** `releaseExpiredHolds` `limit` of every store: the most expired holds one sweep releases. */
+export const DEFAULT_HOLD_SWEEP_LIMIT = 1000;
+
+/** `hitCounter` `amount` of every store: one request counts once. */
+export const DEFAULT_COUNTER_AMOUNT = 1;
 
 // end ledger
 
@@ -201,6 +234,18 @@ export const DEFAULT_DASHBOARD_COOKIE_NAME = 'modelswitch_session';
 export const DEFAULT_DASHBOARD_SIGN_IN_ATTEMPTS = 10;
 /** `dashboardRouter` `signInWindowMs`: the window of `signInAttempts`. One minute. */
 export const DEFAULT_DASHBOARD_SIGN_IN_WINDOW_MS = 60_000;
+/**
+ * `dashboardRouter` `session.secure`: the session cookie is `Secure` when the request came over
+ * HTTPS (a TLS socket, or `X-Forwarded-Proto: https` with `trustProxy`), so the dashboard works on
+ * `http://localhost` and is never sent in clear text in production.
+ */
+export const DEFAULT_DASHBOARD_COOKIE_SECURE = 'auto';
+/** `oidcIdentity` `subjectClaim`: the claim shown as who is signed in (the token's `sub` when it has none). */
+export const DEFAULT_OIDC_SUBJECT_CLAIM = 'email';
+/** `oidcIdentity` `cookieName`: the host's cookie holding the ID token, read before `Authorization: Bearer`. */
+export const DEFAULT_OIDC_ID_TOKEN_COOKIE = 'id_token';
+/** `oidcIdentity` `algorithms`: asymmetric signatures only (never `none` or an HMAC, whose key the dashboard would have to hold). */
+export const DEFAULT_OIDC_ALGORITHMS: readonly string[] = Object.freeze(['RS256', 'ES256', 'EdDSA']);
 /** `dashboardRouter` `maxBodyBytes`: the largest JSON body the dashboard's own API reads. */
 export const DEFAULT_DASHBOARD_MAX_BODY_BYTES = 16_384;
 

@@ -7,14 +7,12 @@ import { assertStore } from '../store/assert-store.js';
 import { StoreGuard, type StoreGuardOptions, resolveStoreGuardOptions } from '../store/guard.js';
 import { MAX_USAGE_NAME_LENGTH } from '../store/spend-rules.js';
 import type { KeyStore } from '../store/types.js';
-import { nameRoute } from './request-metrics.js';
+import { isGetOf, verifiedKeyRoute } from './verified-route.js';
 import type { ModelSwitchContext } from './authenticator.js';
 
 /** Whether a request is `GET <mount>/generation` (query string and trailing slash ignored). */
 export function isGenerationRequest(req: IncomingMessage): boolean {
-  if (req.method !== 'GET' && req.method !== 'HEAD') return false;
-  const path = (req.url ?? '').split('?', 1)[0];
-  return path === '/generation' || path === '/generation/';
+  return isGetOf(req, '/generation');
 }
 
 /**
@@ -67,16 +65,10 @@ export function generationRoute(store: KeyStore, options: StoreGuardOptions = {}
   assertStore(store, 'generationRoute');
   const resolved = resolveStoreGuardOptions(options, 'generationRoute');
   const guard = new StoreGuard(store, resolved);
-  return function generationRoute(req, res, next) {
-    const context = (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch;
-    if (!isGenerationRequest(req) || context === undefined) {
-      next();
-      return;
-    }
-    nameRoute(req, '/v1/generation');
+  return verifiedKeyRoute('/generation', '/v1/generation', (req, res, context) => {
     findGeneration(store, guard, context, req.url).then(
       (entry) => sendJson(res, 200, entry),
       (error: unknown) => answerError(res, error, resolved.logger),
     );
-  };
+  });
 }

@@ -3,7 +3,7 @@ import type { Middleware } from '../http/middleware.js';
 import type { ModelSwitchContext } from './authenticator.js';
 import { sendJson } from '../http/respond.js';
 import { isoTime } from '../keys/public-key.js';
-import { nameRoute } from './request-metrics.js';
+import { isGetOf, verifiedKeyRoute } from './verified-route.js';
 import type { LimitReset } from '../store/types.js';
 
 /** The body of `GET /v1/auth/key`, as the docs show it. */
@@ -52,9 +52,7 @@ export function keyInfoBody(context: ModelSwitchContext): KeyInfoResponse {
 
 /** Whether a request is `GET <mount>/auth/key` (query string and trailing slash ignored). */
 export function isKeyInfoRequest(req: IncomingMessage): boolean {
-  if (req.method !== 'GET' && req.method !== 'HEAD') return false;
-  const path = (req.url ?? '').split('?', 1)[0];
-  return path === '/auth/key' || path === '/auth/key/';
+  return isGetOf(req, '/auth/key');
 }
 
 /**
@@ -70,13 +68,5 @@ export function isKeyInfoRequest(req: IncomingMessage): boolean {
  * ```
  */
 export function keyInfoRoute(): Middleware {
-  return function keyInfoRoute(req, res, next) {
-    const context = (req as IncomingMessage & { modelSwitch?: ModelSwitchContext }).modelSwitch;
-    if (!isKeyInfoRequest(req) || context === undefined) {
-      next();
-      return;
-    }
-    nameRoute(req, '/v1/auth/key');
-    sendJson(res, 200, keyInfoBody(context));
-  };
+  return verifiedKeyRoute('/auth/key', '/v1/auth/key', (_req, res, context) => sendJson(res, 200, keyInfoBody(context)));
 }

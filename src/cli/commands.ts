@@ -35,6 +35,10 @@ export const GLOBAL_OPTIONS: Readonly<Record<string, CliOption>> = {
   prefix: { type: 'string', value: 'PREFIX', description: 'Redis: the key prefix of the store (default modelswitch:)' },
   schema: { type: 'string', value: 'NAME', description: 'PostgreSQL: the schema of the store (default modelswitch)' },
   json: { type: 'boolean', description: 'print JSON (one document) instead of text' },
+  events: {
+    type: 'boolean',
+    description: 'print what the command changed (key.created, key.updated, key.deleted, account.credited) as JSON lines on stderr',
+  },
   help: { type: 'boolean', description: 'show this help' },
 };
 

@@ -1,4 +1,6 @@
-import { creditBalance, createAccount, issueKey } from '../keys/accounts.js';
+import { DEFAULT_ACCOUNT_BALANCE, DEFAULT_USAGE_DAYS, DEFAULT_USAGE_GROUP_BY } from '../defaults.js';
+import type { ModelSwitchEvent } from '../events/events.js';
+import { creditBalance, creditedEvent, createAccount, issueKey } from '../keys/accounts.js';
 import { isoTime, publicKey } from '../keys/public-key.js';
 import { isUtcDate, utcDay } from '../store/spend-rules.js';
 import type { AccountRecord, KeyRecord, KeyStore, KeyType, LedgerEntry, UsageRow } from '../store/types.js';
@@ -21,12 +23,12 @@ export interface CommandContext {
   store: KeyStore;
   migrate(): Promise<{ line: string; json: Record<string, unknown> }>;
   now(): number;
+  /** Reports a change the command made (actor `cli`); `runCli` delivers it after the output. */
+  emit(event: ModelSwitchEvent): void;
 }
 
 /** `keys list`: keys read per page. */
 const LIST_PAGE_SIZE = 1000;
-/** `usage` without `--from`: this many days up to `--to`, both included. */
-const DEFAULT_USAGE_DAYS = 30;
 const DAY_MS = 86_400_000;
 const GROUPINGS = ['day', 'key', 'model'] as const;
 type Grouping = (typeof GROUPINGS)[number];
@@ -45,7 +47,7 @@ export async function runCommand(
       return { text: `${result.line}\n`, json: result.json };
     }
     case 'account create': {
-      const balance = values.balance === undefined ? 0 : usd(String(values.balance), '--balance', true);
+      const balance = values.balance === undefined ? DEFAULT_ACCOUNT_BALANCE : usd(String(values.balance), '--balance', true);
       const id = values.id === undefined ? undefined : accountId(String(values.id));
       if (id !== undefined && (await context.store.getAccount(id)) !== null) throw new CliInputError(`account ${id} exists already`);
       const account = await createAccount(context.store, {
@@ -66,6 +68,8 @@ export async function runCommand(
       const note = values.note === undefined ? null : String(values.note);
       const result = await creditBalance(context.store, id, amount, { reference: String(values.reference), note, now: context.now() });
       if (result === null) throw new CliNotFoundError(`no account ${id}`);
+      const credited = creditedEvent(result, String(values.reference), 'cli');
+      if (credited !== null) context.emit(credited);
       const text = result.applied
         ? `Credited ${amount} USD to ${id} (reference ${result.entry.reference}): balance ${result.account.balance} USD\n`
         : `Reference ${result.entry.reference} is already in ${id}'s ledger: nothing credited, balance ${result.account.balance} USD\n`;
@@ -77,6 +81,7 @@ export async function runCommand(
       if (name.length === 0 || [...name].length > 100) throw new CliInputError('--name must be 1–100 characters');
       const issued = await issueKey(context.store, { accountId: account.id, type: 'billing', name }, { now: context.now() });
       const json = { ...keyJson(issued.record, context.now()), key: issued.key };
+      context.emit(keyEvent('key.created', issued.record, context.now()));
       return {
         text: `Billing key ${issued.record.id} "${name}" for account ${account.id}, shown once (only its hash is stored):\n${issued.key}\n`,
         json,
@@ -97,11 +102,22 @@ export async function runCommand(
       const id = keyId(first);
       const key = await context.store.updateKey(id, { active: false });
       if (key === null) throw new CliNotFoundError(`no key ${id}`);
+      context.emit({
+        type: 'key.updated',
+        accountId: key.accountId,
+        keyId: key.id,
+        actor: 'cli',
+        time: context.now(),
+        changed: ['active'],
+      });
       return { text: `Key ${id} (${key.prefix}…, "${key.name}") deactivated\n`, json: keyJson(key, context.now()) };
     }
     case 'keys delete': {
       const id = keyId(first);
-      if (!(await context.store.deleteKey(id))) throw new CliNotFoundError(`no key ${id}`);
+      // Read first: the event names the key's account, which the deletion does not answer.
+      const key = await context.store.getKey(id);
+      if (key === null || !(await context.store.deleteKey(id))) throw new CliNotFoundError(`no key ${id}`);
+      context.emit(keyEvent('key.deleted', key, context.now()));
       return { text: `Key ${id} deleted\n`, json: { id, deleted: true } };
     }
     case 'usage':
@@ -111,13 +127,18 @@ export async function runCommand(
   }
 }
 
+/** A `key.created` or `key.deleted` event of `key`, made by the CLI. */
+function keyEvent(type: 'key.created' | 'key.deleted', key: KeyRecord, time: number): ModelSwitchEvent {
+  return { type, accountId: key.accountId, keyId: key.id, actor: 'cli', time };
+}
+
 async function usage(context: CommandContext, id: string, values: CommandValues): Promise<CommandOutput> {
   const to = values.to === undefined ? utcDay(context.now()) : date(String(values.to), '--to');
   const from =
     values.from === undefined
       ? utcDay(Date.parse(`${to}T00:00:00Z`) - (DEFAULT_USAGE_DAYS - 1) * DAY_MS)
       : date(String(values.from), '--from');
-  const groupBy = values['group-by'] === undefined ? 'day' : grouping(String(values['group-by']));
+  const groupBy = values['group-by'] === undefined ? DEFAULT_USAGE_GROUP_BY : grouping(String(values['group-by']));
   const rows = await context.store.getUsage(id, { from, to });
   const groups = new Map<string, { group: string; requests: number; promptTokens: number; completionTokens: number; cost: number }>();
   for (const row of rows) {

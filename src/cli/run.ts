@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 import { ConfigurationError } from '../errors/configuration-error.js';
 import { redactKeys } from '../errors/redact.js';
+import type { EventHandler, ModelSwitchEvent } from '../events/events.js';
+import { errorText } from '../log.js';
 import type { KeyStore } from '../store/types.js';
 import {
   COMMANDS,
@@ -33,6 +35,14 @@ export interface CliIo {
   store?: KeyStore;
   /** The clock (epoch ms). Default `Date.now`. */
   now?: () => number;
+  /**
+   * Receives the changes a command made (`key.created` by `billing-key create`, `key.updated` by
+   * `keys deactivate`, `key.deleted` by `keys delete`, `account.credited` by `account credit`), actor
+   * `cli`, after the command's output was written and before `runCli` answers: a promise it returns
+   * is awaited, so a process that exits on the answer loses nothing. What it throws (or its promise
+   * rejecting) is one line on `stderr` and changes neither the output nor the exit code.
+   */
+  onEvent?: EventHandler;
 }
 
 /** Every option any command takes, so the first pass reads values wherever they stand. */
@@ -118,13 +128,16 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       });
     }
     const store = io.store ?? (opened as CliStore).store;
+    const events: ModelSwitchEvent[] = [];
     const output = await runCommand(command, positionals, values, {
       store,
       migrate: opened?.migrate ?? (async () => ({ line: 'The given store needs no migration', json: { applied: [] } })),
       now: io.now ?? Date.now,
+      emit: (event) => events.push(event),
     });
     const text = values.json === true ? `${JSON.stringify(output.json, null, 2)}\n` : output.text;
     io.stdout(output.holdsNewKey === true ? text : redactKeys(text));
+    await deliverEvents(events, values.events === true, io);
     return EXIT_OK;
   } catch (error) {
     if (error instanceof CliInputError || error instanceof ConfigurationError) return fail(EXIT_USAGE, error.message);
@@ -134,6 +147,23 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     return fail(EXIT_STORE, storeFailureMessage(error, values));
   } finally {
     await opened?.close().catch(() => {});
+  }
+}
+
+/**
+ * Hands each event to `io.onEvent` (awaited: the command is done, and the bin exits on the answer)
+ * and, with `--events`, writes it as one JSON line on stderr. A failing handler is one line on
+ * stderr; the command succeeded all the same.
+ */
+async function deliverEvents(events: readonly ModelSwitchEvent[], print: boolean, io: CliIo): Promise<void> {
+  for (const event of events) {
+    if (print) io.stderr(`${redactKeys(JSON.stringify(event))}\n`);
+    if (io.onEvent === undefined) continue;
+    try {
+      await io.onEvent(event);
+    } catch (error) {
+      io.stderr(`modelswitch-keys: ${redactKeys(`the onEvent handler failed on ${event.type} (cli): ${errorText(error)}`)}\n`);
+    }
   }
 }
 

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { DEFAULT_KEY_TYPE } from '../defaults.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { isJsonObject, readJsonBody } from '../http/body.js';
 import { sendJson } from '../http/respond.js';
@@ -6,11 +7,11 @@ import { prepareKey, prepareRotation } from '../keys/accounts.js';
 import { isoTime, publicKey } from '../keys/public-key.js';
 import { publicLedgerEntry } from '../keys/public-ledger-entry.js';
 import { accountAnswer, transactionsAnswer, usageAnswer } from '../management/account-routes.js';
-import { intervalToMs } from '../auth/rate-limit.js';
+import { type EventDispatcher, type KeyChange, dashboardActor } from '../events/events.js';
 import type { StoreGuard } from '../store/guard.js';
 import { MAX_LEDGER_PAGE } from '../store/spend-rules.js';
 import type { KeyRecord, KeyStore, KeyType, LedgerEntry, LedgerEntryType } from '../store/types.js';
-import { keyChangesFromBody, keySettingsFromBody, validateId } from '../management/validation.js';
+import { gracePeriodFromBody, keyChangesFromBody, keySettingsFromBody, validateId } from '../management/validation.js';
 import type { ResolvedDashboardOptions } from './options.js';
 
 /** Who the request is from: the account it may see and change. */
@@ -24,7 +25,6 @@ export interface Caller {
 
 const CREATE_FIELDS = new Set(['type', 'name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
-const MAX_GRACE_MS = 7 * 24 * 60 * 60 * 1000;
 /** The CSV export pages through at most this many entries (the ledger's retention bounds it anyway). */
 const MAX_CSV_ENTRIES = 100_000;
 const LEDGER_TYPES = new Set<LedgerEntryType>(['usage', 'credit', 'adjustment']);
@@ -35,7 +35,14 @@ export class DashboardApi {
     private readonly store: KeyStore,
     private readonly guard: StoreGuard,
     private readonly options: ResolvedDashboardOptions,
+    private readonly events: EventDispatcher,
   ) {}
+
+  /** Reports a change of key `keyId` made in the caller's session, once its answer is sent. */
+  private keyEvent(caller: Caller, res: ServerResponse, keyId: number, at: number, event: KeyChange): void {
+    if (!this.events.enabled) return;
+    this.events.afterResponse(res, { ...event, accountId: caller.accountId, keyId, actor: dashboardActor(caller), time: at });
+  }
 
   /** The key with this id if it belongs to the caller's account; 404 otherwise (never 403). */
   private async ownKey(caller: Caller, rawId: string): Promise<KeyRecord> {
@@ -47,7 +54,7 @@ export class DashboardApi {
   }
 
   async listKeys(caller: Caller, query: URLSearchParams, res: ServerResponse): Promise<void> {
-    const type = keyType(query.get('type') ?? 'proxy');
+    const type = keyType(query.get('type') ?? DEFAULT_KEY_TYPE);
     const keys: KeyRecord[] = [];
     let after: number | undefined;
     // A person's keys fit a page or a few; the dashboard shows them all.
@@ -65,7 +72,7 @@ export class DashboardApi {
 
   async createKey(caller: Caller, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await this.objectBody(req, res, CREATE_FIELDS);
-    const type = keyType(body.type ?? 'proxy', 'type');
+    const type = keyType(body.type ?? DEFAULT_KEY_TYPE, 'type');
     if (body.name === undefined) throw invalidRequest('name is required', 'name');
     const now = this.options.now();
     if (type === 'billing' && body.models !== undefined && body.models !== null)
@@ -75,6 +82,7 @@ export class DashboardApi {
     const record = await this.guard.run('insertKey', () => this.store.insertKey(prepared.record));
     const { id, ...fields } = dashboardKey(record, now);
     sendJson(res, 201, { id, key: prepared.key, ...fields });
+    this.keyEvent(caller, res, record.id, now, { type: 'key.created' });
   }
 
   async updateKey(caller: Caller, rawId: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -87,6 +95,7 @@ export class DashboardApi {
     const updated = await this.guard.run('updateKey', () => this.store.updateKey(current.id, changes));
     if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
     sendJson(res, 200, dashboardKey(updated, now));
+    this.keyEvent(caller, res, updated.id, now, { type: 'key.updated', changed: Object.keys(body) });
   }
 
   async deleteKey(caller: Caller, rawId: string, res: ServerResponse): Promise<void> {
@@ -94,19 +103,26 @@ export class DashboardApi {
     const deleted = await this.guard.run('deleteKey', () => this.store.deleteKey(record.id));
     if (!deleted) throw new ModelSwitchError('key_not_found', `No API key with id ${record.id}`, { param: 'id' });
     sendJson(res, 200, { id: record.id, deleted: true });
+    this.keyEvent(caller, res, record.id, this.options.now(), { type: 'key.deleted' });
   }
 
-  /** A new secret for the same key, as `POST /api/keys/:id/rotate` does; the old one works until the grace period ends. */
+  /**
+   * A new secret for the same key, as `POST /api/keys/:id/rotate` does: the same `grace_period`
+   * reading (so the same 400s), and the new secret's hash bounded per account as a creation's is.
+   */
   async rotateKey(caller: Caller, rawId: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const record = await this.ownKey(caller, rawId);
     const body = await this.objectBody(req, res, new Set(['grace_period']));
+    const gracePeriodMs = gracePeriodFromBody(body);
     const now = this.options.now();
-    const gracePeriodMs = body.grace_period === undefined ? 0 : gracePeriod(body.grace_period);
-    const prepared = await prepareRotation(record, { hasher: this.options.hasher, now, gracePeriodMs });
+    // Bounded per account like a creation: one account rotating in a loop neither fills the scrypt
+    // queue nor delays another account's requests (see KeyHasher).
+    const prepared = await prepareRotation(record, { hasher: this.options.hasher, now, gracePeriodMs, boundedPerAccount: true });
     const rotated = await this.guard.run('rotateKey', () => this.store.rotateKey(prepared.rotation));
     if (!rotated) throw new ModelSwitchError('key_not_found', `No API key with id ${record.id}`, { param: 'id' });
     const { id, ...fields } = dashboardKey(rotated, now);
     sendJson(res, 200, { id, key: prepared.key, ...fields });
+    this.keyEvent(caller, res, rotated.id, now, { type: 'key.rotated', previousKeyExpiresAt: rotated.previousKeyExpiresAt });
   }
 
   async account(caller: Caller, res: ServerResponse): Promise<void> {
@@ -170,22 +186,6 @@ export function dashboardKey(record: KeyRecord, now: number) {
 function keyType(value: unknown, param = 'type'): KeyType {
   if (value === 'proxy' || value === 'billing') return value;
   throw invalidRequest(`${param} must be "proxy" or "billing"`, param);
-}
-
-/** `grace_period`: `0`, seconds as a number, or a duration like `"90s"`, `"1h"`, at most 7 days. */
-function gracePeriod(value: unknown): number {
-  const ms =
-    typeof value === 'number' && Number.isInteger(value)
-      ? value * 1000
-      : value === '0'
-        ? 0
-        : typeof value === 'string'
-          ? intervalToMs(value)
-          : null;
-  if (ms === null || !(ms >= 0) || ms > MAX_GRACE_MS) {
-    throw invalidRequest('grace_period must be a duration like "90s", "1h" or "1d", from 0 to 7 days', 'grace_period');
-  }
-  return ms;
 }
 
 function ledgerFilters(query: URLSearchParams, allowed: readonly string[]): { type?: LedgerEntryType; keyId?: number } {

@@ -7,6 +7,7 @@ import { answerError, sendError, sendJson } from '../http/respond.js';
 import { isoTime } from '../keys/public-key.js';
 import { parseApiKey } from '../keys/api-key.js';
 import { rateLimitExceeded } from '../auth/rate-limit.js';
+import { EventDispatcher } from '../events/events.js';
 import { assertStore } from '../store/assert-store.js';
 import { StoreGuard } from '../store/guard.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
@@ -69,7 +70,7 @@ export function dashboardRouter(store: KeyStore, options: DashboardOptions = {})
   assertStore(store, 'dashboardRouter');
   const resolved = resolveDashboardOptions(options);
   const guard = new StoreGuard(store, resolved.guard);
-  const api = new DashboardApi(store, guard, resolved);
+  const api = new DashboardApi(store, guard, resolved, new EventDispatcher(resolved.onEvent, resolved.logger));
   const signedOut = new SignedOutSessions(store, guard, resolved.ttlMs);
   const assets = new DashboardAssets(resolved.assetsDirectory);
   const { now, logger } = resolved;
@@ -195,14 +196,16 @@ export function dashboardRouter(store: KeyStore, options: DashboardOptions = {})
   }
 
   async function verifiesAgainst(record: KeyRecord, value: string, handle: string, at: number): Promise<boolean> {
-    if (await resolved.hasher.verify(value, record.hash, handle)) return true;
+    // One check against both hashes, the current one first, as the Authenticator does: a match of
+    // the previous secret gives the handle's wrong-secret turn back, so the previous secret's
+    // holders never lock the new one out of sign-in (two separate checks spent the turn on the
+    // first miss). The previous hash stays in the check after its deadline so that secret is still
+    // recognised, and refused, without spending a turn.
+    const previous = record.previousHash;
+    const matched = await resolved.hasher.matchingHash(value, previous === null ? [record.hash] : [record.hash, previous], handle);
+    if (matched !== undefined && matched === record.hash) return true;
     // During a rotation's grace period the previous secret still signs in, as it still authenticates.
-    return (
-      record.previousHash !== null &&
-      record.previousKeyExpiresAt !== null &&
-      at < record.previousKeyExpiresAt &&
-      resolved.hasher.verify(value, record.previousHash, handle)
-    );
+    return matched !== undefined && matched === previous && record.previousKeyExpiresAt !== null && at < record.previousKeyExpiresAt;
   }
 
   async function signOut(context: RouteContext): Promise<void> {

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { DEFAULT_OIDC_ALGORITHMS, DEFAULT_OIDC_ID_TOKEN_COOKIE, DEFAULT_OIDC_SUBJECT_CLAIM } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
 import { readCookie } from './session.js';
 import type { DashboardIdentity, IdentifyFunction } from './options.js';
@@ -27,8 +28,6 @@ export interface OidcIdentityOptions {
   now?: () => number;
 }
 
-const DEFAULT_ALGORITHMS = ['RS256', 'ES256', 'EdDSA'] as const;
-const DEFAULT_ID_TOKEN_COOKIE = 'id_token';
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 /**
@@ -65,15 +64,15 @@ export function oidcIdentity(options: OidcIdentityOptions): IdentifyFunction {
   } catch {
     fail('jwksUri must be an absolute URL');
   }
-  const algorithms = [...(options.algorithms ?? DEFAULT_ALGORITHMS)];
+  const algorithms = [...(options.algorithms ?? DEFAULT_OIDC_ALGORITHMS)];
   if (algorithms.length === 0 || algorithms.some((alg) => alg === 'none' || /^HS/.test(alg))) {
     fail('algorithms must name asymmetric algorithms only (never none or HS*)');
   }
   const jwks = createRemoteJWKSet(jwksUrl as URL);
-  const cookieName = options.cookieName ?? DEFAULT_ID_TOKEN_COOKIE;
+  const cookieName = options.cookieName ?? DEFAULT_OIDC_ID_TOKEN_COOKIE;
   const now = options.now ?? Date.now;
   const { issuer, audience, accountClaim } = options;
-  const subjectClaim = options.subjectClaim ?? 'email';
+  const subjectClaim = options.subjectClaim ?? DEFAULT_OIDC_SUBJECT_CLAIM;
 
   return async function oidcIdentity(req: IncomingMessage): Promise<DashboardIdentity | null> {
     const token = idToken(req, cookieName);

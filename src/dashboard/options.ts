@@ -2,12 +2,14 @@ import type { IncomingMessage } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import {
   DEFAULT_DASHBOARD_COOKIE_NAME,
+  DEFAULT_DASHBOARD_COOKIE_SECURE,
   DEFAULT_DASHBOARD_MAX_BODY_BYTES,
   DEFAULT_DASHBOARD_SESSION_TTL_MS,
   DEFAULT_DASHBOARD_SIGN_IN_ATTEMPTS,
   DEFAULT_DASHBOARD_SIGN_IN_WINDOW_MS,
 } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
+import type { EventHandler } from '../events/events.js';
 import { type KeyHasher, defaultKeyHasher } from '../keys/hashing.js';
 import { type Logger, hostLogger } from '../log.js';
 import { type ResolvedStoreGuardOptions, type StoreGuardOptions, resolveStoreGuardOptions } from '../store/guard.js';
@@ -66,6 +68,19 @@ export interface DashboardOptions extends StoreGuardOptions {
   assetsDirectory?: string;
   /** Clock in epoch ms, injectable for tests. Default `Date.now`. */
   now?: () => number;
+  /**
+   * Receives the key changes made in the dashboard (`key.created`, `key.updated`, `key.rotated`,
+   * `key.deleted`, for proxy and billing keys), as `keysRouter`'s `onEvent` does, after the answer
+   * was sent; what it throws is logged and changes nothing. The `actor` is the session:
+   * `dashboard session: billing key 12`, or `dashboard session: user <subject>` for the host's own
+   * login (`identify`). Default: none.
+   *
+   * @example
+   * ```ts
+   * app.use('/dashboard', dashboardRouter(store, { session, onEvent: (event) => auditLog.info(event) }));
+   * ```
+   */
+  onEvent?: EventHandler;
 }
 
 /** {@link DashboardOptions} with every default filled in: what the router reads. */
@@ -85,6 +100,8 @@ export interface ResolvedDashboardOptions {
   maxBodyBytes: number;
   assetsDirectory: string | null;
   now: () => number;
+  /** The host's handler, or `undefined` for none. */
+  onEvent: EventHandler | undefined;
   logger: Logger;
   guard: ResolvedStoreGuardOptions;
 }
@@ -123,9 +140,11 @@ export function resolveDashboardOptions(options: DashboardOptions, environment =
     option('session.ttlMs must be an integer from 60000 (1 minute) to 604800000 (7 days)');
   const cookieName = session.cookieName ?? DEFAULT_DASHBOARD_COOKIE_NAME;
   if (!COOKIE_NAME.test(cookieName)) option('session.cookieName must be 1 to 64 letters, digits, - or _');
-  const secure = session.secure ?? 'auto';
+  const secure = session.secure ?? DEFAULT_DASHBOARD_COOKIE_SECURE;
   if (secure !== 'auto' && typeof secure !== 'boolean') option("session.secure must be true, false or 'auto'");
   if (options.identify !== undefined && typeof options.identify !== 'function') option('identify must be a function');
+  if (options.onEvent !== undefined && typeof options.onEvent !== 'function')
+    option('onEvent must be a function (event) => void, e.g. (event) => auditLog.info(event), or left out');
   const allowedOrigins = new Set<string>();
   for (const origin of options.allowedOrigins ?? []) {
     let parsed: URL | null = null;
@@ -159,6 +178,7 @@ export function resolveDashboardOptions(options: DashboardOptions, environment =
     maxBodyBytes: count('maxBodyBytes', options.maxBodyBytes ?? DEFAULT_DASHBOARD_MAX_BODY_BYTES, 1),
     assetsDirectory,
     now: options.now ?? Date.now,
+    onEvent: options.onEvent,
     logger: hostLogger(options.logger),
     guard: resolveStoreGuardOptions(options, 'dashboardRouter'),
   };

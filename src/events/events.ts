@@ -13,11 +13,25 @@ export type ModelSwitchEventType =
   | 'account.credited';
 
 /**
- * Who did it: the billing key of a management call (`billing key 12`), the proxy key of an
- * inference request (`proxy key 7`), or the host's own code (`host`: `creditBalance`,
- * `adjustBalance`). Never a key value, only its id.
+ * Who did it, never a key value (only ids):
+ *
+ * - `billing key 12`: a management call (`keysRouter`) made with that billing key;
+ * - `proxy key 7`: an inference request (`proxyRouter`) made with that proxy key;
+ * - `dashboard session: billing key 12`: a change made in the dashboard by a session signed in
+ *   with that billing key;
+ * - `dashboard session: user alice@example.com`: a change made in the dashboard by the host's own
+ *   login (`identify`, `oidcIdentity`): its `subject` as the host gave it (the operator's own audit
+ *   trail names its own users; key-like text in it is redacted);
+ * - `cli`: the `modelswitch-keys` command line (`runCli`);
+ * - `host`: the host's own code (`creditBalance`, `adjustBalance`).
  */
-export type ModelSwitchActor = `billing key ${number}` | `proxy key ${number}` | 'host';
+export type ModelSwitchActor =
+  | `billing key ${number}`
+  | `proxy key ${number}`
+  | `dashboard session: billing key ${number}`
+  | `dashboard session: user ${string}`
+  | 'cli'
+  | 'host';
 
 /** What every event carries. Times are epoch ms; money is USD. */
 interface EventBase {
@@ -44,19 +58,23 @@ interface EventBase {
  */
 export type ModelSwitchEvent =
   | (EventBase & {
-      /** A proxy key was created (`POST /api/keys`) or deleted (`DELETE /api/keys/:id`). */
+      /**
+       * A key was created (`POST /api/keys`, the dashboard, `modelswitch-keys billing-key create`) or
+       * deleted (`DELETE /api/keys/:id`, the dashboard, `modelswitch-keys keys delete`). The dashboard
+       * and the CLI report billing keys (`mk-`) too.
+       */
       type: 'key.created' | 'key.deleted';
       keyId: number;
     })
   | (EventBase & {
-      /** A proxy key was changed (`PUT`/`PATCH /api/keys/:id`). */
+      /** A key was changed (`PUT`/`PATCH /api/keys/:id`, the dashboard, `modelswitch-keys keys deactivate`). */
       type: 'key.updated';
       keyId: number;
       /** The fields the request set, as the API names them (`name`, `active`, `expires_at`, `limit`, `limit_reset`, `rate_limit`, `models`). */
       changed: string[];
     })
   | (EventBase & {
-      /** A proxy key got a new secret (`POST /api/keys/:id/rotate`). */
+      /** A key got a new secret (`POST /api/keys/:id/rotate`, the dashboard's Rotate). */
       type: 'key.rotated';
       keyId: number;
       /** Until when the previous secret works (epoch ms), or `null` when it stopped at once. */
@@ -84,7 +102,7 @@ export type ModelSwitchEvent =
       threshold: number;
     })
   | (EventBase & {
-      /** `creditBalance` added to the balance (not for a reference already credited). */
+      /** `creditBalance` or `modelswitch-keys account credit` added to the balance (not for a reference already credited). */
       type: 'account.credited';
       keyId: null;
       /** USD credited. */
@@ -94,6 +112,18 @@ export type ModelSwitchEvent =
       /** The credit's idempotency reference. */
       reference: string;
     });
+
+/** `Omit` applied to each member of a union on its own, so the members stay apart. */
+type OmitEach<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/**
+ * A change made to a key (created, updated, rotated, deleted) without the fields every event has:
+ * what the management API and the dashboard say about it before they add who and when.
+ */
+export type KeyChange = OmitEach<
+  Extract<ModelSwitchEvent, { type: 'key.created' | 'key.deleted' | 'key.updated' | 'key.rotated' }>,
+  keyof EventBase
+>;
 
 /**
  * The host's `onEvent` handler. Called after the answer of the request that caused the event was
@@ -114,6 +144,16 @@ export type EventHandler = (event: ModelSwitchEvent) => unknown;
 /** The actor of a management call made with this billing key. */
 export function billingKeyActor(keyId: number): ModelSwitchActor {
   return `billing key ${keyId}`;
+}
+
+/**
+ * The actor of a dashboard change: the billing key its session signed in with, or (`keyId` null)
+ * the subject the host's `identify` gave, with any key-like text redacted.
+ */
+export function dashboardActor(session: { keyId: number | null; subject: string }): ModelSwitchActor {
+  return session.keyId === null
+    ? `dashboard session: user ${redactKeys(session.subject)}`
+    : `dashboard session: billing key ${session.keyId}`;
 }
 
 /** The actor of an inference request made with this proxy key. */

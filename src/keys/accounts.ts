@@ -1,7 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_BALANCE_LOW_THRESHOLD, DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import {
+  DEFAULT_ACCOUNT_BALANCE,
+  DEFAULT_ACCOUNT_IS_FREE_TIER,
+  DEFAULT_BALANCE_LOW_THRESHOLD,
+  DEFAULT_ROTATION_GRACE_PERIOD_MS,
+  MAX_ROTATION_GRACE_PERIOD_MS,
+} from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
-import { EventDispatcher, type EventHandler, crossesBelow, isBalanceLowThreshold } from '../events/events.js';
+import {
+  EventDispatcher,
+  type EventHandler,
+  type ModelSwitchActor,
+  type ModelSwitchEvent,
+  crossesBelow,
+  isBalanceLowThreshold,
+} from '../events/events.js';
 import { type Logger, hostLogger } from '../log.js';
 import type { BalanceChange, BalanceChangeResult, KeyRotation, KeyType } from '../store/types.js';
 import { generateApiKey, keyWithHandle } from './api-key.js';
@@ -35,7 +48,7 @@ export interface NewAccountInput {
  * ```
  */
 export async function createAccount(store: KeyStore, input: NewAccountInput = {}): Promise<AccountRecord> {
-  const balance = input.balance ?? 0;
+  const balance = input.balance ?? DEFAULT_ACCOUNT_BALANCE;
   if (!isUsd(balance)) throw new TypeError(`createAccount: balance must be a finite number between -${MAX_USD} and ${MAX_USD}`);
   if (input.id !== undefined && (typeof input.id !== 'string' || !/^[\w.:@-]{1,128}$/.test(input.id))) {
     throw new TypeError('createAccount: id must be 1–128 characters of letters, digits, _ . : @ -');
@@ -44,7 +57,7 @@ export async function createAccount(store: KeyStore, input: NewAccountInput = {}
     id: input.id ?? `acct_${randomBytes(12).toString('base64url')}`,
     balance,
     reserved: 0,
-    isFreeTier: input.isFreeTier ?? false,
+    isFreeTier: input.isFreeTier ?? DEFAULT_ACCOUNT_IS_FREE_TIER,
     createdAt: input.now ?? Date.now(),
   });
 }
@@ -131,20 +144,28 @@ export async function creditBalance(
   const reference = options.reference ?? `credit_${randomBytes(12).toString('base64url')}`;
   const events = dispatcherOf('creditBalance', options);
   const result = await store.changeBalance(balanceChange('creditBalance', accountId, 'credit', amountUsd, { ...options, reference }));
-  if (result?.applied === true) {
-    const { entry, account } = result;
-    events?.afterResponse(undefined, {
-      type: 'account.credited',
-      accountId: entry.accountId,
-      keyId: null,
-      actor: 'host',
-      time: entry.createdAt,
-      amount: entry.amount,
-      balance: account.balance,
-      reference,
-    });
-  }
+  const event = result === null ? null : creditedEvent(result, reference, 'host');
+  if (event !== null) events?.afterResponse(undefined, event);
   return result;
+}
+
+/**
+ * The `account.credited` event of a credit of `reference` made by `actor`, or `null` when it credited nothing (a
+ * reference already in the ledger). `creditBalance` reports it as `host`, the CLI as `cli`.
+ */
+export function creditedEvent(result: BalanceChangeResult, reference: string, actor: ModelSwitchActor): ModelSwitchEvent | null {
+  if (!result.applied) return null;
+  const { entry, account } = result;
+  return {
+    type: 'account.credited',
+    accountId: entry.accountId,
+    keyId: null,
+    actor,
+    time: entry.createdAt,
+    amount: entry.amount,
+    balance: account.balance,
+    reference,
+  };
 }
 
 /**

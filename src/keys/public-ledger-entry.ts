@@ -1,26 +1,11 @@
-import type { LedgerEntry, LedgerEntryType } from '../store/types.js';
+import type { LedgerEntry } from '../store/types.js';
 import { isoTime } from './public-key.js';
 
 /**
  * A ledger entry as `GET /api/transactions` and `GET /v1/generation` show it: the account, the
  * upstream's answer id and the note stay in the store.
  */
-export interface PublicLedgerEntry {
-  id: number;
-  type: LedgerEntryType;
-  /** USD, signed: a `usage` entry is −cost. */
-  amount: number;
-  /** The account's balance right after this entry. */
-  balanceAfter: number;
-  /** `usage`: the key that spent; otherwise `null`. */
-  keyId: number | null;
-  model: string | null;
-  promptTokens: number | null;
-  completionTokens: number | null;
-  /** `usage`: the `X-Request-Id` the gateway answered the request with. */
-  requestId: string | null;
-  /** `credit` and `adjustment`: the idempotency reference (`opening` for an opening balance). */
-  reference: string | null;
+export interface PublicLedgerEntry extends Omit<LedgerEntry, 'accountId' | 'upstreamId' | 'note' | 'createdAt'> {
   /** ISO 8601, UTC. */
   createdAt: string;
 }

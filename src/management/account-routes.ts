@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Authenticator, ModelSwitchContext } from '../auth/authenticator.js';
-import { DEFAULT_TRANSACTIONS_PAGE, DEFAULT_USAGE_DAYS, MAX_USAGE_DAYS } from '../defaults.js';
+import { DEFAULT_TRANSACTIONS_PAGE, DEFAULT_USAGE_DAYS, DEFAULT_USAGE_GROUP_BY, MAX_USAGE_DAYS } from '../defaults.js';
 import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { answerError, sendError, sendJson } from '../http/respond.js';
 import { isoTime } from '../keys/public-key.js';
@@ -63,8 +63,6 @@ type AccountRoute = (typeof ROUTES)[keyof typeof ROUTES];
 const ALLOWED_METHODS = ['GET', 'HEAD'];
 const ENTRY_TYPES: readonly LedgerEntryType[] = ['usage', 'credit', 'adjustment'];
 const GROUPINGS: readonly UsageGrouping[] = ['day', 'key', 'model'];
-/** `group_by` when the request names none: a day-by-day series. */
-const DEFAULT_GROUPING: readonly UsageGrouping[] = ['day'];
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const DAY_MS = 86_400_000;
 
@@ -162,7 +160,7 @@ export async function usageAnswer(
 ): Promise<UsageResponse> {
   let from: number | undefined;
   let to: number | undefined;
-  let grouping = DEFAULT_GROUPING;
+  let grouping: readonly UsageGrouping[] = [DEFAULT_USAGE_GROUP_BY];
   for (const [name, value] of checkedQuery(query)) {
     if (name === 'from') from = utcDate(value, 'from');
     else if (name === 'to') to = utcDate(value, 'to');

@@ -6,8 +6,8 @@ import { answerError } from '../http/respond.js';
 import { assertStore } from '../store/assert-store.js';
 import { Authenticator, type ModelSwitchContext } from '../auth/authenticator.js';
 import { trackRequest } from '../auth/request-metrics.js';
-import { EventDispatcher, billingKeyActor } from '../events/events.js';
-import { DEFAULT_KEYS_PAGE_LIMIT, DEFAULT_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { EventDispatcher, type KeyChange, billingKeyActor } from '../events/events.js';
+import { DEFAULT_KEYS_PAGE_LIMIT } from '../defaults.js';
 import { type KeysRouterOptions, resolveKeysRouterOptions } from './options.js';
 import { accountRoutes } from './account-routes.js';
 import { isJsonObject, readJsonBody } from '../http/body.js';
@@ -15,7 +15,7 @@ import { ModelSwitchError, invalidRequest } from '../errors/errors.js';
 import { answerOpenApi } from './openapi.js';
 import { sendError, sendJson } from '../http/respond.js';
 import type { KeyRecord, KeyStore } from '../store/types.js';
-import { keyChangesFromBody, keySettingsFromBody, validateGracePeriod, validateId } from './validation.js';
+import { gracePeriodFromBody, keyChangesFromBody, keySettingsFromBody, validateId } from './validation.js';
 
 const CREATE_FIELDS = new Set(['name', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
 const UPDATE_FIELDS = new Set(['name', 'active', 'expires_at', 'limit', 'limit_reset', 'rate_limit', 'models']);
@@ -83,16 +83,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
   const events = new EventDispatcher(auth.onEvent, logger);
 
   /** Reports a change of key `keyId` made by the request's billing key, once its answer is sent. */
-  function keyEvent(
-    res: ServerResponse,
-    context: ModelSwitchContext,
-    keyId: number,
-    at: number,
-    event:
-      | { type: 'key.created' | 'key.deleted' }
-      | { type: 'key.updated'; changed: string[] }
-      | { type: 'key.rotated'; previousKeyExpiresAt: number | null },
-  ): void {
+  function keyEvent(res: ServerResponse, context: ModelSwitchContext, keyId: number, at: number, event: KeyChange): void {
     if (!events.enabled) return;
     events.afterResponse(res, { ...event, accountId: context.account.id, keyId, actor: billingKeyActor(context.key.id), time: at });
   }
@@ -162,7 +153,7 @@ export function keysRouter(store: KeyStore, options: KeysRouterOptions = {}): Mi
     const current = await ownKey(context, rawId);
     // The body is optional: `curl -X POST …/rotate` rotates with no grace period.
     const body = await objectBody(req, res, ROTATE_FIELDS, true);
-    const gracePeriodMs = body.grace_period === undefined ? DEFAULT_ROTATION_GRACE_PERIOD_MS : validateGracePeriod(body.grace_period);
+    const gracePeriodMs = gracePeriodFromBody(body);
     const at = now();
     const prepared = await prepareRotation(current, {
       ...(options.hasher ? { hasher: options.hasher } : {}),

@@ -458,6 +458,18 @@ const headers: JsonObject = {
 
 const KEY_BODY_ERRORS: readonly DocumentedErrorCode[] = [...BODY_ERRORS, 'key_not_found'];
 
+/** `PUT` and `PATCH /api/keys/{id}`: one operation under two methods. */
+function updateKeyOperation(description: string): JsonObject {
+  return operation({
+    summary: 'Update a key',
+    description,
+    access: 'billing',
+    requestBody: jsonBody(ref('UpdateKeyRequest')),
+    answers: { '200': answer('The key as it is now.', ref('Key')) },
+    errors: KEY_BODY_ERRORS,
+  });
+}
+
 function keyPaths(): { [path: string]: JsonObject } {
   return {
     '/api/keys': {
@@ -490,22 +502,8 @@ function keyPaths(): { [path: string]: JsonObject } {
         answers: { '200': answer('The key.', ref('Key')) },
         errors: ['invalid_request', 'key_not_found'],
       }),
-      put: operation({
-        summary: 'Update a key',
-        description: 'Changes any of the fields given; `PATCH` does the same.',
-        access: 'billing',
-        requestBody: jsonBody(ref('UpdateKeyRequest')),
-        answers: { '200': answer('The key as it is now.', ref('Key')) },
-        errors: KEY_BODY_ERRORS,
-      }),
-      patch: operation({
-        summary: 'Update a key',
-        description: 'Changes any of the fields given; the same as `PUT`.',
-        access: 'billing',
-        requestBody: jsonBody(ref('UpdateKeyRequest')),
-        answers: { '200': answer('The key as it is now.', ref('Key')) },
-        errors: KEY_BODY_ERRORS,
-      }),
+      put: updateKeyOperation('Changes any of the fields given; `PATCH` does the same.'),
+      patch: updateKeyOperation('Changes any of the fields given; the same as `PUT`.'),
       delete: operation({
         summary: 'Delete a key',
         description: 'The key answers 401 from the next request on, on every gateway instance.',

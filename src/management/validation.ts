@@ -2,7 +2,7 @@ import { invalidRequest } from '../errors/errors.js';
 import { intervalToMs } from '../auth/rate-limit.js';
 import { containsKey } from '../keys/api-key.js';
 import { MAX_ALLOWED_MODELS, MAX_MODEL_NAME_LENGTH } from '../keys/models.js';
-import { MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
+import { DEFAULT_ROTATION_GRACE_PERIOD_MS, MAX_ROTATION_GRACE_PERIOD_MS } from '../defaults.js';
 import type { KeyChanges, LimitReset, RateLimitSetting } from '../store/types.js';
 
 const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;
@@ -14,12 +14,19 @@ const CONTROL_CHARACTERS = /\p{Cc}/u;
  * the Braille blank. A name made only of these is blank however long it is.
  */
 const INVISIBLE_ONLY = /^[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
+/**
+ * Bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069): they reorder the
+ * text shown after them, so a name holding one could make a listing, a log line or the CLI's table
+ * read other than it is ("Trojan Source"). The marks (U+200E, U+200F, U+061C) stay allowed.
+ */
+const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const ID = /^[1-9][0-9]{0,15}$/;
 
 /**
  * `name`: a string of 1–100 characters (code points), with no control character (C0, DEL, C1), not
- * blank (something visible: not only whitespace, zero-width or other invisible characters), and no
+ * blank (something visible: not only whitespace, zero-width or other invisible characters), no
+ * bidirectional embedding, override or isolate (U+202A–U+202E, U+2066–U+2069), and no
  * ModelSwitch key in it (names are listed and shown; a key pasted into one would be shown too).
  */
 export function validateName(value: unknown, param = 'name'): string {
@@ -30,6 +37,7 @@ export function validateName(value: unknown, param = 'name'): string {
   // A lone surrogate is not text: stores that speak JSON to another process (Redis' cjson) refuse it.
   if (LONE_SURROGATE.test(value)) throw invalidRequest(`${param} must be valid Unicode text`, param);
   if (INVISIBLE_ONLY.test(value)) throw invalidRequest(`${param} must not be blank`, param);
+  if (BIDI_CONTROLS.test(value)) throw invalidRequest(`${param} must not contain bidirectional text controls`, param);
   // A name is shown in listings, so it must not carry a key, also not percent-encoded (`ms%2D…`).
   if (containsKey(value)) throw invalidRequest(`${param} must not contain an API key`, param);
   return value;
@@ -150,6 +158,20 @@ export function validateGracePeriod(value: unknown, param = 'grace_period'): num
     );
   }
   return ms;
+}
+
+/**
+ * The grace period of a rotation from its request body, in ms: `grace_period` checked by
+ * {@link validateGracePeriod}, or {@link DEFAULT_ROTATION_GRACE_PERIOD_MS} (0) when left out. The
+ * one reading of `POST /api/keys/:id/rotate` and of the dashboard's Rotate, so both take and refuse
+ * the same values. The body's field names are checked by the caller.
+ *
+ * @example
+ * gracePeriodFromBody({ grace_period: '1h' }); // 3600000
+ * gracePeriodFromBody({}); // 0
+ */
+export function gracePeriodFromBody(body: Record<string, unknown>): number {
+  return body.grace_period === undefined ? DEFAULT_ROTATION_GRACE_PERIOD_MS : validateGracePeriod(body.grace_period);
 }
 
 /** `active`: a boolean. */

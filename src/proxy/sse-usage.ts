@@ -10,7 +10,7 @@ const MAX_PENDING = 1024 * 1024;
 /** A usage object (not `null`) somewhere in an event. */
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 /** `"usage":null` closing a chunk's top-level object: present on every chunk once `include_usage` is on. */
-const TRAILING_NULL_USAGE = /,\s*"usage"\s*:\s*null\s*\}(?=[\r\n])/g;
+const TRAILING_NULL_USAGE = /,\s*"usage"\s*:\s*null\s*\}(?=[\r\n]|$)/g;
 
 /**
  * Passes a `text/event-stream` through event by event while reading the token `usage` it reports
@@ -60,12 +60,15 @@ export class SseUsageScanner {
     return !hadPending && this.pending === '' && out === complete ? chunk : Buffer.from(out);
   }
 
-  /** The end of the stream: whatever partial event is left goes out as it is. */
+  /**
+   * The end of the stream: whatever partial event is left (an upstream may close its last event
+   * without the blank line) is read and goes out like a complete one, so a usage-only chunk the
+   * client did not ask for is dropped here too.
+   */
   end(): Buffer {
     const rest = this.pending + this.decoder.end();
     this.pending = '';
-    if (rest.includes('"usage"')) this.readEvent(rest);
-    return Buffer.from(rest);
+    return rest.includes('"usage"') ? Buffer.from(this.scanEvent(rest)) : Buffer.from(rest);
   }
 
   private scan(complete: string): string {
@@ -76,11 +79,15 @@ export class SseUsageScanner {
       const stop = match.index + match[0].length;
       const event = complete.slice(start, stop);
       start = stop;
-      if (!event.includes('"usage"')) out += event;
-      else if (!USAGE_OBJECT.test(event)) out += this.stripUsageOnlyChunk ? event.replace(TRAILING_NULL_USAGE, '}') : event;
-      else if (!this.readEvent(event)) out += event;
+      out += event.includes('"usage"') ? this.scanEvent(event) : event;
     }
     return out;
+  }
+
+  /** One event that mentions usage, as it goes to the client: read, and stripped of what the proxy added. */
+  private scanEvent(event: string): string {
+    if (!USAGE_OBJECT.test(event)) return this.stripUsageOnlyChunk ? event.replace(TRAILING_NULL_USAGE, '}') : event;
+    return this.readEvent(event) ? '' : event;
   }
 
   /** Reads the answer id from the first event with data among complete events (see `answerId`). */

@@ -47,9 +47,6 @@ export const MAX_USAGE_NAME_LENGTH = 200;
 /** The largest page `listLedger` answers. */
 export const MAX_LEDGER_PAGE = 1000;
 
-/** The default `limit` of `releaseExpiredHolds`. */
-export const DEFAULT_HOLD_SWEEP_LIMIT = 1000;
-
 /**
  * How many of an account's entries past retention one write to its ledger trims at most: enough to
  * keep up with any rate of writes (each write adds one entry), small enough that no write pays for

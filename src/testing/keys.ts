@@ -21,6 +21,18 @@ export const keyTests: SuiteGroup = (test, { concurrency }) => {
     assert.equal(await store.getKeyByHandle(generateApiKey('proxy').handle), null);
   });
 
+  test('answers an id that is not a finite number (NaN, ±Infinity) as an unknown key, changing nothing', async (store) => {
+    const owner = await store.createAccount(sampleAccount());
+    const inserted = await store.insertKey(sampleKeyRecord(owner.id));
+    for (const id of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      assert.equal(await store.getKey(id), null, `getKey(${id})`);
+      assert.equal(await store.updateKey(id, { name: 'renamed' }), null, `updateKey(${id})`);
+      assert.equal(await store.deleteKey(id), false, `deleteKey(${id})`);
+      await store.touchKey(id, 1_800_000_000_000);
+    }
+    assert.deepEqual(await store.getKey(inserted.id), inserted);
+  });
+
   test('rejects a second key with the same handle', async (store) => {
     const owner = await store.createAccount(sampleAccount());
     const record = sampleKeyRecord(owner.id);

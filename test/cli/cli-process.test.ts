@@ -130,7 +130,8 @@ describe.each(TARGETS)('modelswitch-keys on $name', (target) => {
         createdAt: expect.stringMatching(ISO),
       },
     });
-    expect(await bin('account', 'credit', id, '2.50', '--reference', 'pay_1')).toEqual({
+    // Already credited: nothing changed, so --events prints nothing.
+    expect(await bin('account', 'credit', id, '2.50', '--reference', 'pay_1', '--events')).toEqual({
       code: 0,
       stdout: `Reference pay_1 is already in ${id}'s ledger: nothing credited, balance 12.5 USD\n`,
       stderr: '',
@@ -186,8 +187,14 @@ describe.each(TARGETS)('modelswitch-keys on $name', (target) => {
       stderr: '',
     });
     expect((await request(app).get('/api/keys').set('Authorization', `Bearer ${key}`)).status).toBe(403);
-    expect(await bin('keys', 'delete', String(keyId))).toEqual({ code: 0, stdout: `Key ${keyId} deleted\n`, stderr: '' });
-    expectOneLineError(await bin('keys', 'delete', String(keyId)), 1, `no key ${keyId}`);
+    // --events: what the command changed, one JSON line on stderr after the output, actor cli.
+    const deleted = await bin('keys', 'delete', String(keyId), '--events');
+    expect({ ...deleted, stderr: deleted.stderr.split('\n').map((line) => (line === '' ? line : JSON.parse(line))) }).toEqual({
+      code: 0,
+      stdout: `Key ${keyId} deleted\n`,
+      stderr: [{ type: 'key.deleted', accountId: id, keyId, actor: 'cli', time: expect.any(Number) }, ''],
+    });
+    expectOneLineError(await bin('keys', 'delete', String(keyId), '--events'), 1, `no key ${keyId}`);
     expectOneLineError(await bin('keys', 'deactivate', String(keyId)), 1, `no key ${keyId}`);
   });
 

@@ -10,18 +10,15 @@ import { type ClientGateway, startClientGateway } from './example-gateway.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const SECTION = '## Use it from your code';
+/** The page of OpenAI client snippets the README links to ("Use it from your code"). */
+const CLIENTS_PAGE = 'docs/clients.md';
 /** Loading a client library takes seconds on a busy machine. */
 const SNIPPET_TIMEOUT_MS = 60_000;
 
-/** The TypeScript blocks of the README's "Use it from your code" section, in order. */
+/** The TypeScript blocks of the clients page, in order. */
 async function snippets(): Promise<string[]> {
-  const readme = await readFile(join(root, 'README.md'), 'utf8');
-  const start = readme.indexOf(`${SECTION}\n`);
-  expect(start, `README.md has no "${SECTION}" section`).toBeGreaterThanOrEqual(0);
-  const end = readme.indexOf('\n## ', start + 1);
-  const section = readme.slice(start, end < 0 ? undefined : end);
-  return [...section.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] as string);
+  const page = await readFile(join(root, CLIENTS_PAGE), 'utf8');
+  return [...page.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] as string);
 }
 
 /** What each snippet prints against the example's offline mock. */
@@ -31,7 +28,7 @@ const EXPECTED: Readonly<Record<string, string>> = {
   "from '@langchain/openai'": `${MOCK_ANSWER}\n${MOCK_ANSWER}\n1536\n`,
 };
 
-describe('the README "Use it from your code" snippets, run as written against the example gateway', () => {
+describe(`the ${CLIENTS_PAGE} snippets (the README's "Use it from your code"), run as written against the example gateway`, () => {
   let g: ClientGateway;
   let dir: string;
 

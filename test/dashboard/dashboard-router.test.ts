@@ -1,9 +1,9 @@
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SignJWT } from 'jose';
 import { ConfigurationError, MemoryKeyStore, dashboardRouter, issueKey } from '../../src/index.js';
 import { buildDashboardAssets } from '../../scripts/build-dashboard.js';
 import { FRAMEWORKS } from '../app.js';
-import { fastHasher, seedAccount, testClock } from '../helpers.js';
+import { fastHasher, invalid, seedAccount, testClock } from '../helpers.js';
 import { DashboardClient, TEST_SESSION_SECRET, startDashboardApp } from './dashboard-app.js';
 
 const hasher = fastHasher();
@@ -248,6 +248,101 @@ describe('dashboardRouter', () => {
     const deleted = await client.call('DELETE', `api/keys/${key.id}`);
     expect(deleted.body).toEqual({ id: key.id, deleted: true });
     expect((await client.call('DELETE', `api/keys/${key.id}`)).status).toBe(404);
+  });
+
+  it('reads grace_period exactly as POST /api/keys/:id/rotate does: the same deadlines, the same 400s, nothing changed by one', async () => {
+    const { client, seeded, store, app, clock } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const viaApi = async (body: unknown) => {
+      const response = await fetch(`${app.origin}/api/keys/${seeded.proxyKeyId}/rotate`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${seeded.billingKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+    const viaDashboard = async (body: unknown) => {
+      const answer = await client.call('POST', `api/keys/${seeded.proxyKeyId}/rotate`, body);
+      return { status: answer.status, body: answer.body as Record<string, unknown> };
+    };
+    const at = clock.now();
+    const iso = (ms: number) => new Date(ms).toISOString().replace('.000Z', 'Z');
+    const accepted: Array<[unknown, string | null]> = [
+      [undefined, null],
+      [null, null],
+      [0, null],
+      ['0s', null],
+      [90, iso(at + 90_000)],
+      ['90s', iso(at + 90_000)],
+      ['1h', iso(at + 3_600_000)],
+      ['7d', iso(at + 604_800_000)],
+    ];
+    for (const [grace, deadline] of accepted) {
+      const body = grace === undefined ? {} : { grace_period: grace };
+      for (const [route, rotate] of [
+        ['api', viaApi],
+        ['dashboard', viaDashboard],
+      ] as const) {
+        const answer = await rotate(body);
+        expect({ route, grace, status: answer.status, deadline: answer.body.previousKeyExpiresAt }).toEqual({
+          route,
+          grace,
+          status: 200,
+          deadline,
+        });
+      }
+    }
+    const message =
+      'grace_period must be a duration from 0 to 7 days: a whole number of seconds, or a string like "90s", "15m", "1h" or "7d"';
+    const before = await store.getKey(seeded.proxyKeyId);
+    // "0" is not a duration (the API's form is "0s"): the dashboard used to take it, and no longer does.
+    for (const grace of ['0', '8d', 604_801, -1, 1.5, '1w', '', '1.5h', '3600', true, {}, []]) {
+      for (const [route, rotate] of [
+        ['api', viaApi],
+        ['dashboard', viaDashboard],
+      ] as const) {
+        const answer = await rotate({ grace_period: grace });
+        expect({ route, grace, ...answer }).toEqual({ route, grace, status: 400, body: invalid(message, 'grace_period') });
+      }
+    }
+    expect(await store.getKey(seeded.proxyKeyId)).toEqual(before);
+  });
+
+  it("signs in with a rotated billing key's previous secret until its deadline (injected clock), then 401; its use never locks the new secret out", async () => {
+    const { client, seeded, store, clock, app } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const billingId = (await store.listKeys(seeded.account.id, { type: 'billing', limit: 10 })).keys[0]?.id as number;
+    const rotated = await client.call('POST', `api/keys/${billingId}/rotate`, { grace_period: '1h' });
+    expect(rotated.status).toBe(200);
+    const newKey = (rotated.body as { key: string }).key;
+    expect(newKey).toMatch(/^mk-[0-9A-Za-z]{38}$/);
+    const signIn = async (key: string) => {
+      const answer = await new DashboardClient(app.origin).signIn(key);
+      return { status: answer.status, body: answer.status === 200 ? 'signed in' : answer.body };
+    };
+    clock.advance(3_600_000 - 1);
+    expect(await signIn(seeded.billingKey)).toEqual({ status: 200, body: 'signed in' });
+    clock.advance(1);
+    expect(await signIn(seeded.billingKey)).toEqual({
+      status: 401,
+      body: { error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } },
+    });
+    expect(await signIn(newKey)).toEqual({ status: 200, body: 'signed in' });
+    // The session made before the rotation is bound to the key record, not its secret: it goes on.
+    expect((await client.call('GET', 'api/keys')).status).toBe(200);
+  });
+
+  it("hashes a rotation's new secret for its account, as a creation's, so maxHashesPerAccount bounds both", async () => {
+    const { client, seeded } = await setUp();
+    await client.signIn(seeded.billingKey);
+    const hash = vi.spyOn(hasher, 'hash');
+    try {
+      expect((await client.call('POST', `api/keys/${seeded.proxyKeyId}/rotate`, { grace_period: '1h' })).status).toBe(200);
+      expect((await client.call('POST', 'api/keys', { name: 'CI' })).status).toBe(201);
+      expect(hash.mock.calls.map(([, options]) => options)).toEqual([{ account: seeded.account.id }, { account: seeded.account.id }]);
+    } finally {
+      hash.mockRestore();
+    }
   });
 
   it('validates like the management API: unknown fields, a key in a name, bad limits and models answer 400 with param', async () => {

@@ -10,6 +10,7 @@ import type { KeyStore } from '../../src/store/types.js';
 import { fastHasher, seedAccount } from '../helpers.js';
 import { type Gateway, chat, deferred, startGateway } from '../proxy/harness.js';
 import { DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from '../stores/postgres-env.js';
+import { expectSettledOnceThroughRoutes } from '../stores/ledger-through-routes.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from '../stores/redis-env.js';
 
 const REQUEST_ID = /^req_[A-Za-z0-9_-]{24}$/;
@@ -373,6 +374,87 @@ for (const storeCase of STORES) {
     }, 30_000);
   });
 }
+
+describe('settlements the store fails', () => {
+  it('are retried, whether the store failed before writing or wrote and lost its answer, and each written once, as every route shows', async () => {
+    const store = new MemoryKeyStore();
+    const settle = store.settleSpend.bind(store);
+    const attempts = new Map<string, number>();
+    // Each request's first attempt fails before the store writes anything; its second is written,
+    // then its answer is lost (a connection reset after the write); its third finds it written.
+    store.settleSpend = async (settlement) => {
+      const id = settlement.usage?.requestId ?? '';
+      const attempt = (attempts.get(id) ?? 0) + 1;
+      attempts.set(id, attempt);
+      if (attempt === 1) throw new Error('connection reset before the write');
+      const entry = await settle(settlement);
+      if (attempt === 2) throw new Error('connection reset after the write');
+      return entry;
+    };
+    const g = await startGateway({ store, api: true, balance: 10 });
+    try {
+      const json = await complete(g, g.proxyKey, chat());
+      const stream = await complete(g, g.proxyKey, chat({ model: 'mock-family-a', stream: true }));
+      expect([json.status, stream.status]).toEqual([200, 200]);
+      const left = await abandonedStream(g, g.proxyKey);
+      await g.proxy.drain();
+      expect(Object.fromEntries(attempts)).toEqual({ [json.requestId]: 3, [stream.requestId]: 3, [left]: 3 });
+      expect(g.logger.lines.filter((line) => line.includes('reconcile by hand'))).toEqual([]);
+      await expectSettledOnceThroughRoutes(g, 10, [
+        { requestId: json.requestId, model: 'mock-model', cost: COST, promptTokens: 12, completionTokens: 8 },
+        { requestId: stream.requestId, model: 'mock-family-a', cost: COST, promptTokens: 12, completionTokens: 8 },
+        { requestId: left, model: 'mock-model', cost: ABORTED_STREAM_COST, promptTokens: 0, completionTokens: 0 },
+      ]);
+    } finally {
+      await g.close();
+    }
+  }, 30_000);
+});
+
+describe('GET /api/usage after retention trimmed the ledger', () => {
+  it('still counts the requests whose entries were trimmed: it reads the counters, not the ledger', async () => {
+    const g = await startGateway({ store: new MemoryKeyStore({ ledgerRetentionDays: 1 }), api: true, balance: 10 });
+    try {
+      const first = await complete(g, g.proxyKey, chat());
+      await g.proxy.drain();
+      g.clock.advance(2 * 86_400_000);
+      // The next write trims the account's entries older than a day: the opening credit and the first request's.
+      const second = await complete(g, g.proxyKey, chat({ model: 'mock-family-a' }));
+      await g.proxy.drain();
+      expect([first.status, second.status]).toEqual([200, 200]);
+      const transactions = (await get(`${g.apiUrl}/transactions`, g.billingKey)).body as { transactions: PublicLedgerEntry[] };
+      expect(transactions.transactions.map((entry) => entry.requestId)).toEqual([second.requestId]);
+      expect(await get(`${g.url}/generation?id=${first.requestId}`, g.proxyKey)).toEqual({
+        status: 404,
+        headers: JSON_HEADERS,
+        body: {
+          error: {
+            message: `No generation with id ${first.requestId} for this API key`,
+            type: 'not_found_error',
+            code: 'generation_not_found',
+            param: 'id',
+          },
+        },
+      });
+      const one = { requests: 1, promptTokens: 12, completionTokens: 8, cost: COST };
+      expect(await get(`${g.apiUrl}/usage?from=2026-11-22&to=2026-11-24&group_by=day,model`, g.billingKey)).toEqual(
+        ok({
+          usage: [
+            { date: '2026-11-22', model: 'mock-model', ...one },
+            { date: '2026-11-24', model: 'mock-family-a', ...one },
+          ],
+          total: { requests: 2, promptTokens: 24, completionTokens: 16, cost: roundUsd(2 * COST) },
+        }),
+      );
+      const balance = roundUsd(10 - 2 * COST);
+      expect(await get(`${g.apiUrl}/account`, g.billingKey)).toEqual(
+        ok({ id: g.account.id, balance, reserved: 0, available: balance, isFreeTier: false, createdAt: isoTime(g.account.createdAt) }),
+      );
+    } finally {
+      await g.close();
+    }
+  });
+});
 
 describe('account API refusals', () => {
   let gateway: Gateway;

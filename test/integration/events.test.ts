@@ -2,13 +2,17 @@ import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { runCli } from '../../src/cli/run.js';
 import {
   ConfigurationError,
+  type DashboardOptions,
   type EventHandler,
   MemoryKeyStore,
   type ModelSwitchEvent,
   adjustBalance,
   creditBalance,
+  dashboardRouter,
+  issueKey,
   keysRouter,
   modelSwitchAuth,
   proxyRouter,
@@ -17,6 +21,7 @@ import {
 import { type SeededAccount, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
 import { MOCK_PRICE, chat, deferred } from '../proxy/harness.js';
 import { startTestUpstream } from '../proxy/mock-upstream.js';
+import { DashboardClient, startDashboardApp } from '../dashboard/dashboard-app.js';
 
 const hasher = fastHasher();
 
@@ -231,5 +236,186 @@ describe('onEvent', () => {
       'adjustBalance: options.balanceLowThreshold must be a number of USD from 0 to 1000000000000, e.g. 1',
     );
     expect((await store.getAccount(seeded.account.id))?.balance).toBe(2);
+  });
+});
+
+describe('onEvent of dashboardRouter', () => {
+  async function startDashboard(dashboard: DashboardOptions) {
+    const store = new MemoryKeyStore();
+    const clock = testClock();
+    const seeded = await seedAccount(store, { hasher, now: clock.now() });
+    const app = await startDashboardApp('express5', store, { hasher, now: clock.now, dashboard });
+    hosts.push(app);
+    const billingKeyId = (await store.listKeys(seeded.account.id, { type: 'billing', limit: 10 })).keys[0]?.id as number;
+    return { store, clock, seeded, billingKeyId, client: new DashboardClient(app.origin) };
+  }
+
+  it('reports every key change made in a billing-key session once, actor "dashboard session: billing key <id>", never a key', async () => {
+    const log: ModelSwitchEvent[] = [];
+    const logger = recordingLogger();
+    const { seeded, clock, billingKeyId, client, store } = await startDashboard({ onEvent: (event) => log.push(event), logger });
+    const at = clock.now();
+    const accountId = seeded.account.id;
+    const actor = `dashboard session: billing key ${billingKeyId}` as const;
+    expect((await client.signIn(seeded.billingKey)).status).toBe(200);
+
+    const created = await client.call('POST', 'api/keys', { name: 'CI', limit: 5 });
+    expect(created.status).toBe(201);
+    const { id: keyId, key } = created.body as { id: number; key: string };
+    expect((await client.call('PATCH', `api/keys/${keyId}`, { name: 'CI runner', active: false })).status).toBe(200);
+    const rotated = await client.call('POST', `api/keys/${keyId}/rotate`, { grace_period: '1h' });
+    expect(rotated.status).toBe(200);
+    const rotatedAgain = await client.call('POST', `api/keys/${keyId}/rotate`);
+    expect(rotatedAgain.status).toBe(200);
+    const billing = await client.call('POST', 'api/keys', { type: 'billing', name: 'Finance' });
+    expect(billing.status).toBe(201);
+    const billingId = (billing.body as { id: number }).id;
+    expect((await client.call('DELETE', `api/keys/${keyId}`)).status).toBe(200);
+    // Refused requests change nothing and report nothing.
+    const other = await seedAccount(store, { hasher });
+    const theirs = await issueKey(store, { accountId: other.account.id, type: 'proxy', name: 'theirs' }, { hasher });
+    expect((await client.call('POST', `api/keys/${theirs.record.id}/rotate`, {})).status).toBe(404);
+    expect((await client.call('PATCH', `api/keys/${theirs.record.id}`, { name: 'mine' })).status).toBe(404);
+    expect((await client.call('DELETE', `api/keys/${theirs.record.id}`)).status).toBe(404);
+    expect((await client.call('POST', `api/keys/${billingId}/rotate`, { grace_period: '8d' })).status).toBe(400);
+    expect((await client.call('POST', 'api/keys', { name: '' })).status).toBe(400);
+    await delivered();
+
+    expect(log).toEqual([
+      { type: 'key.created', accountId, keyId, actor, time: at },
+      { type: 'key.updated', accountId, keyId, actor, time: at, changed: ['name', 'active'] },
+      { type: 'key.rotated', accountId, keyId, actor, time: at, previousKeyExpiresAt: at + 3_600_000 },
+      { type: 'key.rotated', accountId, keyId, actor, time: at, previousKeyExpiresAt: null },
+      { type: 'key.created', accountId, keyId: billingId, actor, time: at },
+      { type: 'key.deleted', accountId, keyId, actor, time: at },
+    ]);
+    const text = JSON.stringify(log);
+    const secrets = [
+      key,
+      (rotated.body as { key: string }).key,
+      (rotatedAgain.body as { key: string }).key,
+      (billing.body as { key: string }).key,
+    ];
+    for (const secret of [...secrets, seeded.billingKey, seeded.proxyKey]) expect(text).not.toContain(secret.slice(3, 11));
+    expect(redactKeys(text)).toBe(text);
+    expect(logger.lines).toEqual([]);
+  });
+
+  it("names the host's own login by its subject (key-like text redacted), and a failing handler changes no answer and is logged once", async () => {
+    const log: ModelSwitchEvent[] = [];
+    const logger = recordingLogger();
+    let subject = 'alice@example.com';
+    let accountId = '';
+    const { clock, seeded, client } = await startDashboard({
+      identify: () => ({ accountId, subject }),
+      onEvent: (event) => {
+        log.push(event);
+        if (event.type === 'key.deleted') throw new Error('audit log down');
+      },
+      logger,
+    });
+    accountId = seeded.account.id;
+    const session = await client.call('GET', 'api/session');
+    client.csrfToken = (session.body as { csrfToken: string }).csrfToken;
+    const created = await client.call('POST', 'api/keys', { name: 'SSO key' });
+    expect(created.status).toBe(201);
+    const keyId = (created.body as { id: number }).id;
+    expect(await client.call('DELETE', `api/keys/${keyId}`)).toMatchObject({ status: 200, body: { id: keyId, deleted: true } });
+    subject = `pasted ${seeded.proxyKey}`;
+    client.csrfToken = ((await client.call('GET', 'api/session')).body as { csrfToken: string }).csrfToken;
+    expect((await client.call('POST', `api/keys/${seeded.proxyKeyId}/rotate`, { grace_period: '0s' })).status).toBe(200);
+    await vi.waitFor(() => expect(logger.lines).toHaveLength(1));
+    await delivered();
+
+    const at = clock.now();
+    const redacted = `dashboard session: user pasted ${seeded.proxyKey.slice(0, 7)}…redacted`;
+    expect(log).toEqual([
+      { type: 'key.created', accountId, keyId, actor: 'dashboard session: user alice@example.com', time: at },
+      { type: 'key.deleted', accountId, keyId, actor: 'dashboard session: user alice@example.com', time: at },
+      { type: 'key.rotated', accountId, keyId: seeded.proxyKeyId, actor: redacted, time: at, previousKeyExpiresAt: null },
+    ]);
+    expect(JSON.stringify(log)).not.toContain(seeded.proxyKey.slice(3, 11));
+    expect(logger.lines).toEqual([
+      'error: modelswitch-keys: the onEvent handler failed on key.deleted (dashboard session: user alice@example.com): audit log down',
+    ]);
+  });
+
+  it('refuses an onEvent that is not a function when the router is made', () => {
+    expect(() => dashboardRouter(new MemoryKeyStore(), { onEvent: 'audit' as unknown as EventHandler })).toThrow(
+      new ConfigurationError(
+        'ERR_MS_OPTION',
+        'dashboardRouter: onEvent must be a function (event) => void, e.g. (event) => auditLog.info(event), or left out',
+      ),
+    );
+  });
+});
+
+describe('onEvent of the CLI (runCli)', () => {
+  async function cli(args: string[], store: MemoryKeyStore, onEvent?: EventHandler) {
+    let stdout = '';
+    let stderr = '';
+    const code = await runCli(args, {
+      stdout: (text) => (stdout += text),
+      stderr: (text) => (stderr += text),
+      env: {},
+      store,
+      now: () => Date.UTC(2026, 2, 15),
+      ...(onEvent === undefined ? {} : { onEvent }),
+    });
+    return { code, stdout, stderr };
+  }
+
+  it('reports each change a command made once, actor "cli", before runCli answers; reads report nothing; none carries a key', async () => {
+    const store = new MemoryKeyStore();
+    const log: ModelSwitchEvent[] = [];
+    const onEvent: EventHandler = async (event) => {
+      // Awaited: the bin exits on runCli's answer, so a slow audit write must still land.
+      await new Promise((resolve) => setImmediate(resolve));
+      log.push(event);
+    };
+    const time = Date.UTC(2026, 2, 15);
+    const run = async (...args: string[]) => {
+      const result = await cli(args, store, onEvent);
+      expect({ args, code: result.code, stderr: result.stderr }).toEqual({ args, code: 0, stderr: '' });
+      return result;
+    };
+    await run('account', 'create', '--id', 'team-1');
+    const issued = await run('billing-key', 'create', 'team-1', '--name', 'ops');
+    expect(log).toEqual([{ type: 'key.created', accountId: 'team-1', keyId: 1, actor: 'cli', time }]);
+    await run('account', 'credit', 'team-1', '2.50', '--reference', 'pay_1');
+    await run('account', 'credit', 'team-1', '2.50', '--reference', 'pay_1');
+    await run('account', 'show', 'team-1');
+    await run('keys', 'list', 'team-1');
+    await run('keys', 'deactivate', '1');
+    await run('keys', 'delete', '1');
+    expect((await cli(['keys', 'delete', '1'], store, onEvent)).code).toBe(1);
+    expect((await cli(['account', 'credit', 'nobody', '1', '--reference', 'r'], store, onEvent)).code).toBe(1);
+    expect(log).toEqual([
+      { type: 'key.created', accountId: 'team-1', keyId: 1, actor: 'cli', time },
+      { type: 'account.credited', accountId: 'team-1', keyId: null, actor: 'cli', time, amount: 2.5, balance: 2.5, reference: 'pay_1' },
+      { type: 'key.updated', accountId: 'team-1', keyId: 1, actor: 'cli', time, changed: ['active'] },
+      { type: 'key.deleted', accountId: 'team-1', keyId: 1, actor: 'cli', time },
+    ]);
+    const key = /mk-[0-9A-Za-z]{38}/.exec(issued.stdout)?.[0] as string;
+    expect(JSON.stringify(log)).not.toContain(key.slice(3, 11));
+  });
+
+  it('--events prints each event as one JSON line on stderr after the output; a failing handler is one line and exit code 0', async () => {
+    const store = new MemoryKeyStore();
+    await cli(['account', 'create', '--id', 'team-1'], store);
+    const printed = await cli(['account', 'credit', 'team-1', '3', '--reference', 'pay_2', '--events', '--json'], store);
+    expect(printed.code).toBe(0);
+    expect(JSON.parse(printed.stdout)).toMatchObject({ applied: true });
+    expect(printed.stderr).toBe(
+      `${JSON.stringify({ type: 'account.credited', accountId: 'team-1', keyId: null, actor: 'cli', time: Date.UTC(2026, 2, 15), amount: 3, balance: 3, reference: 'pay_2' })}\n`,
+    );
+    const failing = await cli(['billing-key', 'create', 'team-1', '--name', 'ops'], store, () => {
+      throw new Error('audit log down');
+    });
+    expect(failing.code).toBe(0);
+    expect(failing.stdout).toMatch(/^Billing key 1 "ops"/);
+    expect(failing.stderr).toBe('modelswitch-keys: the onEvent handler failed on key.created (cli): audit log down\n');
+    // Without --events or onEvent, nothing is said.
+    expect((await cli(['keys', 'delete', '1'], store)).stderr).toBe('');
   });
 });

@@ -94,6 +94,9 @@ describe.each(FRAMEWORKS)('keysRouter under %s never echoes a key, and refuses n
     ['only joiners and a BOM', '\u200d\u200c\ufeff', 'name must not be blank'],
     ['only a word joiner and spaces', ' \u2060 ', 'name must not be blank'],
     ['only Hangul fillers', '\u3164\u3164', 'name must not be blank'],
+    ['a right-to-left override', 'invoice\u202Egnp.exe', 'name must not contain bidirectional text controls'],
+    ['a left-to-right isolate', 'Prod \u2066beta\u2069', 'name must not contain bidirectional text controls'],
+    ['a pop directional formatting', 'team\u202C', 'name must not contain bidirectional text controls'],
     ['only no-break and ideographic spaces', '\u00a0\u3000', 'name must not be blank'],
   ])('refuses a name with %s (400), on create and on update, storing nothing', async (_case, name, message) => {
     const created = await request(app).post('/api/keys').set(admin()).send({ name });
@@ -104,8 +107,8 @@ describe.each(FRAMEWORKS)('keysRouter under %s never echoes a key, and refuses n
     expect(JSON.stringify([created.body, updated.body])).not.toMatch(ANY_KEY);
   });
 
-  it('still takes names with visible text around invisible characters, emoji sequences and accents', async () => {
-    for (const name of ['Prod\u200bKey', '👨‍👩‍👧 family', 'Zürich – dev', 'ms-production']) {
+  it('still takes names with visible text around invisible characters, emoji sequences, accents and right-to-left marks', async () => {
+    for (const name of ['Prod\u200bKey', '👨‍👩‍👧 family', 'Zürich – dev', 'ms-production', 'מפתח\u200F prod', 'مفتاح\u061C 2']) {
       const created = await request(app).post('/api/keys').set(admin()).send({ name });
       expect({ status: created.status, name: created.body.name }).toEqual({ status: 201, name });
     }

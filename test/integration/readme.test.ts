@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningGateway, startGateway } from '../../examples/gateway.js';
@@ -15,16 +15,22 @@ interface Step {
   expected: Expected;
 }
 
-const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+const ROOT = new URL('../../', import.meta.url);
+const README = readFileSync(new URL('README.md', ROOT), 'utf8');
+/** The pages of docs/ that hold curl commands: each is run top to bottom against a fresh example gateway too. */
+const DOCS_WITH_CURL = readdirSync(new URL('docs/', ROOT))
+  .filter((name) => name.endsWith('.md'))
+  .map((name) => `docs/${name}`)
+  .filter((path) => steps(readFileSync(new URL(path, ROOT), 'utf8')).length > 0);
 
 /**
- * Every curl command of the README, in the order a reader runs them, each with the block shown
- * after it. The whole README, not only its walkthrough: a curl command anywhere must work when
- * the README is run top to bottom.
+ * Every curl command of a page, in the order a reader runs them, each with the block shown
+ * after it. The whole page, not only its walkthrough: a curl command anywhere must work when
+ * the page is run top to bottom.
  */
-function readmeSteps(): Step[] {
-  const blocks = [...README.matchAll(/```(\w*)\n([\s\S]*?)```/g)].map((m) => ({ language: m[1] as string, text: m[2] as string }));
-  const steps: Step[] = [];
+function steps(page: string): Step[] {
+  const blocks = [...page.matchAll(/```(\w*)\n([\s\S]*?)```/g)].map((m) => ({ language: m[1] as string, text: m[2] as string }));
+  const found: Step[] = [];
   for (const [index, block] of blocks.entries()) {
     if (!['bash', 'sh', 'shell'].includes(block.language) || !block.text.includes('curl ')) continue;
     const next = blocks[index + 1];
@@ -32,9 +38,13 @@ function readmeSteps(): Step[] {
     if (next?.language === 'json') expected = { kind: 'json', body: JSON.parse(next.text) };
     else if (next?.language === 'http') expected = { kind: 'http', text: next.text };
     else if (next?.language === 'text') expected = { kind: 'text', text: next.text };
-    steps.push({ command: block.text.trim(), expected });
+    found.push({ command: block.text.trim(), expected });
   }
-  return steps;
+  return found;
+}
+
+function readmeSteps(): Step[] {
+  return steps(README);
 }
 
 /** Same keys at every level, same types, equal booleans and numbers (strings vary: ids, keys, times). */
@@ -81,14 +91,51 @@ function parseHttp(text: string): { status: number; headers: Record<string, stri
   return { status: Number(statusLine.split(' ')[1]), headers, body: rest.join('\n\n').trim() };
 }
 
+/** Runs a page's curl commands in order against `gateway`, checking each answer against the block shown after it. */
+async function runSteps(page: Step[], gateway: RunningGateway): Promise<void> {
+  const env: Record<string, string> = { MODELSWITCH_BILLING_KEY: gateway.billingKey };
+  for (const step of page) {
+    const command = `${step.command.replaceAll('http://localhost:3000', gateway.url)} -sS -w '\\n%{http_code}'`;
+    const { stdout } = await run('bash', ['-c', command], { env: { ...process.env, ...env } });
+    const lines = stdout.trimEnd().split('\n');
+    const status = Number(lines.pop());
+    const output = lines.join('\n');
+    const { expected } = step;
+    if (expected.kind === 'http') {
+      const shown = parseHttp(expected.text);
+      const answer = parseHttp(output);
+      expect(answer.status, step.command).toBe(shown.status);
+      for (const [name, value] of Object.entries(shown.headers)) expect(answer.headers[name], `${step.command}\n${name}`).toBe(value);
+      expect(JSON.parse(answer.body), step.command).toEqual(JSON.parse(shown.body));
+      continue;
+    }
+    expect(status, `${step.command}\n${output}`).toBeGreaterThanOrEqual(200);
+    expect(status, `${step.command}\n${output}`).toBeLessThan(300);
+    if (expected.kind === 'json') expectSameShape(JSON.parse(output), expected.body);
+    if (expected.kind === 'text') {
+      const nonEmpty = (text: string) => text.split('\n').filter((line) => line.trim() !== '');
+      expectLinesLike(nonEmpty(output), nonEmpty(expected.text), step.command);
+    }
+    const parsed = output.startsWith('{')
+      ? (JSON.parse(output) as { key?: string; transactions?: Array<{ requestId: string | null }> })
+      : {};
+    if (parsed.key?.startsWith('ms-')) env.MODELSWITCH_API_KEY = parsed.key;
+    // What the README tells the reader to export after a page of transactions: its newest request id.
+    const requestId = parsed.transactions?.[0]?.requestId;
+    if (requestId) env.REQUEST_ID = requestId;
+  }
+}
+
+/** A fresh example gateway on the in-memory store: the pages show its ids, so the tests use it even when REDIS_URL is set. */
+function freshGateway(): Promise<RunningGateway> {
+  return startGateway({ port: 0, store: new MemoryKeyStore(), log: () => {} });
+}
+
 describe('the README curl commands, run as written against the example gateway', () => {
   let gateway: RunningGateway;
-  const env: Record<string, string> = {};
 
   beforeAll(async () => {
-    // The README shows the in-memory store's ids, so the test uses it even when REDIS_URL is set.
-    gateway = await startGateway({ port: 0, store: new MemoryKeyStore(), log: () => {} });
-    env.MODELSWITCH_BILLING_KEY = gateway.billingKey;
+    gateway = await freshGateway();
   });
   afterAll(() => gateway.close());
 
@@ -122,35 +169,57 @@ describe('the README curl commands, run as written against the example gateway',
   });
 
   it('answer every command as documented, in order', async () => {
-    for (const step of readmeSteps()) {
-      const command = `${step.command.replaceAll('http://localhost:3000', gateway.url)} -sS -w '\\n%{http_code}'`;
-      const { stdout } = await run('bash', ['-c', command], { env: { ...process.env, ...env } });
-      const lines = stdout.trimEnd().split('\n');
-      const status = Number(lines.pop());
-      const output = lines.join('\n');
-      const { expected } = step;
-      if (expected.kind === 'http') {
-        const shown = parseHttp(expected.text);
-        const answer = parseHttp(output);
-        expect(answer.status, step.command).toBe(shown.status);
-        for (const [name, value] of Object.entries(shown.headers)) expect(answer.headers[name], `${step.command}\n${name}`).toBe(value);
-        expect(JSON.parse(answer.body), step.command).toEqual(JSON.parse(shown.body));
-        continue;
+    await runSteps(readmeSteps(), gateway);
+  });
+});
+
+describe('the curl commands of docs/, each page run as written against a fresh example gateway', () => {
+  it('are found on the pages that show the API (clients, lifecycle)', () => {
+    expect(DOCS_WITH_CURL).toEqual(expect.arrayContaining(['docs/clients.md', 'docs/lifecycle.md']));
+  });
+
+  it.each(DOCS_WITH_CURL.map((path) => [path]))('%s: every command answers as documented, in order', async (path) => {
+    const gateway = await freshGateway();
+    try {
+      await runSteps(steps(readFileSync(new URL(path, ROOT), 'utf8')), gateway);
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
+/** The calls a graceful stop makes, in order: the README's snippet must make them as the example gateway does. */
+const SHUTDOWN_STEPS = [
+  'server.headersTimeout =',
+  'server.requestTimeout =',
+  'server.close(',
+  'server.closeAllConnections()',
+  'await closed',
+  'await proxy.drain()',
+  'await store.close?.()',
+  'if (stopping) return',
+  "process.on('SIGINT'",
+  "process.on('SIGTERM'",
+];
+
+describe("the README's shutdown snippet", () => {
+  it('makes the calls the example gateway makes, in the same order', () => {
+    const snippet = [...README.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1] as string).find((code) => code.includes('proxy.drain()'));
+    expect(snippet, 'README.md has a ts block calling proxy.drain()').toBeDefined();
+    const example = readFileSync(new URL('examples/gateway.ts', ROOT), 'utf8');
+    for (const [name, text] of [
+      ['README.md', snippet as string],
+      ['examples/gateway.ts', example],
+    ] as const) {
+      // Each step searched for after the one before it: the steps in this order, whatever else the file does.
+      const missing: string[] = [];
+      let from = 0;
+      for (const step of SHUTDOWN_STEPS) {
+        const at = text.indexOf(step, from);
+        if (at < 0) missing.push(step);
+        else from = at + step.length;
       }
-      expect(status, `${step.command}\n${output}`).toBeGreaterThanOrEqual(200);
-      expect(status, `${step.command}\n${output}`).toBeLessThan(300);
-      if (expected.kind === 'json') expectSameShape(JSON.parse(output), expected.body);
-      if (expected.kind === 'text') {
-        const nonEmpty = (text: string) => text.split('\n').filter((line) => line.trim() !== '');
-        expectLinesLike(nonEmpty(output), nonEmpty(expected.text), step.command);
-      }
-      const parsed = output.startsWith('{')
-        ? (JSON.parse(output) as { key?: string; transactions?: Array<{ requestId: string | null }> })
-        : {};
-      if (parsed.key?.startsWith('ms-')) env.MODELSWITCH_API_KEY = parsed.key;
-      // What the README tells the reader to export after a page of transactions: its newest request id.
-      const requestId = parsed.transactions?.[0]?.requestId;
-      if (requestId) env.REQUEST_ID = requestId;
+      expect(missing, `${name}: steps missing, or out of order`).toEqual([]);
     }
   });
 });

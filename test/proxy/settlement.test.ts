@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { request } from 'node:http';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
@@ -221,5 +222,61 @@ describe("proxyRouter and the operator's upstream account", () => {
       gatewayRemaining: '999',
       gatewayPolicy: '1000;w=10',
     });
+  });
+});
+
+describe('proxyRouter settles before the answer is complete', () => {
+  it("keeps a JSON answer's last bytes (it has a Content-Length) until its settlement is written", async () => {
+    const store = new MemoryKeyStore();
+    const gate = deferred();
+    const settle = store.settleSpend.bind(store);
+    let settled = false;
+    store.settleSpend = async (settlement) => {
+      await gate.promise;
+      const entry = await settle(settlement);
+      settled = true;
+      return entry;
+    };
+    gateway = await startGateway({ store });
+    const body = JSON.stringify(chat());
+    const received: Buffer[] = [];
+    let length = -1;
+    let complete = false;
+    const done = new Promise<number>((resolve, reject) => {
+      const req = request(
+        `${gateway.url}/chat/completions`,
+        {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${gateway.proxyKey}`,
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(body),
+          },
+        },
+        (res) => {
+          length = Number(res.headers['content-length']);
+          res.on('data', (chunk: Buffer) => received.push(chunk));
+          res.on('end', () => {
+            complete = true;
+            resolve(res.statusCode ?? 0);
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+    // The upstream has answered and the settlement waits on the gate: the client has not got it all.
+    await vi.waitFor(() => expect(length).toBeGreaterThan(0));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect({ complete, settled, whole: Buffer.concat(received).length === length }).toEqual({
+      complete: false,
+      settled: false,
+      whole: false,
+    });
+    gate.resolve();
+    expect(await done).toBe(200);
+    expect({ settled, bytes: Buffer.concat(received).length }).toEqual({ settled: true, bytes: length });
+    expect(JSON.parse(Buffer.concat(received).toString('utf8'))).toMatchObject({ object: 'chat.completion' });
   });
 });

@@ -23,6 +23,23 @@ describe('a final usage event the upstream closed without a blank line', () => {
     }
   });
 
+  it("is read and dropped when the proxy asked for it on the client's behalf, as a terminated one is", () => {
+    for (const ending of ['', '\n', '\r\n']) {
+      const scanner = new SseUsageScanner(true);
+      const out = Buffer.concat([scanner.push(Buffer.from(content)), scanner.push(Buffer.from(unterminatedUsage + ending)), scanner.end()]);
+      expect(out.toString('utf8')).toBe('data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n');
+      expect(scanner.usage).toEqual({ promptTokens: 12, completionTokens: 8, cachedPromptTokens: 0 });
+    }
+  });
+
+  it('loses the "usage":null the proxy added when it is a content chunk left without its blank line', () => {
+    const scanner = new SseUsageScanner(true);
+    const out = Buffer.concat([scanner.push(Buffer.from(content)), scanner.push(Buffer.from(content.trimEnd())), scanner.end()]);
+    const stripped = 'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}';
+    expect(out.toString('utf8')).toBe(`${stripped}\n\n${stripped}`);
+    expect(scanner.usage).toBeUndefined();
+  });
+
   it('is charged at its cost through the proxy, not at the reservation', async () => {
     const upstream: Server = createServer((req, res) => {
       req.resume();

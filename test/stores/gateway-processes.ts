@@ -4,7 +4,8 @@
  * gives the process what a separate gateway instance has: its own `KeyHasher` (its own
  * verified-key cache), its own rate-limit and spend bookkeeping, `keysRouter` on `/api` and
  * `modelSwitchAuth` + `proxyRouter` on `/v1`, in front of the test's mock upstream, on a fixed
- * clock. It prints `{"port":…}` once listening; when its stdin ends (the test is done, or died),
+ * clock; `POST /drain` answers 204 once every settlement of the process has landed. It prints
+ * `{"port":…}` once listening; when its stdin ends (the test is done, or died),
  * it closes, drains the proxy's settlements, closes the store and exits.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -88,8 +89,8 @@ export function serveGateway(store: KeyStore, options: { upstream: string; now: 
     error: (message: string) => process.stderr.write(`error: ${message}\n`),
   };
   const proxy = proxyRouter(store, {
-    upstreams: [{ name: 'mock', target: options.upstream, apiKey: 'sk-upstream-secret', models: ['mock-model'] }],
-    pricing: { 'mock-model': MOCK_PRICE },
+    upstreams: [{ name: 'mock', target: options.upstream, apiKey: 'sk-upstream-secret', models: ['mock-model', /^mock-family-/] }],
+    pricing: { 'mock-model': MOCK_PRICE, 'mock-family-a': MOCK_PRICE },
     defaultMaxTokens: 100,
     now,
     logger,
@@ -97,6 +98,12 @@ export function serveGateway(store: KeyStore, options: { upstream: string; now: 
     ...options.holds,
   });
   const app = express();
+  // The test's way to wait until every settlement of this process has landed: a stream its client
+  // left is settled after its answer ended, so no answer the test holds says when.
+  app.post('/drain', async (_req, res) => {
+    await proxy.drain();
+    res.status(204).end();
+  });
   app.use('/api', keysRouter(store, { hasher, now, logger }));
   app.use('/v1', modelSwitchAuth(store, { hasher, now, logger }), proxy);
 

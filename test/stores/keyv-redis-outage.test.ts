@@ -6,6 +6,7 @@ import { sampleAccount, sampleKeyRecord } from '../../src/testing/index.js';
 import { buildApp } from '../app.js';
 import { fastHasher, recordingLogger, seedAccount } from '../helpers.js';
 import { chat, deferred, startGateway } from '../proxy/harness.js';
+import { expectSettledOnceThroughRoutes } from './ledger-through-routes.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, runPrefix } from './redis-env.js';
 import { RedisProcess } from './redis-process.js';
 
@@ -114,9 +115,9 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore when Redis fails${redisSkipReason ? ` 
     }
   });
 
-  it('a settlement that fails while Redis is down is retried by the proxy after the restart and written exactly once', async () => {
+  it('a settlement that fails while Redis is down is retried by the proxy after the restart and written exactly once, as the routes show', async () => {
     const store = new KeyvKeyStore(redisKeyv(redis.url), { prefix: runPrefix() });
-    const gateway = await startGateway({ store, balance: 10 });
+    const gateway = await startGateway({ store, balance: 10, api: true });
     try {
       const gate = deferred();
       gateway.upstream.behaviour = { holdAfterFirstChunk: gate.promise };
@@ -136,17 +137,79 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore when Redis fails${redisSkipReason ? ` 
       // drain() resolves once the background retry landed (or gave up, which the log would say).
       await gateway.proxy.drain();
       expect(gateway.logger.lines.filter((line) => line.includes('reconcile by hand'))).toEqual([]);
-      const entries = (await store.listLedger(gateway.account.id, { limit: 10 })).entries;
-      expect(entries.map((entry) => [entry.type, entry.amount, entry.keyId])).toEqual([
-        ['usage', -0.028, gateway.proxyKeyId],
-        ['credit', 10, null],
+      await expectSettledOnceThroughRoutes(gateway, 10, [
+        {
+          requestId: response.headers.get('x-request-id') as string,
+          model: 'mock-model',
+          cost: 0.028,
+          promptTokens: 12,
+          completionTokens: 8,
+        },
       ]);
-      const account = await store.getAccount(gateway.account.id);
-      expect({ balance: account?.balance, reserved: account?.reserved }).toEqual({ balance: 9.972, reserved: 0 });
-      const key = await store.getKey(gateway.proxyKeyId);
-      expect({ usage: key?.usage, reserved: key?.reserved }).toEqual({ usage: 0.028, reserved: 0 });
     } finally {
       await redis.restart().catch(() => {});
+      await gateway.close();
+      await store.close();
+    }
+  });
+
+  it('settlements the proxy gave up on while Redis hung, and retried, are written once each when Redis answers them all, as the routes show', async () => {
+    const store = new KeyvKeyStore(redisKeyv(redis.url), { prefix: runPrefix() });
+    // Counts each request's settlement attempts; every one still reaches the real Redis.
+    const attempts = new Map<string, number>();
+    const settle = store.settleSpend.bind(store);
+    store.settleSpend = (settlement) => {
+      const id = settlement.usage?.requestId ?? '';
+      attempts.set(id, (attempts.get(id) ?? 0) + 1);
+      return settle(settlement);
+    };
+    const gateway = await startGateway({ store, balance: 10, api: true, proxy: { storeTimeoutMs: 300 } });
+    try {
+      const gate = deferred();
+      gateway.upstream.behaviour = { holdAfterFirstChunk: gate.promise };
+      const send = (body: Record<string, unknown>) =>
+        fetch(`${gateway.url}/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${gateway.proxyKey}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+      // Three streams reserved and streaming, two with the usage chunk the client asked for.
+      const streams = await Promise.all([
+        send(chat({ stream: true })),
+        send(chat({ stream: true, stream_options: { include_usage: true } })),
+        send(chat({ model: 'mock-family-a', stream: true })),
+      ]);
+      expect(streams.map((r) => r.status)).toEqual([200, 200, 200]);
+      // Redis stops answering as they end: each settlement is sent, waits past the store timeout,
+      // and is given up and sent again, behind the first, on the same connection.
+      redis.freeze();
+      gate.resolve();
+      gateway.upstream.behaviour = {};
+      for (const body of await Promise.all(streams.map((r) => r.text()))) expect(body).toContain('data: [DONE]');
+      const retried = await eventuallyTrue(
+        () => gateway.logger.lines.filter((line) => line.includes('key store unavailable (settleSpend: timed out after 300 ms')).length > 0,
+      );
+      expect(retried).toBe(true);
+      redis.thaw();
+      await gateway.proxy.drain();
+      expect(gateway.logger.lines.filter((line) => line.includes('reconcile by hand'))).toEqual([]);
+      const ids = streams.map((r) => r.headers.get('x-request-id') as string);
+      expect([...attempts.keys()].sort()).toEqual([...ids].sort());
+      // Sent at least twice each: the attempt given up on, then the retry (and any later one, while Redis still hung).
+      for (const id of ids) expect(attempts.get(id), id).toBeGreaterThanOrEqual(2);
+      await expectSettledOnceThroughRoutes(
+        gateway,
+        10,
+        streams.map((r, i) => ({
+          requestId: r.headers.get('x-request-id') as string,
+          model: i === 2 ? 'mock-family-a' : 'mock-model',
+          cost: 0.028,
+          promptTokens: 12,
+          completionTokens: 8,
+        })),
+      );
+    } finally {
+      redis.thaw();
       await gateway.close();
       await store.close();
     }

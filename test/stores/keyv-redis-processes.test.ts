@@ -10,6 +10,7 @@ import { fastHasher, seedAccount, testClock } from '../helpers.js';
 import { type MockUpstream, startTestUpstream } from '../proxy/mock-upstream.js';
 import { chat, deferred } from '../proxy/harness.js';
 import { type DeadGatewayWorld, releasedByASweeper, releasedByTheNextRequest } from './dead-gateway.js';
+import { ledgerInvariantsThroughRoutes } from './ledger-through-routes.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
 
 /** One gateway process (test/stores/redis-gateway-process.ts) and what it wrote to stderr. */
@@ -325,6 +326,10 @@ describe.skipIf(!REDIS_URL)(`three gateway processes sharing one Redis${redisSki
       cost: Math.round(spent * 1e9) / 1e9,
     });
   });
+
+  it('JSON requests, whole streams and streams their clients leave, over three processes at once with top-ups, keep every invariant as the routes show it', async () => {
+    await ledgerInvariantsThroughRoutes({ store, hasher, now: clock.now(), mock: upstream as MockUpstream, gateways });
+  }, 60_000);
 
   /** The dead-gateway scenario of dead-gateway.ts on this file's processes. */
   function deadGateway(): DeadGatewayWorld {

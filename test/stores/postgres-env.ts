@@ -9,7 +9,7 @@ export const DATABASE_URL = process.env.DATABASE_URL;
 
 export const postgresSkipReason = DATABASE_URL
   ? undefined
-  : 'DATABASE_URL is not set: skipping the PostgreSQL store tests (see "Testing with Redis and PostgreSQL" in README.md)';
+  : 'DATABASE_URL is not set: skipping the PostgreSQL store tests (see "Testing with Redis and PostgreSQL" in docs/development.md)';
 
 if (!DATABASE_URL) {
   if (process.env.CI === 'true') throw new Error('DATABASE_URL must be set when CI=true: the PostgreSQL tests cannot be skipped in CI');

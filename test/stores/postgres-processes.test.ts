@@ -10,6 +10,7 @@ import { chat, deferred } from '../proxy/harness.js';
 import { type MockUpstream, startTestUpstream } from '../proxy/mock-upstream.js';
 import { type DeadGatewayWorld, releasedByASweeper, releasedByTheNextRequest } from './dead-gateway.js';
 import { type GatewayProcess, startGatewayProcess, stopGatewayProcess } from './gateway-processes.js';
+import { ledgerInvariantsThroughRoutes } from './ledger-through-routes.js';
 import { DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from './postgres-env.js';
 
 const GATEWAY_SCRIPT = fileURLToPath(new URL('./postgres-gateway-process.ts', import.meta.url));
@@ -253,6 +254,10 @@ describe.skipIf(!DATABASE_URL)(
       expect(account?.balance).toBeCloseTo(5 - 0.056, 10);
       expect((await ledgerOf(seeded.account.id)).filter((e) => e.type === 'usage')).toHaveLength(2);
     });
+
+    it('JSON requests, whole streams and streams their clients leave, over three processes at once with top-ups, keep every invariant as the routes show it', async () => {
+      await ledgerInvariantsThroughRoutes({ store, hasher, now: clock.now(), mock: upstream as MockUpstream, gateways });
+    }, 60_000);
 
     /** The dead-gateway scenario of dead-gateway.ts on this file's processes. */
     function deadGateway(): DeadGatewayWorld {

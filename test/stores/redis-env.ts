@@ -10,7 +10,7 @@ export const REDIS_URL = process.env.REDIS_URL;
 
 export const redisSkipReason = REDIS_URL
   ? undefined
-  : 'REDIS_URL is not set: skipping the Redis-backed KeyvKeyStore tests (see "Testing with Redis and PostgreSQL" in README.md)';
+  : 'REDIS_URL is not set: skipping the Redis-backed KeyvKeyStore tests (see "Testing with Redis and PostgreSQL" in docs/development.md)';
 
 if (!REDIS_URL) {
   if (process.env.CI === 'true') throw new Error('REDIS_URL must be set when CI=true: the Redis-backed tests cannot be skipped in CI');

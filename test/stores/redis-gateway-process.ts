@@ -5,7 +5,8 @@
  * `keysRouter` on `/api` and `modelSwitchAuth` + `proxyRouter` (which answers `GET /v1/auth/key` too) on `/v1`, in front of
  * the test's mock upstream. Its clock is fixed (`GATEWAY_NOW`), so no window or period rolls over
  * during a test, unless the test moves it: `PUT /clock/<epoch ms>` sets it (answering 204 once set),
- * as a rotation's grace deadline needs. Prints `{"port":…}` once listening; when its stdin ends (the test is done, or
+ * as a rotation's grace deadline needs; `POST /drain` answers 204 once every settlement of the
+ * process has landed. Prints `{"port":…}` once listening; when its stdin ends (the test is done, or
  * died), it closes, drains the proxy's settlements and exits.
  *
  * Environment: REDIS_URL, GATEWAY_PREFIX, GATEWAY_UPSTREAM (the mock's base URL with `/v1`), GATEWAY_NOW;
@@ -34,8 +35,8 @@ const logger = {
   error: (message: string) => process.stderr.write(`error: ${message}\n`),
 };
 const proxy = proxyRouter(store, {
-  upstreams: [{ name: 'mock', target: GATEWAY_UPSTREAM, apiKey: 'sk-upstream-secret', models: ['mock-model'] }],
-  pricing: { 'mock-model': MOCK_PRICE },
+  upstreams: [{ name: 'mock', target: GATEWAY_UPSTREAM, apiKey: 'sk-upstream-secret', models: ['mock-model', /^mock-family-/] }],
+  pricing: { 'mock-model': MOCK_PRICE, 'mock-family-a': MOCK_PRICE },
   defaultMaxTokens: 100,
   now,
   logger,
@@ -45,6 +46,11 @@ const proxy = proxyRouter(store, {
 const app = express();
 app.put('/clock/:now', (req, res) => {
   current = Number(req.params.now);
+  res.status(204).end();
+});
+// The test's way to wait until every settlement of this process has landed (see gateway-processes.ts).
+app.post('/drain', async (_req, res) => {
+  await proxy.drain();
   res.status(204).end();
 });
 app.use('/api', keysRouter(store, { hasher, now, logger }));

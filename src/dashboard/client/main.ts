@@ -200,27 +200,10 @@ function confirmDialog(title: string, text: string, action: string, run: () => P
     const error = h('div');
     const button = h(
       'button',
-      {
-        type: 'button',
-        class: danger ? 'danger' : undefined,
-        onclick: async () => {
-          button.disabled = true;
-          try {
-            await run();
-            close();
-          } catch (failure) {
-            error.replaceChildren(message('error', errorText(failure)));
-            button.disabled = false;
-          }
-        },
-      },
+      { type: 'button', class: danger ? 'danger' : undefined, onclick: () => runThenClose(run, button, error, close) },
       action,
     );
-    return [
-      h('p', {}, text),
-      error,
-      h('div', { class: 'actions' }, button, h('button', { type: 'button', class: 'secondary', onclick: close }, 'Cancel')),
-    ];
+    return [h('p', {}, text), error, actionsRow(button, close)];
   });
 }
 
@@ -233,24 +216,34 @@ function formDialog(title: string, fields: HTMLElement[], submitLabel: string, s
       'form',
       {
         novalidate: true,
-        onsubmit: async (event: Event) => {
+        onsubmit: (event: Event) => {
           event.preventDefault();
-          button.disabled = true;
-          try {
-            await submit();
-            close();
-          } catch (failure) {
-            error.replaceChildren(message('error', errorText(failure)));
-            button.disabled = false;
-          }
+          return runThenClose(submit, button, error, close);
         },
       },
       ...fields,
       error,
-      h('div', { class: 'actions' }, button, h('button', { type: 'button', class: 'secondary', onclick: close }, 'Cancel')),
+      actionsRow(button, close),
     );
     return [form];
   });
+}
+
+/** A dialog's action: `button` disabled while `run` runs; closes the dialog when it returns, shows its error in `error` when it throws. */
+async function runThenClose(run: () => Promise<void>, button: HTMLButtonElement, error: HTMLElement, close: () => void): Promise<void> {
+  button.disabled = true;
+  try {
+    await run();
+    close();
+  } catch (failure) {
+    error.replaceChildren(message('error', errorText(failure)));
+    button.disabled = false;
+  }
+}
+
+/** A dialog's buttons: its action, then Cancel. */
+function actionsRow(button: HTMLButtonElement, close: () => void): HTMLElement {
+  return h('div', { class: 'actions' }, button, h('button', { type: 'button', class: 'secondary', onclick: close }, 'Cancel'));
 }
 
 // ---------------------------------------------------------------- sign-in and layout
@@ -482,7 +475,7 @@ async function renderKeys(type: 'proxy' | 'billing'): Promise<void> {
             const grace = h(
               'select',
               {},
-              h('option', { value: '0' }, 'End it now'),
+              h('option', { value: '0s' }, 'End it now'),
               h('option', { value: '1h' }, '1 hour'),
               h('option', { value: '1d' }, '1 day'),
               h('option', { value: '7d' }, '7 days'),

@@ -1,8 +1,7 @@
 import type Keyv from 'keyv';
 import { ConfigurationError } from '../../errors/configuration-error.js';
-import { DEFAULT_KEYV_PREFIX } from '../../defaults.js';
+import { DEFAULT_COUNTER_AMOUNT, DEFAULT_HOLD_SWEEP_LIMIT, DEFAULT_KEYV_PREFIX } from '../../defaults.js';
 import {
-  DEFAULT_HOLD_SWEEP_LIMIT,
   checkBalanceChange,
   checkCounterHit,
   checkHoldDeadline,
@@ -217,7 +216,7 @@ export class KeyvKeyStore implements KeyStore {
     return this.backend.trimLedger(before);
   }
 
-  async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
+  async hitCounter(name: string, windowMs: number, now: number, amount = DEFAULT_COUNTER_AMOUNT): Promise<CounterState> {
     checkCounterHit(windowMs, now, amount);
     const windowStart = now - (now % windowMs);
     const count = await this.backend.hitCounter({ name, windowStart, amount, ttlMs: windowMs + COUNTER_GRACE_MS });

@@ -119,14 +119,17 @@ export class RedisBackend implements KeyvBackend {
   }
 
   async updateKey(id: number, changes: KeyChanges): Promise<KeyRecord | null> {
+    if (!Number.isFinite(id)) return null;
     return this.parse<KeyRecord>(await this.runner.script('updateKey', await this.serialize({ id, changes })));
   }
 
   async deleteKey(id: number): Promise<boolean> {
+    if (!Number.isFinite(id)) return false;
     return (await this.runner.script('deleteKey', await this.serialize({ id }))) === 1;
   }
 
   async touchKey(id: number, at: number): Promise<void> {
+    if (!Number.isFinite(id)) return;
     await this.runner.script('touchKey', await this.serialize({ id, at }));
   }
 

@@ -1,5 +1,5 @@
+import { DEFAULT_COUNTER_AMOUNT, DEFAULT_HOLD_SWEEP_LIMIT } from '../../defaults.js';
 import {
-  DEFAULT_HOLD_SWEEP_LIMIT,
   type SpendHold,
   applyReservation,
   applyRotation,
@@ -318,7 +318,7 @@ export class MemoryKeyStore implements KeyStore {
   }
 
   /** Answers at once, without a promise (typed `Awaitable`, like `getAccount`); throws a TypeError for a bad hit, changing nothing. */
-  hitCounter(name: string, windowMs: number, now: number, amount = 1): Awaitable<CounterState> {
+  hitCounter(name: string, windowMs: number, now: number, amount = DEFAULT_COUNTER_AMOUNT): Awaitable<CounterState> {
     checkCounterHit(windowMs, now, amount);
     const windowStart = now - (now % windowMs);
     let counter = this.counters.get(name);

@@ -1,5 +1,5 @@
+import { DEFAULT_COUNTER_AMOUNT, DEFAULT_HOLD_SWEEP_LIMIT } from '../../defaults.js';
 import {
-  DEFAULT_HOLD_SWEEP_LIMIT,
   LEDGER_TRIM_PER_WRITE,
   MAX_USD,
   OPENING_REFERENCE,
@@ -436,7 +436,7 @@ export class PostgresKeyStore implements KeyStore {
     return trimmed;
   }
 
-  async hitCounter(name: string, windowMs: number, now: number, amount = 1): Promise<CounterState> {
+  async hitCounter(name: string, windowMs: number, now: number, amount = DEFAULT_COUNTER_AMOUNT): Promise<CounterState> {
     checkCounterHit(windowMs, now, amount);
     const windowStart = now - (now % windowMs);
     const resetAt = windowStart + windowMs;
