@@ -14,6 +14,8 @@ export interface ProxyScenarioContext {
   compare(targets: Target[], cpuOf?: undefined, options?: { rounds?: number; durationS?: number }): Promise<Record<string, Summary>>;
   child(file: string): Promise<BenchChild>;
   release(started: BenchChild): Promise<void>;
+  /** Length of each throughput round (s). */
+  throughputDurationS: number;
   /** Why Redis cannot be used, or null. */
   redisReason: string | null;
   /** Rounds and length of the fixed-rate latency comparison. */
@@ -81,7 +83,7 @@ export async function proxyScenario(context: ProxyScenarioContext): Promise<void
       [...endpoints, ...(redis && kind === 'JSON' ? [redis] : [])].map((e) => ({ ...e, ...post(body), name: `${kind}: ${e.name}` })),
     );
     // Throughput: every target in the same interleaved rounds.
-    const throughput = await context.compare(targets);
+    const throughput = await context.compare(targets, undefined, { durationS: context.throughputDurationS });
     // Latency at a fixed rate, half of what the lean forwarder answered: what a request costs when
     // the gateway is not the bottleneck. The same rate for the upstream, the forwarder and ours.
     const rates: Record<string, number> = {};
