@@ -150,6 +150,7 @@ export async function startGateway(
       await closed;
       // Cut answers are settled (and failed settlements retried) before the store goes away.
       await proxy.drain();
+      await proxy.close();
       await upstreams.close();
       await store.close?.();
     },

@@ -112,6 +112,21 @@ export const DEFAULT_PROXY_HOLD_MARGIN_MS = 60_000;
  * also frees them for readers of `reserved` (`GET /api/account`) on accounts nobody uses.
  */
 export const DEFAULT_PROXY_HOLD_SWEEP_INTERVAL_MS = 0;
+/**
+ * `proxyRouter` `maxSockets`: connections one router opens at most to each upstream. Each answer
+ * holds its connection until it ends (a stream for its whole length), so this bounds concurrent
+ * answers per upstream, not requests per second; requests past it wait for a connection (within
+ * the upstream's `timeoutMs`). 512 keeps a process's upstream sockets, with their client sockets,
+ * around the usual 1024 file descriptors at worst while serving hundreds of streams at once.
+ */
+export const DEFAULT_PROXY_MAX_SOCKETS = 512;
+/**
+ * `proxyRouter` `keepAliveMs`: how long an idle upstream connection is kept for the next request.
+ * Shorter than the idle timeouts upstreams close connections after (Node and uvicorn servers: 5 s;
+ * load balancers: 60 s and more), so the gateway closes an idle connection before the upstream
+ * does and rarely sends a request on one being closed (undici's default is the same 4 s).
+ */
+export const DEFAULT_PROXY_KEEP_ALIVE_MS = 4_000;
 /** `proxyRouter` `maxBodyBytes`: the largest JSON request body accepted (after decoding a compressed one); larger answers 413. 4 MiB. */
 export const DEFAULT_PROXY_MAX_BODY_BYTES = 4 * 1024 * 1024;
 /**

@@ -6,8 +6,10 @@ import {
   DEFAULT_PROXY_ENFORCE_MAX_TOKENS,
   DEFAULT_PROXY_HOLD_MARGIN_MS,
   DEFAULT_PROXY_HOLD_SWEEP_INTERVAL_MS,
+  DEFAULT_PROXY_KEEP_ALIVE_MS,
   DEFAULT_PROXY_MAX_BODY_BYTES,
   DEFAULT_PROXY_MAX_BUFFERED_BYTES,
+  DEFAULT_PROXY_MAX_SOCKETS,
   DEFAULT_PROXY_MAX_TOKENS,
   DEFAULT_PROXY_TIMEOUT_MS,
 } from '../defaults.js';
@@ -18,7 +20,17 @@ import { MAX_OUTPUT_TOKENS, type Pricing, validatePricing } from './pricing.js';
 import { countPromptTokens, estimatePromptTokensByModel } from './prompt-tokens.js';
 
 export { estimatePromptTokensFromBytes } from './prompt-tokens.js';
-import { MAX_TIMEOUT_MS, type ResolvedUpstream, type Upstream, isTimeoutMs, resolveProxyPaths, resolveUpstreams } from './upstreams.js';
+import {
+  MAX_SOCKETS,
+  MAX_TIMEOUT_MS,
+  type ResolvedUpstream,
+  type Upstream,
+  isKeepAliveMs,
+  isMaxSockets,
+  isTimeoutMs,
+  resolveProxyPaths,
+  resolveUpstreams,
+} from './upstreams.js';
 
 /** Options of {@link proxyRouter}. `upstreams` and `pricing` are required; every other field is optional (`undefined` means the default). */
 export interface ProxyRouterOptions extends Omit<AuthOptions, 'keyType'> {
@@ -50,6 +62,25 @@ export interface ProxyRouterOptions extends Omit<AuthOptions, 'keyType'> {
   estimatePromptTokens?: (body: Readonly<Record<string, unknown>>, bodyBytes: number) => number;
   /** Upstream silent for this long (before or during the answer) → 504 `upstream_timeout`. Default 600000 (10 minutes). */
   timeoutMs?: number;
+  /**
+   * Connections the router opens at most to each upstream (an upstream's own `maxSockets` wins).
+   * Connections are kept alive and reused: each answer holds one until it ends, so this bounds the
+   * answers in flight per upstream; further requests wait for a free connection, within the
+   * upstream's `timeoutMs`. Default {@link DEFAULT_PROXY_MAX_SOCKETS} (512).
+   *
+   * @example
+   * ```ts
+   * proxyRouter(store, { upstreams, pricing, maxSockets: 128, keepAliveMs: 10_000 });
+   * ```
+   */
+  maxSockets?: number;
+  /**
+   * How long (ms) an idle upstream connection is kept for the next request (an upstream's own
+   * `keepAliveMs` wins); 0 closes each connection after its answer. Keep it below the upstream's
+   * own idle timeout, so the gateway closes an idle connection before the upstream does. Default
+   * {@link DEFAULT_PROXY_KEEP_ALIVE_MS} (4000).
+   */
+  keepAliveMs?: number;
   /**
    * How long a reservation's hold outlives the upstream's `timeoutMs` (ms): its deadline is the
    * reservation's time + `timeoutMs` + this, renewed while the answer still streams. Past the
@@ -104,6 +135,10 @@ export interface ResolvedProxyOptions {
   readonly countPromptTokens: ((body: unknown) => Promise<number | undefined>) | undefined;
   /** The router's upstream timeout (an upstream's own `timeoutMs` wins: see `upstreams`). */
   readonly timeoutMs: number;
+  /** The router's connection bound per upstream (an upstream's own `maxSockets` wins: see `upstreams`). */
+  readonly maxSockets: number;
+  /** The router's idle-connection time (an upstream's own `keepAliveMs` wins: see `upstreams`). */
+  readonly keepAliveMs: number;
   /** Added to an upstream's `timeoutMs` for a hold's deadline. */
   readonly holdMarginMs: number;
   /** The sweeper's interval, 0 for none. */
@@ -158,6 +193,8 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
     enforceMaxTokens,
     estimatePromptTokens,
     timeoutMs,
+    maxSockets,
+    keepAliveMs,
     holdMarginMs,
     holdSweepIntervalMs,
     balanceLowThreshold,
@@ -202,6 +239,16 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
   if (!isTimeoutMs(timeout)) {
     throw optionError(`timeoutMs must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}, e.g. 600000 for 10 minutes`);
   }
+  const sockets = maxSockets ?? DEFAULT_PROXY_MAX_SOCKETS;
+  if (!isMaxSockets(sockets)) {
+    throw optionError(`maxSockets must be an integer from 1 to ${MAX_SOCKETS}: the connections open at most to each upstream, e.g. 512`);
+  }
+  const keepAlive = keepAliveMs ?? DEFAULT_PROXY_KEEP_ALIVE_MS;
+  if (!isKeepAliveMs(keepAlive)) {
+    throw optionError(
+      `keepAliveMs must be 0 (no reuse) or a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}, e.g. ${DEFAULT_PROXY_KEEP_ALIVE_MS}`,
+    );
+  }
   const margin = holdMarginMs ?? DEFAULT_PROXY_HOLD_MARGIN_MS;
   if (!isTimeoutMs(margin)) {
     throw optionError(
@@ -216,7 +263,7 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
   if (!isBalanceLowThreshold(threshold)) {
     throw optionError(`balanceLowThreshold must be a number of USD from 0 to ${MAX_USD}, e.g. ${DEFAULT_BALANCE_LOW_THRESHOLD}`);
   }
-  const resolvedUpstreams = resolveUpstreams(upstreams, timeout);
+  const resolvedUpstreams = resolveUpstreams(upstreams, { timeoutMs: timeout, maxSockets: sockets, keepAliveMs: keepAlive });
   const isProxiedPath = resolveProxyPaths(paths);
   return {
     upstreams: resolvedUpstreams,
@@ -227,6 +274,8 @@ export function resolveProxyOptions(options: ProxyRouterOptions): ResolvedProxyO
     estimatePromptTokens: estimate,
     countPromptTokens: estimatePromptTokens === undefined ? countPromptTokens : undefined,
     timeoutMs: timeout,
+    maxSockets: sockets,
+    keepAliveMs: keepAlive,
     holdMarginMs: margin,
     holdSweepIntervalMs: sweepInterval,
     balanceLowThreshold: threshold,

@@ -1,4 +1,6 @@
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import { type ClientRequest, Agent as HttpAgent, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import type { Stream } from 'node:stream';
 import { type RequestHandler, createProxyMiddleware } from 'http-proxy-middleware';
 import { ModelSwitchError } from '../errors/errors.js';
 import { isJsonObject } from '../http/body.js';
@@ -28,6 +30,14 @@ const DROPPED_REQUEST_HEADERS = new Set([
   'x-forwarded-for',
   'x-real-ip',
   'forwarded',
+  // Hop-by-hop (RFC 9110 §7.6.1): the client's connection is not the pooled upstream one (a
+  // client's `Connection: close` would close a pooled connection after each answer).
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'upgrade',
 ]);
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1), upstream cookies, and what describes the operator's own
@@ -76,6 +86,36 @@ function readJsonAnswer(body: Buffer): { usage: TokenUsage | undefined; id: stri
   return { usage: undefined, id: undefined };
 }
 
+/**
+ * Errors of a request sent on a pooled connection that the upstream had closed meanwhile (it closes
+ * idle connections after its own timeout, and its close can cross the next request on the wire):
+ * the connection was reset, or written to after it closed ("socket hang up" is `ECONNRESET` too).
+ */
+const STALE_CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE']);
+
+/** One sending of a request upstream (there are two when a stale pooled connection is retried). */
+interface Attempt {
+  readonly request: ClientRequest;
+  /** The upstream's answer began: from here the request is never sent again. */
+  answered: boolean;
+}
+
+/**
+ * The router's own pool for `upstream`: kept-alive connections, at most `maxSockets`, an idle one
+ * closed after `keepAliveMs` (the agent's socket timeout, which a request's own timeout replaces
+ * while it runs); the most recently used connection is taken first, so idle ones age out.
+ */
+function poolFor(upstream: ResolvedUpstream): HttpAgent {
+  const keepAlive = upstream.keepAliveMs > 0;
+  const options = {
+    keepAlive,
+    maxSockets: upstream.maxSockets,
+    scheduling: 'lifo' as const,
+    ...(keepAlive ? { timeout: upstream.keepAliveMs } : {}),
+  };
+  return upstream.target.startsWith('https:') ? new HttpsAgent(options) : new HttpAgent(options);
+}
+
 /** The answer to a failed upstream call: 504 when it timed out, 502 otherwise. */
 function upstreamFailure(exchange: Exchange): ModelSwitchError {
   const { upstream } = exchange.request;
@@ -85,12 +125,23 @@ function upstreamFailure(exchange: Exchange): ModelSwitchError {
 }
 
 /**
- * The http-proxy side of one `proxyRouter`: one http-proxy-middleware per upstream, whose events
- * find the request's {@link Exchange} and report to it what the upstream did; the exchange does the
- * accounting.
+ * The http-proxy side of one `proxyRouter`: one http-proxy-middleware per upstream, each with its
+ * pool of kept-alive connections, whose events find the request's {@link Exchange} and report to
+ * it what the upstream did; the exchange does the accounting.
  */
 export class UpstreamEvents {
   private readonly proxies = new Map<ResolvedUpstream, RequestHandler<IncomingMessage, ServerResponse>>();
+  /** The pools this router made (not a host's `agent`), destroyed by `close()`. */
+  private readonly pools: HttpAgent[] = [];
+  /**
+   * The request http-proxy is starting to send (its `start` event), taken by `sendRequest`: http-proxy
+   * emits `start`, makes the upstream request and hands it to `buffer.pipe` in one synchronous run.
+   */
+  private starting: IncomingMessage | undefined;
+  /** Each request's latest sending, for the stale-connection retry. */
+  private readonly attempts = new WeakMap<IncomingMessage, Attempt>();
+  /** Requests already sent again once. */
+  private readonly retried = new WeakSet<IncomingMessage>();
 
   constructor(
     upstreams: readonly ResolvedUpstream[],
@@ -107,15 +158,32 @@ export class UpstreamEvents {
     let proxy = this.proxies.get(upstream);
     if (proxy === undefined) {
       const events = this;
+      let agent = upstream.agent;
+      if (agent === undefined) {
+        agent = poolFor(upstream);
+        this.pools.push(agent);
+      }
+      // The body was read to route the request: http-proxy's `buffer` (the stream it sends instead
+      // of the consumed request) writes the body that was priced, as the request is made. Doing it
+      // there, not on `proxyReq` (emitted once a connection is free), keeps a request that waits
+      // for one of the `maxSockets` connections whole: by then http-proxy has ended it.
+      const buffer = {
+        pipe(request: ClientRequest): ClientRequest {
+          events.sendRequest(request);
+          return request;
+        },
+      };
       proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
         target: upstream.target,
         changeOrigin: true,
         selfHandleResponse: true,
+        agent,
+        buffer: buffer as unknown as Stream,
         // Without the default plugins hpm neither logs nor writes its own plain-text error pages.
         ejectPlugins: true,
         plugins: [
           function modelSwitchProxyEvents(proxyServer) {
-            proxyServer.on('proxyReq', events.onProxyReq);
+            proxyServer.on('start', events.onStart);
             proxyServer.on('proxyRes', events.onProxyRes);
             proxyServer.on('error', events.onProxyError);
             proxyServer.on('econnreset', events.onProxyError);
@@ -127,9 +195,21 @@ export class UpstreamEvents {
     return proxy;
   }
 
+  private readonly onStart = (req: IncomingMessage): void => {
+    this.starting = req;
+  };
+
+  /** http-proxy made the upstream request of the request it started (see `starting`). */
+  private sendRequest(proxyReq: ClientRequest): void {
+    const req = this.starting;
+    this.starting = undefined;
+    if (req === undefined) proxyReq.destroy();
+    else this.onProxyReq(proxyReq, req);
+  }
+
   /**
-   * The request is about to go upstream: swap the client's credential and private headers for the
-   * upstream's, set the timeout, and send the body that was priced.
+   * The request to the upstream was just made (no connection yet): swap the client's credential
+   * and private headers for the upstream's, set the timeout, and send the body that was priced.
    */
   readonly onProxyReq = (proxyReq: ClientRequest, req: IncomingMessage): void => {
     const exchange = this.exchangeOf(req);
@@ -138,6 +218,11 @@ export class UpstreamEvents {
       return;
     }
     const { upstream, body } = exchange.request;
+    const attempt: Attempt = { request: proxyReq, answered: false };
+    this.attempts.set(req, attempt);
+    proxyReq.once('response', () => {
+      attempt.answered = true;
+    });
     exchange.attach(proxyReq);
     for (const name of proxyReq.getHeaderNames()) {
       const value = proxyReq.getHeader(name);
@@ -149,12 +234,17 @@ export class UpstreamEvents {
     proxyReq.setHeader('content-length', body.length);
     // Usage is read from the answer, so ask for it uncompressed.
     proxyReq.setHeader('accept-encoding', 'identity');
-    proxyReq.setTimeout(upstream.timeoutMs, () => {
+    const timedOut = () => {
       exchange.timeOut();
       proxyReq.destroy(new Error('upstream timeout'));
-    });
-    // The body was read to route the request (STYLE: fixRequestBody): send it again, as rewritten.
-    proxyReq.write(body);
+    };
+    // Silence on the connection, once it has one; before, the wait for a free connection counts.
+    proxyReq.setTimeout(upstream.timeoutMs, timedOut);
+    const waiting = setTimeout(timedOut, upstream.timeoutMs).unref();
+    const stopWaiting = () => clearTimeout(waiting);
+    proxyReq.once('socket', stopWaiting);
+    proxyReq.once('close', stopWaiting);
+    proxyReq.end(body);
   };
 
   /**
@@ -252,6 +342,13 @@ export class UpstreamEvents {
       if (typeof response.destroy === 'function') response.destroy();
       return;
     }
+    if (this.isStale(req, error, exchange, response)) {
+      // Nothing of it reached the upstream's handler: send it once more, on another connection,
+      // under the same reservation (one exchange, settled once: never charged twice).
+      this.retried.add(req);
+      void this.forward(exchange, req, response);
+      return;
+    }
     // A client that hung up is not an upstream fault worth a log line.
     if (!exchange.timedOut && !response.destroyed)
       this.logger.warn(`modelswitch-keys: upstream ${exchange.request.upstream.name} failed: ${error.message}`);
@@ -263,6 +360,23 @@ export class UpstreamEvents {
       sendError(response, upstreamFailure(exchange));
     });
   };
+
+  /**
+   * Whether `error` is a pooled connection the upstream had closed: the request went out on a
+   * reused connection, failed with a reset before any byte of an answer, the client still waits,
+   * and it was not sent again already. A new connection that fails is the upstream's failure.
+   */
+  private isStale(req: IncomingMessage, error: Error, exchange: Exchange, res: ServerResponse): boolean {
+    const attempt = this.attempts.get(req);
+    if (attempt === undefined || attempt.answered || !attempt.request.reusedSocket || this.retried.has(req)) return false;
+    const code = (error as NodeJS.ErrnoException).code;
+    return code !== undefined && STALE_CONNECTION_ERRORS.has(code) && !exchange.timedOut && !res.headersSent && !res.destroyed;
+  }
+
+  /** Destroys the pools this router made, with their connections (a host's own `agent` is left alone). */
+  close(): void {
+    for (const pool of this.pools) pool.destroy();
+  }
 
   /**
    * Sends a request whose spend is reserved to its upstream: from here the exchange settles
@@ -285,8 +399,14 @@ export class UpstreamEvents {
       }
       return;
     }
-    // The body is already read; hpm's proxyReq event must fire for it to be re-sent.
+    // The body is already read: nothing is to be continued.
     delete req.headers.expect;
+    await this.forward(exchange, req, res);
+  }
+
+  /** Hands the request to its upstream's http-proxy-middleware (again, for a stale connection). */
+  private async forward(exchange: Exchange, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const proxy = this.proxies.get(exchange.request.upstream) as RequestHandler<IncomingMessage, ServerResponse>;
     const events = this;
     await proxy(req, res, function proxyFailed(error?: unknown) {
       events.onProxyError(error instanceof Error ? error : new Error(String(error)), req, res);

@@ -1,4 +1,5 @@
-import { validateHeaderName, validateHeaderValue } from 'node:http';
+import { Agent as HttpAgent, validateHeaderName, validateHeaderValue } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import { DEFAULT_PROXY_PATHS } from '../defaults.js';
 import { ConfigurationError } from '../errors/configuration-error.js';
 
@@ -35,6 +36,24 @@ export interface Upstream {
   models: ReadonlyArray<string | RegExp>;
   /** No answer (or no bytes mid-stream) for this long → 504 `upstream_timeout`. Default: the router's `timeoutMs`. */
   timeoutMs?: number;
+  /** Connections open at most to this upstream (see the router's `maxSockets`). Default: the router's `maxSockets`. */
+  maxSockets?: number;
+  /** How long an idle connection to this upstream is kept (see the router's `keepAliveMs`). Default: the router's `keepAliveMs`. */
+  keepAliveMs?: number;
+  /**
+   * Your own `http.Agent` (an `https.Agent` for an `https:` target) for this upstream's
+   * connections, instead of the pool the router makes from `maxSockets` and `keepAliveMs`: for
+   * TLS options, an outbound proxy agent, or a pool shared with other code. The router never
+   * destroys it. Give it `keepAlive: true`, or each request opens a connection.
+   *
+   * @example
+   * ```ts
+   * import { Agent } from 'node:https';
+   * const agent = new Agent({ keepAlive: true, maxSockets: 64, timeout: 4000, ca: myCompanyCa });
+   * proxyRouter(store, { upstreams: [{ name: 'internal', target: 'https://llm.internal/v1', models: [/./], agent }], pricing });
+   * ```
+   */
+  agent?: HttpAgent;
 }
 
 /** An upstream after validation: lower-cased header names, credential folded into `headers`. */
@@ -45,10 +64,36 @@ export interface ResolvedUpstream {
   readonly exactModels: ReadonlySet<string>;
   readonly patterns: readonly RegExp[];
   readonly timeoutMs: number;
+  /** Connections open at most to it (used for the router's own pool, not for a host's `agent`). */
+  readonly maxSockets: number;
+  /** How long an idle connection is kept, in ms; 0 closes each connection after its answer (used for the router's own pool). */
+  readonly keepAliveMs: number;
+  /** The host's own agent, or `undefined` for the pool the router makes (and destroys on `close()`). */
+  readonly agent: HttpAgent | undefined;
 }
 
+/** What an upstream takes from the router's options when it sets none of its own. */
+export interface UpstreamDefaults {
+  readonly timeoutMs: number;
+  readonly maxSockets: number;
+  readonly keepAliveMs: number;
+}
+
+/** Whether `value` can be `maxSockets`: an integer from 1 to {@link MAX_SOCKETS}. */
+export function isMaxSockets(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 1 && (value as number) <= MAX_SOCKETS;
+}
+
+/** Whether `value` can be `keepAliveMs`: 0 (no reuse) or a timeout in ms. */
+export function isKeepAliveMs(value: unknown): value is number {
+  return value === 0 || isTimeoutMs(value);
+}
+
+/** The largest `maxSockets`: the TCP ports one process can use towards one address. */
+export const MAX_SOCKETS = 65_535;
+
 /** Validates the upstream list once, at creation; throws `ConfigurationError` `ERR_MS_UPSTREAM` with a fix. */
-export function resolveUpstreams(upstreams: readonly Upstream[] | undefined, defaultTimeoutMs: number): ResolvedUpstream[] {
+export function resolveUpstreams(upstreams: readonly Upstream[] | undefined, defaults: UpstreamDefaults): ResolvedUpstream[] {
   if (!Array.isArray(upstreams) || upstreams.length === 0) {
     throw new ConfigurationError(
       'ERR_MS_UPSTREAM',
@@ -60,7 +105,7 @@ export function resolveUpstreams(upstreams: readonly Upstream[] | undefined, def
     if (typeof upstream !== 'object' || upstream === null) {
       throw new ConfigurationError(
         'ERR_MS_UPSTREAM',
-        `${where} must be an object like { name, target, apiKey?, headers?, models, timeoutMs? }`,
+        `${where} must be an object like { name, target, apiKey?, headers?, models, timeoutMs?, maxSockets?, keepAliveMs?, agent? }`,
       );
     }
     if (typeof upstream.name !== 'string' || upstream.name === '')
@@ -78,13 +123,28 @@ export function resolveUpstreams(upstreams: readonly Upstream[] | undefined, def
     if (models.length === 0 || models.some((m) => typeof m !== 'string' && !(m instanceof RegExp))) {
       throw new ConfigurationError('ERR_MS_UPSTREAM', `${where}.models must be a non-empty array of model names or RegExps`);
     }
-    const timeoutMs = upstream.timeoutMs ?? defaultTimeoutMs;
+    const timeoutMs = upstream.timeoutMs ?? defaults.timeoutMs;
     if (!isTimeoutMs(timeoutMs)) {
       throw new ConfigurationError(
         'ERR_MS_UPSTREAM',
         `${where}.timeoutMs must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS} (or left out for the router's timeoutMs)`,
       );
     }
+    const maxSockets = upstream.maxSockets ?? defaults.maxSockets;
+    if (!isMaxSockets(maxSockets)) {
+      throw new ConfigurationError(
+        'ERR_MS_UPSTREAM',
+        `${where}.maxSockets must be an integer from 1 to ${MAX_SOCKETS} (or left out for the router's maxSockets)`,
+      );
+    }
+    const keepAliveMs = upstream.keepAliveMs ?? defaults.keepAliveMs;
+    if (!isKeepAliveMs(keepAliveMs)) {
+      throw new ConfigurationError(
+        'ERR_MS_UPSTREAM',
+        `${where}.keepAliveMs must be 0 (no reuse) or a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS} (or left out for the router's keepAliveMs)`,
+      );
+    }
+    const agent = resolveAgent(upstream.agent, url.protocol, where);
     const headers = resolveHeaders(upstream.headers, where);
     if (upstream.apiKey !== undefined) {
       const authorization = `Bearer ${upstream.apiKey}`;
@@ -102,8 +162,29 @@ export function resolveUpstreams(upstreams: readonly Upstream[] | undefined, def
       exactModels: new Set(models.filter((m): m is string => typeof m === 'string')),
       patterns: models.filter((m): m is RegExp => m instanceof RegExp).map(ownCopy),
       timeoutMs,
+      maxSockets,
+      keepAliveMs,
+      agent,
     };
   });
+}
+
+/**
+ * A host's agent, checked against its target's protocol as Node checks it on every request (an
+ * `https.Agent` for an `http:` target, or Node's plain `http.Agent` for an `https:` one, would fail
+ * each request); other subclasses of `http.Agent` (outbound proxy agents) choose per request.
+ */
+function resolveAgent(agent: unknown, protocol: string, where: string): HttpAgent | undefined {
+  if (agent === undefined || agent === null) return undefined;
+  const secure = protocol === 'https:';
+  const fits = agent instanceof HttpsAgent ? secure : agent instanceof HttpAgent && !(secure && agent.constructor === HttpAgent);
+  if (!fits) {
+    throw new ConfigurationError(
+      'ERR_MS_UPSTREAM',
+      `${where}.agent must be an ${secure ? 'https.Agent' : 'http.Agent'} for its ${protocol} target, e.g. new ${secure ? 'https' : 'http'}.Agent({ keepAlive: true })`,
+    );
+  }
+  return agent as HttpAgent;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, Server, type ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { type RecordedAnswer, isProxied, templateOf, violationsOf } from './contract.js';
@@ -10,7 +11,7 @@ import { type RecordedAnswer, isProxied, templateOf, violationsOf } from './cont
  * document does not describe.
  *
  * Two kinds of server answer are not the package's and are left alone: a mock upstream's (a server
- * that received a request from the proxy: its `pipe` from a gateway request links the two) and the
+ * that received a request from the proxy: http-proxy's `start` of a gateway request links the two) and the
  * host's own routes (paths the document does not describe). A gateway answer that passes an
  * upstream's through is checked for the gateway's own headers only: its status and body are the
  * upstream's.
@@ -61,14 +62,22 @@ export function installRecorder(): void {
     }
     return (serverEmit as (this: Server, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
   };
-  const clientEmit = ClientRequest.prototype.emit;
-  ClientRequest.prototype.emit = function recordingClientEmit(this: ClientRequest, event: string | symbol, ...args: unknown[]): boolean {
-    // http-proxy pipes the gateway's request into the upstream request: that links the two.
-    if (event === 'pipe') {
-      const gateway = tracked.get(args[0] as IncomingMessage);
-      if (gateway !== undefined) linkUpstream(gateway, this);
+  // http-proxy emits `start` with the gateway's request, then makes the upstream request, which the
+  // proxy ends with its body in the same synchronous run: that links the two.
+  let starting: Tracked | undefined;
+  const proxyServer = createRequire(import.meta.url)('http-proxy') as { prototype: { emit: (...args: unknown[]) => boolean } };
+  const proxyEmit = proxyServer.prototype.emit;
+  proxyServer.prototype.emit = function recordingProxyEmit(this: unknown, event: unknown, ...args: unknown[]): boolean {
+    if (event === 'start') starting = tracked.get(args[0] as IncomingMessage);
+    return proxyEmit.call(this, event, ...args);
+  };
+  const clientEnd = ClientRequest.prototype.end;
+  ClientRequest.prototype.end = function recordingClientEnd(this: ClientRequest, ...args: unknown[]): ClientRequest {
+    if (starting !== undefined) {
+      linkUpstream(starting, this);
+      starting = undefined;
     }
-    return (clientEmit as (this: ClientRequest, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
+    return (clientEnd as (this: ClientRequest, ...args: unknown[]) => ClientRequest).call(this, ...args);
   };
   const originalFetch = globalThis.fetch;
   globalThis.fetch = async function recordingFetch(input: Parameters<typeof fetch>[0], init?: RequestInit): Promise<Response> {

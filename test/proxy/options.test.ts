@@ -1,3 +1,5 @@
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_PROXY_PATHS, DEFAULT_RATE_LIMIT, DEFAULT_STORE_TIMEOUT_MS } from '../../src/defaults.js';
 import { defaultKeyHasher } from '../../src/keys/hashing.js';
@@ -42,6 +44,9 @@ describe('resolveProxyOptions', () => {
           exactModels: new Set(['gpt-4o-mini']),
           patterns: [],
           timeoutMs: 600_000,
+          maxSockets: 512,
+          keepAliveMs: 4000,
+          agent: undefined,
         },
       ],
       pricing: valid.pricing,
@@ -51,6 +56,8 @@ describe('resolveProxyOptions', () => {
       estimatePromptTokens: estimatePromptTokensByModel,
       countPromptTokens,
       timeoutMs: 600_000,
+      maxSockets: 512,
+      keepAliveMs: 4000,
       holdMarginMs: 60_000,
       holdSweepIntervalMs: 0,
       balanceLowThreshold: 1,
@@ -126,6 +133,21 @@ describe('resolveProxyOptions', () => {
     expect(resolved.upstreams[0]?.headers).toEqual({ 'x-team': 'a', authorization: 'Bearer sk-upstream-secret' });
   });
 
+  it("gives each upstream the router's maxSockets and keepAliveMs unless it sets its own, and keeps a host's agent as it is", () => {
+    const agent = new HttpsAgent({ keepAlive: true });
+    const resolved = resolveProxyOptions({
+      ...valid,
+      maxSockets: 64,
+      keepAliveMs: 0,
+      upstreams: [upstream, { ...upstream, name: 'own', maxSockets: 8, keepAliveMs: 10_000, agent }],
+    });
+    expect(resolved.upstreams.map(({ name, maxSockets, keepAliveMs, agent }) => ({ name, maxSockets, keepAliveMs, agent }))).toEqual([
+      { name: 'openai', maxSockets: 64, keepAliveMs: 0, agent: undefined },
+      { name: 'own', maxSockets: 8, keepAliveMs: 10_000, agent },
+    ]);
+    expect(resolved.upstreams[1]?.agent).toBe(agent);
+  });
+
   it('keeps null as "the default", as before', () => {
     const resolved = resolveProxyOptions({ ...valid, defaultMaxTokens: null, timeoutMs: null, maxBodyBytes: null } as never);
     expect([resolved.defaultMaxTokens, resolved.timeoutMs, resolved.maxBodyBytes]).toEqual([4096, 600_000, 4 * 1024 * 1024]);
@@ -143,7 +165,7 @@ describe('resolveProxyOptions', () => {
       'an upstream that is not an object',
       { ...valid, upstreams: [null] },
       'ERR_MS_UPSTREAM',
-      'proxyRouter: options.upstreams[0] must be an object like { name, target, apiKey?, headers?, models, timeoutMs? }',
+      'proxyRouter: options.upstreams[0] must be an object like { name, target, apiKey?, headers?, models, timeoutMs?, maxSockets?, keepAliveMs?, agent? }',
     ],
     [
       'an upstream without a name',
@@ -277,6 +299,42 @@ describe('resolveProxyOptions', () => {
       'ERR_MS_OPTION',
       'proxyRouter: options.maxBodyBytes must be a positive integer number of bytes, e.g. 4194304 for 4 MiB',
     ]),
+    ...[0, -1, 1.5, 65_536, Number.POSITIVE_INFINITY, '8'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `maxSockets ${String(value)}`,
+      { ...valid, maxSockets: value },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.maxSockets must be an integer from 1 to 65535: the connections open at most to each upstream, e.g. 512',
+    ]),
+    ...[-1, Number.POSITIVE_INFINITY, 2 ** 31, Number.NaN, '4s'].map((value): [string, unknown, ConfigurationErrorCode, string] => [
+      `keepAliveMs ${String(value)}`,
+      { ...valid, keepAliveMs: value },
+      'ERR_MS_OPTION',
+      'proxyRouter: options.keepAliveMs must be 0 (no reuse) or a number of milliseconds above 0 and at most 2147483647, e.g. 4000',
+    ]),
+    [
+      'an upstream maxSockets of 0',
+      withUpstream({ maxSockets: 0 }),
+      'ERR_MS_UPSTREAM',
+      "proxyRouter: options.upstreams[0].maxSockets must be an integer from 1 to 65535 (or left out for the router's maxSockets)",
+    ],
+    [
+      'an upstream keepAliveMs of -1',
+      withUpstream({ keepAliveMs: -1 }),
+      'ERR_MS_UPSTREAM',
+      "proxyRouter: options.upstreams[0].keepAliveMs must be 0 (no reuse) or a number of milliseconds above 0 and at most 2147483647 (or left out for the router's keepAliveMs)",
+    ],
+    ...[new HttpAgent({ keepAlive: true }), { keepAlive: true }].map((agent): [string, unknown, ConfigurationErrorCode, string] => [
+      `an https target with the agent ${agent.constructor.name}`,
+      withUpstream({ agent }),
+      'ERR_MS_UPSTREAM',
+      'proxyRouter: options.upstreams[0].agent must be an https.Agent for its https: target, e.g. new https.Agent({ keepAlive: true })',
+    ]),
+    [
+      'an http target with an https.Agent',
+      withUpstream({ target: 'http://127.0.0.1:8000/v1', agent: new HttpsAgent({ keepAlive: true }) }),
+      'ERR_MS_UPSTREAM',
+      'proxyRouter: options.upstreams[0].agent must be an http.Agent for its http: target, e.g. new http.Agent({ keepAlive: true })',
+    ],
     [
       'a path without its slash',
       { ...valid, paths: ['chat/completions'] },

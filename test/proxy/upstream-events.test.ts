@@ -195,6 +195,8 @@ describe('UpstreamEvents.onProxyReq', () => {
       ['cookie', 'session=1'],
       ['x-forwarded-for', '10.0.0.1'],
       ['x-custom', 'kept'],
+      ['connection', 'close'],
+      ['keep-alive', 'timeout=5'],
       ['x-note', `forwarded for ${generateApiKey('billing').value}`],
       ['content-type', 'text/plain'],
     ]);
@@ -208,7 +210,8 @@ describe('UpstreamEvents.onProxyReq', () => {
       setTimeout: (ms: number) => {
         timeout = ms;
       },
-      write: (chunk: Buffer) => written.push(chunk),
+      end: (chunk: Buffer) => written.push(chunk),
+      once: () => {},
       destroy: () => {},
     } as unknown as ClientRequest;
     events.onProxyReq(proxyReq, req);

@@ -6,7 +6,7 @@ import type { RedisCommandClient } from '../../src/store/keyv/keyv-redis.js';
 import { REDIS_SCRIPTS } from '../../src/store/keyv/keyv-redis-scripts.js';
 import { keyStoreSuite, sampleAccount, sampleKeyRecord } from '../../src/testing/index.js';
 import { REDIS_URL, redisKeyv, redisSkipReason, removeKeys, runPrefix } from './redis-env.js';
-import { checkLazyTrimming } from './retention.js';
+import { checkDefaultRetention, checkLazyTrimming } from './retention.js';
 
 describe('KeyvKeyStore over Keyv’s in-memory Map', () => {
   keyStoreSuite({ it, createStore: () => new KeyvKeyStore(new Keyv()) });
@@ -17,11 +17,24 @@ describe.skipIf(!REDIS_URL)(`KeyvKeyStore over Redis${redisSkipReason ? ` (${red
   const prefix = runPrefix();
   afterAll(() => removeKeys(url, prefix));
   keyStoreSuite({ it, createStore: () => new KeyvKeyStore(redisKeyv(url), { prefix }) });
+
+  it('keeps ledger entries 400 days by default, and trimming them moves no balance, key usage or usage aggregate', async () => {
+    const store = new KeyvKeyStore(redisKeyv(url), { prefix });
+    try {
+      await checkDefaultRetention(store);
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe('KeyvKeyStore ledger over Keyv’s in-memory Map (the locked backend)', () => {
   it('trims each account’s ledger lazily, a few old entries per write, with ledgerRetentionDays', async () => {
     await checkLazyTrimming(new KeyvKeyStore(new Keyv(), { ledgerRetentionDays: 1 }));
+  });
+
+  it('keeps ledger entries 400 days by default, and trimming them moves no balance, key usage or usage aggregate', async () => {
+    await checkDefaultRetention(new KeyvKeyStore(new Keyv()));
   });
 
   it('keeps the ledger in chunks of at most 100 entries, pages across them and trims across them', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { MemoryKeyStore } from '../../src/index.js';
 import { keyStoreSuite } from '../../src/testing/index.js';
-import { checkLazyTrimming } from './retention.js';
+import { checkDefaultRetention, checkLazyTrimming } from './retention.js';
 
 keyStoreSuite({ it, createStore: () => new MemoryKeyStore() });
 
@@ -24,6 +24,10 @@ describe('MemoryKeyStore', () => {
 
   it('trims each account’s ledger lazily, a few old entries per write, with ledgerRetentionDays', async () => {
     await checkLazyTrimming(new MemoryKeyStore({ ledgerRetentionDays: 1 }));
+  });
+
+  it('keeps ledger entries 400 days by default, and trimming them moves no balance, key usage or usage aggregate', async () => {
+    await checkDefaultRetention(new MemoryKeyStore());
   });
 
   it('refuses a ledgerRetentionDays that is not a positive number with ERR_MS_OPTION; Infinity keeps every entry', async () => {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import { PostgresKeyStore } from '../../src/store/postgres/index.js';
 import { keyStoreSuite } from '../../src/testing/index.js';
 import { DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from './postgres-env.js';
+import { checkDefaultRetention } from './retention.js';
 
 describe.skipIf(!DATABASE_URL)(`PostgresKeyStore${postgresSkipReason ? ` (${postgresSkipReason})` : ''}`, () => {
   const url = DATABASE_URL as string;
@@ -15,4 +16,8 @@ describe.skipIf(!DATABASE_URL)(`PostgresKeyStore${postgresSkipReason ? ` (${post
   });
 
   keyStoreSuite({ it, createStore: () => store, disposeStore: () => {} });
+
+  it('keeps ledger entries 400 days by default, and trimming them moves no balance, key usage or usage aggregate', async () => {
+    await checkDefaultRetention(store);
+  });
 });
