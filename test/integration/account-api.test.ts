@@ -411,6 +411,51 @@ describe('settlements the store fails', () => {
   }, 30_000);
 });
 
+describe('GET /api/usage after retention trimmed the ledger', () => {
+  it('still counts the requests whose entries were trimmed: it reads the counters, not the ledger', async () => {
+    const g = await startGateway({ store: new MemoryKeyStore({ ledgerRetentionDays: 1 }), api: true, balance: 10 });
+    try {
+      const first = await complete(g, g.proxyKey, chat());
+      await g.proxy.drain();
+      g.clock.advance(2 * 86_400_000);
+      // The next write trims the account's entries older than a day: the opening credit and the first request's.
+      const second = await complete(g, g.proxyKey, chat({ model: 'mock-family-a' }));
+      await g.proxy.drain();
+      expect([first.status, second.status]).toEqual([200, 200]);
+      const transactions = (await get(`${g.apiUrl}/transactions`, g.billingKey)).body as { transactions: PublicLedgerEntry[] };
+      expect(transactions.transactions.map((entry) => entry.requestId)).toEqual([second.requestId]);
+      expect(await get(`${g.url}/generation?id=${first.requestId}`, g.proxyKey)).toEqual({
+        status: 404,
+        headers: JSON_HEADERS,
+        body: {
+          error: {
+            message: `No generation with id ${first.requestId} for this API key`,
+            type: 'not_found_error',
+            code: 'generation_not_found',
+            param: 'id',
+          },
+        },
+      });
+      const one = { requests: 1, promptTokens: 12, completionTokens: 8, cost: COST };
+      expect(await get(`${g.apiUrl}/usage?from=2026-11-22&to=2026-11-24&group_by=day,model`, g.billingKey)).toEqual(
+        ok({
+          usage: [
+            { date: '2026-11-22', model: 'mock-model', ...one },
+            { date: '2026-11-24', model: 'mock-family-a', ...one },
+          ],
+          total: { requests: 2, promptTokens: 24, completionTokens: 16, cost: roundUsd(2 * COST) },
+        }),
+      );
+      const balance = roundUsd(10 - 2 * COST);
+      expect(await get(`${g.apiUrl}/account`, g.billingKey)).toEqual(
+        ok({ id: g.account.id, balance, reserved: 0, available: balance, isFreeTier: false, createdAt: isoTime(g.account.createdAt) }),
+      );
+    } finally {
+      await g.close();
+    }
+  });
+});
+
 describe('account API refusals', () => {
   let gateway: Gateway;
   beforeAll(async () => {
