@@ -2,8 +2,8 @@
  * Scenario 1 counted in instructions instead of time: each hot-path server runs in its own process
  * under valgrind's callgrind and answers requests one at a time on one keep-alive connection.
  * Instructions depend far less on the machine's load than requests/s, so this figure moves much
- * less between runs. After `WARM` requests (start-up, the key's issue and verification, and the
- * JIT's compilations), `WINDOWS` windows of `PER_WINDOW` requests are counted one by one: before
+ * less between runs. After `warm` requests (start-up, the key's issue and verification, and the
+ * JIT's compilations), `windows` windows of `perWindow` requests are counted one by one: before
  * each, a full garbage collection (not counted; `callgrind_control --zero` after it), after each
  * `callgrind_control --dump`. The first window is kept in bench-results.json but left out of the
  * per-request figure, the mean of the others: in trials it still counted more than the later ones.
@@ -32,11 +32,16 @@ export const INSTRUCTION_VARIANTS = [
 ] as const;
 export type InstructionVariant = (typeof INSTRUCTION_VARIANTS)[number];
 
-const WARM = 6000;
-const WINDOWS = 4;
-/** Windows counted but left out of the mean (see above). */
-const SETTLING_WINDOWS = 1;
-const PER_WINDOW = 2000;
+/** How many requests a count sends: `warm` first, then `windows` windows of `perWindow`, the first `settlingWindows` left out. */
+export interface InstructionRequests {
+  warm: number;
+  windows: number;
+  settlingWindows: number;
+  perWindow: number;
+}
+
+/** The full count (`--only=instructions`). */
+export const INSTRUCTION_REQUESTS: InstructionRequests = { warm: 6000, windows: 4, settlingWindows: 1, perWindow: 2000 };
 /** One valgrind run far beyond what it takes here (about three minutes) means something hangs. */
 const RUN_TIMEOUT_MS = 15 * 60_000;
 
@@ -179,29 +184,25 @@ async function control(action: '--dump' | '--zero', pid: number): Promise<void> 
   }
 }
 
-/** Instructions per request of `variant` in each counted window. */
-async function countRun(variant: InstructionVariant): Promise<number[]> {
+/** Instructions per request of `variant` on the Node executable `node`, in each counted window. */
+async function countRun(variant: InstructionVariant, node: string, requests: InstructionRequests): Promise<number[]> {
   const out = join(tmpdir(), `modelswitch-callgrind-${process.pid}-${Math.random().toString(36).slice(2)}.out`);
   try {
     // --single-threaded: no background compiler or GC threads, whose share would vary between runs.
-    const started = await startServer(
-      'valgrind',
-      ['--tool=callgrind', `--callgrind-out-file=${out}`, process.execPath, '--single-threaded'],
-      variant,
-    );
+    const started = await startServer('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, node, '--single-threaded'], variant);
     let code: number | null;
     const windows: number[] = [];
     try {
-      await sendSequentially(started.port, started.key, WARM);
-      for (let window = 1; window <= WINDOWS; window++) {
+      await sendSequentially(started.port, started.key, requests.warm);
+      for (let window = 1; window <= requests.windows; window++) {
         // Every window starts from a collected heap, not counted, so that the windows of one server
         // and the servers compare alike whichever collections the requests before them left due.
         const collected = await serverRoute(started.port, '/gc');
         if (collected !== 'collected') throw new Error(`instruction count: ${variant}: ${collected}`);
         await control('--zero', started.pid);
-        await sendSequentially(started.port, started.key, PER_WINDOW);
+        await sendSequentially(started.port, started.key, requests.perWindow);
         await control('--dump', started.pid);
-        windows.push((await dumpTotal(`${out}.${window}`)) / PER_WINDOW);
+        windows.push((await dumpTotal(`${out}.${window}`)) / requests.perWindow);
       }
     } finally {
       code = await started.stop();
@@ -209,7 +210,7 @@ async function countRun(variant: InstructionVariant): Promise<number[]> {
     if (code !== 0) throw new Error(`instruction count: ${variant} exited with ${code}: ${started.stderr().slice(-500)}`);
     return windows;
   } finally {
-    await Promise.all(Array.from({ length: WINDOWS + 1 }, (_, i) => rm(i === 0 ? out : `${out}.${i}`, { force: true })));
+    await Promise.all(Array.from({ length: requests.windows + 1 }, (_, i) => rm(i === 0 ? out : `${out}.${i}`, { force: true })));
   }
 }
 
@@ -220,40 +221,62 @@ export interface InstructionCount {
   spread: number;
 }
 
-/** Instructions per request of each variant, `parallel` servers at a time (valgrind runs one core each). */
+/** A Node executable to count on, by the name reported (`Node 20`). */
+export interface CountedNode {
+  name: string;
+  executable: string;
+}
+
+/**
+ * Instructions per request of each variant on each Node executable, `parallel` servers at a time
+ * (valgrind runs on one core each). Answers the counts by node name, then by variant.
+ */
 export async function countInstructions(
-  variants: readonly InstructionVariant[] = INSTRUCTION_VARIANTS,
+  nodes: readonly CountedNode[],
+  variants: readonly InstructionVariant[],
+  requests: InstructionRequests,
   parallel = Math.max(1, availableParallelism()),
-): Promise<Record<InstructionVariant, InstructionCount>> {
-  const counted = new Map<InstructionVariant, number[]>();
+): Promise<Record<string, Partial<Record<InstructionVariant, InstructionCount>>>> {
+  const jobs = nodes.flatMap((node) => variants.map((variant) => ({ node, variant })));
+  const result: Record<string, Partial<Record<InstructionVariant, InstructionCount>>> = Object.fromEntries(nodes.map((n) => [n.name, {}]));
   let next = 0;
   async function worker(): Promise<void> {
-    while (next < variants.length) {
-      const variant = variants[next++] as InstructionVariant;
-      const windows = await countRun(variant);
-      counted.set(variant, windows);
+    while (next < jobs.length) {
+      const { node, variant } = jobs[next++] as (typeof jobs)[number];
+      const windows = await countRun(variant, node.executable, requests);
+      const kept = windows.slice(requests.settlingWindows);
+      (result[node.name] as Partial<Record<InstructionVariant, InstructionCount>>)[variant] = {
+        windows,
+        perRequest: kept.reduce((a, b) => a + b, 0) / kept.length,
+        spread: Math.max(...kept) / Math.min(...kept) - 1,
+      };
       console.log(
-        `  ${variant}: ${windows.map((w) => Math.round(w).toLocaleString('en-US')).join(', ')} instructions per request, window by window`,
+        `  ${node.name}, ${variant}: ${windows.map((w) => Math.round(w).toLocaleString('en-US')).join(', ')} instructions per request, window by window`,
       );
     }
   }
   try {
-    await Promise.all(Array.from({ length: Math.min(parallel, variants.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(parallel, jobs.length) }, worker));
   } catch (error) {
     for (const child of running) child.kill('SIGKILL');
     throw error;
   }
-  const result = {} as Record<InstructionVariant, InstructionCount>;
-  for (const variant of variants) {
-    const windows = counted.get(variant) as number[];
-    const kept = windows.slice(SETTLING_WINDOWS);
-    result[variant] = {
-      windows,
-      perRequest: kept.reduce((a, b) => a + b, 0) / kept.length,
-      spread: Math.max(...kept) / Math.min(...kept) - 1,
-    };
-  }
   return result;
 }
 
-export const INSTRUCTION_REQUESTS = { warm: WARM, windows: WINDOWS, settlingWindows: SETTLING_WINDOWS, perWindow: PER_WINDOW };
+/**
+ * The executable of Node `major`: this process's own when it runs that major, else the one
+ * `npx -y node@<major>` fetches from the npm registry (cached after the first time). A string
+ * saying why not when npx cannot start it.
+ */
+export function nodeExecutable(major: string): { executable: string } | { reason: string } {
+  if (process.versions.node.split('.')[0] === major) return { executable: process.execPath };
+  const probe = spawnSync('npx', ['-y', `node@${major}`, '-p', 'process.execPath + " " + process.version'], { encoding: 'utf8' });
+  const [executable, version] = (probe.stdout ?? '').trim().split(' ');
+  if (probe.status !== 0 || !executable || !version?.startsWith(`v${major}.`)) {
+    return {
+      reason: `npx -y node@${major} did not start Node ${major}: ${(probe.stderr ?? probe.error?.message ?? '').trim().slice(-200)}`,
+    };
+  }
+  return { executable };
+}

@@ -17,6 +17,8 @@ export interface LoadOptions {
   url: string;
   connections: number;
   durationS: number;
+  /** Stop after this many requests instead of after `durationS`. */
+  amount?: number;
   /** Sent on every request. */
   headers?: Record<string, string>;
   /** Rotated as `Authorization: Bearer <key>`, one per request. */
@@ -65,7 +67,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const instance = autocannon({
     url: options.url,
     connections: options.connections,
-    duration: options.durationS,
+    ...(options.amount === undefined ? { duration: options.durationS } : { amount: options.amount }),
     headers: options.headers ?? {},
     method: options.method ?? 'GET',
     ...(options.body === undefined ? {} : { body: options.body }),

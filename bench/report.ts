@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
 /** One line of the results table. */
@@ -61,6 +61,41 @@ export class Report {
         return index === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('-|-')}` : line;
       })
       .join('\n');
+  }
+
+  /** The figures and skipped scenarios as a Markdown table, misses in bold. */
+  markdown(): string {
+    const cell = (text: string) => text.replaceAll('|', '\\|');
+    const rows = [
+      '| Scenario | Measure | Value | Target | Met |',
+      '|---|---|---|---|---|',
+      ...this.figures.map((f) => {
+        const value = `${typeof f.value === 'number' ? format(f.value) : f.value} ${f.unit}`.trim();
+        const met = f.pass === undefined ? '' : f.pass ? 'yes' : '**no**';
+        return `| ${cell(f.scenario)} | ${cell(f.measure)} | ${f.pass === false ? `**${cell(value)}**` : cell(value)} | ${cell(f.target ?? '')} | ${met} |`;
+      }),
+      ...this.skipped.map((s) => `| ${cell(s.scenario)} | skipped | ${cell(s.reason)} | | |`),
+    ];
+    return rows.join('\n');
+  }
+
+  /**
+   * Replaces what lies between `<!-- bench:<section> -->` and `<!-- /bench:<section> -->` in the
+   * Markdown file `path` with the command, Node version, CPU, date and this run's table.
+   */
+  writeDocs(path: string, section: string, run: { command: string; elapsedS: number }): void {
+    const begin = `<!-- bench:${section} -->`;
+    const end = `<!-- /bench:${section} -->`;
+    const text = readFileSync(path, 'utf8');
+    const from = text.indexOf(begin);
+    const to = text.indexOf(end);
+    if (from < 0 || to < from) throw new Error(`${path} has no ${begin} … ${end} section to write`);
+    const cpu = cpus();
+    const heading = [
+      `\`${run.command}\` on Node ${process.version}, ${cpu[0]?.model.trim() ?? 'unknown CPU'} (${cpu.length} cores),`,
+      `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC; the run took ${round(run.elapsedS / 60, 1)} minutes.`,
+    ].join(' ');
+    writeFileSync(path, `${text.slice(0, from + begin.length)}\n${heading}\n\n${this.markdown()}\n${text.slice(to)}`);
   }
 
   write(path: string, context: Record<string, unknown>): void {

@@ -6,11 +6,15 @@ import { type BenchChild, startChild } from './child.js';
 import { median } from './common.js';
 import type { FloodOptions } from './flood.js';
 import {
+  type CountedNode,
   INSTRUCTION_REQUESTS,
   INSTRUCTION_VARIANTS,
+  type InstructionCount,
+  type InstructionRequests,
   type InstructionVariant,
   countInstructions,
   nativeCpu,
+  nodeExecutable,
   valgrindUnavailableReason,
 } from './instructions.js';
 import { type LoadResult, runLoad } from './load.js';
@@ -21,36 +25,42 @@ const quick = process.argv.includes('--quick');
 const CONFIG = quick
   ? {
       warmupS: 1,
-      rounds: 3,
+      rounds: 2,
       durationS: 1,
       connections: 20,
       scaleSizes: [1_000, 100_000],
       redisScaleSizes: [1_000],
       cacheBound: { cacheSize: 1_000, keys: 2_500 },
       coldKeys: 40,
-      inProcessCalls: 20_000,
-      hotRounds: 3,
+      hotRounds: 2,
       hotDurationS: 1,
+      proxyLatency: { rounds: 1, durationS: 1 },
+      firstByteSamples: 100,
+      memory: { requests: 20_000, keys: 2_000 },
     }
   : {
-      warmupS: 2,
+      warmupS: 1,
       rounds: 5,
-      durationS: 4,
+      durationS: 3,
       connections: 20,
       scaleSizes: [1_000, 100_000, 1_000_000],
       redisScaleSizes: [1_000, 100_000],
       cacheBound: { cacheSize: 10_000, keys: 25_000 },
       coldKeys: 100,
-      inProcessCalls: 200_000,
-      // Scenario 1's target is a few per cent wide, under the spread of one round on this machine:
-      // more, shorter rounds give its medians more samples.
-      hotRounds: 11,
-      hotDurationS: 3,
+      hotRounds: 5,
+      hotDurationS: 2,
+      proxyLatency: { rounds: 3, durationS: 2 },
+      firstByteSamples: 300,
+      memory: { requests: 100_000, keys: 10_000 },
     };
+/** `--only=memory`: the memory scenario at its full size, too long for the full run. */
+const MEMORY_FULL = { requests: 1_000_000, keys: 10_000 };
 if (process.argv.includes('--redis-1m')) CONFIG.redisScaleSizes.push(1_000_000);
 /**
- * `--only=hot,stack,scale,attack,cold,proxy` runs a subset (for working on one scenario).
- * `--only=instructions` counts scenario 1 in instructions under valgrind, which the full run leaves out.
+ * `--only=hot,stack,scale,attack,cold,proxy,memory,instructions` runs a subset. `--only=memory` runs
+ * scenario 7 at its full size (1,000,000 requests), which the full run scales down;
+ * `--only=instructions` counts every hot-path variant in instructions, where the full run counts the
+ * two its target compares, with fewer requests.
  */
 const only = process.argv
   .find((arg) => arg.startsWith('--only='))
@@ -93,6 +103,8 @@ interface Target {
   method?: 'GET' | 'POST';
   body?: string;
   headers?: Record<string, string>;
+  /** A fixed request rate (requests/s) instead of as fast as the server answers. */
+  overallRate?: number;
 }
 
 interface Summary {
@@ -129,6 +141,7 @@ function load(target: Target, durationS: number, connections = CONFIG.connection
     ...(target.method ? { method: target.method } : {}),
     ...(target.body === undefined ? {} : { body: target.body }),
     ...(target.headers ? { headers: target.headers } : {}),
+    ...(target.overallRate === undefined ? {} : { overallRate: target.overallRate }),
   });
 }
 
@@ -181,16 +194,7 @@ async function hotPath(): Promise<Summary | undefined> {
   console.log(`\n${scenario}`);
   const servers = await child('./servers.ts');
   const setup = await servers.call<{
-    ports: {
-      bare: number;
-      express: number;
-      mounted: number;
-      ours: number;
-      floor: number;
-      timed: number;
-      timedPassThrough: number;
-      timedFloor: number;
-    };
+    ports: { bare: number; express: number; ours: number; floor: number };
     keys: string[];
   }>('hotPath');
   const before = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
@@ -201,7 +205,6 @@ async function hotPath(): Promise<Summary | undefined> {
     [
       { name: 'node:http', url: url(setup.ports.bare), headers },
       { name: 'express', url: url(setup.ports.express), headers },
-      { name: 'express + pass-through middleware', url: url(setup.ports.mounted), headers },
       { name: 'express + modelSwitchAuth', url: url(setup.ports.ours), headers },
       { name: 'express + contract floor', url: url(setup.ports.floor), headers },
     ],
@@ -209,36 +212,15 @@ async function hotPath(): Promise<Summary | undefined> {
     { rounds: CONFIG.hotRounds, durationS: CONFIG.hotDurationS },
   );
   const stats = await servers.call<{ scryptRuns: number }>('stats', { hasher: 'ours' });
-  // Outside the compared rounds: each middleware's own time per request inside a loaded server.
-  const inside: Record<string, number | null> = {};
-  for (const [name, port] of [
-    ['pass-through', setup.ports.timedPassThrough],
-    ['contract floor', setup.ports.timedFloor],
-    ['modelSwitchAuth', setup.ports.timed],
-  ] as const) {
-    const target = { name: `express + ${name}, timed`, url: url(port), headers };
-    await load(target, CONFIG.warmupS);
-    await servers.call('stopwatch', { name });
-    checkClean(target.name, await load(target, CONFIG.durationS * 2));
-    inside[name] = (await servers.call<{ micros: number | null }>('stopwatch', { name })).micros;
-  }
-  const calls = await servers.call<Record<'passThrough' | 'floor' | 'cached' | 'invented', { micros: number; synchronousNext: number }>>(
-    'inProcess',
-    { calls: CONFIG.inProcessCalls },
-  );
   await release(servers);
   report.raw.hotPath = summaries;
-  report.raw.inProcess = calls;
   throughputFigures(scenario, summaries);
   const bare = summaries['node:http'] as Summary;
   const plain = summaries.express as Summary;
   const ours = summaries['express + modelSwitchAuth'] as Summary;
-  const mounted = summaries['express + pass-through middleware'] as Summary;
   const floor = summaries['express + contract floor'] as Summary;
-  report.ratio(scenario, 'modelSwitchAuth / express (requests/s)', ours.rps / plain.rps, 0.95);
-  report.ratio(scenario, 'modelSwitchAuth / express + pass-through middleware (requests/s)', ours.rps / mounted.rps, 0.95);
-  report.ratio(scenario, 'pass-through middleware / express (requests/s)', mounted.rps / plain.rps, null);
-  // The least the contract costs (see contractFloor in servers.ts), and how far ours is from it.
+  report.ratio(scenario, 'modelSwitchAuth / express (requests/s)', ours.rps / plain.rps, null);
+  report.ratio(scenario, 'modelSwitchAuth / node:http (requests/s)', ours.rps / bare.rps, null);
   report.ratio(scenario, 'contract floor / express (requests/s)', floor.rps / plain.rps, null);
   report.ratio(scenario, 'modelSwitchAuth / contract floor (requests/s)', ours.rps / floor.rps, null);
   for (const [name, summary] of Object.entries(summaries)) {
@@ -246,48 +228,6 @@ async function hotPath(): Promise<Summary | undefined> {
       report.add({ scenario, measure: `${name}: server CPU per request`, value: round(summary.cpuMicrosPerRequest, 1), unit: 'µs' });
     }
   }
-  if (ours.cpuMicrosPerRequest !== undefined && plain.cpuMicrosPerRequest !== undefined) {
-    report.add({
-      scenario,
-      measure: 'CPU modelSwitchAuth adds per request (vs express)',
-      value: round(ours.cpuMicrosPerRequest - plain.cpuMicrosPerRequest, 1),
-      unit: 'µs',
-    });
-    // What the throughput ratio would be on a server-bound machine: CPU per request decides it.
-    report.ratio(scenario, 'express / modelSwitchAuth, server CPU per request', plain.cpuMicrosPerRequest / ours.cpuMicrosPerRequest, 0.95);
-  }
-  // Without HTTP: the middleware's own work, free of the load generator and of Express.
-  for (const [name, measure] of [
-    ['passThrough', 'pass-through middleware'],
-    ['floor', 'contract floor'],
-    ['cached', 'modelSwitchAuth, cached key (memory store)'],
-    ['invented', 'modelSwitchAuth, invented key (401)'],
-  ] as const) {
-    report.add({ scenario, measure: `in-process, per call: ${measure}`, value: round(calls[name].micros, 2), unit: 'µs' });
-  }
-  report.add({
-    scenario,
-    measure: 'in-process: cached-key calls that passed before the middleware returned',
-    value: `${round(calls.cached.synchronousNext * 100, 1)} %`,
-    unit: '',
-  });
-  for (const [name, measure] of [
-    ['pass-through', 'pass-through middleware'],
-    ['contract floor', 'contract floor'],
-    ['modelSwitchAuth', 'modelSwitchAuth, cached key'],
-  ] as const) {
-    const micros = inside[name];
-    if (micros !== null && micros !== undefined) {
-      report.add({
-        scenario,
-        measure: `under HTTP load, per request: ${measure} (timed inside the server)`,
-        value: round(micros, 2),
-        unit: 'µs',
-      });
-    }
-  }
-  report.ratio(scenario, 'express / node:http (requests/s)', plain.rps / bare.rps, null);
-  report.ratio(scenario, 'modelSwitchAuth / node:http (requests/s)', ours.rps / bare.rps, null);
   report.add({
     scenario,
     measure: 'scrypt runs under load (after pre-warm)',
@@ -299,13 +239,18 @@ async function hotPath(): Promise<Summary | undefined> {
   return plain;
 }
 
+/** The Node majors scenario 1 is counted on. */
+const INSTRUCTION_NODES = ['20', '24'];
+
 /**
- * Scenario 1 counted in instructions per request under callgrind (see instructions.ts): the same
- * servers, without the machine's noise. Also what each step of the contract floor adds on its own.
+ * Scenario 1 counted in instructions per request under callgrind (see instructions.ts), on Node 20
+ * and Node 24: the contract floor against modelSwitchAuth, without the machine's noise. The full
+ * run counts the two with fewer requests; `--only=instructions` counts every variant (Express, the
+ * floor's steps) with more.
  */
-async function instructionCount(): Promise<void> {
+async function instructionCount(requests: InstructionRequests, variants: readonly InstructionVariant[]): Promise<void> {
   const scenario = INSTRUCTIONS_SCENARIO;
-  const { warm, windows, settlingWindows, perWindow } = INSTRUCTION_REQUESTS;
+  const { warm, windows, settlingWindows, perWindow } = requests;
   console.log(
     `\n${scenario} (callgrind, each server in its own process, one request at a time: ${warm} to warm up, then ${windows} windows of ${perWindow}, the first ${settlingWindows} left out)`,
   );
@@ -314,75 +259,74 @@ async function instructionCount(): Promise<void> {
     report.skip(scenario, reason);
     return;
   }
-  const counted = await countInstructions();
-  report.raw.instructions = { requests: INSTRUCTION_REQUESTS, counted };
-  const per = Object.fromEntries(INSTRUCTION_VARIANTS.map((v) => [v, counted[v].perRequest])) as Record<InstructionVariant, number>;
-  // How far apart the windows of one server came out: the count's own precision.
-  const spread = Math.max(...INSTRUCTION_VARIANTS.map((v) => counted[v].spread));
-  report.add({
-    scenario,
-    measure: 'largest difference between the counted windows of one server',
-    value: `${round(spread * 100, 2)} %`,
-    unit: '',
-  });
-  for (const variant of INSTRUCTION_VARIANTS) {
-    report.add({ scenario, measure: `instructions per request: ${variant}`, value: Math.round(per[variant]), unit: '' });
+  const nodes: CountedNode[] = [];
+  for (const major of INSTRUCTION_NODES) {
+    const found = nodeExecutable(major);
+    if ('reason' in found) report.skip(scenario, `Node ${major}: ${found.reason}`);
+    else nodes.push({ name: `Node ${major}`, executable: found.executable });
   }
-  const ours = per.modelSwitchAuth;
-  report.ratio(scenario, 'express / modelSwitchAuth (instructions per request)', per.express / ours, 0.95);
-  report.ratio(
-    scenario,
-    'express + pass-through middleware / modelSwitchAuth (instructions per request)',
-    per['pass-through'] / ours,
-    0.95,
-  );
-  report.ratio(scenario, 'express / contract floor (instructions per request)', per.express / per['contract floor'], null);
-  report.ratio(scenario, 'contract floor / modelSwitchAuth (instructions per request)', per['contract floor'] / ours, null);
-  // The budget the target leaves, and what each part of the floor spends of it.
-  report.add({
-    scenario,
-    measure: 'instructions a middleware may add for 0.95 of express',
-    value: Math.round(per.express / 0.95 - per.express),
-    unit: '',
-  });
-  report.add({
-    scenario,
-    measure: 'added by mounting a pass-through middleware at /v1',
-    value: Math.round(per['pass-through'] - per.express),
-    unit: '',
-  });
-  // callgrind counts the process's own instructions, not the kernel's work on its sockets: the same
-  // two servers natively, one request at a time, their user and system CPU.
-  const cpu = { express: await nativeCpu('express'), modelSwitchAuth: await nativeCpu('modelSwitchAuth') };
-  report.raw.instructionsNativeCpu = cpu;
-  for (const [name, { user, system }] of Object.entries(cpu)) {
+  let counted: Awaited<ReturnType<typeof countInstructions>>;
+  try {
+    counted = await countInstructions(nodes, variants, requests);
+  } catch (error) {
+    // The other scenarios' figures still count: the table says why this one has none.
+    report.skip(scenario, `the count failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+    process.exitCode = 1;
+    return;
+  }
+  report.raw.instructions = { requests, counted };
+  for (const node of nodes) {
+    const ofNode = counted[node.name] as Partial<Record<InstructionVariant, InstructionCount>>;
+    const per = (variant: InstructionVariant) => (ofNode[variant] as InstructionCount).perRequest;
+    const spread = Math.max(...variants.map((v) => (ofNode[v] as InstructionCount).spread));
+    for (const variant of variants) {
+      report.add({ scenario, measure: `${node.name}: instructions per request, ${variant}`, value: Math.round(per(variant)), unit: '' });
+    }
     report.add({
       scenario,
-      measure: `native, one request at a time: ${name} CPU per request, user / system`,
-      value: `${round(user, 1)} / ${round(system, 1)}`,
-      unit: 'µs',
-    });
-  }
-  const all = (c: { user: number; system: number }) => c.user + c.system;
-  report.add({
-    scenario,
-    measure: "native: the kernel's share of express's CPU (system / all)",
-    value: `${round((cpu.express.system / all(cpu.express)) * 100, 1)} %`,
-    unit: '',
-  });
-  report.ratio(
-    scenario,
-    'native: express / modelSwitchAuth, CPU per request (one request at a time)',
-    all(cpu.express) / all(cpu.modelSwitchAuth),
-    null,
-  );
-  for (const step of ['floor: token + SHA-256 lookup', 'floor: count + four headers', 'floor: req.modelSwitch'] as const) {
-    report.add({
-      scenario,
-      measure: `added by ${step.slice('floor: '.length)} (vs pass-through)`,
-      value: Math.round(per[step] - per['pass-through']),
+      measure: `${node.name}: largest difference between the counted windows of one server`,
+      value: `${round(spread * 100, 2)} %`,
       unit: '',
     });
+    report.ratio(
+      scenario,
+      `${node.name}: contract floor / modelSwitchAuth (instructions per request)`,
+      per('contract floor') / per('modelSwitchAuth'),
+      0.97,
+    );
+    if (variants.includes('express')) {
+      report.ratio(
+        scenario,
+        `${node.name}: express / modelSwitchAuth (instructions per request)`,
+        per('express') / per('modelSwitchAuth'),
+        null,
+      );
+    }
+    if (variants.includes('pass-through')) {
+      for (const step of ['floor: token + SHA-256 lookup', 'floor: count + four headers', 'floor: req.modelSwitch'] as const) {
+        if (!variants.includes(step)) continue;
+        report.add({
+          scenario,
+          measure: `${node.name}: added by ${step.slice('floor: '.length)} (vs pass-through)`,
+          value: Math.round(per(step) - per('pass-through')),
+          unit: '',
+        });
+      }
+    }
+  }
+  if (variants.includes('express')) {
+    // callgrind counts the process's own instructions, not the kernel's work on its sockets: the same
+    // two servers natively on this Node, one request at a time, their user and system CPU.
+    const cpu = { express: await nativeCpu('express'), modelSwitchAuth: await nativeCpu('modelSwitchAuth') };
+    report.raw.instructionsNativeCpu = cpu;
+    for (const [name, { user, system }] of Object.entries(cpu)) {
+      report.add({
+        scenario,
+        measure: `native on ${process.version}, one request at a time: ${name} CPU per request, user / system`,
+        value: `${round(user, 1)} / ${round(system, 1)}`,
+        unit: 'µs',
+      });
+    }
   }
 }
 
@@ -818,11 +762,27 @@ async function coldStart(): Promise<void> {
 }
 
 async function proxy(): Promise<void> {
-  const scenario = '6 proxy';
-  console.log(`\n${scenario}`);
+  console.log('\n6 proxy');
   const { proxyScenario } = await import('./proxy-bench.js');
-  await proxyScenario({ report, compare, child, release, rounds: CONFIG.rounds });
+  await proxyScenario({
+    report,
+    compare,
+    child,
+    release,
+    redisReason: redisUnavailableReason(),
+    latency: CONFIG.proxyLatency,
+    firstByteSamples: CONFIG.firstByteSamples,
+  });
 }
+
+async function memory(size: { requests: number; keys: number }): Promise<void> {
+  console.log(`\n7 memory (${size.requests.toLocaleString('en-US')} proxied requests over ${size.keys.toLocaleString('en-US')} keys)`);
+  const { memoryScenario } = await import('./memory-bench.js');
+  await memoryScenario({ report, child, release, connections: CONFIG.connections, ...size });
+}
+
+/** The instruction count of the full run: the two variants its target compares, fewer requests than `--only=instructions`. */
+const QUICK_INSTRUCTIONS: InstructionRequests = { warm: 3000, windows: 3, settlingWindows: 1, perWindow: 1000 };
 
 async function main(): Promise<void> {
   const started = performance.now();
@@ -835,20 +795,27 @@ async function main(): Promise<void> {
   if (selected('attack')) await attack();
   if (selected('cold')) await coldStart();
   if (selected('proxy')) await proxy();
-  if (only?.includes('instructions')) await instructionCount();
-  else if (only === undefined)
-    report.skip(INSTRUCTIONS_SCENARIO, 'not in the full run (about 10 minutes under valgrind): npm run bench -- --only=instructions');
+  if (only?.includes('memory')) await memory(quick ? CONFIG.memory : MEMORY_FULL);
+  else if (only === undefined) await memory(CONFIG.memory);
+  if (only?.includes('instructions')) await instructionCount(INSTRUCTION_REQUESTS, INSTRUCTION_VARIANTS);
+  else if (only === undefined && !quick) await instructionCount(QUICK_INSTRUCTIONS, ['contract floor', 'modelSwitchAuth']);
+  else if (only === undefined) report.skip(INSTRUCTIONS_SCENARIO, 'not in a --quick run (minutes under valgrind)');
   const elapsedS = (performance.now() - started) / 1000;
+  const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
   console.log(`\n${report.table()}\n\nTook ${Math.round(elapsedS)} s.`);
-  report.write('bench-results.json', {
-    quick,
-    config: CONFIG,
-    flood: FLOOD,
-    elapsedS: round(elapsedS, 1),
-    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
-  });
+  const context = { quick, config: CONFIG, flood: FLOOD, elapsedS: round(elapsedS, 1), command };
+  report.write('bench-results.json', context);
   console.log('Wrote bench-results.json');
+  // Only a full run, or the full-size memory scenario alone, replaces the figures in the docs.
+  const section = quick ? undefined : only === undefined ? 'results' : only.length === 1 && only[0] === 'memory' ? 'memory' : undefined;
+  if (section && !process.argv.includes('--no-docs')) {
+    const env = process.env.REDIS_URL ? 'REDIS_URL=… ' : '';
+    report.writeDocs(DOCS, section, { command: `${env}${command}`, elapsedS });
+    console.log(`Wrote the ${section} table of docs/performance.md`);
+  }
 }
+
+const DOCS = fileURLToPath(new URL('../docs/performance.md', import.meta.url));
 
 if (nodeMajor !== undefined && !/^[1-9][0-9]*$/.test(nodeMajor)) {
   console.error(`--node takes a Node major version, such as --node=24 (got "${nodeMajor}")`);

@@ -3,7 +3,7 @@
  * runner's questions (scrypt runs, cache size, heap) over IPC. Never generates load itself.
  */
 import { readFile } from 'node:fs/promises';
-import { type Server, ServerResponse, createServer } from 'node:http';
+import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -14,10 +14,11 @@ import { Strategy as BearerStrategy } from 'passport-http-bearer';
 import { RedisStore } from 'rate-limit-redis';
 import type { KeyHasher as KeyHasherType } from '../src/keys/hashing.js';
 import { serveCommands } from './child.js';
-import { bearerRequest } from '../test/bearer-request.js';
-import { latencySummary, median } from './common.js';
-import { type PlainMiddleware, HELLO, contractFloor, expressApp, oursApp, passThrough, prewarm, quietAuth, sha256 } from './hot-path.js';
-import { KeyHasher, proxyRouter } from './package.js';
+import { latencySummary } from './common.js';
+import { HELLO, contractFloor, expressApp, oursApp, prewarm, sha256 } from './hot-path.js';
+import type { KeyStore } from '../src/store/types.js';
+import { leanForwarder } from './lean-forwarder.js';
+import { KeyHasher, MemoryKeyStore, proxyRouter } from './package.js';
 import { type BenchStore, issueProxyKeys, openStore, seedFillerKeys } from './stores.js';
 
 const servers: Server[] = [];
@@ -47,7 +48,7 @@ async function warmMemoryStore(name: string, count: number) {
   return { bench, hasher, keys };
 }
 
-/** Scenario 1: bare node:http, Express, Express + modelSwitchAuth on the memory store. */
+/** Scenario 1: bare node:http, Express, Express + modelSwitchAuth on the memory store, Express + the contract floor. */
 async function setupHotPath() {
   const { bench, hasher, keys } = await warmMemoryStore('ours', 1);
   const bare = await listen(function bareHello(_req, res) {
@@ -55,72 +56,9 @@ async function setupHotPath() {
     res.end(HELLO);
   });
   const plain = await listen(expressApp());
-  // Express's own cost of mounting any middleware at /v1 (path stripping, one more layer): the
-  // baseline that isolates what modelSwitchAuth itself costs.
-  const mounted = await listen(expressApp(passThrough as express.RequestHandler));
   const ours = await listen(oursApp(bench.store, hasher));
   const floor = await listen(expressApp(contractFloor(keys[0]?.key as string) as express.RequestHandler));
-  // The same middleware, and a pass-through, with a stopwatch around each (call to next()): their
-  // own time per request inside a server under HTTP load. Not among the compared servers.
-  const timed = await listen(expressApp(timedMiddleware('modelSwitchAuth', quietAuth(bench.store, hasher))));
-  const timedPassThrough = await listen(expressApp(timedMiddleware('pass-through', passThrough)));
-  const timedFloor = await listen(expressApp(timedMiddleware('contract floor', contractFloor(keys[0]?.key as string))));
-  return { ports: { bare, express: plain, mounted, ours, floor, timed, timedPassThrough, timedFloor }, keys: keys.map((k) => k.key) };
-}
-
-/** Time spent inside each timed middleware of scenario 1, since the last reset. */
-const stopwatches = new Map<string, { nanos: bigint; calls: number }>();
-
-function timedMiddleware(name: string, middleware: PlainMiddleware): express.RequestHandler {
-  const watch = { nanos: 0n, calls: 0 };
-  stopwatches.set(name, watch);
-  return function timed(req, res, next) {
-    const started = process.hrtime.bigint();
-    middleware(req, res, (error?: unknown) => {
-      watch.nanos += process.hrtime.bigint() - started;
-      watch.calls++;
-      next(error);
-    });
-  };
-}
-
-/**
- * µs per call of `middleware` in a tight loop (median of 5 batches), a fresh response each call,
- * and how many calls passed on to `next` before the middleware returned.
- */
-function perCall(middleware: PlainMiddleware, token: string, calls: number): { micros: number; synchronousNext: number } {
-  const req = bearerRequest(token, '/hello');
-  let passed = 0;
-  const next = () => {
-    passed++;
-  };
-  for (let i = 0; i < calls / 5; i++) middleware(req, new ServerResponse(req), next);
-  const batches: number[] = [];
-  passed = 0;
-  for (let batch = 0; batch < 5; batch++) {
-    const started = process.hrtime.bigint();
-    for (let i = 0; i < calls; i++) middleware(req, new ServerResponse(req), next);
-    batches.push(Number(process.hrtime.bigint() - started) / 1000 / calls);
-  }
-  return { micros: median(batches), synchronousNext: passed / (5 * calls) };
-}
-
-/**
- * Scenario 1 without HTTP: what the middleware itself costs per call in a tight loop, next to a
- * pass-through middleware, for a cached key (memory store) and for a refused invented key.
- */
-async function inProcess(args: { calls: number }) {
-  const { bench, hasher, keys } = await warmMemoryStore('in-process', 1);
-  const auth = quietAuth(bench.store, hasher);
-  const key = (keys[0] as { key: string }).key;
-  // The last checksum character changed: well-formed, refused by the checksum.
-  const invented = `${key.slice(0, -1)}${key.endsWith('A') ? 'B' : 'A'}`;
-  return {
-    passThrough: perCall(passThrough, key, args.calls),
-    floor: perCall(contractFloor(key), key, args.calls),
-    cached: perCall(auth, key, args.calls),
-    invented: perCall(auth, invented, args.calls),
-  };
+  return { ports: { bare, express: plain, ours, floor }, keys: keys.map((k) => k.key) };
 }
 
 interface Theirs {
@@ -277,26 +215,59 @@ async function setupCold(args: { keys: number }) {
   };
 }
 
-/** Scenario 6: the same upstream through proxyRouter (auth + metering) and through bare http-proxy-middleware. */
-async function setupProxy(args: { upstreamPort: number }) {
-  const { bench, hasher, keys } = await warmMemoryStore('ours', 1);
-  const target = `http://127.0.0.1:${args.upstreamPort}/v1`;
-  const { createProxyMiddleware } = await import('http-proxy-middleware');
-  const ours = express();
-  ours.disable('x-powered-by');
-  ours.use(
+/** proxyRouter as scenarios 6 and 7 mount it: one upstream serving `bench-model`, no log lines. */
+function proxyApp(store: KeyStore, hasher: KeyHasherType, upstreamPort: number): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(
     '/v1',
-    proxyRouter(bench.store, {
+    proxyRouter(store, {
       hasher,
       logger: { warn() {}, error() {} },
-      upstreams: [{ name: 'bench', target, models: ['bench-model'] }],
+      upstreams: [{ name: 'bench', target: `http://127.0.0.1:${upstreamPort}/v1`, models: ['bench-model'] }],
       pricing: { 'bench-model': { inputPerMillion: 0.15, outputPerMillion: 0.6 } },
     }) as express.RequestHandler,
   );
-  const bare = express();
-  bare.disable('x-powered-by');
-  bare.use('/v1', createProxyMiddleware({ target, changeOrigin: true }));
-  return { ports: { ours: await listen(ours), bare: await listen(bare) }, keys: keys.map((k) => k.key) };
+  return app;
+}
+
+/**
+ * Scenario 6: the same upstream through the lean keep-alive forwarder and through proxyRouter (auth,
+ * reservation, settlement, metering) on the memory store and, when asked, on Redis.
+ */
+async function setupProxy(args: { upstreamPort: number; redis: boolean }) {
+  const ports: Record<string, number> = {};
+  const keys: Record<string, string[]> = {};
+  ports.lean = await listen(leanForwarder(`http://127.0.0.1:${args.upstreamPort}`));
+  const memory = await warmMemoryStore('proxy-memory', 1);
+  ports.memory = await listen(proxyApp(memory.bench.store, memory.hasher, args.upstreamPort));
+  keys.memory = memory.keys.map((k) => k.key);
+  if (args.redis) {
+    const redis = await openStore('redis');
+    stores.push(redis);
+    const hasher = new KeyHasher({ scrypt: { logN: 10 } });
+    hashers.set('proxy-redis', hasher);
+    const issued = await issueProxyKeys(redis.store, hasher, 1);
+    await prewarm(hasher, redis.store, issued);
+    ports.redis = await listen(proxyApp(redis.store, hasher, args.upstreamPort));
+    keys.redis = issued.map((k) => k.key);
+  }
+  return { ports, keys };
+}
+
+/**
+ * Scenario 7: a gateway process serving `keys` distinct keys through proxyRouter on the memory
+ * store. The store keeps ledger entries for one second (`ledgerRetentionDays`), so what it holds
+ * stays bounded by the keys, and growth over the run is the gateway's own.
+ */
+async function setupMemory(args: { upstreamPort: number; keys: number }) {
+  const store = new MemoryKeyStore({ ledgerRetentionDays: 1 / 86_400 });
+  // Cheap scrypt: each key's first request verifies it; the cache holds every key.
+  const hasher = new KeyHasher({ scrypt: { logN: 4 }, cacheSize: args.keys * 2 });
+  hashers.set('memory', hasher);
+  const issued = await issueProxyKeys(store, hasher, args.keys);
+  const port = await listen(proxyApp(store, hasher, args.upstreamPort));
+  return { port, keys: issued.map((k) => k.key) };
 }
 
 const SELF = fileURLToPath(import.meta.url);
@@ -330,21 +301,19 @@ function startProbe() {
 serveCommands(
   {
     hotPath: setupHotPath,
-    inProcess,
-    stopwatch: (args: { name: string }) => {
-      const watch = stopwatches.get(args.name);
-      if (!watch) throw new Error(`no stopwatch ${args.name}`);
-      const result = { micros: watch.calls === 0 ? null : Number(watch.nanos) / 1000 / watch.calls, calls: watch.calls };
-      watch.nanos = 0n;
-      watch.calls = 0;
-      return result;
-    },
     stack: setupStack,
     scale: setupScale,
     cacheBound,
     attack: setupAttack,
     cold: setupCold,
     proxy: setupProxy,
+    memory: setupMemory,
+    /** Resident memory (MiB) as it is, then after a full collection, with the heap then in use. */
+    rss: () => {
+      const rss = process.memoryUsage().rss;
+      const heap = heapUsed();
+      return { rssMiB: rss / 2 ** 20, collectedRssMiB: process.memoryUsage().rss / 2 ** 20, heapMiB: heap / 2 ** 20 };
+    },
     stats: (args: { hasher: string }) => {
       const hasher = hashers.get(args.hasher);
       return {

@@ -1,6 +1,6 @@
 /**
  * The commands of the `modelswitch-keys` bin: their words, options and help text. One table, so
- * parsing, `--help` and the README's reference all follow it.
+ * parsing, `--help` and the reference in docs/cli.md all follow it.
  */
 
 /** An option of `node:util` `parseArgs`: a flag or a string value. */

@@ -41,7 +41,7 @@ export class DashboardApi {
   /** Reports a change of key `keyId` made in the caller's session, once its answer is sent. */
   private keyEvent(caller: Caller, res: ServerResponse, keyId: number, at: number, event: KeyChange): void {
     if (!this.events.enabled) return;
-    this.events.afterResponse(res, { ...event, accountId: caller.accountId, keyId, actor: dashboardActor(caller), time: at });
+    this.events.afterResponse(res, { ...event, accountId: caller.accountId, keyId, ...dashboardActor(caller), time: at });
   }
 
   /** The key with this id if it belongs to the caller's account; 404 otherwise (never 403). */

@@ -71,9 +71,9 @@ export interface DashboardOptions extends StoreGuardOptions {
   /**
    * Receives the key changes made in the dashboard (`key.created`, `key.updated`, `key.rotated`,
    * `key.deleted`, for proxy and billing keys), as `keysRouter`'s `onEvent` does, after the answer
-   * was sent; what it throws is logged and changes nothing. The `actor` is the session:
-   * `dashboard session: billing key 12`, or `dashboard session: user <subject>` for the host's own
-   * login (`identify`). Default: none.
+   * was sent; what it throws is logged and changes nothing. The `actor` is `dashboard session`,
+   * and the event's `session` says who signed in: `billing key 12`, or `user <subject>` for the
+   * host's own login (`identify`). Default: none.
    *
    * @example
    * ```ts

@@ -17,21 +17,12 @@ export type ModelSwitchEventType =
  *
  * - `billing key 12`: a management call (`keysRouter`) made with that billing key;
  * - `proxy key 7`: an inference request (`proxyRouter`) made with that proxy key;
- * - `dashboard session: billing key 12`: a change made in the dashboard by a session signed in
- *   with that billing key;
- * - `dashboard session: user alice@example.com`: a change made in the dashboard by the host's own
- *   login (`identify`, `oidcIdentity`): its `subject` as the host gave it (the operator's own audit
- *   trail names its own users; key-like text in it is redacted);
+ * - `dashboard session`: a change made in the dashboard; the event's `session` says who signed in
+ *   (`billing key 12`, or `user alice@example.com` for the host's own login);
  * - `cli`: the `modelswitch-keys` command line (`runCli`);
  * - `host`: the host's own code (`creditBalance`, `adjustBalance`).
  */
-export type ModelSwitchActor =
-  | `billing key ${number}`
-  | `proxy key ${number}`
-  | `dashboard session: billing key ${number}`
-  | `dashboard session: user ${string}`
-  | 'cli'
-  | 'host';
+export type ModelSwitchActor = `billing key ${number}` | `proxy key ${number}` | 'dashboard session' | 'cli' | 'host';
 
 /** What every event carries. Times are epoch ms; money is USD. */
 interface EventBase {
@@ -40,6 +31,13 @@ interface EventBase {
   /** The key concerned (its id, never its value), or `null` when none is (a credit). */
   keyId: number | null;
   actor: ModelSwitchActor;
+  /**
+   * Only when `actor` is `dashboard session`: who signed in to it. `billing key 12` for a session
+   * signed in with that billing key; `user alice@example.com` for the host's own login
+   * (`identify`, `oidcIdentity`): its `subject` as the host gave it (the operator's own audit trail
+   * names its own users; key-like text in it is redacted).
+   */
+  session?: `billing key ${number}` | `user ${string}`;
   /** When it happened (epoch ms), by the factory's clock. */
   time: number;
 }
@@ -147,13 +145,14 @@ export function billingKeyActor(keyId: number): ModelSwitchActor {
 }
 
 /**
- * The actor of a dashboard change: the billing key its session signed in with, or (`keyId` null)
- * the subject the host's `identify` gave, with any key-like text redacted.
+ * The actor of a dashboard change and its `session`: the billing key the session signed in with,
+ * or (`keyId` null) the subject the host's `identify` gave, with any key-like text redacted.
  */
-export function dashboardActor(session: { keyId: number | null; subject: string }): ModelSwitchActor {
-  return session.keyId === null
-    ? `dashboard session: user ${redactKeys(session.subject)}`
-    : `dashboard session: billing key ${session.keyId}`;
+export function dashboardActor(session: { keyId: number | null; subject: string }): Pick<EventBase, 'actor' | 'session'> {
+  return {
+    actor: 'dashboard session',
+    session: session.keyId === null ? `user ${redactKeys(session.subject)}` : `billing key ${session.keyId}`,
+  };
 }
 
 /** The actor of an inference request made with this proxy key. */
@@ -224,6 +223,10 @@ export class EventDispatcher {
   }
 
   private failed(event: ModelSwitchEvent, error: unknown): void {
-    this.logger.error(redactKeys(`modelswitch-keys: the onEvent handler failed on ${event.type} (${event.actor}): ${errorText(error)}`));
+    this.logger.error(
+      redactKeys(
+        `modelswitch-keys: the onEvent handler failed on ${event.type} (${event.session === undefined ? event.actor : `${event.actor}: ${event.session}`}): ${errorText(error)}`,
+      ),
+    );
   }
 }

@@ -250,13 +250,14 @@ describe('onEvent of dashboardRouter', () => {
     return { store, clock, seeded, billingKeyId, client: new DashboardClient(app.origin) };
   }
 
-  it('reports every key change made in a billing-key session once, actor "dashboard session: billing key <id>", never a key', async () => {
+  it('reports every key change made in a billing-key session once, actor "dashboard session" and session "billing key <id>", never a key', async () => {
     const log: ModelSwitchEvent[] = [];
     const logger = recordingLogger();
     const { seeded, clock, billingKeyId, client, store } = await startDashboard({ onEvent: (event) => log.push(event), logger });
     const at = clock.now();
     const accountId = seeded.account.id;
-    const actor = `dashboard session: billing key ${billingKeyId}` as const;
+    const actor = 'dashboard session';
+    const session = `billing key ${billingKeyId}` as const;
     expect((await client.signIn(seeded.billingKey)).status).toBe(200);
 
     const created = await client.call('POST', 'api/keys', { name: 'CI', limit: 5 });
@@ -282,12 +283,12 @@ describe('onEvent of dashboardRouter', () => {
     await delivered();
 
     expect(log).toEqual([
-      { type: 'key.created', accountId, keyId, actor, time: at },
-      { type: 'key.updated', accountId, keyId, actor, time: at, changed: ['name', 'active'] },
-      { type: 'key.rotated', accountId, keyId, actor, time: at, previousKeyExpiresAt: at + 3_600_000 },
-      { type: 'key.rotated', accountId, keyId, actor, time: at, previousKeyExpiresAt: null },
-      { type: 'key.created', accountId, keyId: billingId, actor, time: at },
-      { type: 'key.deleted', accountId, keyId, actor, time: at },
+      { type: 'key.created', accountId, keyId, actor, session, time: at },
+      { type: 'key.updated', accountId, keyId, actor, session, time: at, changed: ['name', 'active'] },
+      { type: 'key.rotated', accountId, keyId, actor, session, time: at, previousKeyExpiresAt: at + 3_600_000 },
+      { type: 'key.rotated', accountId, keyId, actor, session, time: at, previousKeyExpiresAt: null },
+      { type: 'key.created', accountId, keyId: billingId, actor, session, time: at },
+      { type: 'key.deleted', accountId, keyId, actor, session, time: at },
     ]);
     const text = JSON.stringify(log);
     const secrets = [
@@ -328,11 +329,13 @@ describe('onEvent of dashboardRouter', () => {
     await delivered();
 
     const at = clock.now();
-    const redacted = `dashboard session: user pasted ${seeded.proxyKey.slice(0, 7)}…redacted`;
+    const actor = 'dashboard session';
+    const alice = 'user alice@example.com';
+    const redacted = `user pasted ${seeded.proxyKey.slice(0, 7)}…redacted`;
     expect(log).toEqual([
-      { type: 'key.created', accountId, keyId, actor: 'dashboard session: user alice@example.com', time: at },
-      { type: 'key.deleted', accountId, keyId, actor: 'dashboard session: user alice@example.com', time: at },
-      { type: 'key.rotated', accountId, keyId: seeded.proxyKeyId, actor: redacted, time: at, previousKeyExpiresAt: null },
+      { type: 'key.created', accountId, keyId, actor, session: alice, time: at },
+      { type: 'key.deleted', accountId, keyId, actor, session: alice, time: at },
+      { type: 'key.rotated', accountId, keyId: seeded.proxyKeyId, actor, session: redacted, time: at, previousKeyExpiresAt: null },
     ]);
     expect(JSON.stringify(log)).not.toContain(seeded.proxyKey.slice(3, 11));
     expect(logger.lines).toEqual([

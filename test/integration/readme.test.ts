@@ -196,6 +196,7 @@ const SHUTDOWN_STEPS = [
   'server.closeAllConnections()',
   'await closed',
   'await proxy.drain()',
+  'await proxy.close()',
   'await store.close?.()',
   'if (stopping) return',
   "process.on('SIGINT'",
