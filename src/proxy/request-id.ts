@@ -8,6 +8,13 @@ export const UPSTREAM_REQUEST_ID_HEADER = 'X-Upstream-Request-Id';
 /** `req_` and 24 base64url characters (18 random bytes): what {@link newRequestId} makes. */
 export const REQUEST_ID_PATTERN = /^req_[A-Za-z0-9_-]{24}$/;
 
+/** Random bytes of one request id. */
+const ID_BYTES = 18;
+/** Ids drawn from the system's random source at once: one call per 128 requests instead of one each (as Node's `randomUUID` caches). */
+const IDS_PER_DRAW = 128;
+let pool = Buffer.alloc(0);
+let offset = 0;
+
 /**
  * A new request id, `req_` + 24 base64url characters (144 random bits): unique without asking the
  * store, and not guessable, so knowing one request's id tells nothing of another's.
@@ -18,7 +25,13 @@ export const REQUEST_ID_PATTERN = /^req_[A-Za-z0-9_-]{24}$/;
  * ```
  */
 export function newRequestId(): string {
-  return `req_${randomBytes(18).toString('base64url')}`;
+  if (offset === pool.length) {
+    pool = randomBytes(ID_BYTES * IDS_PER_DRAW);
+    offset = 0;
+  }
+  const id = pool.toString('base64url', offset, offset + ID_BYTES);
+  offset += ID_BYTES;
+  return `req_${id}`;
 }
 
 /** Lone UTF-16 surrogates: not text, and refused by stores that speak JSON to another process (Redis' cjson). */

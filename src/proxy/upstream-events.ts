@@ -301,11 +301,18 @@ export class UpstreamEvents {
         write = held ?? EMPTY;
         held = out;
       }
-      if (write.length === 0) {
-        if (!res.headersSent) res.flushHeaders();
-      } else if (!res.write(write)) {
-        proxyRes.pause();
-        res.once('drain', () => proxyRes.resume());
+      if (write.length > 0) {
+        // The first write carries the status line and headers: corked, they leave with the body's
+        // first bytes in one write instead of two (a JSON answer that fits in one chunk leaves
+        // whole, headers included, with res.end after its settlement).
+        const first = !res.headersSent;
+        if (first) res.cork();
+        const flowing = res.write(write);
+        if (first) res.uncork();
+        if (!flowing) {
+          proxyRes.pause();
+          res.once('drain', () => proxyRes.resume());
+        }
       }
       if (isStream) flush(res);
     });

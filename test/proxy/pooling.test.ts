@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, type Server, createServer } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { roundUsd } from '../../src/store/spend-rules.js';
 import { type Gateway, MOCK_PRICE, chat, deferred, post, startGateway } from './harness.js';
 
@@ -203,6 +203,32 @@ describe('proxyRouter upstream connections', () => {
       answered: Array(5).fill('Bearer sk-upstream-secret'),
     });
     expect(await ledger(gw)).toEqual(charged(5));
+  });
+
+  it('never sends a request whose client left while it waited for a connection, and charges it nothing', async () => {
+    const [gw, up] = await start({ maxSockets: 1 });
+    const release = deferred();
+    up.hold = release.promise;
+    const first = expectCompletion(gw);
+    await up.arrived(1);
+    const reservedBy = async () => (await gw.store.getKey(gw.proxyKeyId))?.reserved ?? 0;
+    const one = await reservedBy();
+    const leaving = new AbortController();
+    const second = fetch(`${gw.url}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${gw.proxyKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify(chat()),
+      signal: leaving.signal,
+    }).catch((error: unknown) => (error as Error).name);
+    await vi.waitFor(async () => expect(await reservedBy()).toBeGreaterThan(one));
+    leaving.abort();
+    expect(await second).toBe('AbortError');
+    await vi.waitFor(async () => expect(await reservedBy()).toBe(one));
+    release.resolve();
+    await first;
+    await gw.proxy.drain();
+    expect({ arrivals: up.arrivals, connections: up.connections }).toEqual({ arrivals: 1, connections: 1 });
+    expect(await ledger(gw)).toEqual(charged(1));
   });
 
   it('sends a request again, once and on a new connection, when the upstream closed its kept connection as it arrived; charged once', async () => {

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { newRequestId } from '../../src/proxy/request-id.js';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
 import type { LedgerEntry } from '../../src/store/types.js';
 import { type Gateway, chat, deferred, post, startGateway } from './harness.js';
@@ -120,6 +121,13 @@ describe('X-Request-Id on proxied answers', () => {
     expect(res.headers.get('x-request-id')).toMatch(REQUEST_ID);
     expect(res.headers.get('x-upstream-request-id')).toBe('req_mock');
     expect(await usageEntries()).toEqual([]);
+  });
+});
+
+describe('newRequestId', () => {
+  it('makes ids of the pattern, none repeated, across the random bytes it draws 128 ids at a time', () => {
+    const ids = Array.from({ length: 1000 }, newRequestId);
+    expect({ pattern: ids.every((id) => REQUEST_ID.test(id)), distinct: new Set(ids).size }).toEqual({ pattern: true, distinct: 1000 });
   });
 });
 

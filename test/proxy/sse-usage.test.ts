@@ -116,3 +116,85 @@ describe('SseUsageScanner.answerId', () => {
     }
   });
 });
+
+describe('SseUsageScanner at its edges', () => {
+  const usage = (prompt: number, completion: number) => `"usage":{"prompt_tokens":${prompt},"completion_tokens":${completion}}`;
+  const text = (buffer: Buffer) => buffer.toString('utf8');
+
+  it('holds a partial event of exactly 1 MiB, passes one byte more through, and starts afresh after it', () => {
+    const scanner = new SseUsageScanner(false);
+    expect(scanner.push(Buffer.from('x'.repeat(1024 * 1024))).length).toBe(0);
+    expect(scanner.push(Buffer.from('x')).length).toBe(1024 * 1024 + 1);
+    expect(text(scanner.push(Buffer.from('y\n\n')))).toBe('y\n\n');
+  });
+
+  it('sends the complete events of a chunk and holds the rest, with or without usage in them', () => {
+    for (const strip of [false, true]) {
+      const scanner = new SseUsageScanner(strip);
+      expect(text(scanner.push(Buffer.from('data: {"a":1}\n\ndata: {"b"')))).toBe('data: {"a":1}\n\n');
+      expect(text(scanner.push(Buffer.from(`:2}\n\ndata: {"choices":[{"index":0}],${usage(1, 2)}}\n\ndata: {"c"`)))).toBe(
+        `data: {"b":2}\n\ndata: {"choices":[{"index":0}],${usage(1, 2)}}\n\n`,
+      );
+      expect(text(scanner.end())).toBe('data: {"c"');
+      expect(text(scanner.end())).toBe('');
+      expect(scanner.usage).toEqual({ promptTokens: 1, completionTokens: 2, cachedPromptTokens: 0 });
+    }
+  });
+
+  it('forwards an event-aligned chunk it did not change as the very same buffer, usage or not', () => {
+    const chunk = Buffer.from(`data: {"choices":[],${usage(1, 2)}}\n\n`);
+    expect(new SseUsageScanner(false).push(chunk)).toBe(chunk);
+    // Not when part of an event is left over: the complete events go, the rest waits.
+    expect(text(new SseUsageScanner(false).push(Buffer.from(`${chunk}data: {"c"`)))).toBe(chunk.toString('utf8'));
+  });
+
+  it('keeps a usage chunk that also carries choices, and any event whose usage has no token counts', () => {
+    const scanner = new SseUsageScanner(true);
+    const withChoices = `data: {"choices":[{"index":0,"delta":{}}],${usage(3, 4)}}\n\n`;
+    const empty = 'data: {"choices":[],"usage":{}}\n\n';
+    const comment = `: {${usage(5, 6)}}\n\n`;
+    const nullResponse = 'data: {"usage":{},"response":null}\n\n';
+    const broken = 'data: {"usage":{"prompt_tokens":\n\n';
+    expect(text(scanner.push(Buffer.from(withChoices + empty + comment + nullResponse + broken)))).toBe(
+      withChoices + empty + comment + nullResponse + broken,
+    );
+    expect(scanner.usage).toEqual({ promptTokens: 3, completionTokens: 4, cachedPromptTokens: 0 });
+  });
+
+  it('reads data lines without a space after the colon, joined by a line feed as the SSE spec says', () => {
+    const scanner = new SseUsageScanner(true);
+    expect(text(scanner.push(Buffer.from(`data:{"choices":[],${usage(1, 2)}}\n\n`)))).toBe('');
+    expect(scanner.usage).toEqual({ promptTokens: 1, completionTokens: 2, cachedPromptTokens: 0 });
+    // A number split across two data lines is two tokens with a line feed between them: no JSON, no usage.
+    const split = `data: {"choices":[],"usage":{"prompt_tokens":1\ndata: 2,"completion_tokens":3}}\n\n`;
+    expect(text(scanner.push(Buffer.from(split)))).toBe(split);
+    const joined = `data: {"choices":[],"usage":{"prompt_tokens":10,\ndata: "completion_tokens":3}}\n\n`;
+    expect(text(scanner.push(Buffer.from(joined)))).toBe('');
+    expect(scanner.usage).toEqual({ promptTokens: 10, completionTokens: 3, cachedPromptTokens: 0 });
+  });
+
+  it('reads the answer id from the first event with data in a chunk of several, past comments and empty data', () => {
+    const first = new SseUsageScanner(true);
+    first.push(Buffer.from('data: {"id":"chatcmpl-1","choices":[]}\n\ndata: {"id":"chatcmpl-2","choices":[]}\n\n'));
+    expect(first.answerId).toBe('chatcmpl-1');
+    const afterComment = new SseUsageScanner(true);
+    afterComment.push(Buffer.from(': keep-alive\n\ndata:\n\ndata: {"id":"chatcmpl-3","response":null,"choices":[]}\n\n'));
+    expect(afterComment.answerId).toBe('chatcmpl-3');
+  });
+
+  it('reads the answer id from the first event with data only, even when it is not JSON or not an object', () => {
+    for (const data of ['hello', 'null', '[DONE]', '{"choices":[]}']) {
+      const scanner = new SseUsageScanner(true);
+      expect(text(scanner.push(Buffer.from(`data: ${data}\n\n`)))).toBe(`data: ${data}\n\n`);
+      scanner.push(Buffer.from('data: {"id":"chatcmpl-late","choices":[]}\n\n'));
+      expect(scanner.answerId, data).toBeUndefined();
+    }
+  });
+
+  it('reads nothing but usage from a partial event left at the end of the stream', () => {
+    const scanner = new SseUsageScanner(true);
+    expect(text(scanner.push(Buffer.from('data: {"id":"chatcmpl-1","choices":[]}')))).toBe('');
+    expect(text(scanner.end())).toBe('data: {"id":"chatcmpl-1","choices":[]}');
+    expect({ answerId: scanner.answerId, usage: scanner.usage }).toEqual({ answerId: undefined, usage: undefined });
+  });
+});
