@@ -37,7 +37,7 @@ const CONFIG = quick
       proxyDurationS: 1,
       proxyLatency: { rounds: 1, durationS: 1 },
       firstByteSamples: 100,
-      memory: { requests: 20_000, keys: 2_000 },
+      memory: { requests: 10_000, keys: 1_000 },
     }
   : {
       warmupS: 1,
