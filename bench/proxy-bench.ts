@@ -11,9 +11,11 @@ import type { Summary, Target } from './run.js';
 
 export interface ProxyScenarioContext {
   report: Report;
-  compare(targets: Target[], cpuOf?: undefined, options?: { rounds?: number; durationS?: number }): Promise<Record<string, Summary>>;
+  compare(targets: Target[], cpuOf?: BenchChild, options?: { rounds?: number; durationS?: number }): Promise<Record<string, Summary>>;
   child(file: string): Promise<BenchChild>;
   release(started: BenchChild): Promise<void>;
+  /** Length of each throughput round (s). */
+  throughputDurationS: number;
   /** Why Redis cannot be used, or null. */
   redisReason: string | null;
   /** Rounds and length of the fixed-rate latency comparison. */
@@ -80,8 +82,9 @@ export async function proxyScenario(context: ProxyScenarioContext): Promise<void
     const targets: Target[] = kinds.flatMap(({ kind, body }) =>
       [...endpoints, ...(redis && kind === 'JSON' ? [redis] : [])].map((e) => ({ ...e, ...post(body), name: `${kind}: ${e.name}` })),
     );
-    // Throughput: every target in the same interleaved rounds.
-    const throughput = await context.compare(targets);
+    // Throughput: every target in the same interleaved rounds, with the CPU time the servers child
+    // (the forwarder and proxyRouter, not the upstream) spends per answered request.
+    const throughput = await context.compare(targets, servers, { durationS: context.throughputDurationS });
     // Latency at a fixed rate, half of what the lean forwarder answered: what a request costs when
     // the gateway is not the bottleneck. The same rate for the upstream, the forwarder and ours.
     const rates: Record<string, number> = {};
@@ -112,6 +115,22 @@ export async function proxyScenario(context: ProxyScenarioContext): Promise<void
         scenario,
         `${kind}: lean forwarder / upstream directly (requests/s)`,
         get('lean forwarder').rps / get('upstream directly').rps,
+        null,
+      );
+    }
+    for (const { kind } of kinds) {
+      const cpu = (name: string) => (throughput[`${kind}: ${name}`] as Summary).cpuMicrosPerRequest ?? Number.NaN;
+      report.add({
+        scenario,
+        measure: `${kind}: server CPU per request, lean forwarder / proxyRouter`,
+        value: `${round(cpu('lean forwarder'), 1)} / ${round(cpu('proxyRouter'), 1)}`,
+        unit: 'µs',
+      });
+      // What the throughput ratio would be where the gateway's own CPU is the only limit.
+      report.ratio(
+        scenario,
+        `${kind}: lean forwarder / proxyRouter (server CPU per request)`,
+        cpu('lean forwarder') / cpu('proxyRouter'),
         null,
       );
     }

@@ -34,6 +34,7 @@ const CONFIG = quick
       coldKeys: 40,
       hotRounds: 2,
       hotDurationS: 1,
+      proxyDurationS: 1,
       proxyLatency: { rounds: 1, durationS: 1 },
       firstByteSamples: 100,
       memory: { requests: 20_000, keys: 2_000 },
@@ -49,6 +50,8 @@ const CONFIG = quick
       coldKeys: 100,
       hotRounds: 5,
       hotDurationS: 2,
+      // Seven targets: shorter rounds keep the scenario near three minutes.
+      proxyDurationS: 2,
       proxyLatency: { rounds: 3, durationS: 2 },
       firstByteSamples: 300,
       memory: { requests: 100_000, keys: 10_000 },
@@ -371,16 +374,24 @@ async function scale(): Promise<void> {
   if (redisReason) report.skip(scenario, `Redis sizes: ${redisReason}`);
   else kinds.push(['redis', CONFIG.redisScaleSizes]);
   const raw: Record<string, unknown> = {};
-  for (const [kind, sizes] of kinds) {
+  // Every size of every kind in its own process (its own heap), all seeded at once before any is
+  // measured (seeding a million keys takes a while, and each child seeds on its own core); then each
+  // kind's sizes are measured in the same interleaved rounds: the machine's drift between sizes
+  // must not read as a cost of size.
+  const seeded = await Promise.all(
+    kinds.map(([kind, sizes]) =>
+      Promise.all(
+        sizes.map(async (size) => {
+          const servers = await child('./servers.ts');
+          const setup = await servers.call<ScaleSetup>('scale', { size, kind });
+          return { size, servers, setup, name: `${kind} ${size.toLocaleString('en-US')} keys` };
+        }),
+      ),
+    ),
+  );
+  for (const [index, [kind, sizes]] of kinds.entries()) {
     const bySize = new Map<number, Summary>();
-    // Every size in its own process (its own heap), all started first, then measured in the same
-    // interleaved rounds: the machine's drift between sizes must not read as a cost of size.
-    const started: Array<{ size: number; servers: BenchChild; setup: ScaleSetup; name: string }> = [];
-    for (const size of sizes) {
-      const servers = await child('./servers.ts');
-      const setup = await servers.call<ScaleSetup>('scale', { size, kind });
-      started.push({ size, servers, setup, name: `${kind} ${size.toLocaleString('en-US')} keys` });
-    }
+    const started = seeded[index] as Array<{ size: number; servers: BenchChild; setup: ScaleSetup; name: string }>;
     const summaries = await compare(started.map(({ setup, name }) => ({ name, url: url(setup.ports.ours), keys: setup.keys })));
     for (const { servers } of started) await release(servers);
     for (const { size, setup, name } of started) {
@@ -390,7 +401,7 @@ async function scale(): Promise<void> {
       const label = `${kind}, ${size.toLocaleString('en-US')} keys`;
       report.add({ scenario, measure: `${label}: requests/s`, value: Math.round(summary.rps), unit: 'req/s' });
       report.add({ scenario, measure: `${label}: p50 / p99`, value: `${round(summary.p50, 3)} / ${round(summary.p99, 3)}`, unit: 'ms' });
-      report.add({ scenario, measure: `${label}: seeding took`, value: Math.round(setup.seedMs), unit: 'ms' });
+      report.add({ scenario, measure: `${label}: seeding took (every size at once)`, value: Math.round(setup.seedMs), unit: 'ms' });
       if (setup.heapBytesPer100k !== null && size >= 100_000) {
         report.add({
           scenario,
@@ -770,6 +781,7 @@ async function proxy(): Promise<void> {
     child,
     release,
     redisReason: redisUnavailableReason(),
+    throughputDurationS: CONFIG.proxyDurationS,
     latency: CONFIG.proxyLatency,
     firstByteSamples: CONFIG.firstByteSamples,
   });
@@ -789,21 +801,31 @@ async function main(): Promise<void> {
   console.log(
     `modelswitch-keys benchmark${quick ? ' (--quick)' : ''}, Node ${process.version}: ${CONFIG.rounds} rounds of ${CONFIG.durationS}s (the hot path: ${CONFIG.hotRounds} of ${CONFIG.hotDurationS}s), ${CONFIG.connections} connections, median reported`,
   );
-  const plain = selected('hot') ? await hotPath() : undefined;
-  if (selected('stack')) await stack(plain);
-  if (selected('scale')) await scale();
-  if (selected('attack')) await attack();
-  if (selected('cold')) await coldStart();
-  if (selected('proxy')) await proxy();
-  if (only?.includes('memory')) await memory(quick ? CONFIG.memory : MEMORY_FULL);
-  else if (only === undefined) await memory(CONFIG.memory);
-  if (only?.includes('instructions')) await instructionCount(INSTRUCTION_REQUESTS, INSTRUCTION_VARIANTS);
-  else if (only === undefined && !quick) await instructionCount(QUICK_INSTRUCTIONS, ['contract floor', 'modelSwitchAuth']);
+  const timings: Record<string, number> = {};
+  /** Runs one scenario and prints how long it took (bench-results.json keeps them all). */
+  async function timed<T>(name: string, run: () => Promise<T>): Promise<T> {
+    const begun = performance.now();
+    const result = await run();
+    timings[name] = round((performance.now() - begun) / 1000, 1);
+    console.log(`  (${name} took ${Math.round(timings[name] ?? 0)} s)`);
+    return result;
+  }
+  const plain = selected('hot') ? await timed('hot', hotPath) : undefined;
+  if (selected('stack')) await timed('stack', () => stack(plain));
+  if (selected('scale')) await timed('scale', scale);
+  if (selected('attack')) await timed('attack', attack);
+  if (selected('cold')) await timed('cold', coldStart);
+  if (selected('proxy')) await timed('proxy', proxy);
+  if (only?.includes('memory')) await timed('memory', () => memory(quick ? CONFIG.memory : MEMORY_FULL));
+  else if (only === undefined) await timed('memory', () => memory(CONFIG.memory));
+  if (only?.includes('instructions')) await timed('instructions', () => instructionCount(INSTRUCTION_REQUESTS, INSTRUCTION_VARIANTS));
+  else if (only === undefined && !quick)
+    await timed('instructions', () => instructionCount(QUICK_INSTRUCTIONS, ['contract floor', 'modelSwitchAuth']));
   else if (only === undefined) report.skip(INSTRUCTIONS_SCENARIO, 'not in a --quick run (minutes under valgrind)');
   const elapsedS = (performance.now() - started) / 1000;
   const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
   console.log(`\n${report.table()}\n\nTook ${Math.round(elapsedS)} s.`);
-  const context = { quick, config: CONFIG, flood: FLOOD, elapsedS: round(elapsedS, 1), command };
+  const context = { quick, config: CONFIG, flood: FLOOD, elapsedS: round(elapsedS, 1), timings, command };
   report.write('bench-results.json', context);
   console.log('Wrote bench-results.json');
   // Only a full run, or the full-size memory scenario alone, replaces the figures in the docs.

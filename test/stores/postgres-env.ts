@@ -6,6 +6,12 @@ import pg from 'pg';
  * except under CI=true, where a missing server must fail the run instead of passing silently.
  */
 export const DATABASE_URL = process.env.DATABASE_URL;
+/**
+ * The URL for a suite to make its store with while it is being collected: vitest runs a skipped
+ * `describe`'s body too, so without DATABASE_URL the store is made (it connects only on its first
+ * query, which a skipped suite never makes) with this placeholder instead of failing the file.
+ */
+export const COLLECTED_DATABASE_URL = DATABASE_URL ?? 'postgres://skipped.invalid/skipped';
 
 export const postgresSkipReason = DATABASE_URL
   ? undefined

@@ -11,7 +11,7 @@ import { type MockUpstream, startTestUpstream } from '../proxy/mock-upstream.js'
 import { type DeadGatewayWorld, releasedByASweeper, releasedByTheNextRequest } from './dead-gateway.js';
 import { type GatewayProcess, startGatewayProcess, stopGatewayProcess } from './gateway-processes.js';
 import { ledgerInvariantsThroughRoutes } from './ledger-through-routes.js';
-import { DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from './postgres-env.js';
+import { COLLECTED_DATABASE_URL, DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from './postgres-env.js';
 
 const GATEWAY_SCRIPT = fileURLToPath(new URL('./postgres-gateway-process.ts', import.meta.url));
 
@@ -41,7 +41,7 @@ function mockStream(): string {
 describe.skipIf(!DATABASE_URL)(
   `three gateway processes sharing one PostgreSQL${postgresSkipReason ? ` (${postgresSkipReason})` : ''}`,
   () => {
-    const url = DATABASE_URL as string;
+    const url = COLLECTED_DATABASE_URL;
     const schema = testSchema();
     // Every process runs on this same fixed instant (GATEWAY_NOW): on the hour, so a 1 h window has 3600 s left.
     const clock = testClock(Date.parse('2026-11-22T12:00:00Z'));

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { PostgresKeyStore } from '../../src/store/postgres/index.js';
 import { keyStoreSuite } from '../../src/testing/index.js';
-import { DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from './postgres-env.js';
+import { COLLECTED_DATABASE_URL, DATABASE_URL, dropSchema, postgresSkipReason, testSchema } from './postgres-env.js';
 import { checkDefaultRetention } from './retention.js';
 
 describe.skipIf(!DATABASE_URL)(`PostgresKeyStore${postgresSkipReason ? ` (${postgresSkipReason})` : ''}`, () => {
-  const url = DATABASE_URL as string;
+  const url = COLLECTED_DATABASE_URL;
   const schema = testSchema();
   const store = new PostgresKeyStore({ connectionString: url, schema, maxConnections: 20 });
 
