@@ -12,6 +12,7 @@ import mutation from './vitest.mutation.config.js';
 const include = process.env.MUTATION_TESTS?.split(',') ?? [
   'test/unit/**/*.test.ts',
   'test/stores/memory-store.test.ts',
+  'test/stores/memory-store-edges.test.ts',
   'test/stores/key-store-suite.test.ts',
 ];
 

@@ -14,6 +14,7 @@ export default defineConfig({
       'test/proxy/**/*.test.ts',
       'test/integration/**/*.test.ts',
       'test/stores/memory-store.test.ts',
+      'test/stores/memory-store-edges.test.ts',
       'test/stores/key-store-suite.test.ts',
     ],
     exclude: ['test/integration/example-process.test.ts', 'test/integration/readme.test.ts', 'test/proxy/example-upstreams.test.ts'],
