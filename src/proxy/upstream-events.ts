@@ -61,7 +61,6 @@ const DROPPED_RESPONSE_HEADERS = new Set([
 ]);
 /** Bodies of non-streamed answers are kept up to this size to read their `usage`; larger ones are charged the reservation. */
 const MAX_METERED_BODY = 16 * 1024 * 1024;
-const EMPTY = Buffer.alloc(0);
 
 /** The provider's own rate-limit headers, OpenAI's, Anthropic's and the IETF's (names as Node gives them, lower case). */
 function isProviderRateLimit(name: string): boolean {
@@ -290,18 +289,17 @@ export class UpstreamEvents {
       const out = scanner ? scanner.push(chunk) : chunk;
       exchange.reportUsage(scanner?.usage);
       exchange.reportAnswerId(scanner?.answerId);
-      exchange.forwarded(out.length);
       if (kept !== undefined) {
         keptBytes += chunk.length;
         if (keptBytes > MAX_METERED_BODY) kept = undefined;
         else kept.push(chunk);
       }
-      let write = out;
-      if (!isStream) {
-        write = held ?? EMPTY;
-        held = out;
-      }
-      if (write.length > 0) {
+      const write = isStream ? out : held;
+      if (!isStream) held = out;
+      // Only what is written reached the client (a held chunk has not: an answer cut off before
+      // any byte was written costs nothing); every chunk renews the hold all the same.
+      exchange.forwarded(write?.length ?? 0);
+      if (write !== undefined && write.length > 0) {
         // The first write carries the status line and headers: corked, they leave with the body's
         // first bytes in one write instead of two (a JSON answer that fits in one chunk leaves
         // whole, headers included, with res.end after its settlement).

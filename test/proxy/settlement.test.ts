@@ -1,9 +1,14 @@
 import { execFile } from 'node:child_process';
-import { request } from 'node:http';
+import { type Server, createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
+import express from 'express';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createAccount, issueKey } from '../../src/keys/accounts.js';
+import { proxyRouter } from '../../src/proxy/proxy-router.js';
 import { MemoryKeyStore } from '../../src/store/memory/memory-store.js';
-import { type Gateway, chat, deferred, post, startGateway, storeFailingSettlements } from './harness.js';
+import { fastHasher, recordingLogger } from '../helpers.js';
+import { type Gateway, MOCK_PRICE, chat, deferred, post, startGateway, storeFailingSettlements } from './harness.js';
 
 let gateway: Gateway;
 afterEach(async () => {
@@ -281,5 +286,60 @@ describe('proxyRouter settles before the answer is complete', () => {
     expect(await done).toBe(200);
     expect({ settled, bytes: Buffer.concat(received).length }).toEqual({ settled: true, bytes: length });
     expect(JSON.parse(Buffer.concat(received).toString('utf8'))).toMatchObject({ object: 'chat.completion' });
+  });
+});
+
+describe('a JSON answer the upstream cuts off', () => {
+  it('costs nothing when it broke off before any byte was written to the client (its only chunk was held)', async () => {
+    const upstream: Server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': 400 });
+        res.write('{"id":"chatcmpl-cut","object":"chat.completion","choices":[');
+        setTimeout(() => res.socket?.destroy(), 20);
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    const store = new MemoryKeyStore();
+    const hasher = fastHasher();
+    const logger = recordingLogger();
+    const account = await createAccount(store, { balance: 10 });
+    const issued = await issueKey(store, { accountId: account.id, type: 'proxy', name: 'cut' }, { hasher });
+    const app = express();
+    app.use(
+      '/v1',
+      proxyRouter(store, {
+        upstreams: [{ name: 'mock', target: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, models: ['mock-model'] }],
+        pricing: { 'mock-model': MOCK_PRICE },
+        defaultMaxTokens: 100,
+        hasher,
+        logger,
+      }),
+    );
+    const server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const received: Buffer[] = [];
+      const outcome = await new Promise<string>((resolve) => {
+        const req = request(
+          `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/chat/completions`,
+          { method: 'POST', headers: { authorization: `Bearer ${issued.key}`, 'content-type': 'application/json' } },
+          (res) => {
+            res.on('data', (chunk: Buffer) => received.push(chunk));
+            res.on('end', () => resolve('ended'));
+            res.on('error', () => resolve('cut'));
+          },
+        );
+        req.on('error', () => resolve('cut'));
+        req.end(JSON.stringify(chat()));
+      });
+      expect({ outcome, bytes: Buffer.concat(received).length }).toEqual({ outcome: 'cut', bytes: 0 });
+      await vi.waitFor(async () => expect(await store.getKey(issued.record.id)).toMatchObject({ usage: 0, reserved: 0 }));
+      expect(await store.getAccount(account.id)).toMatchObject({ balance: 10, reserved: 0 });
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => upstream.close(() => resolve()));
+    }
   });
 });
