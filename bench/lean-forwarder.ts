@@ -27,7 +27,8 @@ export function leanForwarder(target: string): RequestListener {
           host: upstream.hostname,
           port: upstream.port,
           method: req.method,
-          path: req.url,
+          // Mounted on Express (`app.use('/v1', …)`), `req.url` has lost the mount path.
+          path: (req as { originalUrl?: string }).originalUrl ?? req.url,
           agent,
           headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
         },

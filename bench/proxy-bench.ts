@@ -79,8 +79,19 @@ export async function proxyScenario(context: ProxyScenarioContext): Promise<void
       { kind: 'JSON', body: JSON_BODY },
       { kind: 'SSE', body: SSE_BODY },
     ];
+    // The forwarder mounted on Express, throughput only: the share of the limit any middleware
+    // mounted on Express can reach at most, since Express's own routing comes with the mount.
+    // Behind modelSwitchAuth too: the least a forwarder keeping the contract's auth costs there.
+    const bounds = [
+      { name: 'lean forwarder on Express', url: at(setup.ports.leanExpress as number) },
+      { name: 'lean forwarder behind modelSwitchAuth', url: at(setup.ports.leanAuth as number), keys: setup.keys.memory as string[] },
+    ];
     const targets: Target[] = kinds.flatMap(({ kind, body }) =>
-      [...endpoints, ...(redis && kind === 'JSON' ? [redis] : [])].map((e) => ({ ...e, ...post(body), name: `${kind}: ${e.name}` })),
+      [...endpoints, ...bounds, ...(redis && kind === 'JSON' ? [redis] : [])].map((e) => ({
+        ...e,
+        ...post(body),
+        name: `${kind}: ${e.name}`,
+      })),
     );
     // Throughput: every target in the same interleaved rounds, with the CPU time the servers child
     // (the forwarder and proxyRouter, not the upstream) spends per answered request.
@@ -113,6 +124,24 @@ export async function proxyScenario(context: ProxyScenarioContext): Promise<void
       report.ratio(scenario, `${kind}: proxyRouter / lean forwarder (requests/s)`, get('proxyRouter').rps / get('lean forwarder').rps, 0.6);
       report.ratio(
         scenario,
+        `${kind}: lean forwarder on Express / lean forwarder (requests/s)`,
+        get('lean forwarder on Express').rps / get('lean forwarder').rps,
+        null,
+      );
+      report.ratio(
+        scenario,
+        `${kind}: lean forwarder behind modelSwitchAuth / lean forwarder (requests/s)`,
+        get('lean forwarder behind modelSwitchAuth').rps / get('lean forwarder').rps,
+        null,
+      );
+      report.ratio(
+        scenario,
+        `${kind}: proxyRouter / lean forwarder behind modelSwitchAuth (requests/s)`,
+        get('proxyRouter').rps / get('lean forwarder behind modelSwitchAuth').rps,
+        null,
+      );
+      report.ratio(
+        scenario,
         `${kind}: lean forwarder / upstream directly (requests/s)`,
         get('lean forwarder').rps / get('upstream directly').rps,
         null,
@@ -122,8 +151,10 @@ export async function proxyScenario(context: ProxyScenarioContext): Promise<void
       const cpu = (name: string) => (throughput[`${kind}: ${name}`] as Summary).cpuMicrosPerRequest ?? Number.NaN;
       report.add({
         scenario,
-        measure: `${kind}: server CPU per request, lean forwarder / proxyRouter`,
-        value: `${round(cpu('lean forwarder'), 1)} / ${round(cpu('proxyRouter'), 1)}`,
+        measure: `${kind}: server CPU per request, lean forwarder / on Express / behind modelSwitchAuth / proxyRouter`,
+        value: ['lean forwarder', 'lean forwarder on Express', 'lean forwarder behind modelSwitchAuth', 'proxyRouter']
+          .map((name) => round(cpu(name), 1))
+          .join(' / '),
         unit: 'µs',
       });
       // What the throughput ratio would be where the gateway's own CPU is the only limit.
@@ -131,6 +162,18 @@ export async function proxyScenario(context: ProxyScenarioContext): Promise<void
         scenario,
         `${kind}: lean forwarder / proxyRouter (server CPU per request)`,
         cpu('lean forwarder') / cpu('proxyRouter'),
+        null,
+      );
+      report.ratio(
+        scenario,
+        `${kind}: lean forwarder / lean forwarder on Express (server CPU per request)`,
+        cpu('lean forwarder') / cpu('lean forwarder on Express'),
+        null,
+      );
+      report.ratio(
+        scenario,
+        `${kind}: lean forwarder / lean forwarder behind modelSwitchAuth (server CPU per request)`,
+        cpu('lean forwarder') / cpu('lean forwarder behind modelSwitchAuth'),
         null,
       );
     }

@@ -15,7 +15,7 @@ import { RedisStore } from 'rate-limit-redis';
 import type { KeyHasher as KeyHasherType } from '../src/keys/hashing.js';
 import { serveCommands } from './child.js';
 import { latencySummary } from './common.js';
-import { HELLO, contractFloor, expressApp, oursApp, prewarm, sha256 } from './hot-path.js';
+import { HELLO, contractFloor, expressApp, oursApp, prewarm, quietAuth, sha256 } from './hot-path.js';
 import type { KeyStore } from '../src/store/types.js';
 import { leanForwarder } from './lean-forwarder.js';
 import { KeyHasher, MemoryKeyStore, proxyRouter } from './package.js';
@@ -239,8 +239,23 @@ async function setupProxy(args: { upstreamPort: number; redis: boolean }) {
   const ports: Record<string, number> = {};
   const keys: Record<string, string[]> = {};
   ports.lean = await listen(leanForwarder(`http://127.0.0.1:${args.upstreamPort}`));
+  // The same forwarder mounted on Express as proxyRouter is: what Express alone takes of the limit.
+  const leanOnExpress = express();
+  leanOnExpress.disable('x-powered-by');
+  leanOnExpress.use('/v1', leanForwarder(`http://127.0.0.1:${args.upstreamPort}`) as express.RequestHandler);
+  ports.leanExpress = await listen(leanOnExpress);
   const memory = await warmMemoryStore('proxy-memory', 1);
   ports.memory = await listen(proxyApp(memory.bench.store, memory.hasher, args.upstreamPort));
+  // And behind modelSwitchAuth (same store and key as proxyRouter): the least a forwarder keeping
+  // the contract's authentication costs on Express, with no reservation, settlement or metering.
+  const leanBehindAuth = express();
+  leanBehindAuth.disable('x-powered-by');
+  leanBehindAuth.use(
+    '/v1',
+    quietAuth(memory.bench.store, memory.hasher) as express.RequestHandler,
+    leanForwarder(`http://127.0.0.1:${args.upstreamPort}`) as express.RequestHandler,
+  );
+  ports.leanAuth = await listen(leanBehindAuth);
   keys.memory = memory.keys.map((k) => k.key);
   if (args.redis) {
     const redis = await openStore('redis');
