@@ -75,8 +75,7 @@ export class DashboardApi {
     const type = keyType(body.type ?? DEFAULT_KEY_TYPE, 'type');
     if (body.name === undefined) throw invalidRequest('name is required', 'name');
     const now = this.options.now();
-    if (type === 'billing' && body.models !== undefined && body.models !== null)
-      throw invalidRequest('models applies to proxy keys only', 'models');
+    refuseModelsOnBilling(type, body);
     const input = { accountId: caller.accountId, type, ...keySettingsFromBody(body, now) };
     const prepared = await prepareKey(input, { hasher: this.options.hasher, now, boundedPerAccount: true });
     const record = await this.guard.run('insertKey', () => this.store.insertKey(prepared.record));
@@ -89,8 +88,7 @@ export class DashboardApi {
     const current = await this.ownKey(caller, rawId);
     const body = await this.objectBody(req, res, UPDATE_FIELDS);
     const now = this.options.now();
-    if (current.type === 'billing' && body.models !== undefined && body.models !== null)
-      throw invalidRequest('models applies to proxy keys only', 'models');
+    refuseModelsOnBilling(current.type, body);
     const changes = keyChangesFromBody(body, now);
     const updated = await this.guard.run('updateKey', () => this.store.updateKey(current.id, changes));
     if (!updated) throw new ModelSwitchError('key_not_found', `No API key with id ${current.id}`, { param: 'id' });
@@ -170,6 +168,12 @@ export class DashboardApi {
     for (const name of Object.keys(value)) if (!allowed.has(name)) throw invalidRequest(`Unknown field ${name}`, name);
     return value;
   }
+}
+
+/** A model list is a proxy key's: setting one on a billing key (other than `null`, none) is refused. */
+function refuseModelsOnBilling(type: KeyType, body: Record<string, unknown>): void {
+  if (type === 'billing' && body.models !== undefined && body.models !== null)
+    throw invalidRequest('models applies to proxy keys only', 'models');
 }
 
 /** A key as the dashboard shows it: the management API's fields plus its type, models and rotation deadline. */

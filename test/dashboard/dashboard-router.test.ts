@@ -373,6 +373,16 @@ describe('dashboardRouter', () => {
     expect((created.body as { key: string; type: string }).key).toMatch(/^mk-/);
     const billing = (await client.call('GET', 'api/keys?type=billing')).body as { keys: Array<{ name: string }>; signedInKeyId: number };
     expect(billing.keys.map((key) => key.name)).toEqual(['billing', 'Finance']);
+    // A model list is a proxy key's: refused on a billing key when updated as when created; null (none) is not a list.
+    const financeId = (created.body as { id: number }).id;
+    const withModels = await client.call('PATCH', `api/keys/${financeId}`, { models: ['gpt-4o'] });
+    expect({ status: withModels.status, body: withModels.body }).toEqual({
+      status: 400,
+      body: invalid('models applies to proxy keys only', 'models'),
+    });
+    const withoutModels = await client.call('PATCH', `api/keys/${financeId}`, { name: 'Finance 2', models: null });
+    expect(withoutModels.status).toBe(200);
+    expect(withoutModels.body).toMatchObject({ id: financeId, name: 'Finance 2', type: 'billing', models: null });
     const other = await seedAccount(store, { hasher });
     const otherKey = await issueKey(store, { accountId: other.account.id, type: 'proxy', name: 'theirs' }, { hasher });
     for (const [method, path, body] of [
