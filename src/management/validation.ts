@@ -51,7 +51,8 @@ export function validateExpiresAt(value: unknown, now: number, param = 'expires_
   if (value === null) return null;
   if (typeof value !== 'string') throw invalidRequest(`${param} must be an ISO 8601 date-time string or null`, param);
   const match = ISO_8601.exec(value);
-  const time = match ? Date.parse(match[4] === undefined ? `${value}T00:00:00Z` : value) : Number.NaN;
+  // `Date.parse` reads a date without a time as midnight UTC (ECMA-262, Date Time String Format).
+  const time = match ? Date.parse(value) : Number.NaN;
   if (!match || Number.isNaN(time) || !isRealDate(Number(match[1]), Number(match[2]), Number(match[3])) || Number(match[4] ?? 0) > 23) {
     throw invalidRequest(`${param} must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z`, param);
   }
@@ -59,9 +60,15 @@ export function validateExpiresAt(value: unknown, now: number, param = 'expires_
   return time;
 }
 
+/**
+ * Whether the day exists in its month: `Date.parse` refuses a month or day out of 1–12 and 1–31 but
+ * reads `2027-02-30` as March 2, and such a day always rolls over to another day of the month.
+ * `setUTCFullYear` takes years 0–99 as they are (`Date.UTC` would read 50 as 1950).
+ */
 function isRealDate(year: number, month: number, day: number): boolean {
-  const date = new Date(Date.UTC(year, month - 1, day));
-  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
+  return date.getUTCDate() === day;
 }
 
 /** `limit`: USD ≥ 0 (at most 1e12), or `null` for none. */

@@ -168,6 +168,7 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
       { name: 'x', expires_at: 1893456000 },
       invalid('expires_at must be an ISO 8601 date-time string or null', 'expires_at'),
     ],
+    ['a date in year 50', { name: 'x', expires_at: '0050-01-01' }, invalid('expires_at must be in the future', 'expires_at')],
     ['a negative limit', { name: 'x', limit: -1 }, invalid('limit must be a number of USD ≥ 0, or null', 'limit')],
     ['a string limit', { name: 'x', limit: '5' }, invalid('limit must be a number of USD ≥ 0, or null', 'limit')],
     [
