@@ -168,8 +168,14 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
       { name: 'x', expires_at: 1893456000 },
       invalid('expires_at must be an ISO 8601 date-time string or null', 'expires_at'),
     ],
+    [
+      'minute 60',
+      { name: 'x', expires_at: '2027-01-01T10:60:00Z' },
+      invalid('expires_at must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z', 'expires_at'),
+    ],
     ['a date in year 50', { name: 'x', expires_at: '0050-01-01' }, invalid('expires_at must be in the future', 'expires_at')],
     ['a negative limit', { name: 'x', limit: -1 }, invalid('limit must be a number of USD ≥ 0, or null', 'limit')],
+    ['a limit over $1e12', { name: 'x', limit: 1e12 + 1 }, invalid('limit must be a number of USD ≥ 0, or null', 'limit')],
     ['a string limit', { name: 'x', limit: '5' }, invalid('limit must be a number of USD ≥ 0, or null', 'limit')],
     [
       'an unknown limit_reset',
@@ -179,6 +185,11 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
     [
       'a rate_limit array',
       { name: 'x', rate_limit: [] },
+      invalid('rate_limit must be an object {requests, interval, tokens?} or null', 'rate_limit'),
+    ],
+    [
+      'a numeric rate_limit',
+      { name: 'x', rate_limit: 5 },
       invalid('rate_limit must be an object {requests, interval, tokens?} or null', 'rate_limit'),
     ],
     [
@@ -194,6 +205,11 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
     [
       'rate_limit interval 10x',
       { name: 'x', rate_limit: { requests: 1, interval: '10x' } },
+      invalid('rate_limit.interval must look like "10s", "1m", "1h" or "1d" (at most 366 days)', 'rate_limit.interval'),
+    ],
+    [
+      'rate_limit interval in an array',
+      { name: 'x', rate_limit: { requests: 1, interval: ['1m'] } },
       invalid('rate_limit.interval must look like "10s", "1m", "1h" or "1d" (at most 366 days)', 'rate_limit.interval'),
     ],
     [
@@ -248,6 +264,41 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
     }
     expect((await store.listKeys(seeded.account.id, { type: 'proxy', limit: 100 })).keys).toHaveLength(1);
     expect((await store.getKey(seeded.proxyKeyId))?.models).toBeNull();
+  });
+
+  it('accepts every field at the edge of what it takes, on create and on update', async () => {
+    // 100 code points, the last one two UTF-16 units long; a model name of 200 characters.
+    const name = `${'n'.repeat(99)}\u{1F511}`;
+    const model = 'm'.repeat(200);
+    const created = await request(app)
+      .post('/api/keys')
+      .set(admin())
+      .send({ name, expires_at: null, limit: 0, limit_reset: 'daily', models: [model] });
+    const expected = {
+      id: expect.any(Number),
+      name,
+      prefix: expect.any(String),
+      active: true,
+      createdAt: '2026-11-22T12:00:00Z',
+      expiresAt: null,
+      lastUsedAt: null,
+      usage: 0,
+      limit: 0,
+      limitReset: 'daily',
+      rateLimit: null,
+      models: [model],
+    };
+    expect({ status: created.status, body: created.body }).toEqual({ status: 201, body: { ...expected, key: expect.any(String) } });
+    const updated = await request(app)
+      .patch(`/api/keys/${created.body.id}`)
+      .set(admin())
+      .send({ expires_at: '2026-11-22T23:59:59Z', limit: 1e12 });
+    expect({ status: updated.status, body: updated.body }).toEqual({
+      status: 200,
+      body: { ...expected, id: created.body.id, expiresAt: '2026-11-22T23:59:59Z', limit: 1e12 },
+    });
+    const cleared = await request(app).patch(`/api/keys/${created.body.id}`).set(admin()).send({ expires_at: null });
+    expect({ status: cleared.status, body: cleared.body }).toEqual({ status: 200, body: { ...updated.body, expiresAt: null } });
   });
 
   it('keeps a models list of 100 names in the order given', async () => {

@@ -223,7 +223,7 @@ describe.each(FRAMEWORKS)('POST /api/keys/:id/rotate under %s', (framework) => {
     const before = await store.getKey(seeded.proxyKeyId);
     const message =
       'grace_period must be a duration from 0 to 7 days: a whole number of seconds, or a string like "90s", "15m", "1h" or "7d"';
-    for (const grace of ['8d', '169h', 604_801, -1, 1.5, '1w', '', 'abc', '1h ', '01h', '-1s', '1.5h', true, {}, [], '3600']) {
+    for (const grace of ['8d', '169h', 604_801, -1, 1.5, '1w', '', 'abc', '1h ', '01h', '-1s', '1.5h', true, {}, [], ['90s'], '3600']) {
       const response = await rotate(seeded.proxyKeyId, { grace_period: grace });
       expect({ grace, status: response.status, body: response.body }).toEqual({
         grace,
