@@ -99,7 +99,7 @@ export class SseUsageScanner {
       start = match.index + match[0].length;
       if (data === '') continue;
       this.answerIdRead = true;
-      const record = data === '[DONE]' ? undefined : parseObject(data);
+      const record = parseObject(data);
       if (record !== undefined) this.answerId ??= idOfEvent(record);
       return;
     }
@@ -107,9 +107,7 @@ export class SseUsageScanner {
 
   /** Reads usage from one event; returns true when the event is the usage-only chunk to drop. */
   private readEvent(event: string): boolean {
-    const data = dataOf(event);
-    if (data === '' || data === '[DONE]') return false;
-    const record = parseObject(data);
+    const record = parseObject(dataOf(event));
     if (record === undefined) return false;
     this.answerId ??= idOfEvent(record);
     const response = record.response as Record<string, unknown> | null | undefined;
@@ -129,6 +127,7 @@ function dataOf(event: string): string {
   return data;
 }
 
+/** The JSON object an event's data holds, or `undefined`: also for `[DONE]` and empty data, which are no JSON. */
 function parseObject(data: string): Record<string, unknown> | undefined {
   try {
     const payload: unknown = JSON.parse(data);
