@@ -87,7 +87,7 @@ const SWEEP_MAX_BATCHES = 100;
  * The metered inference proxy, mounted after `modelSwitchAuth` (it authenticates by itself when
  * mounted alone). Answers `GET /auth/key` and `GET /models` without spending; a `POST` to one of
  * its `paths` (the OpenAI inference routes by default; other requests go to `next()`) is routed by
- * the JSON body's `model` to an upstream (http-proxy-middleware), with the
+ * the JSON body's `model` to an upstream (on a pool of kept-alive connections per upstream), with the
  * client's key replaced by the upstream's credential, its maximum cost reserved against the key's
  * spend limit and the account's balance, SSE streamed through event by event, and the real cost
  * from the upstream's `usage` settled afterwards.

@@ -1,7 +1,14 @@
-import { type ClientRequest, Agent as HttpAgent, type IncomingMessage, type ServerResponse } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
-import type { Stream } from 'node:stream';
-import { type RequestHandler, createProxyMiddleware } from 'http-proxy-middleware';
+import {
+  type ClientRequest,
+  Agent as HttpAgent,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type RequestOptions,
+  type ServerResponse,
+  request as httpRequest,
+} from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { ModelSwitchError } from '../errors/errors.js';
 import { isJsonObject } from '../http/body.js';
 import { sendError } from '../http/respond.js';
@@ -123,20 +130,93 @@ function upstreamFailure(exchange: Exchange): ModelSwitchError {
     : new ModelSwitchError('upstream_error', `The upstream ${upstream.name} could not be reached or answered with an invalid response.`);
 }
 
+/** Where one upstream's requests go: made once per upstream from its `target`. */
+interface UpstreamTarget {
+  /** `http.request` or `https.request`, by the target's protocol. */
+  readonly send: (options: RequestOptions) => ClientRequest;
+  /** What every request to it shares: host, port, credentials of the target URL, the pool. */
+  readonly options: RequestOptions;
+  /** The `Host` header: the target's, as a proxy changing the origin sends it. */
+  readonly host: string;
+  /** The target's path without a trailing slash (`/v1`), or `''`. */
+  readonly basePath: string;
+  /** The target's own query (`?api-version=…`), or `''`. */
+  readonly query: string;
+}
+
+function targetOf(upstream: ResolvedUpstream, agent: HttpAgent): UpstreamTarget {
+  const url = new URL(upstream.target);
+  const secure = url.protocol === 'https:';
+  const options: RequestOptions = {
+    protocol: url.protocol,
+    // An IPv6 literal without its brackets, as `http.request` takes it.
+    hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: url.port === '' ? (secure ? 443 : 80) : Number(url.port),
+    agent,
+  };
+  if (url.username !== '' || url.password !== '') {
+    options.auth = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+  }
+  return {
+    send: secure ? httpsRequest : httpRequest,
+    options,
+    host: url.host,
+    basePath: url.pathname.replace(/\/+$/, ''),
+    query: url.search,
+  };
+}
+
 /**
- * The http-proxy side of one `proxyRouter`: one http-proxy-middleware per upstream, each with its
- * pool of kept-alive connections, whose events find the request's {@link Exchange} and report to
- * it what the upstream did; the exchange does the accounting.
+ * The path a request takes upstream: the target's path, then the request's below the router's
+ * mount (`/v1` + `/chat/completions`), with runs of slashes made one; the target's own query first,
+ * then the request's.
+ */
+export function upstreamPath(target: Pick<UpstreamTarget, 'basePath' | 'query'>, url: string): string {
+  const mark = url.indexOf('?');
+  const path = mark === -1 ? url : url.slice(0, mark);
+  const joined = `${target.basePath}/${path}`.replace(/\/{2,}/g, '/');
+  const query = mark === -1 ? '' : url.slice(mark + 1);
+  if (target.query === '') return query === '' && mark === -1 ? joined : `${joined}?${query}`;
+  return query === '' ? `${joined}${target.query}` : `${joined}${target.query}&${query}`;
+}
+
+/**
+ * The headers a request carries upstream: the client's, less its credential, its private and
+ * hop-by-hop headers and any header holding a key, then the upstream's own (its credential), the
+ * body's type and length, `Accept-Encoding: identity` (usage is read from the answer) and the
+ * target's `Host`.
+ */
+export function upstreamHeaders(
+  client: IncomingHttpHeaders,
+  upstream: ResolvedUpstream,
+  bodyBytes: number,
+  host: string,
+): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  for (const name in client) {
+    const value = client[name];
+    // A key percent-encoded (x-request-id: ms%2D…) is still the key: such a header is dropped too.
+    if (value === undefined || DROPPED_REQUEST_HEADERS.has(name) || containsKey(String(value))) continue;
+    headers[name] = value;
+  }
+  for (const name in upstream.headers) headers[name] = upstream.headers[name];
+  headers['content-type'] = 'application/json';
+  headers['content-length'] = bodyBytes;
+  headers['accept-encoding'] = 'identity';
+  headers.host = host;
+  return headers;
+}
+
+/**
+ * The upstream side of one `proxyRouter`: a pool of kept-alive connections per upstream, the
+ * request sent on it, and what the upstream does with it reported to the request's
+ * {@link Exchange}, which does the accounting. Sent with `node:http`/`node:https` directly: see
+ * docs/decisions.md for why not through http-proxy-middleware.
  */
 export class UpstreamEvents {
-  private readonly proxies = new Map<ResolvedUpstream, RequestHandler<IncomingMessage, ServerResponse>>();
+  private readonly targets = new Map<ResolvedUpstream, UpstreamTarget>();
   /** The pools this router made (not a host's `agent`), destroyed by `close()`. */
   private readonly pools: HttpAgent[] = [];
-  /**
-   * The request http-proxy is starting to send (its `start` event), taken by `sendRequest`: http-proxy
-   * emits `start`, makes the upstream request and hands it to `buffer.pipe` in one synchronous run.
-   */
-  private starting: IncomingMessage | undefined;
   /** Each request's latest sending, for the stale-connection retry. */
   private readonly attempts = new WeakMap<IncomingMessage, Attempt>();
   /** Requests already sent again once. */
@@ -148,67 +228,19 @@ export class UpstreamEvents {
     private readonly exchangeOf: (req: IncomingMessage) => Exchange | undefined,
     private readonly logger: Logger,
   ) {
-    // Made at creation, so a target http-proxy-middleware refuses fails then rather than on a request.
-    for (const upstream of upstreams) this.proxyFor(upstream);
-  }
-
-  /** The http-proxy-middleware of `upstream`, made once. */
-  private proxyFor(upstream: ResolvedUpstream): RequestHandler<IncomingMessage, ServerResponse> {
-    let proxy = this.proxies.get(upstream);
-    if (proxy === undefined) {
-      const events = this;
+    for (const upstream of upstreams) {
       let agent = upstream.agent;
       if (agent === undefined) {
         agent = poolFor(upstream);
         this.pools.push(agent);
       }
-      // The body was read to route the request: http-proxy's `buffer` (the stream it sends instead
-      // of the consumed request) writes the body that was priced, as the request is made. Doing it
-      // there, not on `proxyReq` (emitted once a connection is free), keeps a request that waits
-      // for one of the `maxSockets` connections whole: by then http-proxy has ended it.
-      const buffer = {
-        pipe(request: ClientRequest): ClientRequest {
-          events.sendRequest(request);
-          return request;
-        },
-      };
-      proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
-        target: upstream.target,
-        changeOrigin: true,
-        selfHandleResponse: true,
-        agent,
-        buffer: buffer as unknown as Stream,
-        // Without the default plugins hpm neither logs nor writes its own plain-text error pages.
-        ejectPlugins: true,
-        plugins: [
-          function modelSwitchProxyEvents(proxyServer) {
-            proxyServer.on('start', events.onStart);
-            proxyServer.on('proxyRes', events.onProxyRes);
-            proxyServer.on('error', events.onProxyError);
-            proxyServer.on('econnreset', events.onProxyError);
-          },
-        ],
-      });
-      this.proxies.set(upstream, proxy);
+      this.targets.set(upstream, targetOf(upstream, agent));
     }
-    return proxy;
-  }
-
-  private readonly onStart = (req: IncomingMessage): void => {
-    this.starting = req;
-  };
-
-  /** http-proxy made the upstream request of the request it started (see `starting`). */
-  private sendRequest(proxyReq: ClientRequest): void {
-    const req = this.starting;
-    this.starting = undefined;
-    if (req === undefined) proxyReq.destroy();
-    else this.onProxyReq(proxyReq, req);
   }
 
   /**
-   * The request to the upstream was just made (no connection yet): swap the client's credential
-   * and private headers for the upstream's, set the timeout, and send the body that was priced.
+   * The request to the upstream was just made (no connection yet): set its timeout and send the
+   * body that was priced.
    */
   readonly onProxyReq = (proxyReq: ClientRequest, req: IncomingMessage): void => {
     const exchange = this.exchangeOf(req);
@@ -223,16 +255,6 @@ export class UpstreamEvents {
       attempt.answered = true;
     });
     exchange.attach(proxyReq);
-    for (const name of proxyReq.getHeaderNames()) {
-      const value = proxyReq.getHeader(name);
-      // A key percent-encoded (x-request-id: ms%2D…) is still the key: such a header is dropped too.
-      if (DROPPED_REQUEST_HEADERS.has(name) || containsKey(String(value))) proxyReq.removeHeader(name);
-    }
-    for (const [name, value] of Object.entries(upstream.headers)) proxyReq.setHeader(name, value);
-    proxyReq.setHeader('content-type', 'application/json');
-    proxyReq.setHeader('content-length', body.length);
-    // Usage is read from the answer, so ask for it uncompressed.
-    proxyReq.setHeader('accept-encoding', 'identity');
     const timedOut = () => {
       exchange.timeOut();
       proxyReq.destroy(new Error('upstream timeout'));
@@ -351,7 +373,7 @@ export class UpstreamEvents {
       // Nothing of it reached the upstream's handler: send it once more, on another connection,
       // under the same reservation (one exchange, settled once: never charged twice).
       this.retried.add(req);
-      void this.forward(exchange, req, response);
+      this.forward(exchange, req, response);
       return;
     }
     // A client that hung up is not an upstream fault worth a log line.
@@ -388,8 +410,7 @@ export class UpstreamEvents {
    * however the request ends (answered, failed, or the client gone), and closes with the response.
    */
   async send(exchange: Exchange, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const proxy = this.proxies.get(exchange.request.upstream);
-    if (proxy === undefined)
+    if (!this.targets.has(exchange.request.upstream))
       throw new TypeError(`UpstreamEvents.send: ${exchange.request.upstream.name} is not one of this router's upstreams`);
     res.once('close', function clientClosed() {
       // The client went away before the end of its answer: settle what it had (see Exchange).
@@ -404,17 +425,27 @@ export class UpstreamEvents {
       }
       return;
     }
-    // The body is already read: nothing is to be continued.
-    delete req.headers.expect;
-    await this.forward(exchange, req, res);
+    this.forward(exchange, req, res);
   }
 
-  /** Hands the request to its upstream's http-proxy-middleware (again, for a stale connection). */
-  private async forward(exchange: Exchange, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const proxy = this.proxies.get(exchange.request.upstream) as RequestHandler<IncomingMessage, ServerResponse>;
-    const events = this;
-    await proxy(req, res, function proxyFailed(error?: unknown) {
-      events.onProxyError(error instanceof Error ? error : new Error(String(error)), req, res);
-    });
+  /** Sends the request to its upstream (again, for a stale connection), on the upstream's pool. */
+  private forward(exchange: Exchange, req: IncomingMessage, res: ServerResponse): void {
+    const target = this.targets.get(exchange.request.upstream) as UpstreamTarget;
+    let proxyReq: ClientRequest;
+    try {
+      proxyReq = target.send({
+        ...target.options,
+        method: req.method,
+        path: upstreamPath(target, req.url ?? '/'),
+        headers: upstreamHeaders(req.headers, exchange.request.upstream, exchange.request.body.length, target.host),
+      });
+    } catch (error) {
+      // A request Node refuses to make (a header it will not send, say) fails as the upstream call.
+      this.onProxyError(error instanceof Error ? error : new Error(String(error)), req, res);
+      return;
+    }
+    proxyReq.on('error', (error) => this.onProxyError(error, req, res));
+    proxyReq.on('response', (proxyRes) => this.onProxyRes(proxyRes, req, res));
+    this.onProxyReq(proxyReq, req);
   }
 }

@@ -21,7 +21,7 @@ function ownCopy(pattern: RegExp): RegExp {
 /**
  * One provider the proxy forwards to. `target` is its OpenAI-compatible base URL including the
  * version path (`https://api.openai.com/v1`); the path below the mount (`/chat/completions`) is
- * appended to it.
+ * appended to it, and a query of the target's own (`?api-version=…`) comes before the request's.
  */
 export interface Upstream {
   /** A name for logs and `owned_by` in `GET /v1/models`. */

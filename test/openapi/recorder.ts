@@ -1,5 +1,5 @@
 import { ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, Server, type ServerResponse } from 'node:http';
-import { createRequire } from 'node:module';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Socket } from 'node:net';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { type RecordedAnswer, isProxied, templateOf, violationsOf } from './contract.js';
@@ -11,7 +11,8 @@ import { type RecordedAnswer, isProxied, templateOf, violationsOf } from './cont
  * document does not describe.
  *
  * Two kinds of server answer are not the package's and are left alone: a mock upstream's (a server
- * that received a request from the proxy: http-proxy's `start` of a gateway request links the two) and the
+ * that received a request from the proxy: a request a server of this process sends while it answers
+ * one of its own links the two) and the
  * host's own routes (paths the document does not describe). A gateway answer that passes an
  * upstream's through is checked for the gateway's own headers only: its status and body are the
  * upstream's.
@@ -38,6 +39,8 @@ interface Tracked {
 }
 
 const tracked = new WeakMap<IncomingMessage, Tracked>();
+/** The request a server of this process is answering, in whatever that answer runs. */
+const answering = new AsyncLocalStorage<Tracked>();
 /** Local ports of the proxy's sockets to upstreams: a server request from one of them is an upstream's. */
 const proxyPorts = new Set<number>();
 /** Servers found to be upstreams (mocks): none of their answers is checked. */
@@ -54,29 +57,22 @@ export function installRecorder(): void {
   if (registry[INSTALLED]) return;
   registry[INSTALLED] = true;
   const serverEmit = Server.prototype.emit;
+  const emit = serverEmit as (this: Server, event: string | symbol, ...args: unknown[]) => boolean;
   Server.prototype.emit = function recordingEmit(this: Server, event: string | symbol, ...args: unknown[]): boolean {
-    if (event === 'request') track(this, args[0] as IncomingMessage, args[1] as ServerResponse);
     if (event === 'listening') {
       const address = this.address();
       if (typeof address === 'object' && address !== null) localPorts.add(address.port);
     }
-    return (serverEmit as (this: Server, event: string | symbol, ...args: unknown[]) => boolean).call(this, event, ...args);
-  };
-  // http-proxy emits `start` with the gateway's request, then makes the upstream request, which the
-  // proxy ends with its body in the same synchronous run: that links the two.
-  let starting: Tracked | undefined;
-  const proxyServer = createRequire(import.meta.url)('http-proxy') as { prototype: { emit: (...args: unknown[]) => boolean } };
-  const proxyEmit = proxyServer.prototype.emit;
-  proxyServer.prototype.emit = function recordingProxyEmit(this: unknown, event: unknown, ...args: unknown[]): boolean {
-    if (event === 'start') starting = tracked.get(args[0] as IncomingMessage);
-    return proxyEmit.call(this, event, ...args);
+    if (event !== 'request') return emit.call(this, event, ...args);
+    const entry = track(this, args[0] as IncomingMessage, args[1] as ServerResponse);
+    // Whatever the server does for this request runs with it as the context, awaits included: a
+    // request it sends on the way is the proxy's upstream request.
+    return entry === undefined ? emit.call(this, event, ...args) : answering.run(entry, () => emit.call(this, event, ...args));
   };
   const clientEnd = ClientRequest.prototype.end;
   ClientRequest.prototype.end = function recordingClientEnd(this: ClientRequest, ...args: unknown[]): ClientRequest {
-    if (starting !== undefined) {
-      linkUpstream(starting, this);
-      starting = undefined;
-    }
+    const gateway = answering.getStore();
+    if (gateway !== undefined) linkUpstream(gateway, this);
     return (clientEnd as (this: ClientRequest, ...args: unknown[]) => ClientRequest).call(this, ...args);
   };
   const originalFetch = globalThis.fetch;
@@ -157,8 +153,8 @@ function linkUpstream(gateway: Tracked, upstreamRequest: ClientRequest): void {
   });
 }
 
-function track(server: Server, req: IncomingMessage, res: ServerResponse): void {
-  if (upstreamServers.has(server)) return;
+function track(server: Server, req: IncomingMessage, res: ServerResponse): Tracked | undefined {
+  if (upstreamServers.has(server)) return undefined;
   const entry: Tracked = {
     method: req.method ?? 'GET',
     // Saved now: Express rewrites req.url below a mount and leaves it so when a router answers.
@@ -204,6 +200,7 @@ function track(server: Server, req: IncomingMessage, res: ServerResponse): void 
   } as ServerResponse['writeHead'];
   res.once('finish', () => check(server, res, entry, true));
   res.once('close', () => check(server, res, entry, false));
+  return entry;
 }
 
 function check(server: Server, res: ServerResponse, entry: Tracked, finished: boolean): void {

@@ -3,7 +3,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { generateApiKey } from '../../src/keys/api-key.js';
 import { Exchange } from '../../src/proxy/exchange.js';
-import { UpstreamEvents } from '../../src/proxy/upstream-events.js';
+import { UpstreamEvents, upstreamHeaders, upstreamPath } from '../../src/proxy/upstream-events.js';
 import { HOLD_ID, REQUEST_ID, exchangeWorld, preparedChat, resolvedOptions, sampleContext, settled } from './exchange-fixtures.js';
 
 const START = Date.parse('2026-11-22T12:00:00Z');
@@ -39,7 +39,7 @@ class FakeResponse extends Writable {
   }
 }
 
-/** An upstream answer as http-proxy hands it over: a stream with a status and headers. */
+/** An upstream answer as `node:http` hands it over: a stream with a status and headers. */
 function upstreamAnswer(statusCode: number, headers: Record<string, string>): PassThrough & IncomingMessage {
   return Object.assign(new PassThrough(), { statusCode, headers }) as unknown as PassThrough & IncomingMessage;
 }
@@ -188,25 +188,60 @@ describe('UpstreamEvents.onProxyError', () => {
 });
 
 describe('UpstreamEvents.onProxyReq', () => {
-  it("replaces the client's credential, private headers and any header holding a key with the upstream's, and sends the priced body", async () => {
+  it("replaces the client's credential, private and hop-by-hop headers and any header holding a key with the upstream's", async () => {
+    const { exchange } = await wired();
+    const client = {
+      authorization: 'Bearer ms-client-key',
+      cookie: 'session=1',
+      'x-forwarded-for': '10.0.0.1',
+      'x-custom': 'kept',
+      'x-list': ['a', 'b'],
+      connection: 'close',
+      'keep-alive': 'timeout=5',
+      expect: '100-continue',
+      'x-note': `forwarded for ${generateApiKey('billing').value}`,
+      'content-type': 'text/plain',
+      'content-length': '999',
+      'accept-encoding': 'gzip',
+      host: 'gateway.example',
+    };
+    expect(upstreamHeaders(client, exchange.request.upstream, exchange.request.body.length, 'api.example:8443')).toEqual({
+      'x-custom': 'kept',
+      'x-list': ['a', 'b'],
+      authorization: 'Bearer sk-upstream-secret',
+      'content-type': 'application/json',
+      'content-length': exchange.request.body.length,
+      'accept-encoding': 'identity',
+      host: 'api.example:8443',
+    });
+  });
+
+  it("joins the target's path and query with the request's, one slash between", () => {
+    const cases: Array<[{ basePath: string; query: string }, string, string]> = [
+      [{ basePath: '/v1', query: '' }, '/chat/completions', '/v1/chat/completions'],
+      [{ basePath: '/v1', query: '' }, '/chat/completions?a=1', '/v1/chat/completions?a=1'],
+      [{ basePath: '/v1', query: '' }, '//chat//completions', '/v1/chat/completions'],
+      [{ basePath: '', query: '' }, '/embeddings', '/embeddings'],
+      [
+        { basePath: '/openai/deployments/d', query: '?api-version=2024-10-21' },
+        '/chat/completions',
+        '/openai/deployments/d/chat/completions?api-version=2024-10-21',
+      ],
+      [
+        { basePath: '/openai/deployments/d', query: '?api-version=2024-10-21' },
+        '/chat/completions?a=1',
+        '/openai/deployments/d/chat/completions?api-version=2024-10-21&a=1',
+      ],
+      [{ basePath: '/v1', query: '' }, '/chat/completions?', '/v1/chat/completions?'],
+    ];
+    expect(cases.map(([target, url]) => upstreamPath(target, url))).toEqual(cases.map(([, , path]) => path));
+  });
+
+  it('sets the upstream timeout and sends the priced body', async () => {
     const { events, req, exchange } = await wired();
-    const headers = new Map<string, unknown>([
-      ['authorization', 'Bearer ms-client-key'],
-      ['cookie', 'session=1'],
-      ['x-forwarded-for', '10.0.0.1'],
-      ['x-custom', 'kept'],
-      ['connection', 'close'],
-      ['keep-alive', 'timeout=5'],
-      ['x-note', `forwarded for ${generateApiKey('billing').value}`],
-      ['content-type', 'text/plain'],
-    ]);
     const written: Buffer[] = [];
     let timeout: number | undefined;
     const proxyReq = {
-      getHeaderNames: () => [...headers.keys()],
-      getHeader: (name: string) => headers.get(name),
-      removeHeader: (name: string) => headers.delete(name),
-      setHeader: (name: string, value: unknown) => headers.set(name, value),
       setTimeout: (ms: number) => {
         timeout = ms;
       },
@@ -215,14 +250,7 @@ describe('UpstreamEvents.onProxyReq', () => {
       destroy: () => {},
     } as unknown as ClientRequest;
     events.onProxyReq(proxyReq, req);
-    expect({ headers: Object.fromEntries(headers), timeout, body: Buffer.concat(written).toString('utf8') }).toEqual({
-      headers: {
-        'x-custom': 'kept',
-        authorization: 'Bearer sk-upstream-secret',
-        'content-type': 'application/json',
-        'content-length': exchange.request.body.length,
-        'accept-encoding': 'identity',
-      },
+    expect({ timeout, body: Buffer.concat(written).toString('utf8') }).toEqual({
       timeout: 600_000,
       body: exchange.request.body.toString('utf8'),
     });

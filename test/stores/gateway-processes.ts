@@ -29,9 +29,7 @@ export interface GatewayProcess {
 
 /** Spawns `script` with `node --import tsx`; `started` gets the child at once, so a failed start still gets stopped. */
 export async function startGatewayProcess(script: string, env: Record<string, string>, started: ChildProcess[]): Promise<GatewayProcess> {
-  // http-proxy (under http-proxy-middleware) calls util._extend, which Node 22 and later warn about
-  // once per process (DEP0060): a known warning of a dependency, not something these processes said.
-  const child = spawn(process.execPath, ['--disable-warning=DEP0060', '--import', 'tsx', script], {
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });

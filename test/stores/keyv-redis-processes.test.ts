@@ -27,9 +27,7 @@ const GATEWAY_SCRIPT = fileURLToPath(new URL('./redis-gateway-process.ts', impor
 
 /** Spawns a gateway process; `started` gets the child at once, so a failed start still gets stopped. */
 async function startGatewayProcess(env: Record<string, string>, started: ChildProcess[]): Promise<GatewayProcess> {
-  // http-proxy (under http-proxy-middleware) calls util._extend, which Node 22 and later warn about
-  // once per process (DEP0060): a known warning of a dependency, not something these processes said.
-  const child = spawn(process.execPath, ['--disable-warning=DEP0060', '--import', 'tsx', GATEWAY_SCRIPT], {
+  const child = spawn(process.execPath, ['--import', 'tsx', GATEWAY_SCRIPT], {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
