@@ -29,9 +29,9 @@ export class AccountBook {
    */
   append(entry: LedgerEntry, cutoff: number): void {
     this.entries.push(entry);
-    if (entry.reference !== null && !this.references.has(entry.reference)) this.references.set(entry.reference, entry);
-    if (entry.requestId !== null && !this.byRequestId.has(entry.requestId)) this.byRequestId.set(entry.requestId, entry);
-    if (entry.upstreamId !== null && !this.byUpstreamId.has(entry.upstreamId)) this.byUpstreamId.set(entry.upstreamId, entry);
+    indexFirst(this.references, entry.reference, entry);
+    indexFirst(this.byRequestId, entry.requestId, entry);
+    indexFirst(this.byUpstreamId, entry.upstreamId, entry);
     this.trim(cutoff, LEDGER_TRIM_PER_WRITE);
   }
 
@@ -45,8 +45,8 @@ export class AccountBook {
     while (trimmed < max && this.start < this.entries.length) {
       const oldest = this.entries[this.start] as LedgerEntry;
       if (!(oldest.createdAt < before)) break;
-      if (oldest.requestId !== null && this.byRequestId.get(oldest.requestId) === oldest) this.byRequestId.delete(oldest.requestId);
-      if (oldest.upstreamId !== null && this.byUpstreamId.get(oldest.upstreamId) === oldest) this.byUpstreamId.delete(oldest.upstreamId);
+      unindex(this.byRequestId, oldest.requestId, oldest);
+      unindex(this.byUpstreamId, oldest.upstreamId, oldest);
       this.start += 1;
       trimmed += 1;
     }
@@ -63,13 +63,15 @@ export class AccountBook {
    */
   page(query: LedgerQuery): LedgerPage {
     const found: LedgerEntry[] = [];
-    let index = (query.before === undefined ? this.entries.length : this.firstAtOrAfter(query.before)) - 1;
-    for (; index >= this.start && found.length <= query.limit; index--) {
+    const end = query.before === undefined ? this.entries.length : this.firstAtOrAfter(query.before);
+    for (let index = end - 1; index >= this.start; index--) {
       const entry = this.entries[index] as LedgerEntry;
-      if (matchesLedgerQuery(entry, query)) found.push(entry);
+      if (!matchesLedgerQuery(entry, query)) continue;
+      // One matching entry beyond a full page is all `hasMore` needs.
+      if (found.length === query.limit) return { entries: found, hasMore: true };
+      found.push({ ...entry });
     }
-    const hasMore = found.length > query.limit;
-    return { entries: found.slice(0, query.limit).map((entry) => ({ ...entry })), hasMore };
+    return { entries: found, hasMore: false };
   }
 
   /** The usage entry whose request id (first) or upstream id is `id`, or undefined. */
@@ -115,4 +117,17 @@ export class AccountBook {
     }
     return low;
   }
+}
+
+/** Indexes `entry` under `id` unless `id` is `null` or already taken: the first entry written with an id keeps it. */
+function indexFirst(index: Map<string, LedgerEntry>, id: string | null, entry: LedgerEntry): void {
+  if (id !== null && !index.has(id)) index.set(id, entry);
+}
+
+/**
+ * Drops `id` from `index` when it still points at `entry` (a newer entry written with the same id
+ * keeps it). No `null` test: `indexFirst` never indexes `null`, so `get(null)` is never `entry`.
+ */
+function unindex(index: Map<string | null, LedgerEntry>, id: string | null, entry: LedgerEntry): void {
+  if (index.get(id) === entry) index.delete(id);
 }
