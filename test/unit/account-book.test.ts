@@ -76,6 +76,31 @@ describe('AccountBook', () => {
     expect([book.findUsage('req_1500'), book.findUsage('req_1501')?.id]).toEqual([undefined, 1501]);
   });
 
+  it('compacts trimmed slots away once more than 1024 are trimmed and they outnumber the kept entries, not before', () => {
+    const book = new AccountBook();
+    for (let id = 1; id <= 2000; id++) book.append(usage(id, id, `req_${id}`), KEEP_ALL);
+    // 1024 trimmed of 2000: more than the kept entries, but not more than 1024.
+    expect(book.trim(1025, 2000)).toBe(1024);
+    expect(book.slots).toBe(2000);
+    // 1025 trimmed: more than both, compacted down to the 975 kept.
+    expect(book.trim(1026, 2000)).toBe(1);
+    expect(book.slots).toBe(975);
+    expect(ids(book.page({ limit: 1000, before: 1030 }).entries)).toEqual([1029, 1028, 1027, 1026]);
+
+    const small = new AccountBook();
+    for (let id = 1; id <= 10; id++) small.append(usage(id, id, `req_${id}`), KEEP_ALL);
+    // Most of a small ledger trimmed: kept in place, as 1024 slots are not worth a copy.
+    expect(small.trim(9, 10)).toBe(8);
+    expect(small.slots).toBe(10);
+
+    const large = new AccountBook();
+    for (let id = 1; id <= 2200; id++) large.append(usage(id, id, `req_${id}`), KEEP_ALL);
+    // 1100 of 2200 trimmed: more than 1024, but not more than the 1100 kept.
+    expect(large.trim(1101, 2200)).toBe(1100);
+    expect(large.slots).toBe(2200);
+    expect(ids(large.page({ limit: 2 }).entries)).toEqual([2200, 2199]);
+  });
+
   it('says hasMore only when an older matching entry exists beyond the page', () => {
     const book = new AccountBook();
     for (let id = 1; id <= 3; id++) book.append(credit(id, 0, `pay_${id}`), KEEP_ALL);

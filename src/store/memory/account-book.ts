@@ -57,6 +57,11 @@ export class AccountBook {
     return trimmed;
   }
 
+  /** Array slots the book holds, trimmed ones not yet compacted away included: the memory compaction bounds. */
+  get slots(): number {
+    return this.entries.length;
+  }
+
   /**
    * A page of the ledger, newest first (see `KeyStore.listLedger`): a binary search finds `before`,
    * then entries are read downwards, skipping those the filters do not match.
