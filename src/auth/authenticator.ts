@@ -147,7 +147,8 @@ export class Authenticator {
     const record = found;
     if (!record || record.type !== parsed.type) throw invalidApiKey();
     // Not verified yet (a cold key, or a guess), or the previous secret of a rotation (its deadline
-    // is checked there): asynchronously.
+    // is checked there): asynchronously. `verifiedHash === undefined` too: a broken store's record
+    // without a hash must not pass for one the key verified against.
     if (verifiedHash === undefined || verifiedHash !== record.hash) return this.admitAsync(parsed, res, record, verifiedHash, false);
     const now = this.now();
     this.checkUsable(record, now);
@@ -275,15 +276,14 @@ export class Authenticator {
     verifiedHash: string | undefined,
   ): Promise<Readonly<KeyRecord>> {
     if (!record || record.type !== parsed.type) throw invalidApiKey();
-    // The cached check first: a repeat request then costs no promise at all.
-    if (verifiedHash !== undefined && verifiedHash === record.hash) return record;
     const previous = record.previousHash;
-    // This very key verified before against a hash the record no longer holds: the key's secret was
-    // rotated since (a key value's hash never changes otherwise), so it is refused without scrypt.
-    if (verifiedHash !== undefined && verifiedHash !== previous) throw invalidApiKey();
+    // A key that verified before is never run through scrypt again: its cached hash either is one the
+    // record holds, or the key's secret was rotated since (a key value's hash never changes otherwise)
+    // and it is refused below. `matched !== undefined`: a broken store's record without a hash must
+    // not match a key that matched nothing.
     const matched = verifiedHash ?? (await this.verify(parsed, record.hash, previous));
     if (matched !== undefined && matched === record.hash) return record;
-    if (matched !== undefined && matched === previous && record.previousKeyExpiresAt !== null && this.now() < record.previousKeyExpiresAt) {
+    if (matched !== undefined && matched === previous && this.now() < (record.previousKeyExpiresAt ?? Number.NEGATIVE_INFINITY)) {
       return record;
     }
     throw invalidApiKey();
@@ -296,7 +296,8 @@ export class Authenticator {
    */
   private async verify(parsed: ParsedApiKey, hash: string, previousHash: string | null): Promise<string | undefined> {
     try {
-      return await this.hasher.matchingHash(parsed.value, previousHash === null ? [hash] : [hash, previousHash], parsed.handle);
+      // The hasher skips a `null` previous hash.
+      return await this.hasher.matchingHash(parsed.value, [hash, previousHash], parsed.handle);
     } catch (error) {
       if (error instanceof ModelSwitchError && error.code === 'verification_busy') {
         const now = this.now();
