@@ -174,6 +174,16 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
       invalid('expires_at must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z', 'expires_at'),
     ],
     ['a date in year 50', { name: 'x', expires_at: '0050-01-01' }, invalid('expires_at must be in the future', 'expires_at')],
+    [
+      'an extended year',
+      { name: 'x', expires_at: '+002027-01-01' },
+      invalid('expires_at must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z', 'expires_at'),
+    ],
+    [
+      'ten digits of a second',
+      { name: 'x', expires_at: '2027-01-01T10:00:00.1234567891Z' },
+      invalid('expires_at must be an ISO 8601 date-time with a time zone, e.g. 2025-12-31T00:00:00Z', 'expires_at'),
+    ],
     ['a negative limit', { name: 'x', limit: -1 }, invalid('limit must be a number of USD ≥ 0, or null', 'limit')],
     ['a limit over $1e12', { name: 'x', limit: 1e12 + 1 }, invalid('limit must be a number of USD ≥ 0, or null', 'limit')],
     ['a string limit', { name: 'x', limit: '5' }, invalid('limit must be a number of USD ≥ 0, or null', 'limit')],
@@ -299,6 +309,19 @@ describe.each(FRAMEWORKS)('keysRouter under %s', (framework) => {
     });
     const cleared = await request(app).patch(`/api/keys/${created.body.id}`).set(admin()).send({ expires_at: null });
     expect({ status: cleared.status, body: cleared.body }).toEqual({ status: 200, body: { ...updated.body, expiresAt: null } });
+  });
+
+  it('takes expires_at without seconds, with up to nine digits of a second, or with an offset, and answers it in UTC', async () => {
+    const before = await request(app).get(`/api/keys/${seeded.proxyKeyId}`).set(admin());
+    for (const [expiresAt, expected] of [
+      ['2027-01-01T10:00Z', '2027-01-01T10:00:00Z'],
+      ['2027-01-01T10:00:00.123456789Z', '2027-01-01T10:00:00.123Z'],
+      ['2027-01-01T10:00:00+02:00', '2027-01-01T08:00:00Z'],
+      ['2027-01-01T10:00:00-05:30', '2027-01-01T15:30:00Z'],
+    ] as const) {
+      const response = await request(app).patch(`/api/keys/${seeded.proxyKeyId}`).set(admin()).send({ expires_at: expiresAt });
+      expect({ status: response.status, body: response.body }).toEqual({ status: 200, body: { ...before.body, expiresAt: expected } });
+    }
   });
 
   it('keeps a models list of 100 names in the order given', async () => {
