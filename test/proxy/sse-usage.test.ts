@@ -161,6 +161,23 @@ describe('SseUsageScanner at its edges', () => {
     expect(scanner.usage).toEqual({ promptTokens: 3, completionTokens: 4, cachedPromptTokens: 0 });
   });
 
+  it('reads usage and strips the "usage":null it added when the JSON has spaces around its colons and braces', () => {
+    // Python's json.dumps writes ", " and ": "; the spaces before a colon or a brace are legal JSON too.
+    const content = 'data: {"choices": [{"index": 0, "delta": {"content": "a"}}], "usage": null}\n\n';
+    const spaced = 'data: {"choices": [{"index": 0, "delta": {"content": "b"}}] , "usage" : null }\n\n';
+    const usageOnly = 'data: {"choices": [], "usage" : {"prompt_tokens": 3, "completion_tokens": 4}}\n\n';
+    const scanner = new SseUsageScanner(true);
+    expect(text(scanner.push(Buffer.from(content + spaced + usageOnly + done)))).toBe(
+      `data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\ndata: {"choices": [{"index": 0, "delta": {"content": "b"}}] }\n\n${done}`,
+    );
+    expect(scanner.usage).toEqual({ promptTokens: 3, completionTokens: 4, cachedPromptTokens: 0 });
+    const pythonUsage = new SseUsageScanner(true);
+    expect(text(pythonUsage.push(Buffer.from('data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 6}}\n\n')))).toBe(
+      '',
+    );
+    expect(pythonUsage.usage).toEqual({ promptTokens: 5, completionTokens: 6, cachedPromptTokens: 0 });
+  });
+
   it('reads data lines without a space after the colon, joined by a line feed as the SSE spec says', () => {
     const scanner = new SseUsageScanner(true);
     expect(text(scanner.push(Buffer.from(`data:{"choices":[],${usage(1, 2)}}\n\n`)))).toBe('');
