@@ -234,6 +234,28 @@ describe('modelSwitchAuth at its edges', () => {
     expect(await whoami(app, seeded.proxyKey)).toEqual(refused);
   });
 
+  it('never takes a guess for a seen key whose broken record has no current hash', async () => {
+    const { app, clock, seeded, state } = await setUp(HOT_PATH);
+    // The key passes as the previous secret of a rotation; the process remembers the record's hash, undefined.
+    state.rewrite = (record) => ({
+      ...record,
+      hash: undefined as unknown as string,
+      previousHash: record.hash,
+      previousKeyExpiresAt: clock.now() + HOUR,
+    });
+    expect(await whoami(app, seeded.proxyKey)).toEqual(admitted(seeded, 999));
+    expect(await whoami(app, forgeSameHandle(seeded.proxyKey))).toEqual(refused);
+  });
+
+  it('admits a key verified by another middleware sharing the hasher, though this one has seen only other keys', async () => {
+    const { app, store, inner, hasher, clock, seeded } = await setUp(HOT_PATH);
+    const second = await seedAccount(inner, { hasher, now: clock.now() });
+    const other = buildApp('express5', store, { hasher, now: clock.now });
+    expect(await whoami(other, second.proxyKey)).toEqual(admitted(second, 999));
+    expect(await whoami(app, seeded.proxyKey)).toEqual(admitted(seeded, 999));
+    expect(await whoami(app, second.proxyKey)).toEqual(admitted(second, 998));
+  });
+
   describe('without a rate limit', () => {
     it.each<[string, readonly HotPathCall[]]>([
       ['answering at once', []],
