@@ -184,7 +184,9 @@ export class Authenticator {
   /**
    * The rest of `admit` once the key's record is on its way (`found`): verifies it (scrypt unless
    * `verifiedHash` matches), then reads the account and hits the counter in parallel. `remember`:
-   * the store answered with a promise, so the key's next request may take `admitSeen`.
+   * the store answered with a promise, so the key's next request may take `admitSeen`. `counted`:
+   * the hit `admitSeen` already made, used instead of a second one when it went to this record's
+   * counter (a request is counted once).
    */
   private async admitAsync(
     parsed: ParsedApiKey,
@@ -192,13 +194,21 @@ export class Authenticator {
     found: Awaitable<Readonly<KeyRecord> | null>,
     verifiedHash: string | undefined,
     remember: boolean,
+    counted?: CountedHit,
   ): Promise<ModelSwitchContext> {
     const record = await this.verifiedRecord(parsed, await found, verifiedHash);
     const now = this.now();
     this.checkUsable(record, now);
     const rateLimit = record.rateLimit ?? this.defaultRateLimit;
     const windowMs = this.windowOf(record.id, rateLimit);
-    const [account] = await Promise.all([this.accountOf(record), this.hitRateLimit(record.id, rateLimit, windowMs, res, now)]);
+    const alreadyCounted =
+      counted !== undefined && rateLimit !== null && counted.keyId === record.id && counted.windowMs === windowMs ? counted : undefined;
+    if (alreadyCounted !== undefined && rateLimit !== null)
+      this.applyCounter(rateLimit, alreadyCounted.windowMs, alreadyCounted.counter, res, now);
+    const [account] = await Promise.all([
+      this.accountOf(record),
+      alreadyCounted === undefined ? this.hitRateLimit(record.id, rateLimit, windowMs, res, now) : undefined,
+    ]);
     if (remember) this.remember(parsed.handle, record, windowMs);
     return this.context(record, account, now);
   }
@@ -235,7 +245,8 @@ export class Authenticator {
     if (!record || record.id !== keyId || record.hash !== seen.hash || record.accountId !== accountId || record.type !== parsed.type) {
       this.seen.delete(parsed.handle);
       const fresh = this.guard.run('getKeyByHandle', () => this.store.getKeyByHandle(parsed.handle));
-      return this.admitAsync(parsed, res, fresh, verifiedHash, true);
+      const counted = seenWindow === null || counter === null ? undefined : { keyId, windowMs: seenWindow, counter };
+      return this.admitAsync(parsed, res, fresh, verifiedHash, true, counted);
     }
     this.checkUsable(record, now);
     const owner = existing(account);
@@ -417,6 +428,13 @@ export class Authenticator {
       );
     }
   }
+}
+
+/** A hit `admitSeen` counted before it found the key changed: its counter's key id and window, and the state it answered. */
+interface CountedHit {
+  readonly keyId: number;
+  readonly windowMs: number;
+  readonly counter: CounterState;
 }
 
 /** What the last admitted request of a key showed (see `Authenticator.admitSeen`). */

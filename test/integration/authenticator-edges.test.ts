@@ -173,6 +173,16 @@ describe('modelSwitchAuth at its edges', () => {
     expect(await whoami(app, oldKey)).toEqual(refused);
   });
 
+  it('on a store answering promises, counts the first request with a rotated-out secret in its grace period once', async () => {
+    const { app, seeded } = await setUp(HOT_PATH);
+    expect(await whoami(app, seeded.proxyKey)).toEqual(admitted(seeded, 999));
+    const newKey = await rotate(app, seeded);
+    // The seen-key path hits the counter before it finds the record's new hash; the full path then uses that hit.
+    expect(await whoami(app, seeded.proxyKey)).toEqual(admitted(seeded, 998));
+    expect(await whoami(app, newKey)).toEqual(admitted(seeded, 997));
+    expect(await whoami(app, seeded.proxyKey)).toEqual(admitted(seeded, 996));
+  });
+
   it('refuses a secret rotated out twice, though a grace period is running and the key verified before', async () => {
     const { app, seeded } = await setUp([]);
     const first = seeded.proxyKey;
