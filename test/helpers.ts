@@ -1,4 +1,5 @@
 import { type AccountRecord, KeyHasher, type KeyStore, createAccount, issueKey } from '../src/index.js';
+import { keyWithHandle, parseApiKey } from '../src/keys/api-key.js';
 import type { Logger } from '../src/log.js';
 
 /** scrypt at logN 10 (about 1 ms): tests check behaviour, the benchmark checks the real cost. */
@@ -100,4 +101,11 @@ export async function rawRequest(port: number, head: string | Buffer): Promise<R
 /** The whole error body of a 400 `invalid_request`, with `param` when the answer names one. */
 export function invalid(message: string, param?: string) {
   return { error: { message, type: 'invalid_request_error', code: 'invalid_request', ...(param === undefined ? {} : { param }) } };
+}
+
+/** A well-formed key with the same handle as `key`, another secret and a valid checksum: what an attacker who knows a handle sends. */
+export function forgeSameHandle(key: string): string {
+  const parsed = parseApiKey(key);
+  if (parsed === null) throw new TypeError('forgeSameHandle: not a well-formed key');
+  return keyWithHandle(parsed.type, parsed.handle).value;
 }

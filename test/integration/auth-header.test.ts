@@ -1,10 +1,9 @@
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { crc32 } from 'node:zlib';
 import { MemoryKeyStore, generateApiKey, parseApiKey } from '../../src/index.js';
 import { FRAMEWORKS, buildApp } from '../app.js';
-import { type SeededAccount, fastHasher, rawRequest, seedAccount } from '../helpers.js';
+import { type SeededAccount, fastHasher, forgeSameHandle, rawRequest, seedAccount } from '../helpers.js';
 
 const MALFORMED = { error: { message: 'Missing or invalid Authorization header', type: 'authentication_error', code: 'invalid_api_key' } };
 const INVALID_KEY = { error: { message: 'Invalid API key', type: 'authentication_error', code: 'invalid_api_key' } };
@@ -93,16 +92,3 @@ describe.each(FRAMEWORKS)('Authorization header parsing under %s', (framework) =
     await expectRejected([`Authorization: Bearer ${forged}`], INVALID_KEY, TOKEN_CHALLENGE);
   });
 });
-
-/** A well-formed key with the same handle as `key`, another secret and a valid checksum. */
-function forgeSameHandle(key: string): string {
-  const alphabet = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
-  const body = `${key.slice(0, 13)}${generateApiKey('proxy').value.slice(13, 35)}`;
-  let n = crc32(body);
-  let checksum = '';
-  for (let i = 0; i < 6; i++) {
-    checksum = alphabet[n % 62] + checksum;
-    n = Math.floor(n / 62);
-  }
-  return body + checksum;
-}

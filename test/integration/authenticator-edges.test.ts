@@ -1,4 +1,3 @@
-import { crc32 } from 'node:zlib';
 import request from 'supertest';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { answerWithoutStack } from '../../src/errors/errors.js';
@@ -9,11 +8,10 @@ import {
   type KeyStore,
   KeyHasher,
   MemoryKeyStore,
-  generateApiKey,
   parseApiKey,
 } from '../../src/index.js';
 import { buildApp } from '../app.js';
-import { type SeededAccount, fastHasher, recordingLogger, seedAccount, testClock } from '../helpers.js';
+import { type SeededAccount, fastHasher, forgeSameHandle, recordingLogger, seedAccount, testClock } from '../helpers.js';
 
 const HOT_PATH = ['getKeyByHandle', 'getAccount', 'hitCounter'] as const;
 type HotPathCall = (typeof HOT_PATH)[number];
@@ -79,19 +77,6 @@ function wrappedStore(promised: readonly HotPathCall[]) {
     },
   }) as KeyStore;
   return { inner, store, waves, touches, state };
-}
-
-/** A well-formed key with the same handle as `key`, another secret and a valid checksum. */
-function forgeSameHandle(key: string): string {
-  const alphabet = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
-  const body = `${key.slice(0, 13)}${generateApiKey('proxy').value.slice(13, 35)}`;
-  let n = crc32(body);
-  let checksum = '';
-  for (let i = 0; i < 6; i++) {
-    checksum = alphabet[n % 62] + checksum;
-    n = Math.floor(n / 62);
-  }
-  return body + checksum;
 }
 
 /** GET /v1/whoami with `key`: the whole answer, rate-limit headers included. */
